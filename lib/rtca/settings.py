@@ -1,0 +1,189 @@
+"""The one typed configuration of the workbench.
+
+Every host, port, URL, topic and table name lives here (and in the `infra/` files rendered from it); nothing else
+hard-codes them. Each field can be overridden from the environment with the `RTCA_` prefix, nested fields with
+`__`, e.g. `RTCA_PULSAR__WEB_PORT=18080` or `RTCA_TOPICS__RAW=my-raw-topic`.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout (`lib/rtca/settings.py` -> repo root); `infra/` and the default run directory live under it."""
+
+Backend = Literal["local", "docker", "external"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PulsarSettings(_Section):
+    version: str = "4.0.8"
+    host: str = "127.0.0.1"
+    broker_port: int = 6650
+    web_port: int = 8080
+    tenant: str = "feeds"
+    namespace: str = "realtime"
+    heap: str = "-Xms256m -Xmx768m -XX:MaxDirectMemorySize=384m"
+    #: Set for the external backend: full URLs that win over host/port.
+    service_url_override: str | None = None
+    admin_url_override: str | None = None
+    auth_token: SecretStr | None = None
+
+    @property
+    def service_url(self) -> str:
+        return self.service_url_override or f"pulsar://{self.host}:{self.broker_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return self.admin_url_override or f"http://{self.host}:{self.web_port}"
+
+
+class PinotSettings(_Section):
+    version: str = "0.11.0"
+    host: str = "127.0.0.1"
+    cluster: str = "rtca"
+    zookeeper_port: int = 2191
+    controller_port: int = 9000
+    broker_port: int = 8099
+    server_port: int = 8098
+    server_admin_port: int = 8097
+    controller_heap: str = "-Xms128m -Xmx512m"
+    broker_heap: str = "-Xms128m -Xmx512m"
+    server_heap: str = "-Xms256m -Xmx1g"
+    zookeeper_heap: str = "-Xms64m -Xmx256m"
+    controller_url_override: str | None = None
+    broker_url_override: str | None = None
+
+    @property
+    def controller_url(self) -> str:
+        return self.controller_url_override or f"http://{self.host}:{self.controller_port}"
+
+    @property
+    def broker_url(self) -> str:
+        return self.broker_url_override or f"http://{self.host}:{self.broker_port}"
+
+    @property
+    def zookeeper_address(self) -> str:
+        return f"{self.host}:{self.zookeeper_port}"
+
+
+class SupersetSettings(_Section):
+    version: str = "6.1.0"
+    host: str = "127.0.0.1"
+    port: int = 8088
+    admin_user: str = "admin"
+    #: Taken from SUPERSET_ADMIN_PASSWORD / SUPERSET_SECRET_KEY when set, else generated once under the run dir.
+    admin_password: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    database_name: str = "Pinot"
+    #: Stable so that the import bundle under infra/superset/ updates the registered database instead of colliding.
+    database_uuid: str = "5b1c7a4e-2f7d-4c59-9a51-7d0f1d2c3a10"
+    url_override: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.url_override or f"http://{self.host}:{self.port}"
+
+
+class Topics(_Section):
+    """Short topic names inside `tenant/namespace`; `Settings.topic()` gives the full name."""
+
+    raw: str = "coinbase-livefeed"
+    ticker: str = "coinbase-ticker"
+    matches: str = "coinbase-matches"
+    level2: str = "coinbase-level2"
+    heartbeat: str = "coinbase-heartbeat"
+    status: str = "coinbase-status"
+    rfq_matches: str = "coinbase-rfq-matches"
+    auction: str = "coinbase-auction"
+    control: str = "coinbase-control"
+    dead_letter: str = "coinbase-dead-letter"
+    ticker_stats: str = "coinbase-ticker-stats"
+    book: str = "coinbase-book"
+    trade_flow: str = "coinbase-trade-flow"
+    volatility: str = "coinbase-volatility"
+    alerts: str = "coinbase-alerts"
+    feed_health: str = "feed-health"
+
+
+class Tables(_Section):
+    ticker: str = "coinbase_ticker"
+    ticker_stats: str = "coinbase_ticker_stats"
+    matches: str = "coinbase_matches"
+    book: str = "coinbase_book"
+    trade_flow: str = "coinbase_trade_flow"
+    volatility: str = "coinbase_volatility"
+    alerts: str = "coinbase_alerts"
+    dead_letter: str = "coinbase_dead_letter"
+    feed_health: str = "feed_health"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RTCA_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    backend: Backend = "local"
+    run_dir: Path = PROJECT_ROOT / ".run"
+    cache_dir: Path = Path.home() / ".cache" / "rtca"
+    infra_dir: Path = PROJECT_ROOT / "infra"
+    #: Seconds a service may take to become healthy before `rtca up` gives up and names its log.
+    start_timeout: float = 240.0
+
+    pulsar: PulsarSettings = PulsarSettings()
+    pinot: PinotSettings = PinotSettings()
+    superset: SupersetSettings = SupersetSettings()
+    topics: Topics = Topics()
+    tables: Tables = Tables()
+
+    # --- derived -------------------------------------------------------------------------------------------------
+    def topic(self, short_name: str) -> str:
+        """Full `persistent://tenant/namespace/name` for a short topic name (a `Topics` value)."""
+        return f"persistent://{self.pulsar.tenant}/{self.pulsar.namespace}/{short_name}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def pids_dir(self) -> Path:
+        return self.run_dir / "pids"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "data"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.run_dir / "secrets"
+
+    @cached_property
+    def venv_dir(self) -> Path:
+        return PROJECT_ROOT / ".venv"
+
+    def describe(self) -> dict[str, Any]:
+        """The effective configuration as plain JSON-able data (secrets masked), for `rtca config`."""
+        data = json.loads(self.model_dump_json())
+        data["urls"] = {
+            "pulsar_service": self.pulsar.service_url,
+            "pulsar_admin": self.pulsar.admin_url,
+            "pinot_controller": self.pinot.controller_url,
+            "pinot_broker": self.pinot.broker_url,
+            "superset": self.superset.url,
+        }
+        data["full_topics"] = {key: self.topic(name) for key, name in self.topics.model_dump().items()}
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit keyword overrides on top (used by the CLI and tests)."""
+    return Settings(**overrides)

@@ -1,0 +1,161 @@
+"""Everything the local backend runs, resolved from the package registries into a user cache.
+
+Maven Central gives Pulsar's server distribution and Pinot's jars, Maven builds our Pinot plugin, PyPI gives
+Superset's own virtualenv. Results live under `settings.cache_dir` (by default `~/.cache/rtca`), so a second
+clone or a CI run on the same machine reuses them; each step is skipped when its marker file is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from rtca.errors import ArtifactError, PrerequisiteError
+from rtca.settings import Settings
+from rtca.stack.progress import step
+
+MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
+_DONE = ".complete"
+
+
+def require_tool(name: str, hint: str) -> str:
+    """Path of a command on PATH, or a PrerequisiteError that says how to get it."""
+    path = shutil.which(name)
+    if path is None:
+        raise PrerequisiteError(f"'{name}' was not found on PATH", hint=hint)
+    return path
+
+
+def require_java() -> str:
+    java = require_tool("java", "install a Java 17 JDK (Debian: apt-get install openjdk-17-jdk-headless)")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    major = _java_major(out)
+    if major is not None and major < 17:
+        raise PrerequisiteError(f"Java 17 or newer is needed, found: {out.splitlines()[0]}",
+                                hint="install a Java 17 JDK and put it first on PATH (or set JAVA_HOME)")
+    return java
+
+
+def _java_major(version_output: str) -> int | None:
+    for token in version_output.replace('"', " ").split():
+        head = token.split(".")[0]
+        if head.isdigit() and ("." in token or token.isdigit()):
+            major = int(head)
+            return int(token.split(".")[1]) if major == 1 else major
+    return None
+
+
+def _maven(args: list[str], *, what: str, log: Path) -> None:
+    mvn = require_tool("mvn", "install Apache Maven 3.8+ (Debian: apt-get install maven)")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        result = subprocess.run([mvn, "-B", "-q", *args], stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise ArtifactError(f"Maven failed to {what} (exit {result.returncode}); see {log}",
+                            hint="check that Maven Central is reachable and the disk has room")
+
+
+def _marked(directory: Path) -> bool:
+    return (directory / _DONE).exists()
+
+
+def _mark(directory: Path) -> None:
+    (directory / _DONE).touch()
+
+
+def pulsar_home(settings: Settings) -> Path:
+    """The unpacked Pulsar server distribution (downloaded once, about 245 MB)."""
+    version = settings.pulsar.version
+    root = settings.cache_dir / "pulsar"
+    home = root / f"apache-pulsar-{version}"
+    if _marked(home):
+        return home
+    download = root / "download"
+    with step(f"downloading Pulsar {version} server distribution from Maven Central (about 245 MB)"):
+        _maven([f"{MAVEN_DEPENDENCY_PLUGIN}:copy",
+                f"-Dartifact=org.apache.pulsar:pulsar-server-distribution:{version}:tar.gz:bin",
+                f"-DoutputDirectory={download}"],
+               what=f"download Pulsar {version}", log=settings.logs_dir / "artifacts.log")
+    tarball = download / f"pulsar-server-distribution-{version}-bin.tar.gz"
+    with step(f"unpacking {tarball.name}"):
+        shutil.rmtree(home, ignore_errors=True)
+        with tarfile.open(tarball) as archive:
+            archive.extractall(root, filter="tar")
+        tarball.unlink()
+    if not (home / "bin" / "pulsar").exists():
+        raise ArtifactError(f"the Pulsar distribution did not unpack to {home}")
+    _mark(home)
+    return home
+
+
+def pinot_lib(settings: Settings) -> Path:
+    """A folder with Pinot's server-side jars (about 320 jars, 200 MB) resolved through `infra/stack`."""
+    version = settings.pinot.version
+    lib = settings.cache_dir / f"pinot-{version}" / "lib"
+    if _marked(lib):
+        return lib
+    with step(f"resolving Apache Pinot {version} jars from Maven Central (about 200 MB)"):
+        shutil.rmtree(lib, ignore_errors=True)
+        _maven(["-f", str(settings.infra_dir / "stack" / "pinot-runtime.pom.xml"),
+                f"-Dpinot.version={version}", "dependency:copy-dependencies", f"-DoutputDirectory={lib}"],
+               what=f"resolve Pinot {version}", log=settings.logs_dir / "artifacts.log")
+    _mark(lib)
+    return lib
+
+
+def plugin_lib(settings: Settings) -> Path:
+    """Build our Pinot stream plugin for Pulsar; returns the folder of its jar and runtime dependencies.
+
+    Rebuilt when any source file of the module is newer than the last build, so a `git pull` is picked up.
+    """
+    module = settings.infra_dir / "pinot-pulsar-plugin"
+    out = module / "target" / "plugin-lib"
+    marker = out / _DONE
+    sources = [p for p in (module / "src" / "main").rglob("*") if p.is_file()] + [module / "pom.xml"]
+    newest = max(p.stat().st_mtime for p in sources)
+    if marker.exists() and marker.stat().st_mtime >= newest:
+        return out
+    with step("building the Pinot stream plugin for Pulsar (Maven)"):
+        _maven(["-f", str(module / "pom.xml"), "-DskipTests", "package"],
+               what="build the Pinot Pulsar plugin", log=settings.logs_dir / "artifacts.log")
+    if not any(out.glob("*.jar")):
+        raise ArtifactError(f"the plugin build produced no jars in {out}")
+    _mark(out)
+    return out
+
+
+def _requirements_digest(requirements: Path) -> str:
+    return hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
+
+
+def superset_venv(settings: Settings) -> Path:
+    """Superset's own virtualenv (its pins clash with the notebook stack), keyed by its requirements file."""
+    requirements = settings.infra_dir / "superset" / "requirements.txt"
+    venv = settings.cache_dir / "venvs" / f"superset-{_requirements_digest(requirements)}"
+    if _marked(venv):
+        return venv
+    with step(f"installing Superset into its own virtualenv {venv} (first time: about 2 minutes)"):
+        shutil.rmtree(venv, ignore_errors=True)
+        log = settings.logs_dir / "artifacts.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            for argv in ([sys.executable, "-m", "venv", str(venv)],
+                         [str(venv / "bin" / "pip"), "install", "-q", "--upgrade", "pip"],
+                         [str(venv / "bin" / "pip"), "install", "-q", "-r", str(requirements)]):
+                if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                    raise ArtifactError(f"installing Superset failed at: {' '.join(argv)}; see {log}")
+    _mark(venv)
+    return venv
+
+
+def ensure_all(settings: Settings) -> None:
+    """Download and build whatever the local backend runs; each part is a no-op once cached."""
+    require_java()
+    pulsar_home(settings)
+    pinot_lib(settings)
+    plugin_lib(settings)
+    superset_venv(settings)

@@ -1,0 +1,96 @@
+"""The `local` backend: Pulsar, Pinot and Superset as processes on this machine, no Docker.
+
+`up` is idempotent: a healthy stack is reported and left alone, a half-up one gets only its missing services.
+If start-up fails, what this call started is stopped again, so no half-started stack is left behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from rtca.errors import PrerequisiteError, RtcaError
+from rtca.settings import Settings
+from rtca.stack import pinot, pulsar, superset
+from rtca.stack.artifacts import ensure_all, require_java, require_tool
+from rtca.stack.process import Service, ServiceState, Supervisor
+from rtca.stack.progress import say, step
+
+#: Free disk the first start needs: artifacts (~0.5 GB), two virtualenvs (~1.5 GB), data.
+MIN_FREE_BYTES = 3 * 1024**3
+
+SERVICE_NAMES = ("pulsar", "pinot-zookeeper", "pinot-controller", "pinot-broker", "pinot-server", "superset")
+#: Extra processes under the same supervisor (the ingest service); stopped by `down` too.
+AUXILIARY_NAMES = ("ingest",)
+
+
+def check_prerequisites(settings: Settings) -> None:
+    require_java()
+    require_tool("mvn", "install Apache Maven 3.8+ (Debian: apt-get install maven)")
+    for folder in (settings.run_dir, settings.cache_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+        if free < MIN_FREE_BYTES:
+            raise PrerequisiteError(
+                f"only {free / 1024**3:.1f} GB free under {folder}; the stack needs at least "
+                f"{MIN_FREE_BYTES / 1024**3:.0f} GB", hint="free some disk, or point RTCA_RUN_DIR / RTCA_CACHE_DIR "
+                                                          "at a larger disk")
+
+
+def services(settings: Settings) -> list[Service]:
+    """All service definitions (cheap: nothing is resolved until a service is launched)."""
+    return [pulsar.service(settings), *pinot.services(settings), superset.service(settings)]
+
+
+def up(settings: Settings) -> list[ServiceState]:
+    check_prerequisites(settings)
+    ensure_all(settings)
+    supervisor = Supervisor(settings)
+    wanted = services(settings)
+    missing = [s for s in wanted if not (supervisor.process(s.name) and supervisor.healthy(s))]
+    if not missing:
+        say("the stack is already up; nothing changed")
+        return status(settings, wanted)
+    started: list[str] = []
+    try:
+        with step(f"starting {', '.join(s.name for s in missing)}"):
+            first = [s for s in missing if s.name == "pinot-zookeeper"]
+            for service in first + [s for s in missing if s not in first]:
+                proc = supervisor.process(service.name)
+                if proc is None:
+                    supervisor.start(service)
+                    started.append(service.name)
+                if service in first:  # controller, broker and server give up if Zookeeper is not there yet
+                    supervisor.wait_healthy(first, timeout=settings.start_timeout)
+            supervisor.wait_healthy(missing, timeout=settings.start_timeout)
+        with step("configuring Pulsar namespace and Superset's Pinot database"):
+            pulsar.ensure_namespace(settings)
+            superset.register_pinot(settings)
+    except (RtcaError, KeyboardInterrupt):
+        if started:
+            say(f"start-up failed: stopping what this run started ({', '.join(started)})")
+            for name in reversed(started):
+                supervisor.stop(name)
+        raise
+    return status(settings, wanted)
+
+
+def status(settings: Settings, known: list[Service] | None = None) -> list[ServiceState]:
+    supervisor = Supervisor(settings)
+    return [supervisor.state(s) for s in (known if known is not None else services(settings))]
+
+
+def down(settings: Settings, *, wipe: bool = False) -> list[str]:
+    """Stop only what rtca started (by pid file); with `wipe`, delete the services' data too."""
+    supervisor = Supervisor(settings)
+    stopped = []
+    for name in (*AUXILIARY_NAMES, *reversed(SERVICE_NAMES)):
+        if supervisor.stop(name):
+            stopped.append(name)
+    if wipe:
+        data_dirs: list[Callable[[Settings], list[Path]]] = [pulsar.data_dirs, pinot.data_dirs, superset.data_dirs]
+        for folders in data_dirs:
+            for folder in folders(settings):
+                shutil.rmtree(folder, ignore_errors=True)
+    return stopped

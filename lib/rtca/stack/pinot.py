@@ -1,0 +1,66 @@
+"""Apache Pinot as four local JVM processes: Zookeeper, controller, broker and server.
+
+`StartServiceManager` (all in one JVM) fails in 0.11.0 with a NullPointerException, so each role runs alone
+through `PinotAdministrator`. Our Pulsar stream plugin goes on the classpath of the controller (it builds the
+partition metadata provider when a table is created) and of the server (it consumes); the broker needs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rtca.settings import Settings
+from rtca.stack.artifacts import pinot_lib, plugin_lib, require_java
+from rtca.stack.process import Launch, Service
+
+MAIN_CLASS = "org.apache.pinot.tools.admin.PinotAdministrator"
+#: Without these, Java 17 stops the controller at start (InaccessibleObjectException in jersey / JAXB).
+JAVA17_OPENS = [
+    f"--add-opens=java.base/{package}=ALL-UNNAMED"
+    for package in ("java.lang", "java.nio", "sun.nio.ch", "java.util", "java.lang.reflect",
+                    "jdk.internal.misc", "java.util.concurrent", "java.io", "java.net")
+]
+
+
+def _jvm(settings: Settings, heap: str, role: str, *args: str, plugin: bool = False) -> Launch:
+    classpath = f"{pinot_lib(settings)}{os.sep}*"
+    if plugin:
+        classpath += f"{os.pathsep}{plugin_lib(settings)}{os.sep}*"
+    data = settings.data_dir / "pinot"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [require_java(), *heap.split(), *JAVA17_OPENS, "-cp", classpath, MAIN_CLASS, role, *args]
+    return Launch(argv=argv, cwd=data)
+
+
+def services(settings: Settings) -> list[Service]:
+    """Zookeeper first (the local backend waits for it), then controller, broker and server together."""
+    p = settings.pinot
+    zk = p.zookeeper_address
+    data = settings.data_dir / "pinot"
+    cluster = ("-zkAddress", zk, "-clusterName", p.cluster)
+    server_admin = f"http://{p.host}:{p.server_admin_port}"
+    return [
+        Service("pinot-zookeeper", lambda: _jvm(settings, p.zookeeper_heap, "StartZookeeper", "-zkPort",
+                                                str(p.zookeeper_port), "-dataDir", str(data / "zookeeper")),
+                url=zk, ports=(p.zookeeper_port,)),
+        Service("pinot-controller", lambda: _jvm(settings, p.controller_heap, "StartController", *cluster,
+                                                 "-controllerHost", p.host, "-controllerPort",
+                                                 str(p.controller_port), "-dataDir", str(data / "controller"),
+                                                 plugin=True),
+                url=p.controller_url, health_url=f"{p.controller_url}/health", ports=(p.controller_port,)),
+        Service("pinot-broker", lambda: _jvm(settings, p.broker_heap, "StartBroker", *cluster,
+                                             "-brokerHost", p.host, "-brokerPort", str(p.broker_port)),
+                url=p.broker_url, health_url=f"{p.broker_url}/health", ports=(p.broker_port,)),
+        Service("pinot-server", lambda: _jvm(settings, p.server_heap, "StartServer", *cluster,
+                                             "-serverHost", p.host, "-serverPort", str(p.server_port),
+                                             "-serverAdminPort", str(p.server_admin_port),
+                                             "-dataDir", str(data / "server" / "index"),
+                                             "-segmentDir", str(data / "server" / "segments"), plugin=True),
+                url=server_admin, health_url=f"{server_admin}/health",
+                ports=(p.server_port, p.server_admin_port)),
+    ]
+
+
+def data_dirs(settings: Settings) -> list[Path]:
+    return [settings.data_dir / "pinot"]

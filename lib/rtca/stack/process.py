@@ -1,0 +1,188 @@
+"""Start, find, health-check and stop the local processes the workbench owns.
+
+A service is started in its own session (process group) with its output in `<run>/logs/<name>.log`; its PID and
+start time go to `<run>/pids/<name>.json`. Only processes recorded there are ever stopped, and a recorded PID
+counts only if the process with that PID was started at the recorded time (PIDs get reused).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from rtca.errors import PortInUseError, ServiceError
+from rtca.settings import Settings
+from rtca.stack.progress import say
+
+HealthCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start a process: built only when it is started (building it may render config files)."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    """One local process: how to know it is healthy (cheap), and how to launch it (on demand)."""
+
+    name: str
+    launch: Callable[[], Launch]
+    #: Where users reach it (shown by `rtca status`); an HTTP 200 there means healthy unless `health_url` is set.
+    url: str
+    ports: tuple[int, ...] = ()
+    health_url: str | None = None
+    #: Extra readiness beyond an HTTP 200 on health_url (e.g. Pulsar's functions worker).
+    ready: HealthCheck | None = None
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    pid: int | None
+    healthy: bool
+    url: str
+    rss_bytes: int | None
+
+
+def http_ok(url: str, *, timeout: float = 3.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+class Supervisor:
+    """Owns the pid files and logs of the local services under one run directory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        for folder in (settings.logs_dir, settings.pids_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def log_file(self, name: str) -> Path:
+        return self.settings.logs_dir / f"{name}.log"
+
+    def _pid_file(self, name: str) -> Path:
+        return self.settings.pids_dir / f"{name}.json"
+
+    def process(self, name: str) -> psutil.Process | None:
+        """The live process we started for `name`, or None (stale pid files are removed)."""
+        path = self._pid_file(name)
+        try:
+            record = json.loads(path.read_text())
+            proc = psutil.Process(record["pid"])
+            if abs(proc.create_time() - record["create_time"]) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE:
+                return proc
+        except (FileNotFoundError, ValueError, KeyError, psutil.Error):
+            pass
+        path.unlink(missing_ok=True)
+        return None
+
+    def healthy(self, service: Service) -> bool:
+        if service.health_url is not None:
+            alive = http_ok(service.health_url)
+        else:  # no HTTP endpoint (Zookeeper): listening on its first port is the best sign there is
+            alive = port_open(self.settings.pulsar.host, service.ports[0])
+        return alive and (service.ready is None or service.ready())
+
+    def start(self, service: Service) -> psutil.Process:
+        """Start `service` unless it already runs; a port held by someone else is a clear error, not a hang."""
+        running = self.process(service.name)
+        if running is not None:
+            return running
+        host = self.settings.pulsar.host
+        for port in service.ports:
+            if port_open(host, port):
+                raise PortInUseError(
+                    service.name, f"port {port} on {host} is already in use by a process rtca did not start",
+                    hint=f"stop that process (see `ss -ltnp 'sport = :{port}'`) or move {service.name} to "
+                         "another port with the RTCA_* settings (`rtca config` shows them)")
+        launch = service.launch()
+        log = self.log_file(service.name)
+        with log.open("ab") as out:
+            out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {service.name}: "
+                      f"{' '.join(launch.argv)}\n".encode())
+            out.flush()
+            popen = subprocess.Popen(list(launch.argv), stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=launch.cwd, env={**os.environ, **launch.env},
+                                     start_new_session=True)
+        proc = psutil.Process(popen.pid)
+        self._pid_file(service.name).write_text(json.dumps({"pid": popen.pid, "create_time": proc.create_time()}))
+        return proc
+
+    def wait_healthy(self, services: Iterable[Service], *, timeout: float) -> None:
+        """Poll every service's health until all pass; fail fast with the log's name if one dies."""
+        pending = {s.name: s for s in services}
+        started = time.monotonic()
+        last_report = started
+        while pending:
+            for name, service in list(pending.items()):
+                if self.healthy(service):
+                    say(f"  {name} healthy after {time.monotonic() - started:.0f} s")
+                    del pending[name]
+                elif self.process(name) is None:
+                    raise ServiceError(name, "exited during start-up", log=self.log_file(name),
+                                       hint=f"read the end of the log: rtca logs {name}")
+            if not pending:
+                return
+            elapsed = time.monotonic() - started
+            if elapsed > timeout:
+                names = ", ".join(sorted(pending))
+                raise ServiceError(names, f"not healthy after {timeout:.0f} s",
+                                   log=self.log_file(sorted(pending)[0]),
+                                   hint="the machine may be overloaded; rerun `rtca up` to keep waiting")
+            if time.monotonic() - last_report >= 10:
+                say(f"  waiting for {', '.join(sorted(pending))} ({elapsed:.0f} s)")
+                last_report = time.monotonic()
+            time.sleep(0.5)
+
+    def stop(self, name: str, *, timeout: float = 30.0) -> bool:
+        """SIGTERM the service's process group, SIGKILL what is left after `timeout`; True if it was running."""
+        proc = self.process(name)
+        if proc is None:
+            return False
+        family = [proc, *proc.children(recursive=True)]
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        _, alive = psutil.wait_procs(family, timeout=timeout)
+        for leftover in alive:
+            try:
+                leftover.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+        self._pid_file(name).unlink(missing_ok=True)
+        return True
+
+    def state(self, service: Service) -> ServiceState:
+        proc = self.process(service.name)
+        rss = None
+        if proc is not None:
+            try:
+                rss = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+            except psutil.Error:
+                rss = None
+        return ServiceState(service.name, proc.pid if proc else None, self.healthy(service), service.url, rss)

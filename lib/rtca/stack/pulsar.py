@@ -1,0 +1,137 @@
+"""Pulsar standalone (broker + bookie + RocksDB metadata + functions worker) as a local process.
+
+The distribution lives read-only in the cache; each run gets its own copy of the configuration (loopback binding,
+ports, topic retention) and its own data and logs under the run directory. The functions worker starts Python
+functions with the first `python3` on PATH, so the project's virtualenv goes first: functions can `import rtca`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import httpx
+
+from rtca.errors import ServiceError
+from rtca.settings import Settings
+from rtca.stack.artifacts import pulsar_home
+from rtca.stack.process import Launch, Service
+
+BOOKIE_PORT = 3181
+#: Retention -1 = unlimited: Pinot reads with a Reader, which is not a subscription, so nothing else keeps data.
+_BROKER_OVERRIDES = {
+    "brokerDeleteInactiveTopicsEnabled": "false",
+    "defaultRetentionTimeInMinutes": "-1",
+    "defaultRetentionSizeInMB": "-1",
+    "brokerDeduplicationEnabled": "true",
+    "allowAutoTopicCreationType": "non-partitioned",
+}
+
+
+def render_conf(template: str, overrides: dict[str, str]) -> str:
+    """`key=value` lines of a Pulsar .conf with `overrides` applied (appended when the key is absent)."""
+    remaining = dict(overrides)
+
+    def replace(match: re.Match[str]) -> str:
+        key = match.group(1)
+        return f"{key}={remaining.pop(key)}" if key in remaining else match.group(0)
+
+    text = re.sub(r"^([A-Za-z0-9_.]+)=.*$", replace, template, flags=re.MULTILINE)
+    return text + "".join(f"\n{key}={value}" for key, value in remaining.items()) + "\n"
+
+
+def render_worker_yaml(template: str, overrides: dict[str, str]) -> str:
+    """Top-level `key: value` lines of functions_worker.yml with overrides (the file is too big to re-dump)."""
+    text = template
+    for key, value in overrides.items():
+        text, count = re.subn(rf"^{key}:.*$", f"{key}: {value}", text, flags=re.MULTILINE)
+        if count == 0:
+            text += f"\n{key}: {value}\n"
+    return text
+
+
+def service(settings: Settings) -> Service:
+    p = settings.pulsar
+    return Service(name="pulsar", launch=lambda: _launch(settings), url=p.service_url,
+                   ports=(p.broker_port, p.web_port, BOOKIE_PORT), health_url=f"{p.admin_url}/admin/v2/clusters",
+                   ready=lambda: _worker_ready(settings))
+
+
+def _launch(settings: Settings) -> Launch:
+    home = pulsar_home(settings)
+    p = settings.pulsar
+    conf_dir = settings.run_dir / "conf" / "pulsar"
+    data = settings.data_dir / "pulsar"
+    logs = settings.logs_dir
+    for folder in (conf_dir, data, logs / "functions"):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    broker = {**_BROKER_OVERRIDES, "bindAddress": p.host, "advertisedAddress": p.host,
+              "brokerServicePort": str(p.broker_port), "webServicePort": str(p.web_port)}
+    (conf_dir / "standalone.conf").write_text(render_conf((home / "conf" / "standalone.conf").read_text(), broker))
+    worker = {"downloadDirectory": str(data / "functions-download"), "workerHostname": p.host,
+              "pulsarServiceUrl": p.service_url, "pulsarWebServiceUrl": p.admin_url,
+              "connectorsDirectory": str(data / "connectors"), "functionsDirectory": str(data / "functions")}
+    worker_yaml = render_worker_yaml((home / "conf" / "functions_worker.yml").read_text(), worker)
+    (conf_dir / "functions_worker.yml").write_text(worker_yaml)
+
+    venv_bin = settings.venv_dir / "bin"
+    env = {
+        "PULSAR_MEM": p.heap,
+        # Broker logs to stdout (our pulsar.log); function instances log under logs/functions/.
+        "PULSAR_LOG_APPENDER": "Console",
+        "PULSAR_LOG_DIR": str(logs / "functions"),
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": str(settings.venv_dir),
+    }
+    argv = [str(home / "bin" / "pulsar"), "standalone", "-nss",
+            "-c", str(conf_dir / "standalone.conf"), "-fwc", str(conf_dir / "functions_worker.yml"),
+            "--metadata-dir", str(data / "metadata"), "--bookkeeper-dir", str(data / "bookkeeper")]
+    return Launch(argv=argv, env=env, cwd=data)
+
+
+def _worker_ready(settings: Settings) -> bool:
+    try:
+        response = httpx.get(f"{settings.pulsar.admin_url}/admin/v2/worker/cluster", timeout=3)
+        return response.status_code == 200 and bool(response.json())
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def ensure_namespace(settings: Settings) -> None:
+    """Create tenant and namespace (idempotent) with unlimited retention and no inactive-topic deletion.
+
+    Pulsar standalone otherwise deletes a topic without subscriptions after about a minute and keeps nothing
+    once every subscription has acknowledged: a Pinot reader is not a subscription.
+    """
+    p = settings.pulsar
+    ns = f"{p.tenant}/{p.namespace}"
+    with httpx.Client(base_url=p.admin_url, timeout=30, headers=_auth_headers(settings)) as admin:
+        clusters = admin.get("/admin/v2/clusters").raise_for_status().json()
+        _ok(admin.put(f"/admin/v2/tenants/{p.tenant}", json={"allowedClusters": clusters, "adminRoles": []}),
+            f"create tenant {p.tenant}")
+        _ok(admin.put(f"/admin/v2/namespaces/{ns}"), f"create namespace {ns}")
+        _ok(admin.post(f"/admin/v2/namespaces/{ns}/retention",
+                       json={"retentionTimeInMinutes": -1, "retentionSizeInMB": -1}), f"set retention on {ns}")
+        _ok(admin.post(f"/admin/v2/namespaces/{ns}/inactiveTopicPolicies",
+                       json={"deleteWhileInactive": False, "maxInactiveDurationSeconds": 60,
+                             "inactiveTopicDeleteMode": "delete_when_no_subscriptions"}),
+            f"disable inactive-topic deletion on {ns}")
+        _ok(admin.post(f"/admin/v2/namespaces/{ns}/deduplication", json=True), f"enable deduplication on {ns}")
+
+
+def _auth_headers(settings: Settings) -> dict[str, str]:
+    token = settings.pulsar.auth_token
+    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+
+
+def _ok(response: httpx.Response, what: str) -> None:
+    """2xx, or 409 (already exists), are fine; anything else is a ServiceError with Pulsar's reason."""
+    if response.status_code == 409 or response.is_success:
+        return
+    raise ServiceError("pulsar", f"could not {what}: HTTP {response.status_code} {response.text[:300]}")
+
+
+def data_dirs(settings: Settings) -> list[Path]:
+    return [settings.data_dir / "pulsar"]

@@ -1,0 +1,99 @@
+"""Apache Superset from its own virtualenv, with a SQLite metadata database under the run directory.
+
+The first start initialises it (schema, admin user, roles) inside the same supervised process, before the web
+server starts, so `rtca up` starts every service at once and waits on health checks only. Secrets reach Superset
+through the environment, never through a file in the repository or an argument in a log.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from rtca.settings import Settings
+from rtca.stack.artifacts import superset_venv
+from rtca.stack.process import Launch, Service
+from rtca.stack.secrets import superset_secrets
+from rtca.superset.client import SupersetClient
+
+_CONFIG = '''\
+"""Rendered by rtca.stack.superset for this run directory; edits are overwritten by `rtca up`."""
+import os
+
+SECRET_KEY = os.environ["SUPERSET_SECRET_KEY"]
+SQLALCHEMY_DATABASE_URI = "sqlite:///{db}"
+# A workbench on loopback: no HTTPS redirects, no rate limit on the API logins the tools make.
+TALISMAN_ENABLED = False
+RATELIMIT_ENABLED = False
+WTF_CSRF_TIME_LIMIT = None
+SQLLAB_TIMEOUT = 120
+SUPERSET_WEBSERVER_TIMEOUT = 120
+FEATURE_FLAGS = {{"DASHBOARD_NATIVE_FILTERS": True}}
+'''
+
+
+def pinot_sqlalchemy_uri(settings: Settings) -> str:
+    return f"pinot+{settings.pinot.broker_url}/query/sql?controller={settings.pinot.controller_url}/"
+
+
+def service(settings: Settings) -> Service:
+    s = settings.superset
+    return Service("superset", lambda: _launch(settings), url=s.url, health_url=f"{s.url}/health", ports=(s.port,))
+
+
+def _launch(settings: Settings) -> Launch:
+    venv = superset_venv(settings)
+    s = settings.superset
+    data = settings.data_dir / "superset"
+    conf = settings.run_dir / "conf" / "superset_config.py"
+    data.mkdir(parents=True, exist_ok=True)
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(_CONFIG.format(db=data / "superset.db"))
+    secrets = superset_secrets(settings)
+    bin_dir = venv / "bin"
+    marker = data / f".initialized-{s.version}"
+    # sh expands $SUPERSET_ADMIN_PASSWORD itself, so the password never appears in the logged command line.
+    init = " && ".join([
+        f"{bin_dir / 'superset'} db upgrade",
+        f"{bin_dir / 'superset'} fab create-admin --username {shlex.quote(s.admin_user)} --firstname Admin"
+        ' --lastname Workbench --email admin@localhost --password "$SUPERSET_ADMIN_PASSWORD"',
+        f"{bin_dir / 'superset'} init",
+        f"touch {shlex.quote(str(marker))}",
+    ])
+    serve = (f"exec {bin_dir / 'gunicorn'} --bind {s.host}:{s.port} --workers 1 --worker-class gthread"
+             " --threads 8 --timeout 120 --access-logfile - 'superset.app:create_app()'")
+    script = f"set -e; [ -f {shlex.quote(str(marker))} ] || {{ {init}; }}; {serve}"
+    env = {
+        "SUPERSET_CONFIG_PATH": str(conf),
+        "SUPERSET_SECRET_KEY": secrets.secret_key,
+        "SUPERSET_ADMIN_PASSWORD": secrets.admin_password,
+        "FLASK_APP": "superset",
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "SUPERSET_LOAD_EXAMPLES": "no",
+    }
+    return Launch(["/bin/sh", "-c", script], env=env, cwd=data)
+
+
+def register_pinot(settings: Settings) -> None:
+    """Register (or update) the Pinot database under a fixed uuid, so dashboard bundles can point at it."""
+    s = settings.superset
+    database = {
+        "database_name": s.database_name,
+        "sqlalchemy_uri": pinot_sqlalchemy_uri(settings),
+        "cache_timeout": None,
+        "expose_in_sqllab": True,
+        "allow_run_async": False,
+        "allow_ctas": False,
+        "allow_cvas": False,
+        "allow_dml": False,
+        "allow_file_upload": False,
+        "extra": {"allows_virtual_table_explore": True},
+        "uuid": s.database_uuid,
+        "version": "1.0.0",
+    }
+    with SupersetClient.from_settings(settings) as client:
+        client.import_bundle("database", {f"databases/{s.database_name}.yaml": database})
+
+
+def data_dirs(settings: Settings) -> list[Path]:
+    return [settings.data_dir / "superset"]
