@@ -55,15 +55,7 @@ def up(settings: Settings) -> list[ServiceState]:
     started: list[str] = []
     try:
         with step(f"starting {', '.join(s.name for s in missing)}"):
-            first = [s for s in missing if s.name == "pinot-zookeeper"]
-            for service in first + [s for s in missing if s not in first]:
-                proc = supervisor.process(service.name)
-                if proc is None:
-                    supervisor.start(service)
-                    started.append(service.name)
-                if service in first:  # controller, broker and server give up if Zookeeper is not there yet
-                    supervisor.wait_healthy(first, timeout=settings.start_timeout)
-            supervisor.wait_healthy(missing, timeout=settings.start_timeout)
+            supervisor.start_all(missing, timeout=settings.start_timeout, started=started)
         with step("configuring Pulsar namespace and Superset's Pinot database"):
             pulsar.ensure_namespace(settings)
             superset.register_pinot(settings)

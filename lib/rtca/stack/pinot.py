@@ -34,7 +34,7 @@ def _jvm(settings: Settings, heap: str, role: str, *args: str, plugin: bool = Fa
 
 
 def services(settings: Settings) -> list[Service]:
-    """Zookeeper first (the local backend waits for it), then controller, broker and server together."""
+    """Zookeeper, then the controller, then broker and server (each waits on the one before)."""
     p = settings.pinot
     zk = p.zookeeper_address
     data = settings.data_dir / "pinot"
@@ -44,21 +44,24 @@ def services(settings: Settings) -> list[Service]:
         Service("pinot-zookeeper", lambda: _jvm(settings, p.zookeeper_heap, "StartZookeeper", "-zkPort",
                                                 str(p.zookeeper_port), "-dataDir", str(data / "zookeeper")),
                 url=zk, ports=(p.zookeeper_port,)),
+        # The controller sets up the Helix cluster; broker and server fail at once if it is not there yet.
         Service("pinot-controller", lambda: _jvm(settings, p.controller_heap, "StartController", *cluster,
                                                  "-controllerHost", p.host, "-controllerPort",
                                                  str(p.controller_port), "-dataDir", str(data / "controller"),
                                                  plugin=True),
-                url=p.controller_url, health_url=f"{p.controller_url}/health", ports=(p.controller_port,)),
+                url=p.controller_url, health_url=f"{p.controller_url}/health", ports=(p.controller_port,),
+                after=("pinot-zookeeper",)),
         Service("pinot-broker", lambda: _jvm(settings, p.broker_heap, "StartBroker", *cluster,
                                              "-brokerHost", p.host, "-brokerPort", str(p.broker_port)),
-                url=p.broker_url, health_url=f"{p.broker_url}/health", ports=(p.broker_port,)),
+                url=p.broker_url, health_url=f"{p.broker_url}/health", ports=(p.broker_port,),
+                after=("pinot-controller",)),
         Service("pinot-server", lambda: _jvm(settings, p.server_heap, "StartServer", *cluster,
                                              "-serverHost", p.host, "-serverPort", str(p.server_port),
                                              "-serverAdminPort", str(p.server_admin_port),
                                              "-dataDir", str(data / "server" / "index"),
                                              "-segmentDir", str(data / "server" / "segments"), plugin=True),
                 url=server_admin, health_url=f"{server_admin}/health",
-                ports=(p.server_port, p.server_admin_port)),
+                ports=(p.server_port, p.server_admin_port), after=("pinot-controller",)),
     ]
 
 

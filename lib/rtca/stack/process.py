@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +46,8 @@ class Service:
     url: str
     ports: tuple[int, ...] = ()
     health_url: str | None = None
+    #: Services that must be healthy before this one starts (Pinot's broker and server need the controller).
+    after: tuple[str, ...] = ()
     #: Extra readiness beyond an HTTP 200 on health_url (e.g. Pulsar's functions worker).
     ready: HealthCheck | None = None
 
@@ -131,31 +133,46 @@ class Supervisor:
         self._pid_file(service.name).write_text(json.dumps({"pid": popen.pid, "create_time": proc.create_time()}))
         return proc
 
-    def wait_healthy(self, services: Iterable[Service], *, timeout: float) -> None:
-        """Poll every service's health until all pass; fail fast with the log's name if one dies."""
-        pending = {s.name: s for s in services}
-        started = time.monotonic()
-        last_report = started
+    def start_all(self, services: Sequence[Service], *, timeout: float, started: list[str]) -> None:
+        """Start each service as soon as the services it comes `after` are healthy; return when all are.
+
+        Names of the processes this call started are appended to `started`, so a caller can undo a failed start.
+        A service that dies during start-up fails the call at once, naming its log.
+        """
+        waiting = {s.name: s for s in services}  # not started yet
+        pending = dict(waiting)  # not healthy yet
+        begin = last_report = time.monotonic()
         while pending:
+            for name, service in list(waiting.items()):
+                if not any(dep in pending for dep in service.after):
+                    if self.process(name) is None:
+                        self.start(service)
+                        started.append(name)
+                    del waiting[name]
             for name, service in list(pending.items()):
+                if name in waiting:
+                    continue
                 if self.healthy(service):
-                    say(f"  {name} healthy after {time.monotonic() - started:.0f} s")
+                    say(f"  {name} healthy after {time.monotonic() - begin:.0f} s")
                     del pending[name]
                 elif self.process(name) is None:
                     raise ServiceError(name, "exited during start-up", log=self.log_file(name),
                                        hint=f"read the end of the log: rtca logs {name}")
-            if not pending:
-                return
-            elapsed = time.monotonic() - started
-            if elapsed > timeout:
-                names = ", ".join(sorted(pending))
-                raise ServiceError(names, f"not healthy after {timeout:.0f} s",
-                                   log=self.log_file(sorted(pending)[0]),
+            elapsed = time.monotonic() - begin
+            if pending and elapsed > timeout:
+                first = sorted(pending)[0]
+                raise ServiceError(", ".join(sorted(pending)), f"not healthy after {timeout:.0f} s",
+                                   log=self.log_file(first),
                                    hint="the machine may be overloaded; rerun `rtca up` to keep waiting")
-            if time.monotonic() - last_report >= 10:
+            if pending and time.monotonic() - last_report >= 10:
                 say(f"  waiting for {', '.join(sorted(pending))} ({elapsed:.0f} s)")
                 last_report = time.monotonic()
-            time.sleep(0.5)
+            if pending:
+                time.sleep(0.5)
+
+    def restart(self, service: Service, *, timeout: float) -> None:
+        self.stop(service.name)
+        self.start_all([service], timeout=timeout, started=[])
 
     def stop(self, name: str, *, timeout: float = 30.0) -> bool:
         """SIGTERM the service's process group, SIGKILL what is left after `timeout`; True if it was running."""

@@ -74,7 +74,7 @@ class SupersetClient:
     def sql(self, database_id: int, sql: str) -> list[dict[str, Any]]:
         """Run SQL through SQL Lab (synchronously) and return the rows: proof that the database answers."""
         result = self.post("/api/v1/sqllab/execute/", {"database_id": database_id, "sql": sql, "runAsync": False,
-                                                         "json": True, "select_as_cta": False})
+                                                         "select_as_cta": False})
         return list(result.get("data", []))
 
     def database_id(self, name: str) -> int | None:

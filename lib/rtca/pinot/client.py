@@ -1,0 +1,109 @@
+"""Pinot's controller (schemas, tables, segments) and broker (SQL) over REST, with clear errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from rtca.errors import DeployError
+from rtca.settings import Settings
+
+#: The stream plugin class per backend: ours on the local 0.11.0 stack, Pinot's own in its 1.x images.
+CONSUMER_FACTORY = {
+    "local": "io.rtca.pinot.pulsar.PulsarConsumerFactory",
+    "external": "io.rtca.pinot.pulsar.PulsarConsumerFactory",
+    "docker": "org.apache.pinot.plugin.stream.pulsar.PulsarConsumerFactory",
+}
+JSON_DECODER = "org.apache.pinot.plugin.inputformat.json.JSONMessageDecoder"
+
+
+def stream_configs(settings: Settings, topic: str, *, offset_reset: str = "smallest",
+                   flush_rows: int = 100_000, flush_time: str = "6h") -> dict[str, str]:
+    """`streamConfigs` of a REALTIME table reading `topic` (full Pulsar name) with our plugin."""
+    return {
+        "streamType": "pulsar",
+        "stream.pulsar.topic.name": topic,
+        "stream.pulsar.bootstrap.servers": settings.pulsar.service_url,
+        "stream.pulsar.consumer.type": "lowlevel",
+        "stream.pulsar.consumer.factory.class.name": CONSUMER_FACTORY[settings.backend],
+        "stream.pulsar.decoder.class.name": JSON_DECODER,
+        "stream.pulsar.consumer.prop.auto.offset.reset": offset_reset,
+        "realtime.segment.flush.threshold.rows": str(flush_rows),
+        "realtime.segment.flush.threshold.time": flush_time,
+    }
+
+
+class PinotClient:
+    def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
+        self._controller = httpx.Client(base_url=settings.pinot.controller_url, timeout=timeout)
+        self._broker = httpx.Client(base_url=settings.pinot.broker_url, timeout=timeout)
+
+    @staticmethod
+    def _check(response: httpx.Response, what: str) -> Any:
+        if not response.is_success:
+            raise DeployError(f"Pinot could not {what}: HTTP {response.status_code} {response.text[:500]}")
+        return response.json() if response.content else None
+
+    # --- controller ----------------------------------------------------------------------------------------------
+    def schema(self, name: str) -> dict[str, Any] | None:
+        response = self._controller.get(f"/schemas/{name}")
+        return None if response.status_code == 404 else self._check(response, f"read schema {name}")
+
+    def put_schema(self, schema: Mapping[str, Any]) -> None:
+        name = schema["schemaName"]
+        if self.schema(name) is None:
+            self._check(self._controller.post("/schemas", json=dict(schema)), f"create schema {name}")
+        else:
+            self._check(self._controller.put(f"/schemas/{name}", json=dict(schema)), f"update schema {name}")
+
+    def table(self, name: str) -> dict[str, Any] | None:
+        """The REALTIME table config, or None."""
+        found = self._check(self._controller.get(f"/tables/{name}", params={"type": "realtime"}), f"read {name}")
+        return found.get("REALTIME") if found else None
+
+    def put_table(self, table: Mapping[str, Any]) -> None:
+        name = table["tableName"]
+        if self.table(name) is None:
+            self._check(self._controller.post("/tables", json=dict(table)), f"create table {name}")
+        else:
+            self._check(self._controller.put(f"/tables/{name}", json=dict(table)), f"update table {name}")
+
+    def delete_table(self, name: str) -> None:
+        response = self._controller.delete(f"/tables/{name}", params={"type": "realtime"})
+        if response.status_code not in (200, 404):
+            self._check(response, f"delete table {name}")
+        schema = self._controller.delete(f"/schemas/{name}")
+        if schema.status_code not in (200, 404):
+            self._check(schema, f"delete schema {name}")
+
+    def segments(self, table: str) -> dict[str, dict[str, str]]:
+        """Segment name -> {server: state} from the external view (CONSUMING or ONLINE)."""
+        view = self._check(self._controller.get(f"/tables/{table}/externalview"), f"read segments of {table}")
+        return dict((view or {}).get("REALTIME") or {})
+
+    def committed_segments(self, table: str) -> int:
+        return sum(1 for states in self.segments(table).values() if "ONLINE" in states.values())
+
+    # --- broker --------------------------------------------------------------------------------------------------
+    def query(self, sql: str) -> list[list[Any]]:
+        """Rows of a SQL query; a Pinot-side exception becomes a DeployError with its message."""
+        result = self._check(self._broker.post("/query/sql", json={"sql": sql}), "run a query")
+        if result.get("exceptions"):
+            raise DeployError(f"Pinot query failed: {result['exceptions'][0].get('message', '')[:500]}")
+        return list(result.get("resultTable", {}).get("rows", []))
+
+    def count(self, table: str, where: str = "") -> int:
+        rows = self.query(f"SELECT COUNT(*) FROM {table} {where}")
+        return int(rows[0][0]) if rows else 0
+
+    def close(self) -> None:
+        self._controller.close()
+        self._broker.close()
+
+    def __enter__(self) -> PinotClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
