@@ -56,6 +56,7 @@ def up(settings: Settings) -> list[ServiceState]:
     try:
         with step(f"starting {', '.join(s.name for s in missing)}"):
             supervisor.start_all(missing, timeout=settings.start_timeout, started=started)
+        pinot.cluster_marker(settings).touch()
         with step("configuring Pulsar namespace and Superset's Pinot database"):
             pulsar.ensure_namespace(settings)
             superset.register_pinot(settings)

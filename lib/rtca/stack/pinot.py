@@ -34,17 +34,19 @@ def _jvm(settings: Settings, heap: str, role: str, *args: str, plugin: bool = Fa
 
 
 def services(settings: Settings) -> list[Service]:
-    """Zookeeper, then the controller, then broker and server (each waits on the one before)."""
+    """Zookeeper, then the controller, broker and server (these two after the controller on a first start)."""
     p = settings.pinot
     zk = p.zookeeper_address
     data = settings.data_dir / "pinot"
     cluster = ("-zkAddress", zk, "-clusterName", p.cluster)
     server_admin = f"http://{p.host}:{p.server_admin_port}"
+    cluster_dep = ("pinot-zookeeper",) if cluster_marker(settings).exists() else ("pinot-controller",)
     return [
         Service("pinot-zookeeper", lambda: _jvm(settings, p.zookeeper_heap, "StartZookeeper", "-zkPort",
                                                 str(p.zookeeper_port), "-dataDir", str(data / "zookeeper")),
                 url=zk, ports=(p.zookeeper_port,)),
-        # The controller sets up the Helix cluster; broker and server fail at once if it is not there yet.
+        # The controller's first start sets up the Helix cluster in Zookeeper; broker and server fail at once
+        # without it. Once it exists (kept in Zookeeper's data), they need only Zookeeper: a faster warm start.
         Service("pinot-controller", lambda: _jvm(settings, p.controller_heap, "StartController", *cluster,
                                                  "-controllerHost", p.host, "-controllerPort",
                                                  str(p.controller_port), "-dataDir", str(data / "controller"),
@@ -54,15 +56,20 @@ def services(settings: Settings) -> list[Service]:
         Service("pinot-broker", lambda: _jvm(settings, p.broker_heap, "StartBroker", *cluster,
                                              "-brokerHost", p.host, "-brokerPort", str(p.broker_port)),
                 url=p.broker_url, health_url=f"{p.broker_url}/health", ports=(p.broker_port,),
-                after=("pinot-controller",)),
+                after=cluster_dep),
         Service("pinot-server", lambda: _jvm(settings, p.server_heap, "StartServer", *cluster,
                                              "-serverHost", p.host, "-serverPort", str(p.server_port),
                                              "-serverAdminPort", str(p.server_admin_port),
                                              "-dataDir", str(data / "server" / "index"),
                                              "-segmentDir", str(data / "server" / "segments"), plugin=True),
                 url=server_admin, health_url=f"{server_admin}/health",
-                ports=(p.server_port, p.server_admin_port), after=("pinot-controller",)),
+                ports=(p.server_port, p.server_admin_port), after=cluster_dep),
     ]
+
+
+def cluster_marker(settings: Settings) -> Path:
+    """Written once the controller has created the cluster in Zookeeper (removed with the data by --wipe)."""
+    return settings.data_dir / "pinot" / ".cluster-ready"
 
 
 def data_dirs(settings: Settings) -> list[Path]:
