@@ -30,6 +30,7 @@ class PulsarSettings(_Section):
     host: str = "127.0.0.1"
     broker_port: int = 6650
     web_port: int = 8080
+    bookie_port: int = 3181
     tenant: str = "feeds"
     namespace: str = "realtime"
     heap: str = "-Xms256m -Xmx768m -XX:MaxDirectMemorySize=384m"
@@ -56,6 +57,7 @@ class PinotSettings(_Section):
     broker_port: int = 8099
     server_port: int = 8098
     server_admin_port: int = 8097
+    server_grpc_port: int = 8090
     controller_heap: str = "-Xms128m -Xmx512m"
     broker_heap: str = "-Xms128m -Xmx512m"
     server_heap: str = "-Xms256m -Xmx1g"

@@ -60,10 +60,11 @@ def services(settings: Settings) -> list[Service]:
         Service("pinot-server", lambda: _jvm(settings, p.server_heap, "StartServer", *cluster,
                                              "-serverHost", p.host, "-serverPort", str(p.server_port),
                                              "-serverAdminPort", str(p.server_admin_port),
+                                             "-serverGrpcPort", str(p.server_grpc_port),
                                              "-dataDir", str(data / "server" / "index"),
                                              "-segmentDir", str(data / "server" / "segments"), plugin=True),
                 url=server_admin, health_url=f"{server_admin}/health",
-                ports=(p.server_port, p.server_admin_port), after=cluster_dep),
+                ports=(p.server_port, p.server_admin_port, p.server_grpc_port), after=cluster_dep),
     ]
 
 

@@ -18,7 +18,6 @@ from rtca.settings import Settings
 from rtca.stack.artifacts import pulsar_home
 from rtca.stack.process import Launch, Service
 
-BOOKIE_PORT = 3181
 #: Retention -1 = unlimited: Pinot reads with a Reader, which is not a subscription, so nothing else keeps data.
 _BROKER_OVERRIDES = {
     "brokerDeleteInactiveTopicsEnabled": "false",
@@ -54,7 +53,7 @@ def render_worker_yaml(template: str, overrides: dict[str, str]) -> str:
 def service(settings: Settings) -> Service:
     p = settings.pulsar
     return Service(name="pulsar", launch=lambda: _launch(settings), url=p.service_url,
-                   ports=(p.broker_port, p.web_port, BOOKIE_PORT), health_url=f"{p.admin_url}/admin/v2/clusters",
+                   ports=(p.broker_port, p.web_port, p.bookie_port), health_url=f"{p.admin_url}/admin/v2/clusters",
                    ready=lambda: _worker_ready(settings))
 
 
@@ -87,7 +86,8 @@ def _launch(settings: Settings) -> Launch:
     }
     argv = [str(home / "bin" / "pulsar"), "standalone", "-nss",
             "-c", str(conf_dir / "standalone.conf"), "-fwc", str(conf_dir / "functions_worker.yml"),
-            "--metadata-dir", str(data / "metadata"), "--bookkeeper-dir", str(data / "bookkeeper")]
+            "--metadata-dir", str(data / "metadata"), "--bookkeeper-dir", str(data / "bookkeeper"),
+            "--bookkeeper-port", str(p.bookie_port)]
     return Launch(argv=argv, env=env, cwd=data)
 
 
