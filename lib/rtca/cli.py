@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -40,8 +41,11 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.feed.service import ingest_state
+
     states = stack.status(settings)
-    _print_states(states)
+    ingest = ingest_state(settings)
+    _print_states(states + ([ingest] if ingest else []))
     return 0 if all(st.healthy for st in states) else 3
 
 
@@ -57,6 +61,128 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
     print(json.dumps(settings.describe(), indent=2, default=str))
+    return 0
+
+
+INGEST_FLAGS: dict[str, dict[str, Any]] = {
+    "--source": {"choices": ["coinbase", "replay", "simulator"], "default": "coinbase",
+                 "help": "live Coinbase, a replay of a capture, or the seeded simulator"},
+    "--url": {"help": "connect to this websocket server instead (e.g. one started by `rtca replay serve`)"},
+    "--capture": {"help": "capture file to replay (default: the shipped 2021-04-17 recording)"},
+    "--speed": {"default": "1", "help": "replay pace: 1, N (times faster) or max"},
+    "--loop": {"action": "store_true", "help": "replay forever, times and ids shifted to keep increasing"},
+    "--shift-time": {"action": "store_true", "help": "shift replayed times to now"},
+    "--products": {"help": "comma-separated product ids (default: the source's)"},
+    "--channels": {"help": "comma-separated channels (default: the source's)"},
+    "--rate": {"type": float, "default": 100.0, "help": "simulator frames per second"},
+    "--seed": {"type": int, "default": 0, "help": "simulator seed"},
+    "--duration": {"type": float, "help": "stop after this many seconds"},
+    "--max-messages": {"type": int, "help": "stop after this many frames"},
+}
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [item.strip() for item in value.split(",") if item.strip()] if value else None
+
+
+def cmd_ingest_run(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.feed.ingest import run_ingest
+
+    report = run_ingest(settings, source=args.source, url=args.url, capture=args.capture, speed=args.speed,
+                        loop=args.loop, shift_time=args.shift_time, products=_split(args.products),
+                        channels=_split(args.channels), rate=args.rate, seed=args.seed, duration=args.duration,
+                        max_messages=args.max_messages)
+    print(json.dumps(dataclasses.asdict(report), default=str))
+    return 0 if report.failed == 0 else 1
+
+
+def _ingest_run_args(args: argparse.Namespace) -> list[str]:
+    """The `ingest start` flags as `ingest run` arguments for the supervised process."""
+    out: list[str] = []
+    for flag, spec in INGEST_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if spec.get("action") == "store_true":
+            out += [flag] if value else []
+        elif value is not None and value != spec.get("default"):
+            out += [flag, str(value)]
+    return out
+
+
+def cmd_ingest_start(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.feed.service import start_ingest
+
+    state, started = start_ingest(settings, _ingest_run_args(args))
+    print(f"ingest {'started' if started else 'already running'} (pid {state.pid}); "
+          f"log: {settings.logs_dir / 'ingest.log'}")
+    return 0
+
+
+def cmd_ingest_stop(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.feed.service import stop_ingest
+
+    print("ingest stopped" if stop_ingest(settings) else "ingest was not running")
+    return 0
+
+
+def cmd_functions_deploy(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.functions.deploy import deploy_functions
+
+    for result in deploy_functions(settings, names=args.names or None):
+        print(result)
+    return 0
+
+
+def cmd_functions_status(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.functions.deploy import function_status
+
+    for status in function_status(settings, names=args.names or None):
+        print(status)
+    return 0
+
+
+def cmd_functions_delete(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.functions.deploy import delete_functions
+
+    deleted = delete_functions(settings, args.names or None)
+    print(f"deleted: {', '.join(deleted) if deleted else 'nothing'}")
+    return 0
+
+
+def cmd_pinot_apply(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.pinot.tables import apply_tables
+
+    for result in apply_tables(settings, names=args.names or None):
+        print(result)
+    return 0
+
+
+def cmd_pinot_status(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.pinot.tables import pinot_status
+
+    for row in pinot_status(settings):
+        print(row)
+    return 0
+
+
+def cmd_superset_apply(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.superset.bundle import apply_dashboards
+
+    print(apply_dashboards(settings))
+    return 0
+
+
+def cmd_superset_export(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.superset.bundle import export_dashboards
+
+    print(export_dashboards(settings, args.out_dir))
+    return 0
+
+
+def cmd_deploy(settings: Settings, args: argparse.Namespace) -> int:
+    """Functions, then tables, then dashboards: each step idempotent, so `rtca deploy` can always be rerun."""
+    names = argparse.Namespace(names=None)
+    for step in (cmd_functions_deploy, cmd_pinot_apply, cmd_superset_apply):
+        step(settings, names)
     return 0
 
 
@@ -78,6 +204,43 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("service")
     logs.add_argument("-n", "--lines", type=int, default=50)
     verb("config", cmd_config, "print the effective configuration as JSON")
+    verb("deploy", cmd_deploy, "deploy functions, Pinot tables and Superset dashboards (idempotent)")
+
+    def group(name: str, help_text: str, actions: dict[str, tuple[Handler, str]]) -> dict[str, Any]:
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        actions_parsers = sub.add_subparsers(dest="action", required=True)
+        made = {}
+        for action, (handler, action_help) in actions.items():
+            made[action] = actions_parsers.add_parser(action, help=action_help, description=action_help)
+            made[action].set_defaults(handler=handler)
+        return made
+
+    ingest = group("ingest", "the feed into Pulsar", {
+        "run": (cmd_ingest_run, "ingest in the foreground until the source ends, then flush and exit"),
+        "start": (cmd_ingest_start, "ingest as a supervised background service (no-op if running)"),
+        "stop": (cmd_ingest_stop, "stop the background ingest"),
+    })
+    for action in ("run", "start"):
+        for flag, spec in INGEST_FLAGS.items():
+            ingest[action].add_argument(flag, **spec)
+    functions = group("functions", "Pulsar Functions", {
+        "deploy": (cmd_functions_deploy, "create or update the functions (idempotent)"),
+        "status": (cmd_functions_status, "instances, processed and failed counts, latest exceptions"),
+        "delete": (cmd_functions_delete, "delete the functions"),
+    })
+    for action in functions.values():
+        action.add_argument("names", nargs="*", help="only these functions (default: all)")
+    pinot = group("pinot", "Pinot tables", {
+        "apply": (cmd_pinot_apply, "create or update the schemas and tables under infra/pinot (idempotent)"),
+        "status": (cmd_pinot_status, "row counts and consuming segments per table"),
+    })
+    pinot["apply"].add_argument("names", nargs="*", help="only these tables (default: all)")
+    superset = group("superset", "Superset dashboards", {
+        "apply": (cmd_superset_apply, "import the dashboards under infra/superset (idempotent)"),
+        "export": (cmd_superset_export, "regenerate the bundle files from the running Superset"),
+    })
+    superset["export"].add_argument("out_dir", nargs="?", default=None,
+                                    help="where to write (default: infra/superset)")
     return parser
 
 

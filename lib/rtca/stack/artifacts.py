@@ -108,22 +108,29 @@ def pinot_lib(settings: Settings) -> Path:
 
 
 def plugin_lib(settings: Settings) -> Path:
-    """Build our Pinot stream plugin for Pulsar; returns the folder of its jar and runtime dependencies.
+    """Build our Pinot stream plugin for Pulsar; returns a folder with its jar and runtime dependencies.
 
-    Rebuilt when any source file of the module is newer than the last build, so a `git pull` is picked up.
+    The jars are copied out of Maven's `target/` into the cache under a digest of the module's sources, so a
+    rebuild never swaps a jar under a running Pinot, and a changed source (a `git pull`) gets a new build.
     """
     module = settings.infra_dir / "pinot-pulsar-plugin"
-    out = module / "target" / "plugin-lib"
-    marker = out / _DONE
-    sources = [p for p in (module / "src" / "main").rglob("*") if p.is_file()] + [module / "pom.xml"]
-    newest = max(p.stat().st_mtime for p in sources)
-    if marker.exists() and marker.stat().st_mtime >= newest:
+    sources = sorted(p for p in (module / "src" / "main").rglob("*") if p.is_file()) + [module / "pom.xml"]
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(path.relative_to(module).as_posix().encode() + b"\0" + path.read_bytes())
+    out = settings.cache_dir / "pinot-pulsar-plugin" / digest.hexdigest()[:12]
+    if _marked(out):
         return out
     with step("building the Pinot stream plugin for Pulsar (Maven)"):
         _maven(["-f", str(module / "pom.xml"), "-DskipTests", "package"],
                what="build the Pinot Pulsar plugin", log=settings.logs_dir / "artifacts.log")
-    if not any(out.glob("*.jar")):
-        raise ArtifactError(f"the plugin build produced no jars in {out}")
+    jars = list((module / "target" / "plugin-lib").glob("*.jar"))
+    if not jars:
+        raise ArtifactError(f"the plugin build produced no jars in {module / 'target' / 'plugin-lib'}")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for jar in jars:
+        shutil.copy2(jar, out / jar.name)
     _mark(out)
     return out
 

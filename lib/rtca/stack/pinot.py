@@ -29,7 +29,9 @@ def _jvm(settings: Settings, heap: str, role: str, *args: str, plugin: bool = Fa
         classpath += f"{os.pathsep}{plugin_lib(settings)}{os.sep}*"
     data = settings.data_dir / "pinot"
     data.mkdir(parents=True, exist_ok=True)
-    argv = [require_java(), *heap.split(), *JAVA17_OPENS, "-cp", classpath, MAIN_CLASS, role, *args]
+    log_config = settings.infra_dir / "stack" / "pinot-log4j2.xml"
+    argv = [require_java(), *heap.split(), *JAVA17_OPENS, f"-Dlog4j2.configurationFile={log_config}",
+            "-cp", classpath, MAIN_CLASS, role, *args]
     return Launch(argv=argv, cwd=data)
 
 

@@ -104,8 +104,10 @@ class Supervisor:
     def healthy(self, service: Service) -> bool:
         if service.health_url is not None:
             alive = http_ok(service.health_url)
-        else:  # no HTTP endpoint (Zookeeper): listening on its first port is the best sign there is
+        elif service.ports:  # no HTTP endpoint (Zookeeper): listening on its first port is the best sign
             alive = port_open(self.settings.pulsar.host, service.ports[0])
+        else:  # a client process (ingest): running is healthy
+            alive = self.process(service.name) is not None
         return alive and (service.ready is None or service.ready())
 
     def start(self, service: Service) -> psutil.Process:
