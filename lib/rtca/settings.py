@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +64,11 @@ class PinotSettings(_Section):
     zookeeper_heap: str = "-Xms64m -Xmx256m"
     controller_url_override: str | None = None
     broker_url_override: str | None = None
+    #: Basic auth of a secured Pinot (external backend): sent to the controller and the broker.
+    username: str | None = None
+    password: SecretStr | None = None
+    #: The Pulsar stream plugin class in table configs; None = the backend's default (`rtca.stack.profiles`).
+    consumer_factory: str | None = None
 
     @property
     def controller_url(self) -> str:
@@ -129,6 +134,26 @@ class Tables(_Section):
     feed_health: str = "feed_health"
 
 
+class TlsSettings(_Section):
+    """Trust for `https://` and `pulsar+ssl://` URLs of an external cluster (the local and docker stacks are plain)."""
+
+    #: PEM bundle of the CA(s) that signed the cluster's certificates; None = the system trust store.
+    ca_file: Path | None = None
+    #: False accepts any certificate (a throwaway cluster with a self-signed one); never for real credentials.
+    verify: bool = True
+
+
+class ScaleSettings(_Section):
+    """Sizes that grow with the cluster; None keeps the backend's default (`rtca.stack.profiles`)."""
+
+    #: Partitions of each typed and derived topic (Pinot consumes each partition in parallel).
+    topic_partitions: PositiveInt | None = None
+    #: Replicas of each Pinot segment (at most the number of Pinot servers).
+    pinot_replication: PositiveInt | None = None
+    #: Instances of each Pulsar Function (on a partitioned input, up to one per partition does useful work).
+    function_parallelism: PositiveInt | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RTCA_", env_nested_delimiter="__", frozen=True, extra="ignore"
@@ -146,6 +171,8 @@ class Settings(BaseSettings):
     superset: SupersetSettings = SupersetSettings()
     topics: Topics = Topics()
     tables: Tables = Tables()
+    tls: TlsSettings = TlsSettings()
+    scale: ScaleSettings = ScaleSettings()
 
     # --- derived -------------------------------------------------------------------------------------------------
     def topic(self, short_name: str) -> str:

@@ -9,36 +9,37 @@ import httpx
 
 from rtca.errors import DeployError
 from rtca.settings import Settings
+from rtca.stack.profiles import CONSUMER_FACTORY, profile, stream_connection_configs
+from rtca.stack.remote import http_options
 
-#: The stream plugin class per backend: ours on the local 0.11.0 stack, Pinot's own in its 1.x images.
-CONSUMER_FACTORY = {
-    "local": "io.rtca.pinot.pulsar.PulsarConsumerFactory",
-    "external": "io.rtca.pinot.pulsar.PulsarConsumerFactory",
-    "docker": "org.apache.pinot.plugin.stream.pulsar.PulsarConsumerFactory",
-}
+__all__ = ["CONSUMER_FACTORY", "JSON_DECODER", "PinotClient", "stream_configs"]
+
 JSON_DECODER = "org.apache.pinot.plugin.inputformat.json.JSONMessageDecoder"
 
 
 def stream_configs(settings: Settings, topic: str, *, offset_reset: str = "smallest",
                    flush_rows: int = 100_000, flush_time: str = "6h") -> dict[str, str]:
-    """`streamConfigs` of a REALTIME table reading `topic` (full Pulsar name) with our plugin."""
+    """`streamConfigs` of a REALTIME table reading `topic` (full Pulsar name); the plugin class and the Pulsar
+    credentials come from the backend's profile (`rtca.stack.profiles`), the rest is the same on every backend."""
     return {
         "streamType": "pulsar",
         "stream.pulsar.topic.name": topic,
         "stream.pulsar.bootstrap.servers": settings.pulsar.service_url,
         "stream.pulsar.consumer.type": "lowlevel",
-        "stream.pulsar.consumer.factory.class.name": CONSUMER_FACTORY[settings.backend],
+        "stream.pulsar.consumer.factory.class.name": profile(settings).consumer_factory,
         "stream.pulsar.decoder.class.name": JSON_DECODER,
         "stream.pulsar.consumer.prop.auto.offset.reset": offset_reset,
         "realtime.segment.flush.threshold.rows": str(flush_rows),
         "realtime.segment.flush.threshold.time": flush_time,
+        **stream_connection_configs(settings),
     }
 
 
 class PinotClient:
     def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
-        self._controller = httpx.Client(base_url=settings.pinot.controller_url, timeout=timeout)
-        self._broker = httpx.Client(base_url=settings.pinot.broker_url, timeout=timeout)
+        options = http_options(settings, "pinot")  # basic auth and TLS of a secured (external) Pinot
+        self._controller = httpx.Client(base_url=settings.pinot.controller_url, timeout=timeout, **options)
+        self._broker = httpx.Client(base_url=settings.pinot.broker_url, timeout=timeout, **options)
 
     @staticmethod
     def _check(response: httpx.Response, what: str) -> Any:

@@ -1,20 +1,32 @@
-"""Stand the stack up and down; `local` is the default backend (processes on this machine, no Docker)."""
+"""Stand the stack up and down, on one of three backends (`settings.backend`, RTCA_BACKEND or `rtca --backend`):
+
+    local      processes on this machine, no Docker (the default: workshops, CI)      rtca.stack.local
+    docker     containers from infra/docker/compose.yaml                              rtca.stack.docker
+    external   clusters someone else runs: `up` only checks that their URLs answer   rtca.stack.external
+
+What differs between them for tables and functions lives in `rtca.stack.profiles`.
+"""
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from rtca.errors import ConfigError
 from rtca.settings import Settings
-from rtca.stack import local
+from rtca.stack import docker, external, local
 from rtca.stack.process import ServiceState
 
 __all__ = ["ServiceState", "down", "status", "up"]
 
 
-def _backend(settings: Settings):  # type: ignore[no-untyped-def]
-    if settings.backend == "local":
-        return local
-    raise ConfigError(f"backend '{settings.backend}' is not available in this version",
-                      hint="use RTCA_BACKEND=local (the default)")
+_BACKENDS: dict[str, ModuleType] = {"local": local, "docker": docker, "external": external}
+
+
+def _backend(settings: Settings) -> ModuleType:
+    try:
+        return _BACKENDS[settings.backend]
+    except KeyError:
+        raise ConfigError(f"unknown backend '{settings.backend}'", hint=f"one of: {', '.join(_BACKENDS)}") from None
 
 
 def up(settings: Settings) -> list[ServiceState]:
