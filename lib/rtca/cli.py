@@ -28,8 +28,11 @@ def _print_states(states: list[ServiceState]) -> None:
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     _print_states(stack.up(settings))
-    print(f"\nSuperset: {settings.superset.url} (user {settings.superset.admin_user}, password in "
-          f"{settings.secrets_dir / 'superset.json'})\nlogs: {settings.logs_dir}")
+    where = (f"password in {settings.secrets_dir / 'superset.json'}" if settings.backend == "local"
+             else "password as configured")
+    print(f"\nSuperset: {settings.superset.url} (user {settings.superset.admin_user}, {where})")
+    if settings.backend == "local":
+        print(f"logs: {settings.logs_dir}")
     return 0
 
 
@@ -50,6 +53,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.backend == "docker":
+        from rtca.stack.docker import logs
+
+        print(logs(settings, args.service, lines=args.lines))
+        return 0
     log = Supervisor(settings).log_file(args.service)
     if not log.exists():
         raise RtcaError(f"no log for '{args.service}' at {log}",
@@ -180,6 +188,10 @@ def cmd_superset_export(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_deploy(settings: Settings, args: argparse.Namespace) -> int:
     """Functions, then tables, then dashboards: each step idempotent, so `rtca deploy` can always be rerun."""
+    if settings.backend == "external":  # a cluster rtca did not start: namespace and Superset database first
+        from rtca.stack.remote import prepare
+
+        prepare(settings)
     names = argparse.Namespace(names=None)
     for step in (cmd_functions_deploy, cmd_pinot_apply, cmd_superset_apply):
         step(settings, names)
