@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	@$(VENV)/bin/pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
+# Stack, functions, tables, dashboards and the replay: the runbooks 00-40, executed copies in .run/runbooks/.
 up: venv
-	$(RTCA) up
+	$(RTCA) runbooks
 
 down: venv
 	$(RTCA) down

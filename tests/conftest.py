@@ -24,7 +24,10 @@ def stack_up(settings: Settings) -> Iterator[Settings]:
     rtca_stack.up(settings)
     yield settings
     if not was_up and os.environ.get("RTCA_KEEP_STACK") != "1":
-        rtca_stack.down(settings)
+        # The teardown runbook is exercised here, once, at the end of the suite; it asserts nothing is left.
+        from rtca.runbook import run_runbooks
+
+        run_runbooks(settings, ["90-teardown"])
 
 
 @pytest.fixture(scope="session")

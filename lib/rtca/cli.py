@@ -198,6 +198,14 @@ def cmd_deploy(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runbooks(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.runbook import UP_RUNBOOKS, run_runbooks
+
+    for path in run_runbooks(settings, args.names or UP_RUNBOOKS):
+        print(f"executed: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtca", description="Real-time crypto analytics workbench")
     parser.add_argument("--backend", choices=["local", "docker", "external"], help="overrides RTCA_BACKEND")
@@ -216,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("service")
     logs.add_argument("-n", "--lines", type=int, default=50)
     verb("config", cmd_config, "print the effective configuration as JSON")
+    verb("runbooks", cmd_runbooks, "run the set-up runbooks with papermill (make up)").add_argument(
+        "names", nargs="*", help="runbook names, e.g. 40-ingest (default: 00 to 40 in order)")
     verb("deploy", cmd_deploy, "deploy functions, Pinot tables and Superset dashboards (idempotent)")
 
     def group(name: str, help_text: str, actions: dict[str, tuple[Handler, str]]) -> dict[str, Any]:

@@ -1,0 +1,251 @@
+"""Live plotly figures over Pinot for the exploratory notebooks.
+
+A `LiveView` owns a `go.FigureWidget`, a few ipywidgets controls and one refresh function that queries Pinot and
+updates the traces in place (no flicker, no new output per refresh). The loop is finite by default
+(`refreshes=`), so papermill and nbval finish; workshops raise it or call `start()` to keep refreshing in the
+background of the kernel while the controls stay responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ipywidgets as widgets
+import pandas as pd
+import pinotdb
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from rtca.settings import Settings
+
+
+def pinot_frame(settings: Settings, sql: str) -> pd.DataFrame:
+    """Run SQL on the Pinot broker through pinotdb's DB-API and return a DataFrame (column names kept)."""
+    broker = settings.pinot.broker_url
+    scheme, _, hostport = broker.partition("://")
+    host, _, port = hostport.partition(":")
+    connection = pinotdb.connect(host=host, port=int(port or 80), path="/query/sql", scheme=scheme)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql)
+        columns = [column[0] for column in cursor.description or []]
+        return pd.DataFrame(cursor.fetchall(), columns=columns)
+    finally:
+        connection.close()
+
+
+def to_datetime(values: pd.Series) -> pd.Series:
+    """Pinot returns TIMESTAMP columns as text and time functions as epoch ms: accept both."""
+    if pd.api.types.is_numeric_dtype(values):
+        return pd.to_datetime(values, unit="ms")
+    return pd.to_datetime(values)
+
+
+def products(settings: Settings, table: str, *, limit: int = 50) -> list[str]:
+    """Products seen in `table`, most active first (for the product dropdown)."""
+    frame = pinot_frame(settings, f"SELECT product_id, COUNT(*) AS n FROM {table} GROUP BY product_id "
+                                  f"ORDER BY COUNT(*) DESC LIMIT {limit}")
+    return [str(p) for p in frame["product_id"]] if not frame.empty else []
+
+
+@dataclass
+class Controls:
+    product: widgets.Dropdown
+    minutes: widgets.IntSlider
+    interval: widgets.FloatSlider
+    status: widgets.Label
+
+    @classmethod
+    def create(cls, options: Sequence[str], *, product: str | None, minutes: int, interval: float) -> Controls:
+        choices = list(options) or ([product] if product else [])
+        return cls(
+            product=widgets.Dropdown(options=choices, value=product if product in choices else
+                                     (choices[0] if choices else None), description="product"),
+            minutes=widgets.IntSlider(value=minutes, min=1, max=240, description="minutes"),
+            interval=widgets.FloatSlider(value=interval, min=1, max=60, step=1, description="refresh s"),
+            status=widgets.Label(value=""),
+        )
+
+    def box(self) -> widgets.HBox:
+        return widgets.HBox([self.product, self.minutes, self.interval, self.status])
+
+
+class LiveView:
+    """A figure plus controls, refreshed from Pinot by `update(view) -> rows shown`."""
+
+    def __init__(self, figure: go.FigureWidget, controls: Controls,
+                 update: Callable[[LiveView], int]) -> None:
+        self.figure = figure
+        self.controls = controls
+        self._update = update
+        self.refreshed = 0
+        self.last_rows = 0
+        self._task: asyncio.Task[None] | None = None
+        self.widget = widgets.VBox([controls.box(), figure])
+
+    def refresh(self) -> int:
+        """Query once and redraw; returns the number of rows drawn (tests and runbooks check it)."""
+        started = time.perf_counter()
+        with self.figure.batch_update():
+            self.last_rows = self._update(self)
+        self.refreshed += 1
+        self.controls.status.value = (f"refresh {self.refreshed}: {self.last_rows} rows in "
+                                      f"{(time.perf_counter() - started) * 1000:.0f} ms")
+        return self.last_rows
+
+    def run(self, refreshes: int = 3) -> int:
+        """Refresh `refreshes` times, `interval` seconds apart (blocking: for papermill and nbval)."""
+        for index in range(refreshes):
+            self.refresh()
+            if index + 1 < refreshes:
+                time.sleep(self.controls.interval.value)
+        return self.last_rows
+
+    def start(self, refreshes: int | None = None) -> None:
+        """Keep refreshing in the kernel's event loop (controls stay live); `stop()` ends it."""
+
+        async def loop() -> None:
+            count = 0
+            while refreshes is None or count < refreshes:
+                await asyncio.get_running_loop().run_in_executor(None, self.refresh)
+                count += 1
+                await asyncio.sleep(self.controls.interval.value)
+
+        self.stop()
+        self._task = asyncio.ensure_future(loop())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One trace of a live figure: a SQL query (placeholders {product}, {minutes}, {since}) and its columns."""
+
+    name: str
+    sql: str
+    x: str
+    y: str
+    row: int = 1
+    kind: str = "line"  # line | bar | band (filled to the trace before it)
+
+
+def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, product_table: str | None,
+               product: str | None = None, minutes: int = 15, interval: float = 5.0) -> LiveView:
+    """A FigureWidget with one subplot row per distinct `Trace.row`, refreshed from Pinot.
+
+    With `product_table`, a product dropdown (filled from that table) fills `{product}` in every query.
+    """
+    options = products(settings, product_table) if product_table else []
+    controls = Controls.create(options, product=product, minutes=minutes, interval=interval)
+    controls.product.layout.display = None if product_table else "none"
+    rows = max(t.row for t in traces)
+    figure = go.FigureWidget(make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                                           row_heights=[0.6] + [0.4 / (rows - 1)] * (rows - 1) if rows > 1
+                                           else None))
+    for trace in traces:
+        if trace.kind == "bar":
+            figure.add_bar(name=trace.name, row=trace.row, col=1)
+        else:
+            band = trace.kind == "band"
+            figure.add_scatter(name=trace.name, mode="lines", row=trace.row, col=1,
+                               fill="tonexty" if band else None, line={"width": 0} if band else None,
+                               fillcolor="rgba(99,110,250,0.2)" if band else None)
+    figure.update_layout(height=260 + 200 * rows, margin={"l": 40, "r": 10, "t": 40, "b": 30},
+                         legend={"orientation": "h"})
+
+    def update(view: LiveView) -> int:
+        product_id = str(view.controls.product.value or "").replace("'", "''")
+        window = int(view.controls.minutes.value)
+        values = {"product": product_id, "minutes": window, "since": f"event_time > ago('PT{window}M')"}
+        frames: dict[str, pd.DataFrame] = {}  # traces that share a query run it once per refresh
+        shown = 0
+        for trace, data in zip(traces, view.figure.data, strict=True):
+            sql = trace.sql.format(**values)
+            if sql not in frames:
+                frames[sql] = pinot_frame(settings, sql)
+                shown += len(frames[sql])
+            frame = frames[sql]
+            data.x = to_datetime(frame[trace.x]) if not frame.empty else []
+            data.y = frame[trace.y] if not frame.empty else []
+        view.figure.layout.title = f"{title}{': ' + product_id if product_table else ''} (last {window} min)"
+        return shown
+
+    return LiveView(figure, controls, update)
+
+
+def live_market(settings: Settings, *, product: str | None = None, minutes: int = 15,
+                interval: float = 5.0) -> LiveView:
+    """Price with its EWMA band (mean ± 2 std) from the statistics table, and traded volume per minute."""
+    stats, matches = settings.tables.ticker_stats, settings.tables.matches
+    band = (f"SELECT event_time, price, ewma_mean, ewma_mean + 2 * ewma_std AS upper, "
+            f"ewma_mean - 2 * ewma_std AS lower FROM {stats} WHERE product_id = '{{product}}' AND {{since}} "
+            f"ORDER BY event_time LIMIT 100000")
+    volume = (f"SELECT DATETRUNC('MINUTE', event_time) AS minute, SUM(size) AS volume FROM {matches} "
+              f"WHERE product_id = '{{product}}' AND {{since}} GROUP BY DATETRUNC('MINUTE', event_time) "
+              f"ORDER BY DATETRUNC('MINUTE', event_time) LIMIT 10000")
+    return live_chart(settings, "Market", [
+        Trace("EWMA + 2σ", band, "event_time", "upper"),
+        Trace("EWMA - 2σ", band, "event_time", "lower", kind="band"),
+        Trace("EWMA", band, "event_time", "ewma_mean"),
+        Trace("price", band, "event_time", "price"),
+        Trace("volume / min", volume, "minute", "volume", row=2, kind="bar"),
+    ], product_table=stats, product=product, minutes=minutes, interval=interval)
+
+
+def live_book_and_flow(settings: Settings, *, product: str | None = None, minutes: int = 15,
+                       interval: float = 5.0) -> LiveView:
+    """Spread and depth imbalance from the order-book table; taker buy and sell volume from trade flow."""
+    book, flow = settings.tables.book, settings.tables.trade_flow
+    book_sql = (f"SELECT event_time, spread_bps, imbalance FROM {book} WHERE product_id = '{{product}}' "
+                f"AND {{since}} ORDER BY event_time LIMIT 100000")
+    flow_sql = (f"SELECT event_time, buy_volume, sell_volume, imbalance FROM {flow} WHERE product_id = "
+                f"'{{product}}' AND {{since}} ORDER BY event_time LIMIT 100000")
+    return live_chart(settings, "Order book and trade flow", [
+        Trace("spread (bps)", book_sql, "event_time", "spread_bps"),
+        Trace("book imbalance", book_sql, "event_time", "imbalance", row=2),
+        Trace("taker buy volume", flow_sql, "event_time", "buy_volume", row=3, kind="bar"),
+        Trace("taker sell volume", flow_sql, "event_time", "sell_volume", row=3, kind="bar"),
+    ], product_table=book, product=product, minutes=minutes, interval=interval)
+
+
+def live_volatility(settings: Settings, *, product: str | None = None, minutes: int = 60,
+                    interval: float = 5.0) -> LiveView:
+    """Realised volatility per closed window, and the alerts that fired for the product."""
+    vol, alerts = settings.tables.volatility, settings.tables.alerts
+    return live_chart(settings, "Volatility and alerts", [
+        Trace("realised volatility", f"SELECT event_time, realized_vol FROM {vol} WHERE product_id = "
+                                     f"'{{product}}' AND {{since}} ORDER BY event_time LIMIT 100000",
+              "event_time", "realized_vol"),
+        Trace("alert value", f"SELECT event_time, \"value\" FROM {alerts} WHERE product_id = '{{product}}' "
+                             f"AND {{since}} ORDER BY event_time LIMIT 10000", "event_time", "value", row=2,
+              kind="bar"),
+    ], product_table=vol, product=product, minutes=minutes, interval=interval)
+
+
+def live_feed_health(settings: Settings, *, minutes: int = 15, interval: float = 5.0) -> LiveView:
+    """The ingest's own per-second health: message rate, exchange-to-receive lag, reconnects, missed trades."""
+    health = settings.tables.feed_health
+    ticks = (f"SELECT event_time, msg_rate, lag_ms_p50, lag_ms_max, reconnects, missed_trades FROM {health} "
+             f"WHERE kind = 'tick' AND {{since}} ORDER BY event_time LIMIT 100000")
+    return live_chart(settings, "Feed health", [
+        Trace("messages / s", ticks, "event_time", "msg_rate"),
+        Trace("lag p50 (ms)", ticks, "event_time", "lag_ms_p50", row=2),
+        Trace("lag max (ms)", ticks, "event_time", "lag_ms_max", row=2),
+        Trace("reconnects", ticks, "event_time", "reconnects", row=3),
+        Trace("missed trades", ticks, "event_time", "missed_trades", row=3),
+    ], product_table=None, minutes=minutes, interval=interval)
+
+
+def show(view: LiveView) -> Any:
+    """Display helper for notebooks (keeps cells to one line)."""
+    from IPython.display import display
+
+    display(view.widget)
+    return view

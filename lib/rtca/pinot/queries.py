@@ -1,0 +1,25 @@
+"""SQL the notebooks, dashboards and benchmarks share, so each metric is defined once."""
+
+from __future__ import annotations
+
+from rtca.settings import Settings
+
+#: Pinot DATETRUNC units for the candle sizes we offer.
+CANDLE_UNITS = {"1s": "SECOND", "1m": "MINUTE", "1h": "HOUR", "1d": "DAY"}
+
+
+def candles_sql(settings: Settings, product: str, *, minutes: int = 60, size: str = "1m") -> str:
+    """OHLCV and VWAP candles per `size` over the matches table (trades), oldest first.
+
+    Open and close are the first and last trade by event time in the bucket; VWAP = sum(price * size) / volume.
+    """
+    unit = CANDLE_UNITS[size]
+    product_id = product.replace("'", "''")
+    bucket = f"DATETRUNC('{unit}', event_time)"
+    return (
+        f"SELECT {bucket} AS bucket, FIRSTWITHTIME(price, event_ms, 'DOUBLE') AS \"open\", MAX(price) AS high, "
+        f"MIN(price) AS low, LASTWITHTIME(price, event_ms, 'DOUBLE') AS \"close\", SUM(size) AS volume, "
+        f"SUM(price * size) / SUM(size) AS vwap, COUNT(*) AS trades "
+        f"FROM {settings.tables.matches} WHERE product_id = '{product_id}' AND event_time > ago('PT{minutes}M') "
+        f"GROUP BY {bucket} ORDER BY {bucket} LIMIT 100000"
+    )

@@ -1,0 +1,125 @@
+"""What the runbooks (papermill notebooks under `runbooks/`) call: one function per step, and its check.
+
+Each check raises `RunbookCheckFailed` with what was expected and what was found, so a failed papermill run
+names its cause in the executed notebook. Every step is idempotent: a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from rtca.errors import RtcaError
+from rtca.settings import Settings, load_settings
+
+
+class RunbookCheckFailed(RtcaError):
+    pass
+
+
+def settings(backend: str = "local", env: Mapping[str, str] | None = None) -> Settings:
+    """Settings for a runbook: `env` holds extra RTCA_* overrides (ports, hosts, topic names) as parameters."""
+    for key, value in (env or {}).items():
+        if not key.startswith(("RTCA_", "SUPERSET_")):
+            raise RunbookCheckFailed(f"runbook parameter env: '{key}' is not an RTCA_* or SUPERSET_* variable")
+        os.environ[key] = str(value)
+    return load_settings(backend=backend)
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 2.0) -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise RunbookCheckFailed(f"{what}: not true after {timeout:.0f} s (last value: {last!r})")
+
+
+def check_stack(settings: Settings) -> list[Any]:
+    from rtca import stack
+
+    states = stack.status(settings)
+    down = [s.name for s in states if not s.healthy]
+    if down:
+        raise RunbookCheckFailed(f"services not healthy: {', '.join(down)}",
+                                 hint="rerun runbooks/00-stack-up, or see `rtca logs SERVICE`")
+    return states
+
+
+def check_functions(settings: Settings, *, timeout: float = 120) -> list[Any]:
+    """Every deployed function has all its instances running."""
+    from rtca.functions.deploy import function_status
+
+    def running() -> list[Any] | None:
+        statuses = function_status(settings)
+        return statuses if statuses and all(s.instances and s.running == len(s.instances) for s in statuses) else None
+
+    return wait_until(running, timeout=timeout, what="all functions running")  # type: ignore[no-any-return]
+
+
+def check_tables(settings: Settings, names: Sequence[str] | None = None) -> list[Any]:
+    """Every table exists and answers a COUNT(*) through the broker."""
+    from rtca.pinot.client import PinotClient
+
+    wanted = list(names) if names else list(settings.tables.model_dump().values())
+    counts = []
+    with PinotClient(settings) as pinot:
+        for table in wanted:
+            if pinot.table(table) is None:
+                raise RunbookCheckFailed(f"Pinot table {table} does not exist", hint="run runbooks/20-pinot-tables")
+            counts.append((table, wait_until(lambda t=table: _count(pinot, t), timeout=60,
+                                             what=f"{table} answers queries")[1]))
+    return counts
+
+
+def _count(pinot: Any, table: str) -> tuple[bool, int] | None:
+    try:
+        return True, pinot.count(table)
+    except RtcaError:
+        return None
+
+
+def check_rows(settings: Settings, table: str, *, at_least: int = 1, timeout: float = 120) -> int:
+    """Data flows: `table` holds at least `at_least` rows within `timeout` seconds."""
+    from rtca.pinot.client import PinotClient
+
+    with PinotClient(settings) as pinot:
+        found = wait_until(lambda: (c := (_count(pinot, table) or (False, 0))[1]) >= at_least and c,
+                           timeout=timeout, what=f"{table} has at least {at_least} rows")
+    return int(found)
+
+
+#: The runbooks `make up` runs, in order (90-teardown is run on its own).
+UP_RUNBOOKS = ("00-stack-up", "10-deploy-functions", "20-pinot-tables", "30-superset-dashboards", "40-ingest")
+
+
+def run_runbooks(settings: Settings, names: Sequence[str] = UP_RUNBOOKS,
+                 parameters: Mapping[str, Any] | None = None) -> list[Any]:
+    """Execute runbooks with papermill, keeping the executed copies under `<run>/runbooks/` for users to open.
+
+    A failing runbook stops the sequence; papermill's error names the cell, and the executed copy shows it.
+    """
+    import papermill
+
+    from rtca.settings import PROJECT_ROOT
+    from rtca.stack.progress import step
+
+    out_dir = settings.run_dir / "runbooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = []
+    for name in names:
+        source = PROJECT_ROOT / "runbooks" / f"{name}.ipynb"
+        if not source.exists():
+            raise RunbookCheckFailed(f"no runbook named {name} in {source.parent}")
+        target = out_dir / source.name
+        params = {"backend": settings.backend, **(parameters or {})}
+        with step(f"runbook {name} (executed copy: {target})"):
+            papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(PROJECT_ROOT),
+                                       progress_bar=False, kernel_name="python3")
+        executed.append(target)
+    return executed
