@@ -1,0 +1,164 @@
+"""The websocket client: connect, subscribe, yield frames; reconnect with backoff; close a silent connection.
+
+Transport only: frames come out as the exact bytes received, stamped with the receive time; what they mean is
+ingest's business. A connection that delivered at least one frame resets the backoff. A server closing with
+`END_OF_STREAM` (our replay server and simulator, at the end of a finite stream) ends the iteration instead of
+reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from rtca.errors import ConfigError
+from rtca.feed.protocol import END_OF_STREAM
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+"""Largest frame accepted (websockets' default is 1 MiB; a full level2 snapshot can be bigger)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential delays with jitter: attempt n waits a random time in [(1 - jitter) d, d], d = initial * factor^n,
+    capped at `maximum`."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        ceiling = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
+        return ceiling * (1.0 - self.jitter * rng.random())
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    data: bytes
+    """The frame exactly as received (text frames are not decoded)."""
+    received_at: float
+    """Epoch seconds."""
+    connection: int
+    """1 for the first connection, 2 after the first reconnect, ..."""
+
+    @property
+    def received_ms(self) -> int:
+        return int(self.received_at * 1000)
+
+
+@dataclass
+class ConnectionState:
+    """Live view of the connection, read by feed health."""
+
+    url: str
+    connected: bool = False
+    connections: int = 0
+    """Connections opened (and subscribed)."""
+    failures: int = 0
+    """Connection attempts that failed before the subscription went out."""
+    silences: int = 0
+    """Connections the watchdog closed."""
+    last_error: str | None = None
+
+    @property
+    def reconnects(self) -> int:
+        return max(0, self.connections - 1)
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class FeedConnection:
+    """`async for frame in FeedConnection(url, subscribe).frames(): ...` (close it by leaving the loop, or with
+    `contextlib.aclosing`)."""
+
+    def __init__(
+        self,
+        url: str,
+        subscribe: str,
+        *,
+        silence_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+        open_timeout: float = 10.0,
+        max_size: int = MAX_FRAME_BYTES,
+        on_open: Callable[[str, float, str], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """`subscribe` is the subscribe frame's text, sent right after each connect (the exchange requires it
+        within 5 s); `on_open(url, at, subscribe)` is called after it went out (the recorder writes it down)."""
+        if urlsplit(url).scheme not in ("ws", "wss"):
+            raise ConfigError(f"not a websocket URL: {url!r}", hint="use ws://host:port or wss://host")
+        self.url = url
+        self.subscribe = subscribe
+        self.silence_timeout = silence_timeout
+        self.backoff = backoff or Backoff()
+        self.open_timeout = open_timeout
+        self.max_size = max_size
+        self.on_open = on_open
+        self.state = ConnectionState(url)
+        self._rng = rng or random.Random()
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        """Frames as they arrive, across reconnects; ends only at `END_OF_STREAM`."""
+        attempt = 0
+        while True:
+            delivered = False
+            try:
+                async with connect(
+                    self.url,
+                    max_size=self.max_size,
+                    open_timeout=self.open_timeout,
+                    close_timeout=1.0,  # we stop reading before closing: do not wait long for the handshake
+                    proxy=None if _is_loopback(self.url) else True,
+                ) as ws:
+                    await ws.send(self.subscribe)
+                    self.state.connected = True
+                    self.state.connections += 1
+                    if self.on_open is not None:
+                        self.on_open(self.url, time.time(), self.subscribe)
+                    while True:
+                        try:
+                            async with asyncio.timeout(self.silence_timeout):
+                                data = await ws.recv(decode=False)
+                        except TimeoutError:
+                            self.state.silences += 1
+                            self.state.last_error = f"no frame for {self.silence_timeout:g} s"
+                            log.warning("%s: silent for %g s, reconnecting", self.url, self.silence_timeout)
+                            break
+                        if not delivered:
+                            delivered, attempt = True, 0
+                        yield Frame(data, time.time(), self.state.connections)
+            except ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == END_OF_STREAM:
+                    log.info("%s: end of stream", self.url)
+                    return
+                self.state.last_error = str(exc)
+                log.warning("%s: connection closed: %s", self.url, exc)
+            except InvalidURI as exc:
+                raise ConfigError(f"invalid websocket URL {self.url!r}: {exc}") from exc
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                self.state.failures += 1
+                self.state.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: cannot connect: %s", self.url, self.state.last_error)
+            finally:
+                self.state.connected = False
+            delay = self.backoff.delay(attempt, self._rng)
+            attempt += 1
+            await asyncio.sleep(delay)

@@ -1,0 +1,70 @@
+"""Gap detection: missed trades and out-of-order frames, per product.
+
+- Trade ids are consecutive per product. Only `match` / `last_match` ids are checked (tickers batch cascading
+  matches, so their ids may jump normally); once a product's matches are tracked, a heartbeat's `last_trade_id`
+  ahead of the last match also reveals missed trades. An id at or below the last one is a repeat, not a gap.
+- `sequence` is one counter per product shared across channels: a jump is normal (other channels' events used the
+  numbers), a decrease means an old or replayed frame. It is checked per (product, channel): across channels a
+  decrease is normal, e.g. a `last_match` or the ticker a (re)subscription starts with is older than the last
+  heartbeat. Equal numbers are normal too (a match and its ticker share one; heartbeats repeat it when idle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rtca.feed.protocol import CHANNEL_OF_TYPE, Heartbeat, Match, Message
+
+
+@dataclass(frozen=True, slots=True)
+class TradeGap:
+    product_id: str
+    first_missing: int
+    last_missing: int
+    detected_by: str
+    """`match` or `heartbeat`."""
+
+    @property
+    def missed(self) -> int:
+        return self.last_missing - self.first_missing + 1
+
+
+class GapDetector:
+    def __init__(self) -> None:
+        self._last_trade: dict[str, int] = {}
+        self._last_sequence: dict[tuple[str, str], int] = {}
+        self.missed_trades = 0
+        self.gaps = 0
+        self.out_of_order = 0
+
+    def observe(self, message: Message) -> TradeGap | None:
+        """Check one frame; returns the trade gap it reveals, if any (also counted here)."""
+        product = message.product
+        if product is None:
+            return None
+        sequence = message.seq
+        if sequence is not None:
+            key = (product, CHANNEL_OF_TYPE.get(message.type, message.type))
+            last = self._last_sequence.get(key)
+            if last is not None and sequence < last:
+                self.out_of_order += 1
+                return None  # an old frame says nothing about trades we missed
+            self._last_sequence[key] = sequence
+        if isinstance(message, Match):
+            return self._advance(product, message.trade_id, message.trade_id - 1, "match")
+        if isinstance(message, Heartbeat) and product in self._last_trade:
+            return self._advance(product, message.last_trade_id, message.last_trade_id, "heartbeat")
+        return None
+
+    def _advance(self, product: str, newest: int, missed_upto: int, detected_by: str) -> TradeGap | None:
+        """The product's trades now reach `newest`; ids after the last one up to `missed_upto` were not seen."""
+        last = self._last_trade.get(product)
+        if last is not None and newest <= last:
+            return None
+        self._last_trade[product] = newest
+        if last is None or missed_upto <= last:
+            return None
+        gap = TradeGap(product, last + 1, missed_upto, detected_by)
+        self.gaps += 1
+        self.missed_trades += gap.missed
+        return gap

@@ -1,0 +1,315 @@
+"""Ingest: frames from the exchange (or a replay or the simulator) -> the raw Pulsar topic, plus feed health.
+
+Raw topic record (the record contract): value = the frame exactly as received; partition key = its `type`, or
+`unknown` for a type we do not know, or `malformed` for a frame that is not a JSON object with a string type, has
+fields of the wrong type, or exceeds `max_payload_bytes` (then only its first 64 KiB are kept); properties
+`received_ms`, `product` and `sequence` when the frame has them, `type` for unknown frames, `error` (not_json,
+not_object, no_type, bad_fields, oversized) and `detail` for malformed ones, plus `payload_bytes` and
+`truncated` for oversized ones; event time = the frame's `time` (`timestamp` for auction), else the receive time.
+
+Feed health (JSON, to the health topic, key = kind):
+- kind "tick", every `health_interval` seconds, also while the feed is silent, and a last one after the flush:
+  ts_ms, source, url, connected, connections, reconnects, messages (frames received so far), msg_rate (frames/s
+  over the last interval), acked (raw records Pulsar confirmed), pending, failed (given up after retries),
+  malformed, unknown, missed_trades, gaps, out_of_order (frames whose sequence went back), lag_ms_p50 and
+  lag_ms_max (receive time minus exchange time over the interval; null when no frame had a time),
+  last_message_ms, silence_ms (since the last frame; null before the first), last_error (why the connection
+  last dropped or failed, null if never).
+- kind "gap", as soon as missed trades are detected: ts_ms, source, product_id, first_missing, last_missing,
+  missed, detected_by (match | heartbeat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import aclosing
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rtca.feed.connection import ConnectionState, FeedConnection, Frame
+from rtca.feed.gaps import GapDetector, TradeGap
+from rtca.feed.lifecycle import run_until, stop_on_signals
+from rtca.feed.protocol import MalformedFrame, Message, Unknown, frame_product, parse_frame
+from rtca.feed.sinks import Publisher, Record, Sink, pulsar_sinks
+from rtca.feed.sources import SourceKind, SourceSpec, open_source
+from rtca.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+"""Frames above this are cut (Pulsar's default maximum message size is 5 MB, metadata included)."""
+CUT_BYTES = 64 * 1024
+
+
+def raw_record(frame: Frame, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> tuple[Record, Message | MalformedFrame]:
+    """The raw-topic record of a frame, and what the frame turned out to be."""
+    received_ms = frame.received_ms
+    properties = {"received_ms": str(received_ms)}
+    if len(frame.data) > max_payload_bytes:
+        problem = MalformedFrame("oversized", f"{len(frame.data)} bytes, more than {max_payload_bytes}")
+        properties |= {"error": problem.code, "detail": problem.detail, "payload_bytes": str(len(frame.data)),
+                       "truncated": "true"}
+        return Record(frame.data[:CUT_BYTES], "malformed", properties, received_ms), problem
+    try:
+        message = parse_frame(frame.data)
+    except MalformedFrame as problem:
+        product = frame_product(problem.obj)
+        if product is not None:
+            properties["product"] = product
+        properties |= {"error": problem.code, "detail": problem.detail[:300]}
+        return Record(frame.data, "malformed", properties, received_ms), problem
+    if message.product is not None:
+        properties["product"] = message.product
+    if message.seq is not None:
+        properties["sequence"] = str(message.seq)
+    key = message.type
+    if isinstance(message, Unknown):
+        key, properties["type"] = "unknown", message.type[:200]
+    event_ms = message.event_ms
+    return Record(frame.data, key, properties, received_ms if event_ms is None else event_ms), message
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    source: str
+    url: str
+    ended: str
+    """end_of_stream | duration | max_messages | stopped (SIGINT / SIGTERM or the `stop` event)."""
+    seconds: float
+    received: int
+    by_key: dict[str, int]
+    sent: int
+    acked: int
+    failed: int
+    pending: int
+    malformed: int
+    unknown: int
+    reconnects: int
+    missed_trades: int
+    gaps: int
+    out_of_order: int
+    health_records: int
+
+    @property
+    def rate(self) -> float:
+        """Frames received per second, over the whole run up to the last acknowledgement."""
+        return self.received / self.seconds if self.seconds else 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Every record reached Pulsar."""
+        return self.failed == 0 and self.pending == 0
+
+    def __str__(self) -> str:
+        keys = ", ".join(f"{key} {count}" for key, count in sorted(self.by_key.items()))
+        return (
+            f"{self.source} {self.url}: {self.ended} after {self.seconds:.1f} s; received {self.received} "
+            f"({self.rate:.0f} msg/s), acked {self.acked}, failed {self.failed}, pending {self.pending}; "
+            f"malformed {self.malformed}, unknown {self.unknown}, reconnects {self.reconnects}, "
+            f"missed trades {self.missed_trades} in {self.gaps} gaps, out of order {self.out_of_order}; "
+            f"health records {self.health_records}\n  by key: {keys}"
+        )
+
+
+class Ingest:
+    """Turns frames into raw records and feed-health records; owns the counters."""
+
+    def __init__(
+        self,
+        raw: Publisher,
+        health: Publisher,
+        *,
+        source: str,
+        connection: ConnectionState,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self.raw = raw
+        self.health = health
+        self.source = source
+        self.connection = connection
+        self.max_payload_bytes = max_payload_bytes
+        self.gaps = GapDetector()
+        self.by_key: Counter[str] = Counter()
+        self.received = self.malformed = self.unknown = 0
+        self.last_message_ms: int | None = None
+        self._interval_messages = 0
+        self._interval_lags: list[int] = []
+        self._interval_start = time.monotonic()
+
+    def handle(self, frame: Frame) -> None:
+        record, parsed = raw_record(frame, max_payload_bytes=self.max_payload_bytes)
+        self.raw.publish(record)
+        self.received += 1
+        self._interval_messages += 1
+        self.by_key[record.key] += 1
+        self.last_message_ms = frame.received_ms
+        if isinstance(parsed, MalformedFrame):
+            self.malformed += 1
+            return
+        if isinstance(parsed, Unknown):
+            self.unknown += 1
+        if parsed.event_time is not None and record.event_ms is not None:  # lag only from the exchange's time
+            self._interval_lags.append(frame.received_ms - record.event_ms)
+        gap = self.gaps.observe(parsed)
+        if gap is not None:
+            log.warning("%s: missed trades %d..%d (%d)", gap.product_id, gap.first_missing, gap.last_missing,
+                        gap.missed)
+            self._publish_health("gap", self._gap_fields(gap))
+
+    async def receive(self, connection: FeedConnection, max_messages: int | None) -> str:
+        """Frames -> records until the stream ends or `max_messages`; back-pressure when Pulsar lags."""
+        async with aclosing(connection.frames()) as stream:
+            async for frame in stream:
+                self.handle(frame)
+                if max_messages is not None and self.received >= max_messages:
+                    return "max_messages"
+                await self.raw.wait_capacity()
+        return "end_of_stream"
+
+    async def tick_every(self, interval: float) -> None:
+        """A health tick every `interval` seconds on a fixed schedule, whatever the feed does."""
+        next_at = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += interval
+            self.tick()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        elapsed, self._interval_start = now - self._interval_start, now
+        lags, self._interval_lags = self._interval_lags, []
+        messages, self._interval_messages = self._interval_messages, 0
+        now_ms = int(time.time() * 1000)
+        state = self.connection
+        self._publish_health("tick", {
+            "connected": state.connected,
+            "connections": state.connections,
+            "reconnects": state.reconnects,
+            "messages": self.received,
+            "msg_rate": round(messages / elapsed, 3) if elapsed > 0 else 0.0,
+            "acked": self.raw.acked,
+            "pending": self.raw.pending,
+            "failed": self.raw.failed,
+            "malformed": self.malformed,
+            "unknown": self.unknown,
+            "missed_trades": self.gaps.missed_trades,
+            "gaps": self.gaps.gaps,
+            "out_of_order": self.gaps.out_of_order,
+            "lag_ms_p50": statistics.median_low(lags) if lags else None,
+            "lag_ms_max": max(lags) if lags else None,
+            "last_message_ms": self.last_message_ms,
+            "silence_ms": None if self.last_message_ms is None else max(0, now_ms - self.last_message_ms),
+            "last_error": state.last_error,
+        }, now_ms)
+
+    def _publish_health(self, kind: str, fields: dict[str, Any], now_ms: int | None = None) -> None:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        body = {"kind": kind, "ts_ms": now_ms, "source": self.source, "url": self.connection.url, **fields}
+        self.health.publish(Record(orjson.dumps(body), kind, {"source": self.source}, now_ms))
+
+    @staticmethod
+    def _gap_fields(gap: TradeGap) -> dict[str, Any]:
+        return {**asdict(gap), "missed": gap.missed}
+
+
+async def ingest(
+    connection: FeedConnection,
+    raw: Sink,
+    health: Sink,
+    *,
+    source: str,
+    duration: float | None = None,
+    max_messages: int | None = None,
+    stop: asyncio.Event | None = None,
+    health_interval: float = 1.0,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    drain_timeout: float = 60.0,
+) -> IngestReport:
+    """Run until the source ends, `duration` seconds pass, `max_messages` frames arrived or `stop` is set; then
+    flush: every received frame is handed to the raw sink and waited for."""
+    raw_publisher, health_publisher = Publisher(raw), Publisher(health)
+    work = Ingest(raw_publisher, health_publisher, source=source, connection=connection.state,
+                  max_payload_bytes=max_payload_bytes)
+    started = time.monotonic()
+    ticker = asyncio.create_task(work.tick_every(health_interval), name="ingest-health")
+    try:
+        ended = await run_until(work.receive(connection, max_messages), duration=duration, stop=stop)
+    finally:  # also when receiving failed: nothing received is lost
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
+        await raw_publisher.drain(drain_timeout)
+        seconds = time.monotonic() - started
+        work.tick()  # the last word: final counts, acks included
+        await health_publisher.drain(drain_timeout)
+    return IngestReport(
+        source=source, url=connection.url, ended=ended, seconds=round(seconds, 3), received=work.received,
+        by_key=dict(work.by_key), sent=raw_publisher.sent, acked=raw_publisher.acked, failed=raw_publisher.failed,
+        pending=raw_publisher.pending, malformed=work.malformed, unknown=work.unknown,
+        reconnects=connection.state.reconnects, missed_trades=work.gaps.missed_trades, gaps=work.gaps.gaps,
+        out_of_order=work.gaps.out_of_order, health_records=health_publisher.acked,
+    )
+
+
+async def ingest_to_pulsar(
+    settings: Settings,
+    spec: SourceSpec,
+    *,
+    raw_topic: str | None = None,
+    health_topic: str | None = None,
+    duration: float | None = None,
+    max_messages: int | None = None,
+    silence_timeout: float = 10.0,
+    stop: asyncio.Event | None = None,
+) -> IngestReport:
+    """`ingest` from a source (started in-process for a replay or simulator) into the configured topics."""
+    raw_topic = raw_topic or settings.topic(settings.topics.raw)
+    health_topic = health_topic or settings.topic(settings.topics.feed_health)
+    async with pulsar_sinks(settings, raw_topic, health_topic) as (raw, health), open_source(spec) as endpoint:
+        connection = FeedConnection(endpoint.url, endpoint.subscribe_frame(), silence_timeout=silence_timeout)
+        log.info("ingesting %s (%s) into %s", spec.kind, endpoint.url, raw_topic)
+        return await ingest(connection, raw, health, source=spec.kind, duration=duration, max_messages=max_messages,
+                            stop=stop)
+
+
+def run_ingest(
+    settings: Settings,
+    *,
+    source: SourceKind = "coinbase",
+    url: str | None = None,
+    capture: Path | str | None = None,
+    speed: float | str = 1.0,
+    loop: bool = False,
+    shift_time: bool = False,
+    products: Sequence[str] | None = None,
+    channels: Sequence[str] | None = None,
+    rate: float | None = 100.0,
+    seed: int = 0,
+    raw_topic: str | None = None,
+    health_topic: str | None = None,
+    duration: float | None = None,
+    max_messages: int | None = None,
+    silence_timeout: float = 10.0,
+) -> IngestReport:
+    """`rtca ingest run`: ingest in the foreground until the source ends (a capture without `loop`), `duration`
+    or `max_messages`, or SIGINT / SIGTERM; then flush and return the counts."""
+    spec = SourceSpec.build(
+        source, url=url, capture=capture, speed=speed, loop=loop, shift_time=shift_time, products=products,
+        channels=channels, rate=rate, seed=seed,
+    )
+
+    async def main() -> IngestReport:
+        with stop_on_signals() as stop:
+            return await ingest_to_pulsar(
+                settings, spec, raw_topic=raw_topic, health_topic=health_topic, duration=duration,
+                max_messages=max_messages, silence_timeout=silence_timeout, stop=stop,
+            )
+
+    return asyncio.run(main())

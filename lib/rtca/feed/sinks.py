@@ -1,0 +1,242 @@
+"""Where ingest's records go, with at-least-once accounting.
+
+A `Sink` takes a record without blocking and reports, once per record and from any thread, whether it is stored.
+`PulsarSink` is a batching Pulsar producer; `MemorySink` keeps records in a list (unit tests, dry runs).
+`Publisher` sits in front of a sink: a record only counts as acked when the sink confirmed it, failed sends are
+retried, in-flight records are bounded (back-pressure on the websocket reader), and `drain()` waits for all of
+them (flush on exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pulsar
+
+from rtca.errors import ServiceError
+from rtca.settings import Settings
+from rtca.stack.remote import pulsar_client_options
+
+log = logging.getLogger(__name__)
+
+Done = Callable[[BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    value: bytes
+    key: str
+    properties: dict[str, str] = field(default_factory=dict)
+    event_ms: int | None = None
+
+
+class Sink(Protocol):
+    def send(self, record: Record, done: Done) -> None:
+        """Hand the record over without blocking; call `done(None)` once stored, `done(error)` if not."""
+
+    async def flush(self) -> None:
+        """Send what the sink buffers now (acks still arrive through `done`)."""
+
+
+class MemorySink:
+    """Records in a list; the first `fail_first` sends fail (to exercise retries)."""
+
+    def __init__(self, *, fail_first: int = 0) -> None:
+        self.records: list[Record] = []
+        self._fail = fail_first
+
+    def send(self, record: Record, done: Done) -> None:
+        if self._fail > 0:
+            self._fail -= 1
+            done(ConnectionError("injected send failure"))
+            return
+        self.records.append(record)
+        done(None)
+
+    async def flush(self) -> None:
+        pass
+
+
+class PermanentSendError(Exception):
+    """A send that no retry can fix (the record itself is refused); the publisher counts it as failed at once."""
+
+
+_PERMANENT = frozenset({pulsar.Result.MessageTooBig, pulsar.Result.InvalidMessage, pulsar.Result.TopicTerminated,
+                        pulsar.Result.AuthorizationError, pulsar.Result.InvalidTopicName})
+
+
+def pulsar_client(settings: Settings) -> pulsar.Client:
+    """A client for the configured cluster, token and TLS included (C++ logs warnings and up, to stdout)."""
+    return pulsar.Client(
+        settings.pulsar.service_url,
+        operation_timeout_seconds=15,
+        logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
+        **pulsar_client_options(settings),
+    )
+
+
+class PulsarSink:
+    """A batching producer on one topic; `open()` it from a running loop."""
+
+    def __init__(self, producer: pulsar.Producer) -> None:
+        self._producer = producer
+
+    @classmethod
+    async def open(cls, client: pulsar.Client, topic: str, *, max_pending: int = 20_000) -> PulsarSink:
+        try:
+            producer = await asyncio.to_thread(
+                client.create_producer,
+                topic,
+                batching_enabled=True,
+                batching_max_publish_delay_ms=5,
+                max_pending_messages=max_pending,
+                block_if_queue_full=False,
+            )
+        except Exception as exc:
+            raise ServiceError(
+                "pulsar", f"cannot create a producer on {topic}: {exc}", hint="is the stack up? `rtca up`"
+            ) from exc
+        return cls(producer)
+
+    def send(self, record: Record, done: Done) -> None:
+        def callback(result: pulsar.Result, _message_id: object) -> None:
+            # Runs on a Pulsar thread, where an exception would terminate the process.
+            error: Exception | None = None
+            if result != pulsar.Result.Ok:
+                error = (PermanentSendError if result in _PERMANENT else ConnectionError)(f"pulsar: {result}")
+            try:
+                done(error)
+            except Exception:
+                log.exception("ack callback failed")
+
+        try:
+            self._producer.send_async(
+                record.value,
+                callback,
+                properties=record.properties,
+                partition_key=record.key,
+                event_timestamp=record.event_ms,
+            )
+        except Exception as exc:  # e.g. producer already closed: report it like a failed send
+            done(exc)
+
+    async def flush(self) -> None:
+        await asyncio.to_thread(self._producer.flush)
+
+
+@asynccontextmanager
+async def pulsar_sinks(settings: Settings, *topics: str) -> AsyncIterator[list[PulsarSink]]:
+    """One sink per topic on one client, closed (with its producers) on exit."""
+    client = pulsar_client(settings)
+    try:
+        yield [await PulsarSink.open(client, topic) for topic in topics]
+    finally:
+        await asyncio.to_thread(client.close)
+
+
+class Publisher:
+    """At-least-once accounting in front of a sink; create it inside the running loop.
+
+    A failed send is retried (after `retry_delay` x attempt, at most `max_retry_delay`) until it is stored, or
+    `retries` times when set, unless the error is a `PermanentSendError`; what is still unsettled when `drain`
+    times out is reported as `pending`.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        max_in_flight: int = 10_000,
+        retries: int | None = None,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 10.0,
+    ) -> None:
+        self.sink = sink
+        self.max_in_flight = max_in_flight
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.sent = 0
+        self.acked = 0
+        self.retried = 0
+        self.failed = 0
+        self._in_flight = 0
+        self._settled = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._outcomes: deque[tuple[Record, int, BaseException | None]] = deque()
+        self._wakeup_scheduled = False
+
+    @property
+    def pending(self) -> int:
+        return self._in_flight
+
+    def publish(self, record: Record) -> None:
+        """Hand a record over now (never waits: a cancelled caller loses nothing it received)."""
+        self.sent += 1
+        self._in_flight += 1
+        self._send(record, 0)
+
+    async def wait_capacity(self) -> None:
+        while self._in_flight >= self.max_in_flight:
+            await self._next_settlement()
+
+    async def drain(self, timeout: float) -> bool:
+        """Flush the sink and wait until every record is settled; False (and a log) on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    await self.sink.flush()
+                except Exception as exc:  # the records stay in flight: their callbacks still settle them
+                    log.warning("flush failed: %s", exc)
+                while self._in_flight:
+                    await self._next_settlement()
+        except TimeoutError:
+            log.error("%d records still unacknowledged after %g s", self._in_flight, timeout)
+            return False
+        return True
+
+    async def _next_settlement(self) -> None:
+        self._settled.clear()
+        await self._settled.wait()
+
+    def _send(self, record: Record, attempt: int) -> None:
+        self.sink.send(record, functools.partial(self._from_any_thread, record, attempt))
+
+    def _from_any_thread(self, record: Record, attempt: int, error: BaseException | None) -> None:
+        """Queue the outcome; wake the loop once per burst of acks, not once per record."""
+        self._outcomes.append((record, attempt, error))
+        if not self._wakeup_scheduled:
+            self._wakeup_scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._settle_queued)
+            except RuntimeError:  # the loop is closed: the run is over and reported these records as pending
+                pass
+
+    def _settle_queued(self) -> None:
+        self._wakeup_scheduled = False  # before draining: an outcome queued from now on schedules another wakeup
+        while self._outcomes:
+            self._settle(*self._outcomes.popleft())
+
+    def _settle(self, record: Record, attempt: int, error: BaseException | None) -> None:
+        retry = self.retries is None or attempt < self.retries
+        if error is not None and retry and not isinstance(error, PermanentSendError):
+            self.retried += 1
+            if self.retried == 1 or self.retried % 1000 == 0:
+                log.warning("send failed (%s): %d retries so far", error, self.retried)
+            delay = min(self.max_retry_delay, self.retry_delay * (attempt + 1))
+            self._loop.call_later(delay, self._send, record, attempt + 1)
+            return
+        if error is None:
+            self.acked += 1
+        else:
+            self.failed += 1
+            log.error("record with key %s lost after %d attempts: %s", record.key, attempt + 1, error)
+        self._in_flight -= 1
+        self._settled.set()

@@ -1,0 +1,117 @@
+"""Where frames come from: the exchange, a replay of a capture or the simulator, and what to subscribe to.
+
+A replay or simulator runs in-process on 127.0.0.1 (port 0) and ingest connects to it through a real websocket,
+so the code path is the live one; with `url` set, ingest connects to a server running elsewhere instead
+(`rtca replay serve`). Defaults: live = the LIVE_PRODUCTS on LIVE_CHANNELS; a capture = the products and channels
+it holds; the simulator = LIVE_PRODUCTS on LIVE_CHANNELS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+from rtca.errors import ConfigError
+from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
+from rtca.feed.protocol import CHANNELS, COINBASE_WS_URL, LIVE_CHANNELS, LIVE_PRODUCTS, subscribe_frame
+from rtca.feed.replay import parse_speed, replay_server
+from rtca.feed.server import Faults, FeedServer
+from rtca.feed.simulator import simulator_server
+
+SourceKind = Literal["coinbase", "replay", "simulator"]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source and its options; None products / channels mean the source's defaults."""
+
+    kind: SourceKind = "coinbase"
+    url: str | None = None
+    capture: Path = SHIPPED_CAPTURE
+    speed: float | None = 1.0
+    """Replay pace; None = as fast as ingest reads."""
+    loop: bool = False
+    shift_time: bool = False
+    products: tuple[str, ...] | None = None
+    channels: tuple[str, ...] | None = None
+    rate: float | None = 100.0
+    """Simulator frames per second; None = as fast as ingest reads."""
+    seed: int = 0
+    limit: int | None = None
+    """Simulator: end the stream after this many frames."""
+    faults: Faults | None = None
+
+    @classmethod
+    def build(
+        cls,
+        kind: str,
+        *,
+        url: str | None = None,
+        capture: Path | str | None = None,
+        speed: float | str | None = 1.0,
+        loop: bool = False,
+        shift_time: bool = False,
+        products: Sequence[str] | None = None,
+        channels: Sequence[str] | None = None,
+        rate: float | None = 100.0,
+        seed: int = 0,
+        limit: int | None = None,
+        faults: Faults | None = None,
+    ) -> SourceSpec:
+        """A validated spec from loosely typed options (CLI strings included)."""
+        if kind not in get_args(SourceKind):
+            raise ConfigError(f"unknown source {kind!r}", hint=f"one of {', '.join(get_args(SourceKind))}")
+        unknown = sorted(set(channels or ()) - CHANNELS)
+        if unknown:
+            raise ConfigError(f"unknown channel(s) {', '.join(unknown)}", hint=f"one of {', '.join(sorted(CHANNELS))}")
+        return cls(
+            kind=kind,  # type: ignore[arg-type]
+            url=url,
+            capture=Path(capture) if capture else SHIPPED_CAPTURE,
+            speed=parse_speed(speed),
+            loop=loop,
+            shift_time=shift_time,
+            products=tuple(products) if products else None,
+            channels=tuple(channels) if channels else None,
+            rate=rate,
+            seed=seed,
+            limit=limit,
+            faults=faults,
+        )
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    products: tuple[str, ...]
+    channels: tuple[str, ...]
+    server: FeedServer | None = None
+    """The in-process server, if this process runs one."""
+
+    def subscribe_frame(self) -> str:
+        return subscribe_frame(self.products, self.channels)
+
+
+@asynccontextmanager
+async def open_source(spec: SourceSpec) -> AsyncIterator[Endpoint]:
+    """The endpoint to connect to, with its in-process server running while inside."""
+    if spec.kind == "coinbase":
+        yield Endpoint(spec.url or COINBASE_WS_URL, spec.products or LIVE_PRODUCTS, spec.channels or LIVE_CHANNELS)
+        return
+    if spec.kind == "replay":
+        capture = read_capture(spec.capture)
+        products, channels = spec.products or capture.products, spec.channels or capture.channels
+        server = None if spec.url else replay_server(
+            capture, speed=spec.speed, loop=spec.loop, shift_time=spec.shift_time, faults=spec.faults
+        )
+    else:
+        products, channels = spec.products or LIVE_PRODUCTS, spec.channels or LIVE_CHANNELS
+        server = None if spec.url else simulator_server(products, rate=spec.rate, seed=spec.seed, limit=spec.limit)
+    if server is None:
+        yield Endpoint(spec.url or "", products, channels)
+        return
+    async with server:
+        yield Endpoint(server.url, products, channels, server)

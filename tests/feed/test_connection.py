@@ -1,0 +1,97 @@
+"""The websocket client reconnects after a drop or a silence, resubscribes, and loses nothing the server sent."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections import Counter
+from collections.abc import Callable
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+import pytest
+
+from rtca.errors import ConfigError
+from rtca.feed.capture import Capture
+from rtca.feed.connection import Backoff, FeedConnection
+from rtca.feed.protocol import subscribe_frame
+from rtca.feed.replay import replay_server
+from rtca.feed.server import Faults, ServerStats
+
+Run = Callable[..., Any]
+FAST = Backoff(initial=0.05, maximum=0.2)
+
+
+async def replay_through_client(capture: Capture, faults: Faults, *, silence_timeout: float = 10.0) -> tuple[
+        FeedConnection, Counter[str], ServerStats, list[int]]:
+    """Replay the capture at max speed into a FeedConnection; (connection, types received, server stats,
+    connection number of each frame)."""
+    async with replay_server(capture, speed="max", faults=faults) as server:
+        connection = FeedConnection(server.url, subscribe_frame(capture.products, capture.channels),
+                                    silence_timeout=silence_timeout, backoff=FAST)
+        kinds: Counter[str] = Counter()
+        connections = []
+        async with aclosing(connection.frames()) as frames:
+            async for frame in frames:
+                kinds[orjson.loads(frame.data)["type"]] += 1
+                connections.append(frame.connection)
+        return connection, kinds, server.stats, connections
+
+
+def test_dropped_connection_reconnects_resubscribes_and_misses_nothing(run: Run, shipped: Capture) -> None:
+    connection, kinds, stats, connections = run(replay_through_client(shipped, Faults(drop_after=3000)))
+    print("received:", dict(kinds), "server sent:", dict(stats.sent_by_type))
+    assert connection.state.connections == 2 and connection.state.reconnects == 1
+    assert kinds == stats.sent_by_type  # every frame the server sent, on both connections
+    assert kinds["subscriptions"] == 2  # resubscribed
+    assert kinds["l2update"] == 9719 and kinds["match"] == 97 and kinds["ticker"] >= 107
+    assert kinds["snapshot"] == 20  # the resubscription starts with a fresh snapshot per product
+    assert connections.index(2) == 3000 + 1  # first connection: its subscriptions reply and 3000 frames
+
+
+def test_silent_server_trips_the_watchdog_and_the_client_reconnects(run: Run, shipped: Capture) -> None:
+    faults = Faults(silence_after=500, silence_for=30.0)
+    connection, kinds, stats, _ = run(replay_through_client(shipped, faults, silence_timeout=0.5), timeout=25)
+    print("received:", dict(kinds), "state:", connection.state)
+    assert connection.state.silences == 1 and connection.state.reconnects == 1
+    assert kinds == stats.sent_by_type
+    assert kinds["l2update"] == 9719 and kinds["match"] == 97
+
+
+def test_refused_connections_are_retried_with_backoff(run: Run) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once the probe is closed
+
+    async def attempts() -> int:
+        connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-B"], ["ticker"]), backoff=FAST)
+        async with aclosing(connection.frames()) as frames:
+            try:
+                async with asyncio.timeout(0.8):
+                    async for _ in frames:
+                        pass
+            except TimeoutError:
+                pass
+        return connection.state.failures
+
+    failures = run(attempts())
+    print("failed attempts in 0.8 s:", failures)
+    assert 2 <= failures <= 12  # 0.025 .. 0.2 s apart; without backoff it would be hundreds
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    backoff = Backoff(initial=0.5, maximum=8.0, factor=2.0, jitter=0.5)
+    rng = random.Random(1)
+    delays = [backoff.delay(attempt, rng) for attempt in range(10)]
+    for attempt, delay in enumerate(delays):
+        ceiling = min(8.0, 0.5 * 2**attempt)
+        assert ceiling / 2 <= delay <= ceiling
+    assert len({round(d, 6) for d in delays[6:]}) > 1  # jittered even at the cap
+    assert backoff.delay(1000, rng) <= 8.0
+
+
+def test_a_non_websocket_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        FeedConnection("http://example.com", "{}")

@@ -1,0 +1,86 @@
+"""Missed trades come from trade ids (matches, heartbeats); sequence jumps are normal, decreases are not."""
+
+from __future__ import annotations
+
+from rtca.feed.capture import Capture
+from rtca.feed.gaps import GapDetector, TradeGap
+from rtca.feed.protocol import Message, parse_frame, parse_message
+
+
+def match(trade_id: int, sequence: int, product: str = "BTC-USD", kind: str = "match") -> Message:
+    return parse_message({"type": kind, "trade_id": trade_id, "sequence": sequence, "product_id": product,
+                          "price": "1", "size": "1", "side": "buy", "time": "2024-01-01T00:00:00Z"})
+
+
+def heartbeat(last_trade_id: int, sequence: int, product: str = "BTC-USD") -> Message:
+    return parse_message({"type": "heartbeat", "last_trade_id": last_trade_id, "sequence": sequence,
+                          "product_id": product, "time": "2024-01-01T00:00:00Z"})
+
+
+def ticker(trade_id: int, sequence: int, product: str = "BTC-USD") -> Message:
+    return parse_message({"type": "ticker", "trade_id": trade_id, "sequence": sequence, "product_id": product,
+                          "price": "1"})
+
+
+def observe_all(messages: list[Message]) -> tuple[GapDetector, list[TradeGap]]:
+    detector = GapDetector()
+    gaps = [gap for m in messages if (gap := detector.observe(m)) is not None]
+    return detector, gaps
+
+
+def test_consecutive_trades_have_no_gap() -> None:
+    detector, gaps = observe_all([match(10, 100, kind="last_match"), match(11, 105), ticker(11, 105), match(12, 190)])
+    assert gaps == [] and detector.missed_trades == 0 and detector.out_of_order == 0
+
+
+def test_skipped_trade_ids_make_a_gap_with_product_and_count() -> None:
+    detector, gaps = observe_all([match(10, 100), match(11, 101), match(15, 102), match(3, 1, "ETH-USD"),
+                                  match(5, 2, "ETH-USD")])
+    assert gaps == [TradeGap("BTC-USD", 12, 14, "match"), TradeGap("ETH-USD", 4, 4, "match")]
+    assert [g.missed for g in gaps] == [3, 1]
+    assert (detector.missed_trades, detector.gaps) == (4, 2)
+
+
+def test_a_heartbeat_ahead_of_the_last_match_reveals_missed_trades() -> None:
+    _, gaps = observe_all([match(10, 100), heartbeat(10, 101), heartbeat(13, 120), match(14, 121)])
+    assert gaps == [TradeGap("BTC-USD", 11, 13, "heartbeat")]
+
+
+def test_heartbeats_of_a_product_without_matches_say_nothing() -> None:
+    detector, gaps = observe_all([heartbeat(10, 100), heartbeat(50, 200)])
+    assert gaps == [] and detector.missed_trades == 0
+
+
+def test_ticker_trade_ids_may_jump() -> None:
+    _, gaps = observe_all([ticker(10, 100), ticker(20, 200)])
+    assert gaps == []
+
+
+def test_repeated_trades_are_not_gaps() -> None:
+    detector, gaps = observe_all([match(10, 100), match(11, 101), match(11, 101, kind="last_match")])
+    assert gaps == [] and detector.missed_trades == 0 and detector.out_of_order == 0
+
+
+def test_a_sequence_jump_alone_is_normal() -> None:
+    detector, gaps = observe_all([match(10, 100), match(11, 5000), heartbeat(11, 9000), match(12, 9001)])
+    assert gaps == [] and detector.out_of_order == 0
+
+
+def test_a_decreasing_sequence_is_out_of_order() -> None:
+    detector, gaps = observe_all([match(10, 100), match(11, 110), match(9, 90), match(12, 120)])
+    assert gaps == [] and detector.out_of_order == 1 and detector.missed_trades == 0
+
+
+def test_state_frames_of_a_resubscription_are_not_out_of_order() -> None:
+    # The heartbeat channel is ahead; a resubscription's last_match and ticker carry the older trade's sequence.
+    messages = [match(10, 100), heartbeat(10, 150), match(10, 100, kind="last_match"), ticker(10, 100),
+                match(11, 160)]
+    detector, gaps = observe_all(messages)
+    assert gaps == [] and detector.out_of_order == 0
+
+
+def test_the_shipped_capture_has_no_gaps(shipped: Capture) -> None:
+    detector = GapDetector()
+    for frame in shipped.frames:
+        detector.observe(parse_frame(frame.text))
+    assert (detector.missed_trades, detector.gaps, detector.out_of_order) == (0, 0, 0)

@@ -1,0 +1,185 @@
+"""Ingest into in-memory sinks: the raw record contract, malformed frames, gap and health records, finite runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from rtca.feed.capture import Capture
+from rtca.feed.connection import Backoff, FeedConnection, Frame
+from rtca.feed.ingest import CUT_BYTES, IngestReport, ingest, raw_record
+from rtca.feed.protocol import parse_frame, subscribe_frame
+from rtca.feed.replay import replay_server
+from rtca.feed.server import Faults, ServerStats
+from rtca.feed.simulator import simulator_server
+from rtca.feed.sinks import MemorySink
+
+Run = Callable[..., Any]
+
+
+async def replay_into_memory(
+    capture: Capture,
+    faults: Faults | None = None,
+    *,
+    speed: str | float = "max",
+    silence_timeout: float = 10.0,
+    raw: MemorySink | None = None,
+    **options: Any,
+) -> tuple[IngestReport, MemorySink, list[dict[str, Any]], ServerStats]:
+    """(report, raw sink, health records, server stats) of a replay ingested into memory."""
+    raw, health = raw or MemorySink(), MemorySink()
+    async with replay_server(capture, speed=speed, faults=faults) as server:
+        connection = FeedConnection(server.url, subscribe_frame(capture.products, capture.channels),
+                                    silence_timeout=silence_timeout, backoff=Backoff(initial=0.05, maximum=0.2))
+        report = await ingest(connection, raw, health, source="replay", **options)
+    return report, raw, [orjson.loads(r.value) for r in health.records], server.stats
+
+
+def test_every_frame_lands_on_the_raw_sink_as_received(run: Run, shipped: Capture) -> None:
+    report, raw, health, _ = run(replay_into_memory(shipped))
+    print(report)
+    keys = Counter(record.key for record in raw.records)
+    assert keys == {"l2update": 9719, "ticker": 107, "match": 97, "last_match": 10, "snapshot": 10,
+                    "subscriptions": 1}
+    recorded = Counter(f.text.encode() for f in shipped.frames if b'"subscriptions"' not in f.text.encode())
+    assert Counter(r.value for r in raw.records if r.key != "subscriptions") == recorded
+    assert report.received == report.acked == len(raw.records) == 9944 and report.ok
+    assert report.ended == "end_of_stream"
+    assert health[-1]["kind"] == "tick" and health[-1]["messages"] == 9944 and health[-1]["acked"] == 9944
+
+
+def test_raw_record_key_properties_and_event_time(shipped: Capture) -> None:
+    for text in (f.text for f in shipped.frames[:300]):
+        record, message = raw_record(Frame(text.encode(), 1700000000.5, 1))
+        assert not isinstance(message, Exception)
+        assert record.key == message.type and record.value == text.encode()
+        assert record.properties["received_ms"] == "1700000000500"
+        if message.product is not None:
+            assert record.properties["product"] == message.product
+        if message.seq is not None:
+            assert record.properties["sequence"] == str(message.seq)
+        expected_ms = message.event_ms if message.event_ms is not None else 1700000000500
+        assert record.event_ms == expected_ms
+
+
+def test_oversized_frames_are_cut_with_their_size() -> None:
+    big = b'{"type":"snapshot","product_id":"BTC-USD","bids":[' + b'["1.0","2.0"],' * 400_000 + b'["1","1"]]}'
+    record, problem = raw_record(Frame(big, 1.0, 1))
+    assert record.key == "malformed" and len(record.value) == CUT_BYTES and record.value == big[:CUT_BYTES]
+    assert record.properties["error"] == "oversized" and record.properties["payload_bytes"] == str(len(big))
+    assert record.properties["truncated"] == "true"
+    assert getattr(problem, "code", None) == "oversized"
+
+
+MALFORMED = [
+    "not json at all",
+    "[1, 2, 3]",
+    '{"product_id":"SKL-USD","no":"type"}',
+    '{"type":"ticker","product_id":"SKL-USD","sequence":"abc","price":{"x":1}}',
+    b"\xff\xfe binary garbage",
+    "x" * 1_000_000,  # 1 MB, not JSON
+    '{"type":"snapshot","product_id":"SKL-USD","bids":[' + '["1.0","2.0"],' * 400_000 + '["1","1"]],"asks":[]}',
+]
+UNKNOWN = ['{"type":"brand_new_type","product_id":"SKL-USD","sequence":1}', '{"type":"mega","blob":"' + "y" * 1_000_000
+           + '"}']
+
+
+def test_malformed_frames_never_stop_ingest_and_are_counted(run: Run, small: Capture) -> None:
+    faults = Faults(inject_after={100: MALFORMED[:4], 1000: [*MALFORMED[4:], *UNKNOWN]})
+    report, raw, health, stats = run(replay_into_memory(small, faults))
+    print(report)
+    keys = Counter(record.key for record in raw.records)
+    assert keys["malformed"] == len(MALFORMED) == report.malformed
+    assert keys["unknown"] == len(UNKNOWN) == report.unknown
+    assert keys["l2update"] == stats.sent_by_type["l2update"] > 1400  # the rest of the stream still arrived
+    errors = Counter(r.properties["error"] for r in raw.records if r.key == "malformed")
+    assert errors == {"not_json": 3, "not_object": 1, "no_type": 1, "bad_fields": 1, "oversized": 1}
+    kept = {r.value for r in raw.records if r.key in ("malformed", "unknown")}
+    assert MALFORMED[0].encode() in kept and UNKNOWN[1].encode() in kept and MALFORMED[4] in kept
+    assert health[-1]["malformed"] == len(MALFORMED) and health[-1]["unknown"] == len(UNKNOWN)
+    assert report.ok
+
+
+def test_skipped_trade_ids_produce_gap_records(run: Run, shipped: Capture) -> None:
+    report, _, health, _ = run(replay_into_memory(shipped, Faults(skip_trade_ids=(3, 2))))
+    gaps = [h for h in health if h["kind"] == "gap"]
+    matches = Counter(orjson.loads(f.text).get("product_id") for f in shipped.frames if '"type":"match"' in f.text)
+    expected = {product: 2 * (count // 3) for product, count in matches.items() if count >= 3}
+    per_product = Counter[str]()
+    for gap in gaps:
+        assert gap["missed"] == 2 == gap["last_missing"] - gap["first_missing"] + 1
+        assert gap["detected_by"] == "match" and gap["source"] == "replay"
+        per_product[gap["product_id"]] += gap["missed"]
+    print("missed per product:", dict(per_product))
+    assert per_product == expected and report.missed_trades == sum(expected.values()) > 0
+    assert health[-1]["missed_trades"] == report.missed_trades and report.out_of_order == 0
+
+
+def test_sequence_jumps_alone_produce_no_gap(run: Run, shipped: Capture) -> None:
+    report, _, health, _ = run(replay_into_memory(shipped, Faults(sequence_jump=(2, 1000))))
+    print(report)
+    assert [h for h in health if h["kind"] == "gap"] == []
+    assert report.missed_trades == report.out_of_order == 0
+
+
+def test_health_ticks_continue_while_the_feed_is_silent(run: Run, small: Capture) -> None:
+    faults = Faults(silence_after=200, silence_for=3.0)
+    report, _, health, _ = run(replay_into_memory(small, faults, health_interval=0.2))
+    ticks = [h for h in health if h["kind"] == "tick"]
+    silent = [t for t in ticks if t["msg_rate"] == 0 and t["messages"] == 1 + 200]  # the reply + 200 frames
+    print(f"{len(ticks)} ticks, {len(silent)} while silent; silence_ms: {[t['silence_ms'] for t in silent]}")
+    assert len(silent) >= 3  # 3 s of silence, a tick every 0.2 s (fewer on a loaded machine)
+    assert [t["silence_ms"] for t in silent] == sorted(t["silence_ms"] for t in silent)
+    assert silent[-1]["silence_ms"] >= 1500 and all(t["connected"] for t in silent)
+    assert report.received == 1 + 1497 and report.reconnects == 0  # the reply + the frames (not the 3 recorded replies)
+
+
+def test_a_reconnect_shows_in_health_and_loses_nothing(run: Run, small: Capture) -> None:
+    report, raw, health, stats = run(replay_into_memory(small, Faults(drop_after=700)))
+    keys = Counter(record.key for record in raw.records)
+    assert keys == stats.sent_by_type and keys["subscriptions"] == 2
+    assert report.reconnects == 1 and health[-1]["reconnects"] == 1 and health[-1]["connections"] == 2
+
+
+def test_finite_runs(run: Run, small: Capture) -> None:
+    report, raw, _, _ = run(replay_into_memory(small, max_messages=500))
+    assert (report.ended, report.received, len(raw.records)) == ("max_messages", 500, 500)
+    report, raw, _, _ = run(replay_into_memory(small, speed=1, duration=0.7))
+    assert report.ended == "duration" and 0 < report.received == len(raw.records) < 1501
+
+    async def stopped() -> IngestReport:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.5, stop.set)
+        return (await replay_into_memory(small, speed=1, stop=stop))[0]
+
+    report = run(stopped())
+    assert report.ended == "stopped" and report.ok
+
+
+def test_failed_sends_are_retried_until_stored(run: Run, small: Capture) -> None:
+    raw = MemorySink(fail_first=25)
+    report, raw, _, _ = run(replay_into_memory(small, raw=raw, max_messages=1000))
+    assert len(raw.records) == report.acked == 1000 and report.failed == 0 and report.ok
+    assert {parse_frame(r.value).type for r in raw.records} >= {"snapshot", "l2update"}
+
+
+def test_simulator_frames_ingest_cleanly(run: Run) -> None:
+    async def session() -> tuple[IngestReport, MemorySink]:
+        raw, health = MemorySink(), MemorySink()
+        products = ["AAA-USD", "BBB-USD", "CCC-EUR"]
+        async with simulator_server(products, rate=None, seed=11) as server:
+            connection = FeedConnection(server.url, subscribe_frame(products, ["level2_batch", "matches", "ticker",
+                                                                               "heartbeat", "status"]))
+            return await ingest(connection, raw, health, source="simulator", max_messages=3000), raw
+
+    report, raw = run(session())
+    print(report)
+    keys = Counter(record.key for record in raw.records)
+    assert report.malformed == report.unknown == report.missed_trades == report.out_of_order == 0
+    assert {"subscriptions", "snapshot", "status", "l2update", "match", "last_match", "ticker"} <= set(keys)
+    assert all(r.properties.get("product") in {"AAA-USD", "BBB-USD", "CCC-EUR"} for r in raw.records
+               if r.key not in ("subscriptions", "status"))

@@ -1,0 +1,203 @@
+"""The replay server speaks the exchange's protocol: handshake, filtering, level2_batch, pacing, loops, faults."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from rtca.errors import ConfigError
+from rtca.feed.capture import Capture, Received, read_capture, write_capture
+from rtca.feed.protocol import END_OF_STREAM, parse_time, subscribe_frame
+from rtca.feed.replay import parse_speed, replay_server
+from rtca.feed.server import Faults
+
+Run = Callable[..., Any]
+
+
+async def collect(ws: ClientConnection, limit: int | None = None) -> tuple[list[dict[str, Any]], int | None]:
+    """Frames until the server closes (or `limit`), and the close code."""
+    frames: list[dict[str, Any]] = []
+    try:
+        while limit is None or len(frames) < limit:
+            frames.append(orjson.loads(await ws.recv()))
+    except ConnectionClosed as exc:
+        return frames, exc.rcvd.code if exc.rcvd else None
+    return frames, None
+
+
+async def session(capture: Capture, products: list[str], channels: list[str], **options: Any) -> tuple[
+        list[dict[str, Any]], int | None]:
+    async with replay_server(capture, **options) as server, connect(server.url) as ws:
+        await ws.send(subscribe_frame(products, channels))
+        return await collect(ws)
+
+
+def capture_count(capture: Capture, types: set[str], products: set[str]) -> int:
+    count = 0
+    for frame in capture.frames:
+        obj = orjson.loads(frame.text)
+        count += obj["type"] in types and obj.get("product_id") in products
+    return count
+
+
+def test_subscriptions_reply_first_then_only_what_was_asked(run: Run, shipped: Capture) -> None:
+    products = ["SKL-USD", "BAND-GBP"]
+    frames, code = run(session(shipped, products, ["ticker", "matches"], speed="max"))
+    assert frames[0] == {"type": "subscriptions", "channels": [{"name": "ticker", "product_ids": products},
+                                                               {"name": "matches", "product_ids": products}]}
+    kinds = Counter(f["type"] for f in frames[1:])
+    print("received:", dict(kinds))
+    assert {f["product_id"] for f in frames[1:]} == set(products)
+    assert set(kinds) == {"ticker", "match", "last_match"}
+    assert kinds["ticker"] == capture_count(shipped, {"ticker"}, set(products))
+    assert kinds["match"] + kinds["last_match"] == capture_count(shipped, {"match", "last_match"}, set(products))
+    assert code == END_OF_STREAM
+
+
+def test_level2_batch_is_served_from_level2_data(run: Run, shipped: Capture) -> None:
+    frames, _ = run(session(shipped, ["NU-GBP"], ["level2_batch"], speed="max"))
+    assert frames[0]["channels"] == [{"name": "level2_batch", "product_ids": ["NU-GBP"]}]
+    kinds = Counter(f["type"] for f in frames[1:])
+    assert kinds == {"snapshot": 1, "l2update": capture_count(shipped, {"l2update"}, {"NU-GBP"})}
+    assert frames[1]["type"] == "snapshot"
+
+
+def test_frames_are_sent_exactly_as_recorded(run: Run, shipped: Capture) -> None:
+    async def texts() -> list[str]:
+        async with replay_server(shipped, speed="max") as server, connect(server.url) as ws:
+            await ws.send(subscribe_frame(shipped.products, shipped.channels))
+            received = []
+            try:
+                while True:
+                    received.append(await ws.recv())
+            except ConnectionClosed:
+                return received[1:]
+
+    recorded = [f.text for f in shipped.frames if '"type":"subscriptions"' not in f.text]
+    assert run(texts()) == recorded
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        ({"type": "subscribe", "product_ids": ["SKL-USD"], "channels": ["nope"]}, "nope is not a valid channel"),
+        ({"type": "subscribe", "product_ids": ["BTC-XYZ"], "channels": ["ticker"]}, "BTC-XYZ is not a valid product"),
+        ({"type": "subscribe", "product_ids": [], "channels": ["ticker"]}, "No product ids provided for ticker"),
+        ({"type": "hello"}, "Type has to be either subscribe or unsubscribe"),
+    ],
+)
+def test_bad_requests_get_an_error_and_the_connection_stays(run: Run, shipped: Capture, request_: dict[str, Any],
+                                                           reason: str) -> None:
+    async def exchange() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with replay_server(shipped, speed="max") as server, connect(server.url) as ws:
+            await ws.send(orjson.dumps(request_).decode())
+            error = orjson.loads(await ws.recv())
+            await ws.send(subscribe_frame(["SKL-USD"], ["ticker"]))
+            return error, orjson.loads(await ws.recv())
+
+    error, reply = run(exchange())
+    assert error == {"type": "error", "message": "Failed to subscribe", "reason": reason}
+    assert reply["type"] == "subscriptions"
+
+
+def test_unsubscribe_updates_the_subscription_set(run: Run, shipped: Capture) -> None:
+    async def exchange() -> dict[str, Any]:
+        async with replay_server(shipped, speed=1) as server, connect(server.url) as ws:
+            await ws.send(subscribe_frame(["SKL-USD", "NU-GBP"], ["ticker", "matches"]))
+            await ws.recv()
+            await ws.send(subscribe_frame(["NU-GBP"], ["ticker"], kind="unsubscribe"))
+            while True:
+                frame = orjson.loads(await ws.recv())
+                if frame["type"] == "subscriptions":
+                    return frame
+
+    reply = run(exchange())
+    assert reply["channels"] == [{"name": "ticker", "product_ids": ["SKL-USD"]},
+                                 {"name": "matches", "product_ids": ["SKL-USD", "NU-GBP"]}]
+
+
+def test_a_client_that_does_not_subscribe_is_disconnected(run: Run, shipped: Capture) -> None:
+    async def wait() -> int | None:
+        server = replay_server(shipped)
+        server.subscribe_timeout = 0.3
+        async with server, connect(server.url) as ws:
+            return (await collect(ws))[1]
+
+    assert run(wait()) == 1008
+
+
+def synthetic(tmp_path: Path, offsets: list[float]) -> Capture:
+    """One product's matches (consecutive trade ids, increasing sequences) at the given receive offsets."""
+    start = 1700000000.0
+    frames = [Received(start + offset, orjson.dumps({
+        "type": "match", "trade_id": 100 + i, "sequence": 5000 + 10 * i, "product_id": "AAA-USD", "side": "buy",
+        "size": "1", "price": "2.5", "time": f"2023-11-14T22:13:{20 + offset:09.6f}Z",
+    }).decode()) for i, offset in enumerate(offsets)]
+    return read_capture(write_capture(tmp_path / "synthetic.capture", frames))
+
+
+def test_speed_keeps_the_recorded_spacing(run: Run, tmp_path: Path) -> None:
+    capture = synthetic(tmp_path, [0.0, 0.5, 1.0])
+
+    async def timed() -> float:
+        started = time.monotonic()
+        frames, _ = await session(capture, ["AAA-USD"], ["matches"], speed=2)
+        assert len(frames) == 4
+        return time.monotonic() - started
+
+    elapsed = run(timed())
+    print(f"3 frames over 1 s at 2x took {elapsed:.2f} s")
+    assert 0.45 < elapsed < 6.0  # paced (a loaded machine may add, never remove, time)
+
+
+def test_looping_shifts_times_and_keeps_counters_increasing(run: Run, tmp_path: Path) -> None:
+    capture = synthetic(tmp_path, [0.0, 0.1, 0.2])
+
+    async def two_passes() -> list[dict[str, Any]]:
+        # An endless max-speed stream: close without waiting for the handshake behind the unread frames.
+        async with replay_server(capture, speed="max", loop=True) as server, connect(server.url,
+                                                                                     close_timeout=0.1) as ws:
+            await ws.send(subscribe_frame(["AAA-USD"], ["matches"]))
+            return (await collect(ws, limit=1 + 9))[0][1:]
+
+    frames = run(two_passes())
+    assert [f["trade_id"] for f in frames] == list(range(100, 109))
+    assert [f["sequence"] for f in frames] == [5000, 5010, 5020, 5021, 5031, 5041, 5042, 5052, 5062]
+    times = [parse_time(f["time"]).timestamp() for f in frames]
+    period = 0.2 + 0.1  # the capture's span plus its typical gap
+    assert times[3] - times[0] == pytest.approx(period, abs=1e-6)
+    assert times == sorted(times)
+
+
+def test_shift_time_moves_times_to_now(run: Run, shipped: Capture) -> None:
+    frames, _ = run(session(shipped, ["SKL-USD"], ["matches"], speed="max", shift_time=True))
+    lags = [time.time() - parse_time(f["time"]).timestamp() for f in frames[1:]]
+    print(f"lag of shifted times: {min(lags):.1f} .. {max(lags):.1f} s")
+    assert all(-40 < lag < 40 for lag in lags)  # the capture spans 31 s, played at max speed
+
+
+def test_skip_trade_ids_fault_jumps_trade_ids(run: Run, shipped: Capture) -> None:
+    frames, _ = run(session(shipped, shipped.products, ["matches"], speed="max", faults=Faults(skip_trade_ids=(2, 3))))
+    ids: dict[str, list[int]] = defaultdict(list)
+    for frame in frames[1:]:
+        ids[frame["product_id"]].append(frame["trade_id"])
+    jumps = sum(b - a - 1 for trades in ids.values() for a, b in zip(trades, trades[1:], strict=False))
+    expected = 3 * sum(capture_count(shipped, {"match"}, {p}) // 2 for p in shipped.products)
+    print("missed trade ids:", jumps, "expected:", expected)
+    assert jumps == expected > 0
+
+
+def test_parse_speed() -> None:
+    assert parse_speed("max") is None and parse_speed(None) is None
+    assert parse_speed("10x") == 10.0 and parse_speed(2.5) == 2.5 and parse_speed("1") == 1.0
+    for bad in ("fast", "0", "-1", "inf"):
+        with pytest.raises(ConfigError):
+            parse_speed(bad)

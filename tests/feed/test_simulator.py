@@ -1,0 +1,87 @@
+"""The simulator is deterministic for a seed, protocol-valid, and served with the exchange's protocol."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from rtca.feed.book import L2Book
+from rtca.feed.gaps import GapDetector
+from rtca.feed.protocol import END_OF_STREAM, L2Update, Match, Ticker, parse_message, subscribe_frame
+from rtca.feed.simulator import SimulatedMarket, simulator_server
+
+Run = Callable[..., Any]
+PRODUCTS = ["BTC-USD", "ETH-USD", "DOGE-USD", "ZZZ-EUR"]
+START_US = 1_700_000_000_000_000
+
+
+def frames(seed: int, steps: int, products: list[str] = PRODUCTS) -> list[dict[str, Any]]:
+    market = SimulatedMarket(products, seed=seed, start_us=START_US)
+    return [frame for step in range(steps) for frame in market.step(START_US + step * 20_000)]
+
+
+def test_same_seed_same_market() -> None:
+    assert frames(7, 3000) == frames(7, 3000)
+    assert frames(7, 3000) != frames(8, 3000)
+
+
+def test_frames_are_valid_and_consistent() -> None:
+    market = SimulatedMarket(PRODUCTS, seed=3, start_us=START_US)
+    books = {}
+    for product in PRODUCTS:
+        book = L2Book()
+        snapshot = market.snapshot(product)
+        book.reset(snapshot["bids"], snapshot["asks"])
+        books[product] = book
+    detector, kinds = GapDetector(), Counter[str]()
+    trades: dict[str, list[int]] = {p: [] for p in PRODUCTS}
+    for step in range(20_000):
+        for frame in market.step(START_US + step * 10_000):
+            message = parse_message(frame)  # raises on anything invalid
+            kinds[message.type] += 1
+            detector.observe(message)
+            if isinstance(message, L2Update):
+                book = books[message.product_id]
+                for side, price, size in frame["changes"]:
+                    book.apply(side, price, size)
+                best_bid, best_ask = book.best("buy"), book.best("sell")
+                assert best_bid is not None and best_ask is not None and best_bid < best_ask, "crossed book"
+            if isinstance(message, Match):
+                trades[message.product_id].append(message.trade_id)
+                assert message.price == books[message.product_id].best("sell" if message.side == "sell" else "buy")
+            if isinstance(message, Ticker):
+                assert message.best_bid_size is not None and message.best_bid is not None
+    print("kinds:", dict(kinds))
+    assert set(kinds) == {"l2update", "match", "ticker", "heartbeat"}
+    assert kinds["match"] == kinds["ticker"] > 1000
+    assert detector.missed_trades == 0 and detector.out_of_order == 0
+    assert all(ids == list(range(ids[0], ids[0] + len(ids))) for ids in trades.values())
+
+
+def test_server_subscription_state_and_rate(run: Run) -> None:
+    async def session() -> tuple[list[dict[str, Any]], float, int | None]:
+        async with simulator_server(PRODUCTS, rate=400, seed=1, limit=400) as server, connect(server.url) as ws:
+            started = time.monotonic()
+            await ws.send(subscribe_frame(["BTC-USD", "ETH-USD"], ["level2_batch", "ticker", "matches", "status"]))
+            received = []
+            try:
+                while True:
+                    received.append(orjson.loads(await ws.recv()))
+            except ConnectionClosed as exc:
+                return received, time.monotonic() - started, exc.rcvd.code if exc.rcvd else None
+
+    received, elapsed, code = run(session())
+    print(f"{len(received)} frames in {elapsed:.2f} s")
+    assert received[0]["type"] == "subscriptions"
+    state = [f["type"] for f in received[1:8]]
+    assert state == ["snapshot", "snapshot", "ticker", "ticker", "last_match", "last_match", "status"]
+    assert {f.get("product_id") for f in received[8:]} <= {"BTC-USD", "ETH-USD"}
+    assert "heartbeat" not in {f["type"] for f in received}  # not subscribed
+    assert code == END_OF_STREAM
+    assert 0.7 < elapsed < 10.0  # 400 frames at 400/s (a loaded machine may add time)
