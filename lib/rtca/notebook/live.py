@@ -243,9 +243,8 @@ def live_feed_health(settings: Settings, *, minutes: int = 15, interval: float =
     ], product_table=None, minutes=minutes, interval=interval)
 
 
-def show(view: LiveView) -> Any:
-    """Display helper for notebooks (keeps cells to one line)."""
+def show(view: LiveView) -> None:
+    """Display the controls and the figure (keeps notebook cells to one line)."""
     from IPython.display import display
 
     display(view.widget)
-    return view

@@ -1,0 +1,103 @@
+"""JupyterLab in headless Chromium: run the live-market notebook and find the rendered plotly FigureWidget."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rtca.settings import PROJECT_ROOT, Settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.browser,
+    pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                       reason="Debian's chromium and chromium-driver are not installed"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def jupyterlab(stack_up: Settings, tmp_path: Path) -> Iterator[str]:
+    """A JupyterLab server over a copy of notebooks/ (its autosave must not touch the repository's files)."""
+    shutil.copytree(PROJECT_ROOT / "notebooks", tmp_path / "notebooks")
+    port, token = free_port(), secrets.token_hex(16)
+    log = (stack_up.logs_dir / "jupyterlab-test.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip", "127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}",
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"{base}/api/status", params={"token": token}, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        server.terminate()
+        pytest.fail("JupyterLab did not answer (see .run/logs/jupyterlab-test.log)")
+    yield f"{base}/lab/tree/notebooks/01-live-market.ipynb?token={token}"
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+def test_live_market_notebook_renders_plotly_in_jupyterlab(jupyterlab: str, stack_up: Settings) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    shots = stack_up.run_dir / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    try:
+        driver.get(jupyterlab)
+        wait = WebDriverWait(driver, 120)
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
+        wait.until(ec.presence_of_element_located(
+            (By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")))  # kernel started
+        driver.find_element(By.XPATH, "//li[contains(@class,'lm-MenuBar-item')][.//div[text()='Run']]").click()
+        wait.until(ec.element_to_be_clickable(
+            (By.XPATH, "//li[contains(@class,'lm-Menu-item')][.//div[text()='Run All Cells']]"))).click()
+        plot = WebDriverWait(driver, 180).until(
+            ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-OutputArea .js-plotly-plot")))
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .scatterlayer"))
+        driver.execute_script("arguments[0].scrollIntoView();", plot)
+        time.sleep(2)
+        driver.save_screenshot(str(shots / "jupyterlab-01-live-market.png"))
+        errors = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        tracebacks = [e.text for e in errors if "Traceback" in e.text or "Error" in e.text]
+        assert not tracebacks, tracebacks
+        assert plot.size["height"] > 200
+    except Exception:
+        driver.save_screenshot(str(shots / "jupyterlab-01-live-market-FAILED.png"))
+        raise
+    finally:
+        driver.quit()
