@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 # Stack, functions, tables, dashboards and the replay: the runbooks 00-40, executed copies in .run/runbooks/.
 up: venv
 	$(RTCA) runbooks
+	@$(RTCA) status
 
 down: venv
 	$(RTCA) down
@@ -40,3 +41,9 @@ lab: venv
 
 clean:
 	rm -rf $(VENV)
+
+# Benchmarks (minutes; not part of CI): ratios measured in the same run, absolute figures beside them.
+bench: venv
+	$(VENV)/bin/python -m rtca.bench.stats_kernel
+	$(RTCA) up
+	$(VENV)/bin/python -m rtca.bench.functions_e2e
