@@ -1,0 +1,139 @@
+"""`rtca pinot apply` and `rtca pinot status` against the real stack, and the tables filled by the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rtca.pinot.client import PinotClient
+from rtca.pinot.queries import candles_sql
+from rtca.pinot.tables import apply_tables, delete_tables, pinot_status, table_keys
+from rtca.settings import Settings, Tables, Topics
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def pinot(stack_up: Settings) -> Iterator[PinotClient]:
+    with PinotClient(stack_up) as client:
+        yield client
+
+
+def test_apply_twice_changes_nothing_the_second_time(stack_up: Settings, pinot: PinotClient) -> None:
+    first = apply_tables(stack_up)
+    second = apply_tables(stack_up)
+    for result in first + second:
+        print(result)
+    assert [r.table for r in first] == [getattr(stack_up.tables, k) for k in table_keys()]
+    assert [r.action for r in second] == ["unchanged"] * len(table_keys())
+    for key in table_keys():
+        name = getattr(stack_up.tables, key)
+        assert pinot.table(name) is not None and pinot.schema(name) is not None, name
+    listed = httpx.get(f"{stack_up.pinot.controller_url}/tables", timeout=30).json()["tables"]
+    for key in table_keys():  # one table per name, no leftovers of another type
+        assert listed.count(getattr(stack_up.tables, key)) == 1
+
+
+@pytest.fixture
+def scratch(stack_up: Settings, tmp_path: Path, unique: str) -> Iterator[Settings]:
+    """Settings with the workbench's definitions copied to a temporary infra dir, on tables and topics of their own."""
+    shutil.copytree(stack_up.infra_dir / "pinot", tmp_path / "pinot")
+    settings = stack_up.model_copy(update={
+        "infra_dir": tmp_path,
+        "tables": Tables(**{k: f"it_{unique}_{v}" for k, v in stack_up.tables.model_dump().items()}),
+        "topics": Topics(**{k: f"it-{unique}-{v}" for k, v in stack_up.topics.model_dump().items()}),
+    })
+    yield settings
+    delete_tables(settings, ["ticker_stats"])
+    _delete_topic(stack_up, settings.topic(settings.topics.ticker_stats))
+
+
+def _delete_topic(settings: Settings, topic: str, *, timeout: float = 60.0) -> None:
+    """Delete a test topic; Pinot's reader of a just-dropped table may reconnect once and re-create it, so retry
+    until the namespace no longer lists it."""
+    short = topic.removeprefix("persistent://")
+    namespace = f"{settings.pulsar.admin_url}/admin/v2/persistent/{settings.pulsar.tenant}/{settings.pulsar.namespace}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        httpx.delete(f"{settings.pulsar.admin_url}/admin/v2/persistent/{short}", params={"force": "true"},
+                     timeout=30)
+        time.sleep(3)
+        if topic not in httpx.get(namespace, timeout=30).json():
+            return
+    print(f"warning: could not delete {topic}")
+
+
+def test_a_changed_schema_or_table_is_updated(scratch: Settings, pinot: PinotClient) -> None:
+    name = scratch.tables.ticker_stats
+    (created,) = apply_tables(scratch, ["ticker_stats"])
+    assert (created.schema, created.config) == ("created", "created")
+
+    folder = scratch.infra_dir / "pinot" / "ticker_stats"
+    schema = json.loads((folder / "schema.json").read_text())
+    schema["metricFieldSpecs"].append({"name": "added_metric", "dataType": "DOUBLE"})
+    (folder / "schema.json").write_text(json.dumps(schema))
+    table = json.loads((folder / "table.json").read_text())
+    table.setdefault("segmentsConfig", {})["retentionTimeValue"] = "3"
+    (folder / "table.json").write_text(json.dumps(table))
+
+    (updated,) = apply_tables(scratch, [name])  # by table name this time
+    print(updated)
+    assert (updated.schema, updated.config) == ("updated", "updated")
+    assert "schema +added_metric" in updated.changes
+    assert "table /segmentsConfig/retentionTimeValue" in updated.changes
+    assert any(f["name"] == "added_metric" for f in pinot.schema(name)["metricFieldSpecs"])
+    assert pinot.table(name)["segmentsConfig"]["retentionTimeValue"] == "3"
+    (again,) = apply_tables(scratch, ["ticker_stats"])
+    assert (again.schema, again.config) == ("unchanged", "unchanged")
+
+
+def test_status_and_tables_filled_by_the_pipeline(stack_up: Settings, pinot: PinotClient) -> None:
+    from live_data import seed_live_data
+
+    data = seed_live_data(stack_up)
+    print(data)
+    status = {row.table: row for row in pinot_status(stack_up)}
+    for row in status.values():
+        print(row)
+    since = data.started_ms - 60_000
+    for key in table_keys():
+        name = getattr(stack_up.tables, key)
+        row = status[name]
+        assert row.exists and not row.error, row
+        assert row.consuming >= 1, f"{name}: no consuming segment"
+        assert row.rows and row.rows >= data.rows[name] > 0, f"{name}: no rows from this run"
+        assert row.newest_ms is not None and row.newest_ms >= since, f"{name}: newest event is old"
+    # the time column is a TIMESTAMP near the records' epoch milliseconds
+    (ts, ms), = pinot.query(f"SELECT event_time, event_ms FROM {stack_up.tables.ticker} "
+                            f"WHERE event_ms >= {since} ORDER BY event_ms DESC LIMIT 1")
+    assert isinstance(ts, str) and ts.startswith(time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))), ts
+    # JSON nulls (statistics warm-up rows) stay null in Pinot, not 0: exactly this run's records with no rolling mean
+    # (received_ms, not event_ms, tells this run's records: a replay's state frames after a reconnect are older)
+    stats, run = stack_up.tables.ticker_stats, f"received_ms >= {data.started_ms}"
+    produced = data.records["ticker_stats"]
+    nulls = sum(1 for record in produced if record.get("rolling_mean") is None)
+    in_pinot = pinot.count(stats, f"WHERE {run} AND rolling_mean IS NULL")
+    print(f"ticker stats of this run: {len(produced)} records, {nulls} without a rolling mean; Pinot: {in_pinot} "
+          f"IS NULL, {pinot.count(stats, f'WHERE {run}')} rows")
+    assert in_pinot == nulls
+    assert pinot.count(stats, f"WHERE {run} AND rolling_mean IS NOT NULL") == len(produced) - nulls
+    assert pinot.count(stats, "WHERE rolling_mean IS NULL") > 0  # some product warmed up at some point
+    # the notebooks' candles (rtca.pinot.queries) run on the table and add up to its trades
+    (product, trades), = pinot.query(f"SELECT product_id, COUNT(*) FROM {stack_up.tables.matches} WHERE "
+                                     f"event_time > ago('PT60M') GROUP BY product_id ORDER BY COUNT(*) DESC LIMIT 1")
+    bars = pinot.query(candles_sql(stack_up, product, minutes=60))
+    print(f"{product}: {len(bars)} one-minute candles over {trades} trades")
+    assert sum(int(bar[-1]) for bar in bars) == trades
+    assert all(low <= min(o, c) <= max(o, c) <= high for _, o, high, low, c, *_ in bars)
+    # the hostile frames ended as dead letters, the dropped connection and skipped trades in feed health
+    dead = pinot.count(stack_up.tables.dead_letter, f"WHERE event_ms >= {since}")
+    (reconnects, gaps), = pinot.query(f"SELECT MAX(reconnects), MAX(gaps) FROM {stack_up.tables.feed_health} "
+                                      f"WHERE ts_ms >= {since} AND kind = 'tick'")
+    print(f"dead letters {dead}, reconnects {reconnects}, gaps {gaps}")
+    assert dead >= 1 and reconnects >= 1 and gaps >= 1

@@ -1,0 +1,271 @@
+"""Live data for the dashboard acceptance tests: the real pipeline fed with the shipped capture and the simulator.
+
+`seed_live_data(settings)` (once per test session) applies the Pinot tables, deploys the workbench's functions and
+imports the Superset bundle (what `rtca deploy` does), then ingests through the real path (websocket -> ingest ->
+raw topic -> router -> typed topics -> ticker stats):
+
+1. the shipped capture, replayed as fast as ingest reads with its times shifted to now, with hostile frames injected
+   (-> dead letters), one dropped connection (-> a reconnect) and skipped trade ids (-> gaps, missed trades);
+2. a simulator run, whose prices cross the EWMA band (-> alerts).
+
+Derived topics that no deployed function produces yet (book, trade flow, volatility, alerts: their functions are
+later issues) get records computed here from the typed records of this very run, with the field names of the
+table schemas (`infra/pinot/<key>/schema.json`). They are stand-ins, announced in the report, and disappear on their
+own once `rtca.functions.deploy.function_specs` has a function writing to the topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pulsar
+
+from rtca.errors import DeployError
+from rtca.feed.book import L2Book
+from rtca.feed.ingest import ingest_to_pulsar
+from rtca.feed.server import Faults
+from rtca.feed.sources import SourceSpec
+from rtca.functions.deploy import deploy_functions, function_specs
+from rtca.functions.samples import hostile_payloads
+from rtca.pinot.client import PinotClient
+from rtca.pinot.tables import apply_tables
+from rtca.settings import Settings
+from rtca.superset.bundle import apply_dashboards
+
+HOSTILE = 40
+SIMULATOR_PRODUCTS = ("BTC-USD", "ETH-USD")
+DERIVED = ("book", "trade_flow", "volatility", "alerts")
+
+
+@dataclass
+class LiveData:
+    """What the seeding did: ingest reports, rows per table in the last hour, stand-in topics and their counts."""
+
+    started_ms: int
+    ingests: list[str] = field(default_factory=list)
+    standins: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    #: Records of this run read back from the typed topics, per `Topics` key (ticker, matches, level2, ticker_stats).
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [f"seeded from {self.started_ms}:", *(f"  ingest: {r.splitlines()[0]}" for r in self.ingests)]
+        lines += [f"  stand-in records for {k}: {n}" for k, n in self.standins.items()]
+        lines += [f"  {t}: {n} rows received since" for t, n in self.rows.items()]
+        return "\n".join(lines)
+
+
+_SEEDED: dict[str, LiveData] = {}
+
+
+def seed_live_data(settings: Settings) -> LiveData:
+    """Seed once per session (the browser and integration tests share it)."""
+    key = settings.model_dump_json()
+    if key not in _SEEDED:
+        _SEEDED[key] = _seed(settings)
+    return _SEEDED[key]
+
+
+def _seed(settings: Settings) -> LiveData:
+    data = LiveData(started_ms=int(time.time() * 1000))
+    apply_tables(settings)
+    deploy_functions(settings, say=lambda _: None)
+    apply_dashboards(settings, say=lambda _: None)
+    client = pulsar.Client(settings.pulsar.service_url, operation_timeout_seconds=30,
+                           logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    try:
+        readers = {key: client.create_reader(settings.topic(getattr(settings.topics, key)), pulsar.MessageId.latest)
+                   for key in ("ticker", "matches", "level2", "ticker_stats")}
+        hostile = list(hostile_payloads(HOSTILE, seed=7))
+        replay = SourceSpec(kind="replay", speed=None, shift_time=True,
+                            faults=Faults(inject_after={200 + 50 * i: [p] for i, p in enumerate(hostile)},
+                                          drop_after=4000, skip_trade_ids=(15, 2)))
+        simulator = SourceSpec(kind="simulator", rate=60.0, seed=11, products=SIMULATOR_PRODUCTS)
+        data.ingests.append(str(asyncio.run(ingest_to_pulsar(settings, replay))))
+        data.ingests.append(str(asyncio.run(ingest_to_pulsar(settings, simulator, duration=20))))
+        _wait_settled(settings)
+        records = data.records = {key: _drain(reader) for key, reader in readers.items()}
+        produced = _function_outputs(settings)
+        for key, make in STANDINS.items():
+            topic = settings.topic(getattr(settings.topics, key))
+            if topic in produced:
+                continue
+            out = make(records)
+            _produce(client, topic, out)
+            data.standins[key] = len(out)
+    finally:
+        client.close()
+    data.rows = wait_for_rows(settings, since_ms=data.started_ms)
+    return data
+
+
+def _function_outputs(settings: Settings) -> set[str]:
+    outputs: set[str] = set()
+    for spec in function_specs(settings):
+        if spec.output:
+            outputs.add(spec.output)
+        outputs.update(v for v in (spec.user_config.get("topics") or {}).values() if isinstance(v, str))
+    return outputs
+
+
+def _drain(reader: pulsar.Reader) -> list[dict[str, Any]]:
+    out = []
+    while reader.has_message_available():
+        out.append(orjson.loads(reader.read_next(10_000).data()))
+    reader.close()
+    return out
+
+
+def _produce(client: pulsar.Client, topic: str, records: Iterable[dict[str, Any]]) -> None:
+    producer = client.create_producer(topic, batching_enabled=True, batching_max_publish_delay_ms=5,
+                                      block_if_queue_full=True)
+    for record in records:
+        producer.send_async(orjson.dumps(record), None, partition_key=record.get("product_id") or "")
+    producer.flush()
+    producer.close()
+
+
+def _wait_settled(settings: Settings, *, timeout: float = 180.0) -> None:
+    """Until the router and the statistics function have caught up: the ticker-stats row count stops growing."""
+    deadline = time.monotonic() + timeout
+    last, stable = -1, 0
+    with PinotClient(settings) as pinot:
+        while time.monotonic() < deadline:
+            count = _count(pinot, settings.tables.ticker_stats)
+            stable = stable + 1 if count == last and count > 0 else 0
+            if stable >= 3:
+                return
+            last = count
+            time.sleep(2)
+    raise AssertionError(f"the ticker statistics did not settle within {timeout:.0f} s (last count {last})")
+
+
+def _count(pinot: PinotClient, table: str, where: str = "") -> int:
+    try:
+        return pinot.count(table, where)
+    except DeployError:
+        return 0
+
+
+def wait_for_rows(settings: Settings, *, since_ms: int, timeout: float = 120.0) -> dict[str, int]:
+    """Rows per table received after `since_ms`, once every table has some (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    with PinotClient(settings) as pinot:
+        while True:
+            rows = {t: _count(pinot, t, f"WHERE received_ms >= {since_ms}" if t != settings.tables.feed_health
+                              else f"WHERE ts_ms >= {since_ms}") for t in settings.tables.model_dump().values()}
+            if all(rows.values()) or time.monotonic() > deadline:
+                return rows
+            time.sleep(2)
+
+
+# --- stand-ins for the derived topics ---------------------------------------------------------------------------
+Records = dict[str, list[dict[str, Any]]]
+
+
+def _base(source: dict[str, Any], event_ms: int) -> dict[str, Any]:
+    return {"product_id": source["product_id"], "event_ms": event_ms, "received_ms": source.get("received_ms")}
+
+
+def book_records(records: Records, *, every_ms: int = 500, levels: int = 10) -> list[dict[str, Any]]:
+    """Top of book, depth of the `levels` best levels per side and their imbalance, per product every `every_ms`."""
+    books: dict[str, L2Book] = defaultdict(L2Book)
+    last_emit: dict[str, int] = {}
+    out = []
+    for rec in sorted(records["level2"], key=lambda r: r["event_ms"]):
+        book = books[rec["product_id"]]
+        if rec.get("type") == "snapshot":
+            book.reset([[repr(p), repr(s)] for p, s in rec["bids"]], [[repr(p), repr(s)] for p, s in rec["asks"]])
+        else:
+            for side, price, size in rec.get("changes") or []:
+                book.apply(side, repr(price), repr(size))
+        if rec["event_ms"] - last_emit.get(rec["product_id"], 0) < every_ms or not book.bids or not book.asks:
+            continue
+        last_emit[rec["product_id"]] = rec["event_ms"]
+        bids = sorted(book.bids, reverse=True)[:levels]
+        asks = sorted(book.asks)[:levels]
+        bid, ask = float(bids[0]), float(asks[0])
+        bid_depth = sum(float(book.bids[p][1]) for p in bids)
+        ask_depth = sum(float(book.asks[p][1]) for p in asks)
+        mid = (bid + ask) / 2
+        out.append({**_base(rec, rec["event_ms"]), "sequence": rec.get("sequence"), "best_bid": bid,
+                    "best_bid_size": float(book.bids[bids[0]][1]), "best_ask": ask,
+                    "best_ask_size": float(book.asks[asks[0]][1]), "mid": mid, "spread": ask - bid,
+                    "spread_bps": (ask - bid) / mid * 1e4, "bid_depth": bid_depth, "ask_depth": ask_depth,
+                    "imbalance": (bid_depth - ask_depth) / (bid_depth + ask_depth)})
+    return out
+
+
+def trade_flow_records(records: Records, *, window_ms: int = 1000) -> list[dict[str, Any]]:
+    """Buy and sell volume, counts, notional, imbalance and VWAP per product and `window_ms` window of trades."""
+    windows: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for trade in records["matches"]:
+        windows[(trade["product_id"], trade["event_ms"] // window_ms * window_ms)].append(trade)
+    out = []
+    for (product, start), trades in sorted(windows.items(), key=lambda kv: kv[0][1]):
+        side = {s: [t for t in trades if t["side"] == s] for s in ("buy", "sell")}
+        volume = {s: sum(t["size"] for t in ts) for s, ts in side.items()}
+        notional = {s: sum(t["size"] * t["price"] for t in ts) for s, ts in side.items()}
+        total = volume["buy"] + volume["sell"]
+        out.append({**_base(trades[-1], start + window_ms - 1), "window_ms": window_ms,
+                    "buy_volume": volume["buy"], "sell_volume": volume["sell"], "buy_count": len(side["buy"]),
+                    "sell_count": len(side["sell"]), "buy_notional": notional["buy"],
+                    "sell_notional": notional["sell"],
+                    "imbalance": (volume["buy"] - volume["sell"]) / total if total else None,
+                    "vwap": (notional["buy"] + notional["sell"]) / total if total else None,
+                    "last_price": trades[-1]["price"]})
+    return out
+
+
+def volatility_records(records: Records, *, window: int = 20) -> list[dict[str, Any]]:
+    """Per ticker: the log return and the standard deviation of the last `window` log returns, in percent."""
+    returns: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=window))
+    last: dict[str, float] = {}
+    out = []
+    for tick in sorted(records["ticker"], key=lambda r: r["event_ms"]):
+        product, price = tick["product_id"], tick["price"]
+        if product in last:
+            returns[product].append(math.log(price / last[product]))
+        last[product] = price
+        r = returns[product]
+        vol = None
+        if len(r) >= 2:
+            mean = sum(r) / len(r)
+            vol = math.sqrt(sum((x - mean) ** 2 for x in r) / (len(r) - 1)) * 100
+        out.append({**_base(tick, tick["event_ms"]), "window_ms": None, "price": price,
+                    "log_return": r[-1] if r else None, "realized_vol": vol})
+    return out
+
+
+def alert_records(records: Records, *, sigmas: float = 2.0) -> list[dict[str, Any]]:
+    """An alert each time a price leaves the EWMA band (mean +- `sigmas` std) its product had before that price."""
+    out = []
+    band: dict[str, tuple[float, float]] = {}
+    for row in sorted(records["ticker_stats"], key=lambda r: r["event_ms"]):
+        product, price = row["product_id"], row.get("price")
+        mean, std = band.get(product, (None, None))
+        if row.get("ewma_mean") is not None and row.get("ewma_std"):
+            band[product] = (row["ewma_mean"], row["ewma_std"])
+        if mean is None or std is None or price is None or abs(price - mean) <= sigmas * std:
+            continue
+        upper = price > mean
+        threshold = mean + sigmas * std if upper else mean - sigmas * std
+        out.append({**_base(row, row["event_ms"]), "alert_id": f"{product}:{row.get('sequence')}",
+                    "rule": "price_above_band" if upper else "price_below_band", "severity": "warning",
+                    "value": price, "threshold": threshold,
+                    "message": f"{product} {price:.8g} {'above' if upper else 'below'} its EWMA band "
+                               f"({threshold:.8g})"})
+    return out
+
+
+STANDINS: dict[str, Callable[[Records], list[dict[str, Any]]]] = {
+    "book": book_records, "trade_flow": trade_flow_records, "volatility": volatility_records,
+    "alerts": alert_records,
+}

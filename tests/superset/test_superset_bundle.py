@@ -1,0 +1,176 @@
+"""The Superset bundle under infra/superset/ is consistent, portable and round-trips through export (no Superset)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import pytest
+import yaml
+
+from rtca.pinot.tables import render_tables
+from rtca.settings import Settings
+from rtca.stack.superset import pinot_sqlalchemy_uri
+from rtca.superset.bundle import (
+    FOLDERS,
+    bundle_dir,
+    bundle_problems,
+    chart_uuids_of,
+    for_import,
+    load_bundle,
+    normalise_export,
+    of_kind,
+    read_bundle,
+)
+
+DASHBOARDS = {"Market overview", "Order book", "Trade flow", "Volatility and alerts", "Feed health"}
+SIMPLE_VIZ = {"echarts_timeseries_line", "echarts_timeseries_bar", "big_number_total", "big_number", "table"}
+
+
+@pytest.fixture(scope="module")
+def files(settings: Settings) -> dict[str, dict[str, Any]]:
+    return load_bundle(settings)
+
+
+@pytest.fixture(scope="module")
+def pinot_columns(settings: Settings) -> dict[str, set[str]]:
+    return {spec.name: {f["name"] for kind in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
+                        for f in spec.schema[kind]} for spec in render_tables(settings)}
+
+
+def test_uuids_link_up_and_the_database_is_the_registered_one(files: dict[str, dict[str, Any]],
+                                                              settings: Settings) -> None:
+    assert bundle_problems(files, settings) == []
+    (database,) = of_kind(files, "database").values()
+    assert database["database_name"] == settings.superset.database_name
+    assert database["uuid"] == settings.superset.database_uuid
+    assert database["sqlalchemy_uri"] == pinot_sqlalchemy_uri(settings), "not the URI `rtca up` registers"
+
+
+def test_files_hold_placeholders_not_hosts_or_ports(settings: Settings) -> None:
+    literals = re.compile(r"127\.0\.0\.1|localhost|:(8099|9000|8088|6650)\b")
+    for path in sorted(bundle_dir(settings).rglob("*.yaml")):
+        text = path.read_text()
+        assert not literals.search(text), f"{path} has a literal host or port: {literals.search(text)}"
+    raw = read_bundle(bundle_dir(settings))
+    assert "${PINOT_BROKER_URL}" in raw["databases/pinot.yaml"]["sqlalchemy_uri"]
+    assert all(ds["table_name"].startswith("${TABLE_") for ds in of_kind(raw, "dataset").values())
+
+
+def test_one_dataset_per_table_with_the_pinot_columns(files: dict[str, dict[str, Any]],
+                                                      pinot_columns: dict[str, set[str]]) -> None:
+    datasets = {ds["table_name"]: ds for ds in of_kind(files, "dataset").values()}
+    assert set(datasets) == set(pinot_columns)
+    for table, ds in datasets.items():
+        assert {c["column_name"] for c in ds["columns"]} == pinot_columns[table], table
+        temporal = [c for c in ds["columns"] if c["is_dttm"]]
+        assert [(c["column_name"], c["type"]) for c in temporal] == [("event_time", "TIMESTAMP")], table
+        assert ds["main_dttm_col"] == "event_time"
+
+
+def _columns_used(params: dict[str, Any]) -> set[str]:
+    used = set(params.get("groupby") or []) | set(params.get("all_columns") or [])
+    used |= {params["x_axis"]} if isinstance(params.get("x_axis"), str) else set()
+    used |= {f["subject"] for f in params.get("adhoc_filters") or [] if f.get("expressionType") == "SIMPLE"}
+    return used
+
+
+def test_charts_are_simple_and_query_what_their_dataset_has(files: dict[str, dict[str, Any]]) -> None:
+    datasets = {ds["uuid"]: ds for ds in of_kind(files, "dataset").values()}
+    for name, chart in of_kind(files, "chart").items():
+        params, context = chart["params"], chart["query_context"]
+        assert chart["viz_type"] in SIMPLE_VIZ and params["viz_type"] == chart["viz_type"], name
+        columns = {c["column_name"] for c in datasets[chart["dataset_uuid"]]["columns"]}
+        assert _columns_used(params) <= columns, f"{name} uses columns its dataset lacks"
+        # a saved query context is what /api/v1/chart/{id}/data/ runs: it must be the frontend's, for these params
+        assert isinstance(context, dict) and context["queries"], f"{name} has no saved query context"
+        assert {k: v for k, v in context["form_data"].items() if k != "annotation_layers"} == \
+            {k: v for k, v in params.items() if k != "annotation_layers"}, f"{name}: query context is stale"
+        for query in context["queries"]:
+            ranges = [f["val"] for f in query["filters"] if f["op"] == "TEMPORAL_RANGE"]
+            # live data needs a range relative to now: "Last day" ends at today's midnight and shows nothing
+            assert all("now" in r or r == "No filter" for r in ranges), f"{name}: time range {ranges} is not live"
+            if params.get("x_axis"):
+                assert query["columns"][0]["columnType"] == "BASE_AXIS" and query["columns"][0]["timeGrain"], name
+
+
+def test_dashboards_refresh_and_hold_a_few_charts_each(files: dict[str, dict[str, Any]]) -> None:
+    dashboards = {d["dashboard_title"]: d for d in of_kind(files, "dashboard").values()}
+    assert DASHBOARDS <= set(dashboards)
+    charts = {c["uuid"] for c in of_kind(files, "chart").values()}
+    placed: list[str] = []
+    for title, dash in dashboards.items():
+        on_it = chart_uuids_of(dash)
+        assert 2 <= len(on_it) <= 4, f"{title} has {len(on_it)} charts"
+        assert dash["metadata"]["refresh_frequency"] > 0, f"{title}: auto-refresh is off"
+        assert dash["slug"] and dash["published"]
+        placed += on_it
+    assert sorted(placed) == sorted(charts), "every chart on exactly one dashboard"
+
+
+def test_import_format_serialises_query_contexts(files: dict[str, dict[str, Any]]) -> None:
+    ready = for_import(files)
+    for name, chart in of_kind(ready, "chart").items():
+        assert orjson.loads(chart["query_context"]) == files[name]["query_context"]
+    assert ready["dashboards/market_overview.yaml"] == files["dashboards/market_overview.yaml"]
+
+
+def _as_superset_exports(files: dict[str, dict[str, Any]], settings: Settings) -> dict[str, bytes]:
+    """What Superset's export would give for the imported bundle: a root folder, metadata.yaml, instance ids,
+    query contexts as JSON strings, literal URLs (percent-encoded in the database URI), nested dataset folders."""
+    root = "dashboard_export_20260101T000000"
+    ids = {c["uuid"]: 100 + i for i, c in enumerate(of_kind(files, "chart").values())}
+    out: dict[str, bytes] = {f"{root}/metadata.yaml": b"version: 1.0.0\ntype: Dashboard\n"}
+    for name, content in files.items():
+        content = copy.deepcopy(content)
+        path = name
+        if name.startswith("databases/"):
+            uri = content["sqlalchemy_uri"]
+            base, _, controller = uri.partition("?controller=")
+            content["sqlalchemy_uri"] = f"{base}?controller={quote(controller, safe='')}"
+        elif name.startswith("datasets/"):
+            path = f"datasets/{settings.superset.database_name}/{content['table_name']}_{len(out)}.yaml"
+        elif name.startswith("charts/"):
+            cid = ids[content["uuid"]]
+            content["params"].update(slice_id=cid, datasource="7__table", dashboards=[3])
+            context = content["query_context"]
+            context["datasource"] = {"id": 7, "type": "table"}
+            context["form_data"].update(slice_id=cid, datasource="7__table", url_params={"slice_id": str(cid)})
+            content["query_context"] = orjson.dumps(context).decode()
+            path = f"charts/{re.sub('[^A-Za-z0-9]+', '_', content['slice_name'])}_{cid}.yaml"
+        elif name.startswith("dashboards/"):
+            stable_to_real = {}
+            for item in content["position"].values():
+                if isinstance(item, dict) and item.get("type") == "CHART":
+                    stable_to_real[item["meta"]["chartId"]] = ids[item["meta"]["uuid"]]
+                    item["meta"]["chartId"] = ids[item["meta"]["uuid"]]
+            for native in content["metadata"].get("native_filter_configuration", []):
+                native["chartsInScope"] = sorted(stable_to_real.values())
+        out[f"{root}/{path}"] = yaml.safe_dump(content, sort_keys=False).encode()
+    return out
+
+
+def test_export_normalisation_restores_the_files(files: dict[str, dict[str, Any]], settings: Settings) -> None:
+    exported = normalise_export(_as_superset_exports(files, settings), settings)
+    on_disk = {f"{folder}/{p.name}": p.read_text() for folder in FOLDERS.values()
+               for p in sorted((bundle_dir(settings) / folder).glob("*.yaml"))}
+    assert sorted(exported) == sorted(on_disk)
+    for name, text in on_disk.items():
+        assert exported[name] == text, f"{name} does not round-trip"
+
+
+def test_export_puts_other_settings_back_too(files: dict[str, dict[str, Any]], settings: Settings,
+                                             tmp_path: Path) -> None:
+    """With other hosts and names in settings, the same export still yields the placeholders."""
+    moved = settings.model_copy(update={
+        "pinot": settings.pinot.model_copy(update={"host": "pinot.example", "broker_port": 18099}),
+        "tables": settings.tables.model_copy(update={"ticker": "renamed_ticker"})})
+    rendered = load_bundle(moved)
+    assert "pinot.example:18099" in rendered["databases/pinot.yaml"]["sqlalchemy_uri"]
+    exported = normalise_export(_as_superset_exports(rendered, moved), moved)
+    assert exported["databases/pinot.yaml"] == (bundle_dir(settings) / "databases/pinot.yaml").read_text()
+    assert exported["datasets/ticker.yaml"] == (bundle_dir(settings) / "datasets/ticker.yaml").read_text()
