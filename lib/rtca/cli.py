@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rtca import stack
@@ -166,24 +167,25 @@ def cmd_pinot_apply(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_pinot_status(settings: Settings, args: argparse.Namespace) -> int:
-    from rtca.pinot.tables import pinot_status
+    from rtca.pinot.tables import format_status, pinot_status
 
-    for row in pinot_status(settings):
-        print(row)
+    print(format_status(pinot_status(settings)))
     return 0
 
 
 def cmd_superset_apply(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.superset.bundle import apply_dashboards
 
-    print(apply_dashboards(settings))
+    for result in apply_dashboards(settings):
+        print(result)
     return 0
 
 
 def cmd_superset_export(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.superset.bundle import export_dashboards
 
-    print(export_dashboards(settings, args.out_dir))
+    written = export_dashboards(settings, Path(args.out_dir) if args.out_dir else None)
+    print(f"wrote {len(written)} files")
     return 0
 
 
