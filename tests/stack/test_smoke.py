@@ -160,3 +160,21 @@ def test_superset_queries_pinot(stack_up: Settings, pinot: PinotClient, pulsar_c
         assert database_id is not None
         rows = superset.sql(database_id, f"SELECT COUNT(*) AS n, MAX(id) AS top FROM {name}")
     assert rows == [{"n": 10, "top": 9}]
+
+
+def test_function_on_the_project_virtualenv_processes_a_message(stack_up: Settings, pulsar_client: pulsar.Client,
+                                                                 unique: str) -> None:
+    """The worker runs Python functions with the project's virtualenv: a class from `rtca` loads and runs."""
+    from rtca.functions.deploy import delete_functions, deploy, identity_spec
+
+    source, sink = stack_up.topic(f"smoke-fn-in-{unique}"), stack_up.topic(f"smoke-fn-out-{unique}")
+    name = f"smoke-identity-{unique}"
+    consumer = pulsar_client.subscribe(sink, "smoke", initial_position=pulsar.InitialPosition.Earliest)
+    try:
+        deploy(stack_up, [identity_spec(name, source, sink)])
+        pulsar_client.create_producer(source).send(b"hello from the smoke test")
+        message = consumer.receive(timeout_millis=60_000)
+        assert message.data() == b"hello from the smoke test"
+    finally:
+        consumer.close()
+        delete_functions(stack_up, [name], known_only=False)

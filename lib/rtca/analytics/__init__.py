@@ -1,0 +1,1 @@
+"""Pure, runtime-free computation shared by the Pulsar Functions, notebooks, tests and benchmarks."""

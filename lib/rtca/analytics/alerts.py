@@ -1,0 +1,209 @@
+"""Alert rules (``infra/alerts.yaml``) evaluated continuously over typed and derived records.
+
+`AlertEngine.evaluate(record)` dispatches on the record's shape (feed-health ``kind`` tick/gap, volatility
+``realized_vol``, book ``spread_bps``, ticker ``price``) and returns the alert records to publish:
+``product_id``, ``event_ms``, ``received_ms``, ``alert_id``, ``rule``, ``severity``, ``message``, ``value``,
+``threshold`` (the ``coinbase_alerts`` columns).
+
+Firing: a rule fires when its value is strictly over ``threshold``; it then stays silent while the condition
+persists and re-arms only once the value is at or below ``clear`` (default = threshold; a lower ``clear`` is a
+hysteresis margin). State is per (rule, key): key = product, or the feed source for ``feed_stalled``.
+``missed_trades`` is an event rule: each gap record whose ``missed`` is over the threshold fires once; a gap
+already reported (first_missing <= the last reported last_missing) is not reported again.
+
+Rule kinds and their value: see ``infra/alerts.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KINDS = ("price_move", "vol_zscore", "spread_bps", "feed_stalled", "missed_trades")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    kind: str
+    threshold: float
+    clear: float | None = None
+    severity: str = "warning"
+    window_s: float = 60.0
+    history: int = 30
+    min_history: int = 10
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"rule {self.name!r}: unknown kind {self.kind!r} (one of {', '.join(KINDS)})")
+        if self.clear is not None and self.clear > self.threshold:
+            raise ValueError(f"rule {self.name!r}: clear {self.clear} is above threshold {self.threshold}")
+        if self.kind == "vol_zscore" and not 2 <= self.min_history <= self.history:
+            raise ValueError(f"rule {self.name!r}: need 2 <= min_history <= history")
+
+    @property
+    def clear_level(self) -> float:
+        return self.threshold if self.clear is None else self.clear
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Rule:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise ValueError(f"rule {data.get('name')!r}: unknown keys {sorted(unknown)}")
+        for name in ("threshold", "clear", "window_s"):
+            if known.get(name) is not None:
+                known[name] = float(known[name])
+        return cls(**known)
+
+
+def parse_rules(rules: Iterable[Mapping[str, Any]]) -> list[Rule]:
+    parsed = [Rule.from_dict(r) for r in rules]
+    names = [r.name for r in parsed]
+    if len(set(names)) != len(names):
+        raise ValueError("alert rule names must be unique")
+    return parsed
+
+
+def load_rules(path: Path | str) -> list[Rule]:
+    """The rules of an alerts YAML file (``rules:`` list)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return parse_rules(data.get("rules") or [])
+
+
+def alert_record(rule: str, severity: str, product: str, event_ms: int | None, received_ms: int | None,
+                 value: float, threshold: float, message: str) -> dict[str, Any]:  # fmt: skip
+    return {
+        "product_id": product, "event_ms": event_ms, "received_ms": received_ms,
+        "alert_id": f"{rule}:{product}:{event_ms}", "rule": rule, "severity": severity, "message": message,
+        "value": value, "threshold": threshold,
+    }  # fmt: skip
+
+
+def book_problem_alert(problem: Mapping[str, Any]) -> dict[str, Any]:
+    """An alert record for a `rtca.analytics.book` problem record (crossed book, update before snapshot)."""
+    return alert_record(f"book_{problem['problem']}", "warning", problem["product_id"], problem.get("event_ms"),
+                        problem.get("received_ms"), 1.0, 0.0, problem.get("detail", ""))  # fmt: skip
+
+
+@dataclass
+class AlertEngine:
+    rules: list[Rule]
+    armed: dict[tuple[str, str], bool] = field(default_factory=dict)
+    _prices: dict[tuple[str, str], deque[tuple[int, float]]] = field(default_factory=dict)
+    _vols: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    _gaps: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def _by_kind(self, kind: str) -> list[Rule]:
+        return [r for r in self.rules if r.kind == kind]
+
+    def evaluate(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The alerts one record raises (usually none)."""
+        kind = record.get("kind")
+        if kind == "tick":
+            return self._feed_stalled(record)
+        if kind == "gap":
+            return self._missed_trades(record)
+        if "realized_vol" in record:
+            return self._vol_zscore(record)
+        if "spread_bps" in record:
+            return self._spread(record)
+        if "price" in record and "product_id" in record:
+            return self._price_move(record)
+        return []
+
+    # --- hysteresis ------------------------------------------------------------------------------------------------
+    def _check(self, rule: Rule, key: str, value: float | None, event_ms: Any, received_ms: Any,
+               message: str) -> list[dict[str, Any]]:  # fmt: skip
+        if value is None or not math.isfinite(value):
+            return []
+        state_key = (rule.name, key)
+        armed = self.armed.get(state_key, True)
+        if armed and value > rule.threshold:
+            self.armed[state_key] = False
+            return [alert_record(rule.name, rule.severity, key, event_ms, received_ms, value, rule.threshold,
+                                 message.format(value=value, threshold=rule.threshold))]  # fmt: skip
+        if not armed and value <= rule.clear_level:
+            self.armed[state_key] = True
+        return []
+
+    # --- the rules -------------------------------------------------------------------------------------------------
+    def _price_move(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        product, event_ms, price = record["product_id"], record.get("event_ms"), float(record["price"])
+        if type(event_ms) is not int or not (math.isfinite(price) and price > 0):
+            return out
+        for rule in self._by_kind("price_move"):
+            prices = self._prices.setdefault((rule.name, product), deque())
+            prices.append((event_ms, price))
+            horizon = event_ms - rule.window_s * 1000
+            while prices and prices[0][0] < horizon:
+                prices.popleft()
+            low = min(p for _, p in prices)
+            high = max(p for _, p in prices)
+            value = max((price - low) / low, (high - price) / high) * 100.0  # differences: exact at round moves
+            out += self._check(rule, product, value, event_ms, record.get("received_ms"),
+                               f"{product} moved {{value:.3f}}% within {rule.window_s:g}s (over {{threshold:g}}%)")
+        return out
+
+    def _vol_zscore(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        product, vol = record["product_id"], record.get("realized_vol")
+        if vol is None or not math.isfinite(vol):
+            return out
+        for rule in self._by_kind("vol_zscore"):
+            history = self._vols.setdefault((rule.name, product), deque(maxlen=rule.history))
+            if len(history) >= rule.min_history:
+                n = len(history)
+                mean = sum(history) / n
+                std = math.sqrt(sum((v - mean) ** 2 for v in history) / (n - 1))
+                if std > 0:
+                    out += self._check(rule, product, (vol - mean) / std, record.get("event_ms"),
+                                       record.get("received_ms"),
+                                       f"{product} realized vol z-score {{value:.2f}} (over {{threshold:g}})")
+            history.append(float(vol))
+        return out
+
+    def _spread(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        if record.get("valid") is False:
+            return []
+        out: list[dict[str, Any]] = []
+        product = record["product_id"]
+        for rule in self._by_kind("spread_bps"):
+            out += self._check(rule, product, record.get("spread_bps"), record.get("event_ms"),
+                               record.get("received_ms"), f"{product} spread {{value:.1f}} bps (over {{threshold:g}})")
+        return out
+
+    def _feed_stalled(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        silence_ms = record.get("silence_ms")
+        if silence_ms is None:
+            return []  # no frame yet: nothing to measure
+        out: list[dict[str, Any]] = []
+        source = str(record.get("source") or "feed")
+        for rule in self._by_kind("feed_stalled"):
+            out += self._check(rule, source, silence_ms / 1000.0, record.get("ts_ms"), record.get("ts_ms"),
+                               f"feed {source} silent for {{value:.1f}} s (over {{threshold:g}} s)")
+        return out
+
+    def _missed_trades(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        product = record["product_id"]
+        missed = float(record["missed"])
+        first, last = int(record["first_missing"]), int(record["last_missing"])
+        for rule in self._by_kind("missed_trades"):
+            key = (rule.name, product)
+            if missed <= rule.threshold or first <= self._gaps.get(key, -1):
+                continue
+            self._gaps[key] = last
+            alert = alert_record(rule.name, rule.severity, product, record.get("ts_ms"), record.get("ts_ms"),
+                                 missed, rule.threshold,
+                                 f"{product}: {int(missed)} missed trades ({first}..{last})")  # fmt: skip
+            alert["alert_id"] = f"{rule.name}:{product}:{first}"
+            out.append(alert)
+        return out

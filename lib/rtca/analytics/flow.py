@@ -1,0 +1,130 @@
+"""Trade flow per product and tumbling event-time window, from typed `coinbase-matches` records.
+
+A match's ``side`` is the MAKER's order side, so the taker (the aggressor, whose direction is the sentiment) is
+the opposite: ``side == "sell"`` = a taker BUY (buy volume), ``side == "buy"`` = a taker SELL (sell volume).
+
+Windows: ``[start, start + window_ms)`` with ``start = event_ms // window_ms * window_ms`` (epoch-aligned). A
+window is emitted exactly once, when the product's first match of a later window arrives (functions only run on
+messages); windows without trades are not emitted. Late data: a match whose window is before the product's open
+window (already emitted) is dropped and counted in ``late``.
+
+Record (the ``coinbase_trade_flow`` columns): ``event_ms`` = window start, ``window_ms`` = window LENGTH,
+``window_end_ms``, ``received_ms`` (latest receive time in the window), buy/sell volume (base units), counts,
+notional (sum of price * size), ``imbalance`` = (buy - sell) / (buy + sell) by volume, ``vwap`` = notional /
+volume, ``last_price`` = price of the last match by event order (ties: arrival order).
+
+State is a few numbers per product (`state`/`from_state` round-trip through JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DEFAULT_WINDOW_MS = 60_000
+
+
+@dataclass(slots=True)
+class FlowWindow:
+    start_ms: int
+    buy_volume: float = 0.0
+    sell_volume: float = 0.0
+    buy_count: int = 0
+    sell_count: int = 0
+    buy_notional: float = 0.0
+    sell_notional: float = 0.0
+    last_price: float | None = None
+    last_event_ms: int = 0
+    received_ms: int | None = None
+
+    def add(self, taker_buy: bool, price: float, size: float, event_ms: int, received_ms: int | None) -> None:
+        if taker_buy:
+            self.buy_volume += size
+            self.buy_count += 1
+            self.buy_notional += price * size
+        else:
+            self.sell_volume += size
+            self.sell_count += 1
+            self.sell_notional += price * size
+        if self.last_price is None or event_ms >= self.last_event_ms:
+            self.last_price, self.last_event_ms = price, event_ms
+        if received_ms is not None and (self.received_ms is None or received_ms > self.received_ms):
+            self.received_ms = received_ms
+
+    def record(self, product: str, window_ms: int) -> dict[str, Any]:
+        volume = self.buy_volume + self.sell_volume
+        notional = self.buy_notional + self.sell_notional
+        return {
+            "product_id": product, "event_ms": self.start_ms, "window_ms": window_ms,
+            "window_end_ms": self.start_ms + window_ms, "received_ms": self.received_ms,
+            "buy_volume": self.buy_volume, "sell_volume": self.sell_volume,
+            "buy_count": self.buy_count, "sell_count": self.sell_count,
+            "buy_notional": self.buy_notional, "sell_notional": self.sell_notional,
+            "imbalance": (self.buy_volume - self.sell_volume) / volume if volume > 0 else None,
+            "vwap": notional / volume if volume > 0 else None,
+            "last_price": self.last_price,
+        }  # fmt: skip
+
+
+@dataclass(slots=True)
+class ProductFlow:
+    window: FlowWindow | None = None
+    late: int = 0
+
+
+@dataclass
+class TradeFlow:
+    """All products' open windows; `update(match)` gives the records of the windows it closes (0 or 1)."""
+
+    window_ms: int = DEFAULT_WINDOW_MS
+    products: dict[str, ProductFlow] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.window_ms <= 0:
+            raise ValueError(f"window_ms must be > 0, not {self.window_ms}")
+
+    def update(self, match: Mapping[str, Any]) -> list[dict[str, Any]]:
+        product = match["product_id"]
+        event_ms = match["event_ms"]
+        if type(event_ms) is not int:
+            raise TypeError("event_ms must be an int")
+        side = match["side"]
+        if side not in ("buy", "sell"):
+            raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
+        price, size = float(match["price"]), float(match["size"])
+        flow = self.products.get(product)
+        if flow is None:
+            flow = self.products[product] = ProductFlow()
+        start = event_ms // self.window_ms * self.window_ms
+        out: list[dict[str, Any]] = []
+        current = flow.window
+        if current is not None and start < current.start_ms:
+            flow.late += 1
+            return out
+        if current is None or start > current.start_ms:
+            if current is not None:
+                out.append(current.record(product, self.window_ms))
+            current = flow.window = FlowWindow(start)
+        current.add(side == "sell", price, size, event_ms, match.get("received_ms"))
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Close every open window (end of a finite stream; the function never calls it)."""
+        out = [f.window.record(p, self.window_ms) for p, f in self.products.items() if f.window is not None]
+        for flow in self.products.values():
+            flow.window = None
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"window_ms": self.window_ms,
+                "products": {p: {"late": f.late, "window": asdict(f.window) if f.window else None}
+                             for p, f in self.products.items()}}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> TradeFlow:
+        flow = cls(int(state["window_ms"]))
+        for product, s in state["products"].items():
+            window = FlowWindow(**s["window"]) if s["window"] else None
+            flow.products[product] = ProductFlow(window, int(s["late"]))
+        return flow

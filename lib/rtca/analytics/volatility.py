@@ -1,0 +1,135 @@
+"""Realized volatility per product and closed tumbling event-time window, from ticker prices.
+
+Windows: ``[start, start + window_ms)``, ``start = event_ms // window_ms * window_ms``. A window is emitted EXACTLY
+ONCE, when the product's first price of a later window arrives (functions only run on messages).
+
+Within a window, prices are taken in arrival order; the log returns are ``log(p[i] / p[i-1])`` between consecutive
+prices OF THE SAME WINDOW (the first price of a window has no return), i.e. pandas
+``np.log(prices).diff()`` per window group. Convention:
+
+- ``return_std`` = standard deviation of those log returns, ``ddof=1`` (None with fewer than 2 returns);
+- ``realized_vol`` = annualised: ``return_std * sqrt(SECONDS_PER_YEAR / mean_interval_s)`` with
+  ``mean_interval_s = window_s / n_returns`` (the average time between returns over the window), i.e.
+  ``return_std * sqrt(n_returns * SECONDS_PER_YEAR / window_s)``; SECONDS_PER_YEAR = 365 * 24 * 3600
+  (crypto trades every day);
+- ``price`` = the window's last price; ``log_return`` = log(last / first) of the window (the sum of its returns).
+
+Record (the ``coinbase_volatility`` columns): ``event_ms`` = window start, ``window_ms`` = window LENGTH, plus
+``window_end_ms``, ``received_ms`` (latest in the window), ``n_prices``, ``n_returns``, ``return_std``.
+
+Late-data policy: a price whose window is before the product's open window (already emitted) is DROPPED and
+counted (``late`` per product, `Volatility.late`); it never changes or re-emits a closed window. Non-finite or
+non-positive prices raise ValueError before any state changes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DEFAULT_WINDOW_MS = 60_000
+SECONDS_PER_YEAR = 365 * 24 * 3600
+
+
+@dataclass(slots=True)
+class VolWindow:
+    """Welford accumulators of one window's log returns."""
+
+    start_ms: int
+    first_price: float
+    last_price: float
+    n_prices: int = 1
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    received_ms: int | None = None
+
+    def add(self, price: float, received_ms: int | None) -> None:
+        r = math.log(price / self.last_price)
+        self.n += 1
+        delta = r - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (r - self.mean)
+        self.last_price = price
+        self.n_prices += 1
+        if received_ms is not None and (self.received_ms is None or received_ms > self.received_ms):
+            self.received_ms = received_ms
+
+    def record(self, product: str, window_ms: int) -> dict[str, Any]:
+        std = math.sqrt(max(self.m2, 0.0) / (self.n - 1)) if self.n >= 2 else None
+        vol = std * math.sqrt(self.n * SECONDS_PER_YEAR / (window_ms / 1000.0)) if std is not None else None
+        return {
+            "product_id": product, "event_ms": self.start_ms, "window_ms": window_ms,
+            "window_end_ms": self.start_ms + window_ms, "received_ms": self.received_ms,
+            "price": self.last_price, "log_return": math.log(self.last_price / self.first_price),
+            "return_std": std, "realized_vol": vol, "n_prices": self.n_prices, "n_returns": self.n,
+        }  # fmt: skip
+
+
+@dataclass(slots=True)
+class ProductVol:
+    window: VolWindow | None = None
+    late: int = 0
+
+
+@dataclass
+class Volatility:
+    """All products' open windows; `update(ticker)` gives the records of the windows it closes (0 or 1)."""
+
+    window_ms: int = DEFAULT_WINDOW_MS
+    products: dict[str, ProductVol] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.window_ms <= 0:
+            raise ValueError(f"window_ms must be > 0, not {self.window_ms}")
+
+    @property
+    def late(self) -> int:
+        return sum(p.late for p in self.products.values())
+
+    def update(self, ticker: Mapping[str, Any]) -> list[dict[str, Any]]:
+        product = ticker["product_id"]
+        event_ms = ticker["event_ms"]
+        if type(event_ms) is not int:
+            raise TypeError("event_ms must be an int")
+        price = float(ticker["price"])
+        if not (math.isfinite(price) and price > 0):
+            raise ValueError(f"price must be finite and > 0, not {ticker['price']!r}")
+        received_ms = ticker.get("received_ms")
+        pv = self.products.get(product)
+        if pv is None:
+            pv = self.products[product] = ProductVol()
+        start = event_ms // self.window_ms * self.window_ms
+        window = pv.window
+        if window is not None and start < window.start_ms:
+            pv.late += 1
+            return []
+        out: list[dict[str, Any]] = []
+        if window is None or start > window.start_ms:
+            if window is not None:
+                out.append(window.record(product, self.window_ms))
+            pv.window = VolWindow(start, price, price, received_ms=received_ms)
+        else:
+            window.add(price, received_ms)
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Close every open window (end of a finite stream; the function never calls it)."""
+        out = [v.window.record(p, self.window_ms) for p, v in self.products.items() if v.window is not None]
+        for pv in self.products.values():
+            pv.window = None
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"window_ms": self.window_ms,
+                "products": {p: {"late": v.late, "window": asdict(v.window) if v.window else None}
+                             for p, v in self.products.items()}}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Volatility:
+        vol = cls(int(state["window_ms"]))
+        for product, s in state["products"].items():
+            vol.products[product] = ProductVol(VolWindow(**s["window"]) if s["window"] else None, int(s["late"]))
+        return vol

@@ -1,0 +1,487 @@
+"""Deploy, inspect and remove the workbench's Pulsar Functions through Pulsar's admin REST API (v3).
+
+The functions run on the stack's functions worker with the project's virtualenv as their interpreter, so they
+import `rtca` itself; each is created or updated with its module's source as the uploaded code file. Deploying is
+idempotent: a function whose config and code (the `rtca` modules it imports, hashed) are unchanged is left alone;
+otherwise it is updated, which restarts it with the new code.
+
+    deploy_functions(settings)              create or update the router and the ticker statistics
+    function_status(settings)               instances, processed and failed counts, latest exceptions
+    delete_functions(settings, names)       remove functions (and their subscriptions)
+    restart_function(settings, name)        restart a function's instances
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import orjson
+import yaml
+
+from rtca.errors import ConfigError, DeployError
+from rtca.functions import routing
+from rtca.functions.runtime import RAW_SERDE
+from rtca.settings import Settings
+from rtca.stack.profiles import build_function_package, profile
+from rtca.stack.progress import say
+
+Guarantee = Literal["ATLEAST_ONCE", "ATMOST_ONCE", "EFFECTIVELY_ONCE", "MANUAL"]
+Action = Literal["created", "updated", "unchanged"]
+FINGERPRINT_KEY = "rtca_fingerprint"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One Pulsar Function as the workbench deploys it (topics are full names, rendered from settings)."""
+
+    name: str
+    module: str
+    class_name: str
+    inputs: tuple[str, ...]
+    output: str | None = None
+    user_config: Mapping[str, Any] = field(default_factory=dict)
+    parallelism: int = 1
+    #: MANUAL: our functions acknowledge an input once its output is stored (see `runtime.Publisher`).
+    processing_guarantees: Guarantee = "MANUAL"
+    #: Failover subscription: one consumer at a time, in order (statistics depend on the order of prices).
+    retain_ordering: bool = True
+    #: Earliest: a new subscription also gets what was published before the function first started.
+    subscription_position: Literal["Earliest", "Latest"] = "Earliest"
+    #: Have Pulsar compact the output topic (latest record per key), so that a restarted function that rebuilds its
+    #: state from its output reads one record per product plus the recent tail, not the whole history.
+    compact_output: bool = False
+
+    @property
+    def source_file(self) -> Path:
+        found = importlib.util.find_spec(self.module)
+        if found is None or found.origin is None:
+            raise ConfigError(f"function {self.name}: module {self.module} not found")
+        return Path(found.origin)
+
+    def code(self, settings: Settings) -> tuple[str, bytes]:
+        """(file name, bytes) to upload: the module's own file where the worker's Python has `rtca` (local), else
+        the whole package built for the backend (docker, external: see `rtca.stack.profiles`)."""
+        if profile(settings).function_code == "package":
+            package = build_function_package(settings)
+            return package.name, package.read_bytes()
+        return self.upload_name, self.source_file.read_bytes()
+
+    def function_config(self, settings: Settings) -> dict[str, Any]:
+        """The admin API's FunctionConfig, with a fingerprint of config and code in userConfig."""
+        upload_name, code = self.code(settings)
+        config: dict[str, Any] = {
+            "tenant": settings.pulsar.tenant,
+            "namespace": settings.pulsar.namespace,
+            "name": self.name,
+            "runtime": "PYTHON",
+            "py": upload_name,
+            "className": f"{self.module}.{self.class_name}",
+            "inputSpecs": {topic: {"serdeClassName": RAW_SERDE} for topic in self.inputs},
+            "parallelism": max(self.parallelism, profile(settings).function_parallelism),
+            "processingGuarantees": self.processing_guarantees,
+            "retainOrdering": self.retain_ordering,
+            "subscriptionPosition": self.subscription_position,
+            "cleanupSubscription": True,
+            "userConfig": dict(self.user_config),
+        }
+        if self.output:
+            config["output"] = self.output
+        digest = hashlib.sha256(orjson.dumps(config, option=orjson.OPT_SORT_KEYS))
+        digest.update(code)
+        for path in code_files(self.module):
+            digest.update(path.read_bytes())
+        config["userConfig"][FINGERPRINT_KEY] = digest.hexdigest()[:16]
+        return config
+
+    @property
+    def upload_name(self) -> str:
+        """File name of the uploaded code: distinct from any importable module name (the instance puts its
+        directory first on sys.path)."""
+        return f"rtca_fn_{self.module.rsplit('.', 1)[-1]}.py"
+
+
+#: Size of a compacted topic's not-yet-compacted tail at which the broker compacts it again.
+COMPACTION_THRESHOLD_BYTES = 16 * 1024 * 1024
+
+ROUTER = "coinbase-router"
+TICKER_STATS = "coinbase-ticker-stats"
+BOOK = "coinbase-book"
+TRADE_FLOW = "coinbase-trade-flow"
+VOLATILITY = "coinbase-volatility"
+ALERTS = "coinbase-alerts"
+
+
+def function_specs(settings: Settings, *, name_prefix: str = "") -> list[FunctionSpec]:
+    """The functions `rtca functions deploy` manages, with topics from settings. Tests pass settings with their own
+    topic names and a `name_prefix`, so they deploy the same specs beside the real ones."""
+    t, topic = settings.topics, settings.topic
+    routes = {channel: topic(getattr(t, channel)) for channel in (*routing.CHANNELS, routing.DEAD_LETTER)}
+    return [
+        FunctionSpec(
+            name=name_prefix + ROUTER, module="rtca.functions.router", class_name="Router",
+            inputs=(topic(t.raw),), user_config={"topics": routes},
+        ),
+        FunctionSpec(
+            name=name_prefix + TICKER_STATS, module="rtca.functions.stats", class_name="TickerStatsFunction",
+            inputs=(topic(t.ticker),), output=topic(t.ticker_stats),
+            user_config={"dead_letter": topic(t.dead_letter), "span": 10, "window": 5}, compact_output=True,
+        ),
+        FunctionSpec(
+            name=name_prefix + BOOK, module="rtca.functions.book", class_name="OrderBookFunction",
+            inputs=(topic(t.level2),), output=topic(t.book),
+            user_config={"dead_letter": topic(t.dead_letter), "alerts": topic(t.alerts), "cadence_ms": 1000,
+                         "depth_bps": 50},
+        ),
+        FunctionSpec(
+            name=name_prefix + TRADE_FLOW, module="rtca.functions.flow", class_name="TradeFlowFunction",
+            inputs=(topic(t.matches),), output=topic(t.trade_flow),
+            user_config={"dead_letter": topic(t.dead_letter), "window_ms": 60_000},
+        ),
+        FunctionSpec(
+            name=name_prefix + VOLATILITY, module="rtca.functions.volatility", class_name="VolatilityFunction",
+            inputs=(topic(t.ticker),), output=topic(t.volatility),
+            user_config={"dead_letter": topic(t.dead_letter), "window_ms": 60_000},
+        ),
+        FunctionSpec(
+            name=name_prefix + ALERTS, module="rtca.functions.alerts", class_name="AlertsFunction",
+            inputs=(topic(t.ticker), topic(t.book), topic(t.volatility), topic(t.feed_health)),
+            output=topic(t.alerts),
+            user_config={"dead_letter": topic(t.dead_letter), "rules": alert_rules(settings)},
+        ),
+    ]  # fmt: skip
+
+
+def alert_rules(settings: Settings) -> list[dict[str, Any]]:
+    """The rules of `infra/alerts.yaml`, passed in the function's config (a worker need not have the file)."""
+    return list(yaml.safe_load((settings.infra_dir / "alerts.yaml").read_text())["rules"])
+
+
+def identity_spec(name: str, input_topic: str, output_topic: str) -> FunctionSpec:
+    """The benchmark's baseline: same runtime, same input serde, the runtime's own publish and auto-ack."""
+    return FunctionSpec(
+        name=name, module="rtca.functions.identity", class_name="Identity", inputs=(input_topic,),
+        output=output_topic, processing_guarantees="ATLEAST_ONCE",
+    )  # fmt: skip
+
+
+# --- the code a function runs ---------------------------------------------------------------------------------------
+def code_files(module: str) -> list[Path]:
+    """Source files of `module` and of every `rtca` module it imports, transitively (for the fingerprint)."""
+    seen: dict[str, Path] = {}
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):  # `from module import function`: not a module
+            continue
+        if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+            continue
+        path = seen[name] = Path(spec.origin)
+        pending += [name.rsplit(".", k)[0] for k in range(1, name.count(".") + 1)]  # parent packages run too
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+            if isinstance(node, ast.Import):
+                pending += [a.name for a in node.names if a.name.split(".")[0] == "rtca"]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{parent}.{base}" if base else parent
+                if base.split(".")[0] == "rtca":
+                    pending.append(base)
+                    pending += [f"{base}.{a.name}" for a in node.names]  # `from pkg import module`
+    return [seen[name] for name in sorted(seen)]
+
+
+# --- admin API ------------------------------------------------------------------------------------------------------
+def _admin(settings: Settings, timeout: float = 60.0) -> httpx.Client:
+    token = settings.pulsar.auth_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+    return httpx.Client(base_url=settings.pulsar.admin_url, timeout=timeout, headers=headers)
+
+
+def _path(settings: Settings, name: str = "", suffix: str = "") -> str:
+    base = f"/admin/v3/functions/{settings.pulsar.tenant}/{settings.pulsar.namespace}"
+    return f"{base}/{name}{suffix}" if name else base
+
+
+def _fail(what: str, response: httpx.Response, hint: str | None = None) -> DeployError:
+    return DeployError(f"{what}: HTTP {response.status_code} {response.text[:500]}", hint=hint)
+
+
+def _request(call: Callable[[], httpx.Response], what: str) -> httpx.Response:
+    try:
+        return call()
+    except httpx.HTTPError as exc:
+        raise DeployError(f"{what}: {exc}", hint="is Pulsar up with its functions worker? `rtca status`") from exc
+
+
+def _get_config(admin: httpx.Client, settings: Settings, name: str) -> dict[str, Any] | None:
+    response = _request(lambda: admin.get(_path(settings, name)), f"read function {name}")
+    if response.status_code == 404:
+        return None
+    if not response.is_success:
+        raise _fail(f"read function {name}", response)
+    return response.json()
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    name: str
+    action: Action
+    running: int
+    instances: int
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.action}, {self.running}/{self.instances} instances running"
+
+
+def deploy(
+    settings: Settings, specs: Sequence[FunctionSpec], *, wait: float = 180.0, say: Callable[[str], None] = say
+) -> list[DeployResult]:
+    """Create or update each function, then wait until all of their instances run."""
+    results: list[tuple[FunctionSpec, Action]] = []
+    with _admin(settings) as admin:
+        for spec in specs:
+            config = spec.function_config(settings)
+            existing = _get_config(admin, settings, spec.name)
+            if existing is not None and (existing.get("userConfig") or {}).get(FINGERPRINT_KEY) == config[
+                "userConfig"][FINGERPRINT_KEY]:
+                say(f"- {spec.name}: unchanged")
+                results.append((spec, "unchanged"))
+                continue
+            action: Action = "created" if existing is None else "updated"
+            say(f"- {spec.name}: {'creating' if existing is None else 'updating'} ({config['className']}) ...")
+            files = {
+                "functionConfig": (None, orjson.dumps(config), "application/json"),
+                "data": (config["py"], spec.code(settings)[1], "application/octet-stream"),
+            }
+            send = admin.post if existing is None else admin.put
+            response = _request(lambda: send(_path(settings, spec.name), files=files), f"deploy {spec.name}")
+            if not response.is_success:
+                hint = None
+                if existing is not None and response.status_code == 400:
+                    hint = (f"Pulsar refuses to change some settings of a running function: "
+                            f"`rtca functions delete {spec.name}` then deploy again")  # fmt: skip
+                raise _fail(f"{action[:-1]}e function {spec.name}", response, hint)
+            results.append((spec, action))
+        for spec in specs:
+            if spec.compact_output and spec.output:
+                _ensure_compaction(admin, spec.output)
+        return [_wait_running(admin, settings, spec, action, wait, say) for spec, action in results]
+
+
+def _ensure_compaction(admin: httpx.Client, topic: str) -> None:
+    """Create `topic` if needed and set its compaction threshold (a topic policy; idempotent)."""
+    path = "/admin/v2/" + topic.replace("://", "/", 1)
+    response = _request(lambda: admin.put(path), f"create topic {topic}")
+    if not (response.is_success or response.status_code == 409):
+        raise _fail(f"create topic {topic}", response)
+    current = _request(lambda: admin.get(f"{path}/compactionThreshold"), f"compaction threshold of {topic}")
+    if current.is_success and current.text.strip() == str(COMPACTION_THRESHOLD_BYTES):
+        return
+    response = _request(lambda: admin.post(f"{path}/compactionThreshold", json=COMPACTION_THRESHOLD_BYTES),
+                        f"set compaction threshold of {topic}")  # fmt: skip
+    if not response.is_success:
+        raise _fail(f"set compaction threshold of {topic}", response)
+
+
+def _wait_running(
+    admin: httpx.Client, settings: Settings, spec: FunctionSpec, action: Action, wait: float,
+    say: Callable[[str], None],
+) -> DeployResult:  # fmt: skip
+    started = time.monotonic()
+    if action != "unchanged":
+        time.sleep(1.0)  # the worker (re)schedules asynchronously: don't read the old instance's status
+    last = ""
+    while True:
+        status = _status_json(admin, settings, spec.name)
+        running = int(status.get("numRunning") or 0) if status else 0
+        errors = [i["status"].get("error") for i in (status or {}).get("instances", []) if i.get("status", {}).get(
+            "error")]  # fmt: skip
+        if running >= spec.parallelism:
+            say(f"  {spec.name}: {running}/{spec.parallelism} running ({time.monotonic() - started:.1f} s)")
+            return DeployResult(spec.name, action, running, int(status.get("numInstances") or 0))
+        now = f"{running}/{spec.parallelism} running" + (f", last error: {errors[-1][:200]}" if errors else "")
+        if now != last:
+            say(f"  {spec.name}: {now} ...")
+            last = now
+        if time.monotonic() - started > wait:
+            raise DeployError(f"function {spec.name} not running after {wait:.0f} s ({now})",
+                              hint=f"the worker's log: `rtca logs pulsar`; instance logs under the Pulsar logs "
+                                   f"directory, functions/{settings.pulsar.tenant}/{settings.pulsar.namespace}/"
+                                   f"{spec.name}")  # fmt: skip
+        time.sleep(1.0)
+
+
+def _status_json(admin: httpx.Client, settings: Settings, name: str) -> dict[str, Any] | None:
+    response = _request(lambda: admin.get(_path(settings, name, "/status")), f"status of {name}")
+    if response.status_code == 404:
+        return None
+    if not response.is_success:
+        raise _fail(f"status of {name}", response)
+    return response.json()
+
+
+def _select(settings: Settings, names: Iterable[str] | None) -> list[FunctionSpec]:
+    specs = function_specs(settings)
+    if names is None:
+        return specs
+    wanted = list(names)
+    known = {spec.name: spec for spec in specs}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown function(s): {', '.join(unknown)}", hint=f"known: {', '.join(known)}")
+    return [known[n] for n in wanted]
+
+
+def _names(settings: Settings, names: Iterable[str] | None, known_only: bool) -> list[str]:
+    """The workbench's function names (checked), or with `known_only=False` any names (tests, benchmarks)."""
+    if known_only or names is None:
+        return [spec.name for spec in _select(settings, names)]
+    return list(names)
+
+
+def deploy_functions(
+    settings: Settings, names: list[str] | None = None, *, wait: float = 180.0, say: Callable[[str], None] = say
+) -> list[DeployResult]:
+    """`rtca functions deploy [NAME...]`: create or update the workbench's functions (all by default)."""
+    return deploy(settings, _select(settings, names), wait=wait, say=say)
+
+
+# --- status ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InstanceStatus:
+    instance_id: int
+    running: bool
+    error: str
+    restarts: int
+    received: int
+    processed: int
+    user_exceptions: int
+    system_exceptions: int
+    avg_latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class FunctionStatus:
+    """One function: its instances and counts since they started, plus the latest exceptions (newest first)."""
+
+    name: str
+    deployed: bool
+    instances: tuple[InstanceStatus, ...] = ()
+    latest_exceptions: tuple[str, ...] = ()
+
+    @property
+    def running(self) -> int:
+        return sum(i.running for i in self.instances)
+
+    @property
+    def processed(self) -> int:
+        return sum(i.processed for i in self.instances)
+
+    @property
+    def received(self) -> int:
+        return sum(i.received for i in self.instances)
+
+    @property
+    def failed(self) -> int:
+        return sum(i.user_exceptions + i.system_exceptions for i in self.instances)
+
+    def __str__(self) -> str:
+        if not self.deployed:
+            return f"{self.name}: not deployed"
+        lines = [f"{self.name}: {self.running}/{len(self.instances)} running, received {self.received}, "
+                 f"processed {self.processed}, failed {self.failed}"]  # fmt: skip
+        for i in self.instances:
+            state = "running" if i.running else f"DOWN {i.error}".rstrip()
+            latency = f", avg {i.avg_latency_ms:.2f} ms" if i.avg_latency_ms is not None else ""
+            lines.append(f"  instance {i.instance_id}: {state}, restarts {i.restarts}{latency}")
+        lines += [f"  exception: {text}" for text in self.latest_exceptions]
+        return "\n".join(lines)
+
+
+def _instance(raw: Mapping[str, Any]) -> tuple[InstanceStatus, list[tuple[int, str]]]:
+    s = raw.get("status") or {}
+    latency = s.get("averageLatency")
+    exceptions = [
+        (int(e.get("timestampMs") or e.get("msSinceEpoch") or 0), str(e.get("exceptionString", "")))
+        for e in (s.get("latestUserExceptions") or []) + (s.get("latestSystemExceptions") or [])
+    ]
+    return InstanceStatus(
+        instance_id=int(raw.get("instanceId", 0)), running=bool(s.get("running")), error=str(s.get("error") or ""),
+        restarts=int(s.get("numRestarts") or 0), received=int(s.get("numReceived") or 0),
+        processed=int(s.get("numSuccessfullyProcessed") or 0), user_exceptions=int(s.get("numUserExceptions") or 0),
+        system_exceptions=int(s.get("numSystemExceptions") or 0),
+        avg_latency_ms=float(latency) if latency is not None else None,
+    ), exceptions  # fmt: skip
+
+
+def function_status(
+    settings: Settings, names: list[str] | None = None, *, known_only: bool = True
+) -> list[FunctionStatus]:
+    """`rtca functions status [NAME...]`: each function's instances, counts and latest exceptions (all of the
+    workbench's by default)."""
+    wanted = _names(settings, names, known_only)
+    with _admin(settings, timeout=30) as admin:
+        return [_function_status(admin, settings, name) for name in wanted]
+
+
+def _function_status(admin: httpx.Client, settings: Settings, name: str) -> FunctionStatus:
+    status = _status_json(admin, settings, name)
+    if status is None:
+        return FunctionStatus(name, deployed=False)
+    instances, exceptions = [], []
+    for raw in status.get("instances") or []:
+        instance, errors = _instance(raw)
+        instances.append(instance)
+        exceptions += errors
+    latest = tuple(text for _, text in sorted(exceptions, reverse=True)[:5])
+    return FunctionStatus(name, True, tuple(sorted(instances, key=lambda i: i.instance_id)), latest)
+
+
+def function_stats(settings: Settings, name: str) -> dict[str, Any]:
+    """The admin API's raw FunctionStats (totals, 1-minute rates, per instance) for one function."""
+    with _admin(settings, timeout=30) as admin:
+        response = _request(lambda: admin.get(_path(settings, name, "/stats")), f"stats of {name}")
+        if not response.is_success:
+            raise _fail(f"stats of {name}", response)
+        return response.json()
+
+
+# --- lifecycle -------------------------------------------------------------------------------------------------------
+def restart_function(settings: Settings, name: str) -> None:
+    """Restart every instance of `name` (they rebuild their state as after a crash)."""
+    with _admin(settings) as admin:
+        response = _request(lambda: admin.post(_path(settings, name, "/restart")), f"restart {name}")
+        if not response.is_success:
+            raise _fail(f"restart function {name}", response)
+
+
+def delete_functions(
+    settings: Settings, names: Iterable[str] | None = None, *, known_only: bool = True
+) -> list[str]:
+    """`rtca functions delete [NAME...]`: remove functions (all of the workbench's by default) with their
+    subscriptions; returns the names that existed. `known_only=False` admits any name (tests, benchmarks)."""
+    wanted = _names(settings, names, known_only)
+    deleted = []
+    with _admin(settings) as admin:
+        for name in wanted:
+            response = _request(lambda n=name: admin.delete(_path(settings, n)), f"delete {name}")  # type: ignore[misc]
+            if response.status_code == 404:
+                continue
+            if not response.is_success:
+                raise _fail(f"delete function {name}", response)
+            deleted.append(name)
+    return deleted

@@ -1,0 +1,493 @@
+"""Raw Coinbase frame -> typed record or dead letter: the router's pure logic (no Pulsar here).
+
+The record contract is `shared/notes/architecture.md`:
+
+- typed records keep Coinbase's field names, with decimal strings turned into JSON numbers (float64) and integer
+  fields into integers, plus ``event_ms`` (the frame's ``time``, ``timestamp`` for auctions, else the receive time),
+  ``received_ms`` and ``product_id`` (null for frames about no single product: status, subscriptions, error);
+- frames the router cannot parse or validate become dead-letter records with a short ``reason`` code, a ``detail``,
+  the source topic and message id, and the payload (UTF-8, invalid bytes replaced; ``payload_b64`` when the bytes
+  were not UTF-8; cut at 64 KB with ``payload_bytes`` the full size).
+
+`route()` never raises: anything unexpected, even a bug here, ends as a dead letter with reason ``internal_error``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import orjson
+
+#: Cut dead-letter payloads here (bytes); `payload_bytes` keeps the full size.
+MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
+MAX_PRODUCT_ID = 64
+DEAD_LETTER = "dead_letter"
+CONTROL = "control"
+
+
+class Reason(StrEnum):
+    """Dead-letter reason codes (stable: dashboards and alerts group by them)."""
+
+    EMPTY = "empty"
+    INVALID_JSON = "invalid_json"
+    NOT_OBJECT = "not_object"
+    MISSING_TYPE = "missing_type"
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    INVALID_TIME = "invalid_time"
+    INTERNAL_ERROR = "internal_error"
+
+
+class Rejected(Exception):
+    """A frame that breaks the contract; carries the dead-letter reason and a human detail."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Routed(NamedTuple):
+    """Where one input frame goes: `channel` is a `rtca.settings.Topics` field name (``ticker`` ... ``control``,
+    ``dead_letter``), `record` the record and `data` its JSON, `key` the partition key (the product, if any)."""
+
+    channel: str
+    record: dict[str, Any]
+    data: bytes
+    key: str | None = None
+    event_ms: int | None = None
+
+    @property
+    def is_dead_letter(self) -> bool:
+        return self.channel == DEAD_LETTER
+
+
+# --- field conversions ---------------------------------------------------------------------------------------------
+# Each converter has a fast path for well-formed input (the router's hot path: thousands of frames a second) and
+# falls back to the careful checks that word the dead-letter detail.
+_DECIMAL_PATTERN = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_DECIMAL = re.compile(_DECIMAL_PATTERN, re.ASCII).fullmatch
+_DECIMALS = re.compile(rf"{_DECIMAL_PATTERN}(?:\x00{_DECIMAL_PATTERN})*", re.ASCII).fullmatch
+"""Decimals joined by NUL (which no decimal contains): checks a whole snapshot side in one pass."""
+_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,12}))?(?:([Zz])|([+-])(\d{2}):?(\d{2}))?",
+    re.ASCII,
+).fullmatch
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+_INF = math.inf
+_SIDES = frozenset(("buy", "sell"))
+
+
+def _number(name: str, value: Any, *, positive: bool = False) -> float:
+    """A decimal field (Coinbase sends strings; numbers are accepted too) as a finite float >= 0 (> 0 if positive)."""
+    if isinstance(value, str):
+        if len(value) > 64 or _DECIMAL(value) is None:
+            raise Rejected(Reason.INVALID_FIELD, f"{name}: not a decimal number: {value[:40]!r}")
+        number = float(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise Rejected(Reason.INVALID_FIELD, f"{name}: expected a decimal string, got {type(value).__name__}")
+    if not (0 < number < _INF if positive else 0 <= number < _INF):  # also false for NaN
+        raise Rejected(Reason.INVALID_FIELD, f"{name}: out of range: {value!r}")
+    return number
+
+
+def _price(name: str, value: Any) -> float:
+    return _number(name, value, positive=True)
+
+
+def _integer(name: str, value: Any) -> int:
+    """An integer field (sequence, trade ids): a JSON integer or a digit string, >= 0 and < 2**63."""
+    if isinstance(value, bool):
+        raise Rejected(Reason.INVALID_FIELD, f"{name}: expected an integer, got a boolean")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
+        number = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        raise Rejected(Reason.INVALID_FIELD, f"{name}: expected an integer: {str(value)[:40]!r}")
+    if not 0 <= number < 2**63:
+        raise Rejected(Reason.INVALID_FIELD, f"{name}: out of range: {number}")
+    return number
+
+
+def _text(name: str, value: Any, *, max_len: int = 256) -> str:
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise Rejected(Reason.INVALID_FIELD, f"{name}: expected a non-empty string of at most {max_len} characters")
+    return value
+
+
+def _side(name: str, value: Any) -> str:
+    if value not in _SIDES:
+        raise Rejected(Reason.INVALID_FIELD, f"{name}: expected 'buy' or 'sell', got {str(value)[:20]!r}")
+    return value
+
+
+@lru_cache(maxsize=4096)
+def _epoch_day(year: int, month: int, day: int) -> int:
+    return dt.date(year, month, day).toordinal() - _EPOCH_ORDINAL
+
+
+_SECONDS: dict[str, int] = {}
+"""`YYYY-MM-DDTHH:MM:SS` -> epoch ms, for the fast path: a feed sends hundreds of frames within one second."""
+_SECOND = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})", re.ASCII).fullmatch
+
+
+def _second_ms(prefix: str) -> int | None:
+    """Epoch ms of a `YYYY-MM-DDTHH:MM:SS` prefix, None if it is not a valid one; valid ones are cached."""
+    match = _SECOND(prefix)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = map(int, match.groups())
+    if not 1970 <= year < 2300 or hour > 23 or minute > 59 or second > 59:
+        return None
+    try:
+        days = _epoch_day(year, month, day)
+    except ValueError:
+        return None
+    if len(_SECONDS) >= 4096:
+        _SECONDS.clear()
+    ms = _SECONDS[prefix] = (((days * 24 + hour) * 60 + minute) * 60 + second) * 1000
+    return ms
+
+
+def parse_time_ms(value: Any, name: str = "time") -> int:
+    """ISO-8601 (as Coinbase sends it: UTC, 0-9 fraction digits, 'Z' or an offset) -> epoch milliseconds.
+
+    Tolerant of the fraction's length, strict about everything else; a time without a zone is taken as UTC.
+    """
+    # fast path: `YYYY-MM-DDTHH:MM:SS[.fff...]Z`
+    if type(value) is str and 20 <= len(value) <= 33 and value[-1] == "Z":
+        prefix = value[:19]
+        second = _SECONDS.get(prefix)
+        if second is None:
+            second = _second_ms(prefix)
+        if second is not None:
+            if len(value) == 20:
+                return second
+            fraction = value[20:-1]
+            if value[19] == "." and fraction.isdigit() and fraction.isascii():
+                return second + int((fraction + "00")[:3])
+    return _parse_time(value, name)
+
+
+def _parse_time(value: Any, name: str) -> int:
+    if not isinstance(value, str) or len(value) > 40:
+        raise Rejected(Reason.INVALID_TIME, f"{name}: expected an ISO-8601 string")
+    match = _TIME(value)
+    if match is None:
+        raise Rejected(Reason.INVALID_TIME, f"{name}: not ISO-8601: {value!r}")
+    year, month, day, hour, minute, second, fraction, _z, sign, off_h, off_m = match.groups()
+    try:
+        days = _epoch_day(int(year), int(month), int(day))
+    except ValueError as exc:
+        raise Rejected(Reason.INVALID_TIME, f"{name}: {exc}: {value!r}") from None
+    h, m, s = int(hour), int(minute), int(second)
+    if h > 23 or m > 59 or s > 59 or not 1970 <= int(year) < 2300:
+        raise Rejected(Reason.INVALID_TIME, f"{name}: out of range: {value!r}")
+    ms = (((days * 24 + h) * 60 + m) * 60 + s) * 1000
+    if fraction:
+        ms += int((fraction + "00")[:3])
+    if sign:
+        offset = (int(off_h) * 60 + int(off_m)) * 60_000
+        if offset >= 24 * 3_600_000:
+            raise Rejected(Reason.INVALID_TIME, f"{name}: bad UTC offset: {value!r}")
+        ms -= offset if sign == "+" else -offset
+    return ms
+
+
+# --- per-type shapes -----------------------------------------------------------------------------------------------
+Converter = Callable[[str, Any], Any]
+
+
+def _levels(name: str, value: Any) -> list[list[float]]:
+    """Snapshot bids/asks: [[price, size], ...] -> numbers.
+
+    A snapshot holds thousands of levels, so the common case is checked in bulk, in C: all strings, all decimals
+    (one regex over the joined values), prices > 0 and sizes >= 0 (min/max). Anything else takes the per-level
+    path, which names the offending level."""
+    if type(value) is list and value and all(type(level) is list and len(level) == 2 for level in value):
+        flat = [x for level in value for x in level]
+        try:
+            joined = "\x00".join(flat)
+        except TypeError:  # not all strings
+            joined = ""
+        if _DECIMALS(joined) is not None:
+            numbers = list(map(float, flat))
+            prices, sizes = numbers[0::2], numbers[1::2]
+            if min(prices) > 0 and max(prices) < _INF and min(sizes) >= 0 and max(sizes) < _INF:
+                return list(map(list, zip(prices, sizes)))
+    return _levels_one_by_one(name, value)
+
+
+def _levels_one_by_one(name: str, value: Any) -> list[list[float]]:
+    if not isinstance(value, list):
+        raise Rejected(Reason.INVALID_FIELD, f"{name}: expected a list of [price, size]")
+    out = []
+    for level in value:
+        if type(level) is not list or len(level) != 2:
+            raise Rejected(Reason.INVALID_FIELD, f"{name}: expected [price, size], got {str(level)[:40]!r}")
+        out.append([_price(name, level[0]), _number(name, level[1])])
+    return out
+
+
+def _changes(name: str, value: Any) -> list[list[Any]]:
+    """l2update changes: [[side, price, size], ...] -> side stays, numbers become numbers (in place: these lists
+    are the decoded frame's own, and not allocating new ones matters at thousands of frames a second)."""
+    if not isinstance(value, list):
+        raise Rejected(Reason.INVALID_FIELD, f"{name}: expected a list of [side, price, size]")
+    for change in value:
+        if type(change) is list and len(change) == 3:
+            side, price, size = change
+            if side in _SIDES and type(price) is str and type(size) is str and _DECIMAL(price) and _DECIMAL(size):
+                p, q = float(price), float(size)
+                if 0 < p < _INF and 0 <= q < _INF:
+                    change[1] = p
+                    change[2] = q
+                    continue
+            change[:] = [_side(name, side), _price(name, price), _number(name, size)]
+            continue
+        raise Rejected(Reason.INVALID_FIELD, f"{name}: expected [side, price, size], got {str(change)[:40]!r}")
+    return value
+
+
+def _objects(converters: Mapping[str, Converter]) -> Converter:
+    """A list of objects (status products/currencies) whose known numeric fields become numbers."""
+
+    def convert(name: str, value: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise Rejected(Reason.INVALID_FIELD, f"{name}: expected a list")
+        out = []
+        for item in value:
+            if not isinstance(item, dict):
+                raise Rejected(Reason.INVALID_FIELD, f"{name}: expected objects")
+            item = dict(item)
+            for key, conv in converters.items():
+                if item.get(key) not in (None, ""):
+                    item[key] = conv(f"{name}.{key}", item[key])
+            out.append(item)
+        return out
+
+    return convert
+
+
+def _list(name: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise Rejected(Reason.INVALID_FIELD, f"{name}: expected a list")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What one Coinbase message type must hold and how its fields convert."""
+
+    channel: str
+    required: tuple[str, ...] = ()
+    #: Decimal fields (>= 0), price fields (> 0) and integer fields (>= 0), when present.
+    decimals: tuple[str, ...] = ()
+    prices: tuple[str, ...] = ()
+    integers: tuple[str, ...] = ()
+    #: Other fields with their own converters.
+    fields: Mapping[str, Converter] = field(default_factory=dict)
+    #: The field holding the event time; absent (or None) -> the receive time.
+    time_field: str | None = "time"
+    time_required: bool = False
+    has_product: bool = True
+    #: (fields, exclusive lower bound) pairs for `convert`'s loop: prices must be > 0, other decimals >= 0.
+    numeric: tuple[tuple[tuple[str, ...], float], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        pairs = tuple((names, low) for names, low in ((self.prices, 0.0), (self.decimals, -1.0)) if names)
+        object.__setattr__(self, "numeric", pairs)
+
+
+_TRADE = {"side": _side, "maker_order_id": _text, "taker_order_id": _text}
+_TRADE_REQUIRED = ("trade_id", "sequence", "price", "size", "side")
+
+SHAPES: dict[str, Shape] = {
+    "ticker": Shape(
+        "ticker", required=("sequence", "price"), prices=("price",), integers=("sequence", "trade_id"),
+        decimals=("open_24h", "volume_24h", "low_24h", "high_24h", "volume_30d", "best_bid", "best_bid_size",
+                  "best_ask", "best_ask_size", "last_size"),
+        fields={"side": _side},
+    ),
+    "match": Shape("matches", required=_TRADE_REQUIRED, prices=("price",), decimals=("size",),
+                   integers=("trade_id", "sequence"), fields=_TRADE, time_required=True),
+    "last_match": Shape("matches", required=_TRADE_REQUIRED, prices=("price",), decimals=("size",),
+                        integers=("trade_id", "sequence"), fields=_TRADE, time_required=True),
+    "l2update": Shape("level2", required=("changes",), fields={"changes": _changes}, time_required=True),
+    "snapshot": Shape("level2", required=("bids", "asks"), fields={"bids": _levels, "asks": _levels}),
+    "heartbeat": Shape("heartbeat", required=("sequence", "last_trade_id"), integers=("sequence", "last_trade_id"),
+                       time_required=True),
+    "status": Shape(
+        "status", required=("products",),
+        fields={
+            "products": _objects({
+                "base_min_size": _number, "base_max_size": _number, "quote_increment": _number,
+                "base_increment": _number, "min_market_funds": _number, "max_market_funds": _number,
+                "max_slippage": _number,
+            }),
+            "currencies": _objects({"min_size": _number, "max_precision": _number}),
+        },
+        time_field=None, has_product=False,
+    ),
+    "rfq_match": Shape("rfq_matches", required=("trade_id", "price", "size", "side"), prices=("price",),
+                       decimals=("size",), integers=("trade_id", "sequence"), fields=_TRADE, time_required=True),
+    "auction": Shape(
+        "auction", required=("sequence", "auction_state"), integers=("sequence",),
+        decimals=("best_bid_price", "best_bid_size", "best_ask_price", "best_ask_size", "open_price", "open_size"),
+        fields={"auction_state": _text, "can_open": _text}, time_field="timestamp",
+    ),
+    "subscriptions": Shape(CONTROL, required=("channels",), fields={"channels": _list}, time_field=None,
+                           has_product=False),
+    "error": Shape(CONTROL, required=("message",), fields={"message": _text, "reason": _text}, time_field=None,
+                   has_product=False),
+}  # fmt: skip
+"""Message type -> shape. Types not listed (e.g. the authenticated `full` channel's) are dead letters. Required fields
+are those `rtca.feed.protocol` requires, so ingest and router agree on what is malformed."""
+
+CHANNELS: tuple[str, ...] = tuple(dict.fromkeys(shape.channel for shape in SHAPES.values()))
+"""Every channel a typed record can go to (each a `Topics` field name)."""
+
+
+def convert(message: dict[str, Any], received_ms: int) -> Routed:
+    """Validate and convert one decoded frame in place; raises `Rejected` when it breaks the contract."""
+    kind = message.get("type")
+    if kind is None:
+        raise Rejected(Reason.MISSING_TYPE, "no 'type' field")
+    shape = SHAPES.get(kind) if type(kind) is str else None
+    if shape is None:
+        raise Rejected(Reason.UNKNOWN_TYPE, f"unknown type {str(kind)[:40]!r}")
+    get = message.get
+    for name in shape.required:
+        if get(name) is None:
+            raise Rejected(Reason.MISSING_FIELD, f"{kind}: no {name!r}")
+    for names, low in shape.numeric:
+        for name in names:
+            value = get(name)
+            if value is None:
+                continue
+            if type(value) is str and _DECIMAL(value):
+                number = float(value)
+                if low < number < _INF and number >= 0:
+                    message[name] = number
+                    continue
+            message[name] = _number(name, value, positive=low == 0.0)
+    for name in shape.integers:
+        value = get(name)
+        if value is not None and not (type(value) is int and 0 <= value < 2**63):
+            message[name] = _integer(name, value)
+    for name, conv in shape.fields.items():
+        value = get(name)
+        if value is not None:
+            message[name] = conv(name, value)
+    product = None
+    if shape.has_product:
+        product = get("product_id")
+        if product is None:
+            raise Rejected(Reason.MISSING_FIELD, f"{kind}: no 'product_id'")
+        if type(product) is not str or not 0 < len(product) <= MAX_PRODUCT_ID:
+            _text("product_id", product, max_len=MAX_PRODUCT_ID)
+    event_ms = received_ms
+    if shape.time_field is not None:
+        raw_time = get(shape.time_field)
+        if raw_time is not None:
+            event_ms = parse_time_ms(raw_time, shape.time_field)
+        elif shape.time_required:
+            raise Rejected(Reason.MISSING_FIELD, f"{kind}: no {shape.time_field!r}")
+    message["event_ms"] = event_ms
+    message["received_ms"] = received_ms
+    message["product_id"] = product
+    return Routed(shape.channel, message, orjson.dumps(message), product, event_ms)
+
+
+def dead_letter_record(
+    reason: str,
+    detail: str,
+    payload: bytes,
+    *,
+    source_topic: str | None,
+    source_message_id: str | None,
+    received_ms: int,
+    product_id: str | None = None,
+) -> dict[str, Any]:
+    """The dead-letter record of the contract (also used by other functions for their own rejects)."""
+    size = len(payload)
+    cut = payload[:MAX_DEAD_LETTER_PAYLOAD]
+    record: dict[str, Any] = {
+        "reason": str(reason),
+        "detail": detail[:1000],
+        "source_topic": source_topic,
+        "source_message_id": source_message_id,
+        "event_ms": received_ms,
+        "received_ms": received_ms,
+        "product_id": product_id,
+        "payload_bytes": size,
+    }
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        record["payload"] = cut.decode("utf-8", "replace")
+        record["payload_b64"] = base64.b64encode(cut).decode("ascii")
+    else:  # a cut may split the last character: drop that partial tail only
+        record["payload"] = cut.decode("utf-8", "ignore")
+    return record
+
+
+def route(
+    payload: bytes | str,
+    *,
+    received_ms: int | None = None,
+    source_topic: str | None = None,
+    source_message_id: str | None = None,
+    product_hint: str | None = None,
+) -> Routed:
+    """One raw frame -> a typed `Routed` record, or a dead letter. Never raises."""
+    data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
+    if received_ms is None:
+        received_ms = time.time_ns() // 1_000_000
+    try:
+        if not data.strip():
+            raise Rejected(Reason.EMPTY, "empty payload")
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise Rejected(Reason.INVALID_JSON, str(exc)) from None
+        if not isinstance(message, dict):
+            raise Rejected(Reason.NOT_OBJECT, f"expected a JSON object, got {type(message).__name__}")
+        return convert(message, received_ms)
+    except Rejected as exc:
+        reason, detail = exc.reason, exc.detail
+    except Exception as exc:  # noqa: BLE001 - the router must never crash on input; a bug here is a dead letter
+        reason, detail = Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+    product = product_hint if isinstance(product_hint, str) and product_hint else None
+    record = dead_letter_record(
+        reason, detail, data, source_topic=source_topic, source_message_id=source_message_id,
+        received_ms=received_ms, product_id=product,
+    )  # fmt: skip
+    return Routed(DEAD_LETTER, record, encode_dead_letter(record), product, received_ms)
+
+
+def encode_dead_letter(record: dict[str, Any]) -> bytes:
+    """JSON of a dead-letter record; text that cannot be UTF-8 (lone surrogates) is escaped rather than fatal."""
+    try:
+        return orjson.dumps(record)
+    except TypeError:
+        safe = {
+            k: v.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(v, str) else v
+            for k, v in record.items()
+        }
+        return orjson.dumps(safe)

@@ -1,0 +1,269 @@
+"""What every rtca Pulsar Function shares: raw bytes in, publish-then-ack out, settings from `userConfig`.
+
+Acknowledgement: our functions publish themselves (to several topics, with a partition key) and run with the
+``MANUAL`` processing guarantee, so an input message is acknowledged only once its output is stored
+(`Publisher`). The runtime's default (ATLEAST_ONCE with auto-ack) acknowledges right after ``process`` returns
+when the function returns nothing, before such publishes complete: a crash could lose them.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+import pulsar
+
+MessageIdKey = tuple[int, int, int]
+"""(ledger, entry, batch index): orders the messages of one topic partition."""
+
+
+class RawSerDe:
+    """Input/output serde that passes bytes through untouched.
+
+    The runtime's default `IdentitySerDe` turns a payload that looks like a number into an int/float and tries three
+    conversions per message; the router must see exactly the bytes that arrived.
+    """
+
+    def serialize(self, value: Any) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, str):
+            return value.encode("utf-8")
+        raise TypeError(f"RawSerDe cannot serialize {type(value).__name__}")
+
+    def deserialize(self, input_bytes: bytes) -> bytes:
+        return input_bytes
+
+
+RAW_SERDE = f"{RawSerDe.__module__}.{RawSerDe.__qualname__}"
+
+
+class Context(Protocol):
+    """The part of `pulsar.Context` our functions use (a fake implements it in the unit tests)."""
+
+    def get_message_id(self) -> Any: ...
+    def get_current_message_topic_name(self) -> str: ...
+    def get_message_properties(self) -> Mapping[str, str]: ...
+    def get_message_key(self) -> str | None: ...
+    def get_user_config_map(self) -> Mapping[str, Any]: ...
+    def get_output_topic(self) -> str: ...
+    def get_logger(self) -> Any: ...
+    def get_pulsar_client(self) -> Any: ...
+    def publish(self, topic_name: str, message: bytes, serde_class_name: str = ..., properties: Any = ...,
+                compression_type: Any = ..., callback: Any = ..., message_conf: Any = ...) -> None: ...  # fmt: skip
+    def ack(self, msgid: Any, topic: str) -> None: ...
+    def record_metric(self, metric_name: str, metric_value: float) -> None: ...
+
+
+def freeze_startup_objects() -> None:
+    """Move everything allocated so far (the runtime, pulsar, grpc, our modules) out of the garbage collector's
+    reach: a function instance is a long-running process whose full collections would otherwise rescan those
+    hundred thousand objects again and again (measured: several microseconds per message). Once per process."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
+
+_frozen = False
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def message_id_key(message_id: Any) -> MessageIdKey:
+    return (message_id.ledger_id(), message_id.entry_id(), message_id.batch_index())
+
+
+def message_id_text(message_id: Any) -> str:
+    """`ledger:entry:partition:batch`, the form the dead-letter records and Pinot plugin use."""
+    return f"{message_id.ledger_id()}:{message_id.entry_id()}:{message_id.partition()}:{message_id.batch_index()}"
+
+
+def user_config(context: Context, key: str) -> Any:
+    """A required `userConfig` entry (rendered from settings at deploy); a clear error if deploy did not set it."""
+    value = context.get_user_config_map().get(key)
+    if value is None:
+        raise KeyError(f"userConfig has no {key!r}: deploy the function with `rtca functions deploy`")
+    return value
+
+
+def received_ms_of(properties: Mapping[str, str]) -> int:
+    """The ingest receive time from the `received_ms` message property, else now."""
+    try:
+        value = int(properties.get("received_ms", ""))
+    except (TypeError, ValueError):
+        return now_ms()
+    return value if 0 < value < 2**53 else now_ms()
+
+
+class _Countdown:
+    """An input answered by several records: acknowledged when the last of them is stored."""
+
+    __slots__ = ("message_id", "source", "_left", "_lock")
+
+    def __init__(self, message_id: Any, source: str, records: int) -> None:
+        self.message_id, self.source, self._left = message_id, source, records
+        self._lock = threading.Lock()  # confirmations arrive on the client's threads and the sweeper's
+
+    def stored(self) -> bool:
+        """One more of its records is stored; True when that was the last."""
+        with self._lock:
+            self._left -= 1
+            return self._left == 0
+
+
+_Entry = tuple[Any, str] | _Countdown
+"""An input waiting for its record(s): (message id, source topic), or a countdown over several records."""
+
+
+@dataclass
+class _Output:
+    """One output topic: its producer and the inputs whose records were sent but are not acknowledged yet."""
+
+    producer: Any
+    pending: list[_Entry] = field(default_factory=list)
+    marked_ns: int = 0
+
+
+class Publisher:
+    """Publishes our records and acknowledges each input once its record is stored, in batches.
+
+    Why not one callback per message (as the runtime does for a function's return value): every callback makes the
+    client's I/O thread take the GIL from the function's thread, and with Python in the loop that hand-over, not
+    our code, dominates the cost of a message. So only every `ack_every`-th record (or the first after `ack_after_ms`)
+    carries a callback; the broker stores a producer's messages in order, so when it confirms that one, it has
+    stored every record sent before it on that topic, and their inputs are acknowledged together. A sweeper thread
+    flushes and acknowledges what waits longer than `ack_after_ms` (a stream that pauses), so nothing stays
+    unacknowledged. A failed publish leaves its inputs unacknowledged: Pulsar redelivers them after a restart.
+
+    Its own producers (not ``context.publish``, which adds a serde lookup, a copy and a callback layer per message)
+    batch for 10 ms and never time a send out (as the runtime's output producer), so a broker outage delays records
+    instead of losing them.
+    """
+
+    def __init__(self, context: Context) -> None:
+        config = context.get_user_config_map()
+        self.ack_every = max(1, int(config.get("ack_every", 64)))
+        self.ack_after_ns = int(float(config.get("ack_after_ms", 50)) * 1e6)
+        self._client = context.get_pulsar_client()
+        self._context = context
+        self._log = context.get_logger()
+        self._outputs: dict[str, _Output] = {}
+        self._lock = threading.Lock()  # the sweeper and the function's thread share the pending lists
+        sweep_ms = float(config.get("ack_sweep_ms", 200))
+        if sweep_ms > 0:
+            threading.Thread(target=self._sweep_forever, args=(sweep_ms / 1000,), name="rtca-ack-sweeper",
+                             daemon=True).start()  # fmt: skip
+
+    def _output(self, topic: str) -> _Output:
+        output = self._outputs.get(topic)
+        if output is None:
+            producer = self._client.create_producer(
+                topic, block_if_queue_full=True, batching_enabled=True, batching_max_publish_delay_ms=10,
+                send_timeout_millis=0,
+            )  # fmt: skip
+            output = self._outputs[topic] = _Output(producer)
+        return output
+
+    def publish_then_ack(self, context: Context, topic: str, data: bytes, *, key: str | None = None,
+                         event_ms: int | None = None, source: str | None = None, message_id: Any = None) -> None:  # fmt: skip
+        """Publish `data` to `topic`; the current input (`message_id` from topic `source`: looked up when not
+        given) is acknowledged once the broker has stored it."""
+        entry = (context.get_message_id() if message_id is None else message_id,
+                 source or context.get_current_message_topic_name())
+        self._send(topic, data, key, event_ms, entry)
+
+    def publish_all_then_ack(self, context: Context, records: Sequence[tuple[str, bytes, str | None, int | None]],
+                             *, source: str | None = None) -> None:  # fmt: skip
+        """Several (topic, data, key, event_ms) records answering the current input: the input is acknowledged
+        once every one of them is stored, whatever topics they go to. None at all: acknowledged now."""
+        message_id = context.get_message_id()
+        source = source or context.get_current_message_topic_name()
+        if len(records) <= 1:
+            if not records:
+                context.ack(message_id, source)
+            for topic, data, key, event_ms in records:
+                self._send(topic, data, key, event_ms, (message_id, source))
+            return
+        countdown = _Countdown(message_id, source, len(records))
+        for topic, data, key, event_ms in records:
+            self._send(topic, data, key, event_ms, countdown)
+
+    def _send(self, topic: str, data: bytes, key: str | None, event_ms: int | None, entry: _Entry) -> None:
+        output = self._output(topic)
+        now = time.monotonic_ns()
+        with self._lock:  # held across the send: a sweep must only see inputs whose records were sent
+            pending = output.pending
+            pending.append(entry)
+            callback = None
+            if len(pending) >= self.ack_every or now - output.marked_ns >= self.ack_after_ns:
+                output.pending, output.marked_ns = [], now
+                callback = partial(self._stored, pending, topic)
+            if event_ms is not None and event_ms > 0:
+                output.producer.send_async(data, callback, partition_key=key, event_timestamp=event_ms)
+            else:
+                output.producer.send_async(data, callback, partition_key=key)
+
+    def _stored(self, inputs: list[_Entry], topic: str, result: Any, _message_id: Any) -> None:
+        # Runs on the client's thread: an exception escaping here would kill the instance.
+        try:
+            if result == _OK:
+                self._ack(inputs)
+            else:
+                self._log.error("publish to %s failed (%s): %d inputs left unacknowledged", topic, result,
+                                len(inputs))  # fmt: skip
+        except Exception as exc:  # noqa: BLE001
+            self._log.error("acknowledging %d inputs failed: %s", len(inputs), exc)
+
+    def _ack(self, inputs: list[_Entry]) -> None:
+        ack = self._context.ack
+        for entry in inputs:
+            if type(entry) is tuple:
+                ack(*entry)
+            elif entry.stored():  # type: ignore[union-attr]
+                ack(entry.message_id, entry.source)  # type: ignore[union-attr]
+
+    def sweep(self, *, older_than_ns: int | None = None) -> int:
+        """Flush and acknowledge the inputs waiting longer than `older_than_ns` (default `ack_after_ms`); returns
+        how many waiting entries it settled (an input with several records counts once per record)."""
+        limit = self.ack_after_ns if older_than_ns is None else older_than_ns
+        now = time.monotonic_ns()
+        done = 0
+        for topic, output in list(self._outputs.items()):
+            with self._lock:
+                if not output.pending or now - output.marked_ns < limit:
+                    continue
+                inputs, output.pending, output.marked_ns = output.pending, [], now
+            try:
+                output.producer.flush()  # returns once everything sent so far is stored
+            except Exception as exc:  # noqa: BLE001 - left unacknowledged, redelivered after a restart
+                self._log.error("flushing %s failed (%s): %d inputs left unacknowledged", topic, exc, len(inputs))
+                continue
+            self._ack(inputs)
+            done += len(inputs)
+        return done
+
+    def _sweep_forever(self, interval: float) -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                self.sweep()
+            except Exception as exc:  # noqa: BLE001 - e.g. the client closed at shutdown
+                self._log.warning("ack sweeper stopped: %s", exc)
+                return
+
+
+_OK = pulsar.Result.Ok
+
+
+def ack_now(context: Context) -> None:
+    """Acknowledge the current input without output (e.g. a duplicate after a restart)."""
+    context.ack(context.get_message_id(), context.get_current_message_topic_name())

@@ -1,0 +1,154 @@
+"""The router's pure logic: every message type converted by the record contract; anything else a dead letter."""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+
+import orjson
+import pytest
+
+from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
+from rtca.functions import routing
+from rtca.functions.routing import DEAD_LETTER, MAX_DEAD_LETTER_PAYLOAD, Reason, parse_time_ms, route
+from rtca.functions.samples import SAMPLES, hostile_payloads, sample
+
+RECEIVED = 1_700_000_000_123
+CHANNEL = {
+    "ticker": "ticker", "match": "matches", "last_match": "matches", "snapshot": "level2", "l2update": "level2",
+    "heartbeat": "heartbeat", "status": "status", "rfq_match": "rfq_matches", "auction": "auction",
+    "subscriptions": "control", "error": "control",
+}  # fmt: skip
+
+
+def routed(message: dict[str, object]) -> routing.Routed:
+    return route(orjson.dumps(message), received_ms=RECEIVED, source_topic="raw", source_message_id="1:2:-1:-1")
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLES))
+def test_every_type_goes_to_its_channel_with_times_and_product(kind: str) -> None:
+    out = routed(SAMPLES[kind])
+    assert out.channel == CHANNEL[kind], out.record
+    record = orjson.loads(out.data)
+    assert record == out.record
+    assert record["received_ms"] == RECEIVED
+    assert isinstance(record["event_ms"], int)
+    assert record["product_id"] == SAMPLES[kind].get("product_id")
+    assert out.key == record["product_id"]
+    assert {k for k in SAMPLES[kind]} <= set(record)  # Coinbase's field names are all kept
+
+
+def test_ticker_numbers_become_numbers() -> None:
+    record = routed(SAMPLES["ticker"]).record
+    assert record["price"] == 1285.22 and record["best_ask_size"] == 1.5663704
+    assert record["sequence"] == 37475248783 and record["trade_id"] == 370843401
+    assert record["side"] == "buy" and record["time"] == "2022-10-19T23:28:22.061769Z"
+    assert record["event_ms"] == 1666222102061
+
+
+def test_level2_arrays_become_numbers() -> None:
+    assert routed(SAMPLES["l2update"]).record["changes"] == [["buy", 22356.27, 0.0], ["sell", 22357.01, 1.5]]
+    snapshot = routed(SAMPLES["snapshot"]).record
+    assert snapshot["bids"] == [[10101.10, 0.4505414]] and snapshot["asks"] == [[10102.55, 0.57753524]]
+    assert snapshot["event_ms"] == RECEIVED  # a snapshot has no time: the receive time stands in
+
+
+def test_status_nested_numbers_and_no_product() -> None:
+    record = routed(SAMPLES["status"]).record
+    assert record["products"][0]["base_min_size"] == 0.001 and record["products"][0]["post_only"] is False
+    assert record["currencies"][0]["min_size"] == 0.01
+    assert record["product_id"] is None and record["event_ms"] == RECEIVED
+
+
+def test_auction_time_is_its_timestamp() -> None:
+    assert routed(SAMPLES["auction"]).record["event_ms"] == 1447533963511
+
+
+def test_older_ticker_without_time_or_sizes_is_accepted() -> None:
+    record = routed(sample("ticker", time=..., best_bid_size=..., best_ask_size=..., trade_id=..., side=...)).record
+    assert record["event_ms"] == RECEIVED and "best_bid_size" not in record
+
+
+def test_numbers_as_json_numbers_are_accepted() -> None:
+    assert routed(sample("ticker", price=101.5, sequence="42")).record["price"] == 101.5
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2021-04-17T16:43:30.244075Z", 1618677810244),
+        ("2021-04-17T16:43:30Z", 1618677810000),
+        ("2021-04-17T16:43:30.2Z", 1618677810200),
+        ("2021-04-17T16:43:30.123456789Z", 1618677810123),
+        ("2021-04-17T18:43:30.5+02:00", 1618677810500),
+        ("2021-04-17T16:43:30.5", 1618677810500),
+    ],
+)
+def test_time_parsing_is_tolerant_of_fraction_digits(text: str, expected: int) -> None:
+    assert parse_time_ms(text) == expected
+
+
+def test_the_shipped_capture_routes_completely() -> None:
+    """Every received frame of the real capture is typed; counts per channel equal the capture's."""
+    capture = read_capture(SHIPPED_CAPTURE)
+    counts: Counter[str] = Counter()
+    for frame in capture.frames:
+        out = route(frame.text, received_ms=int(frame.at * 1000))
+        assert not out.is_dead_letter, out.record
+        counts[out.channel] += 1
+    expected: Counter[str] = Counter()
+    for kind, n in capture.counts().items():
+        expected[CHANNEL[kind]] += n
+    assert counts == expected
+    assert counts == Counter(level2=9729, ticker=107, matches=107, control=3)
+
+
+def test_1000_hostile_payloads_all_dead_letters_with_reasons() -> None:
+    reasons: Counter[str] = Counter()
+    payloads = list(hostile_payloads(1500, seed=3))
+    for i, payload in enumerate(payloads):
+        out = route(payload, received_ms=RECEIVED, source_topic="raw", source_message_id=f"9:{i}:-1:-1")
+        assert out.channel == DEAD_LETTER, (payload[:200], out.record)
+        record = orjson.loads(out.data)
+        assert record["reason"] in set(Reason) and record["reason"] != Reason.INTERNAL_ERROR, record
+        assert record["detail"] and record["source_message_id"] == f"9:{i}:-1:-1"
+        assert record["payload_bytes"] == len(payload)
+        assert record["event_ms"] == RECEIVED
+        reasons[record["reason"]] += 1
+    assert set(reasons) == set(Reason) - {Reason.INTERNAL_ERROR}, reasons
+
+
+def test_dead_letter_keeps_invalid_utf8_as_base64() -> None:
+    payload = b'{"type":"ticker","product_id":"\xff\xfe"}'
+    record = route(payload, received_ms=RECEIVED).record
+    assert record["reason"] == Reason.INVALID_JSON
+    assert base64.b64decode(record["payload_b64"]) == payload
+    assert "\ufffd" in record["payload"]
+
+
+def test_dead_letter_cuts_large_payloads() -> None:
+    payload = orjson.dumps(sample("ticker", product_id="\u00e9" * 50_000))  # 2-byte characters: a cut mid-character
+    record = route(payload, received_ms=RECEIVED).record
+    assert record["reason"] == Reason.INVALID_FIELD
+    assert record["payload_bytes"] == len(payload) > MAX_DEAD_LETTER_PAYLOAD
+    assert MAX_DEAD_LETTER_PAYLOAD - 1 <= len(record["payload"].encode()) <= MAX_DEAD_LETTER_PAYLOAD
+    assert "payload_b64" not in record
+
+
+def test_product_hint_names_the_product_of_a_dead_letter() -> None:
+    out = route(b"{", received_ms=RECEIVED, product_hint="BTC-USD")
+    assert out.key == "BTC-USD" and out.record["product_id"] == "BTC-USD"
+
+
+def test_a_bug_in_conversion_is_a_dead_letter_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(message: object, received_ms: int) -> routing.Routed:
+        raise ZeroDivisionError("bug \ud800")
+
+    monkeypatch.setattr(routing, "convert", broken)
+    out = route(orjson.dumps(SAMPLES["ticker"]), received_ms=RECEIVED)
+    assert out.record["reason"] == Reason.INTERNAL_ERROR
+    assert orjson.loads(out.data)["detail"].startswith("ZeroDivisionError")
+
+
+def test_str_input_is_accepted() -> None:
+    assert route(orjson.dumps(SAMPLES["heartbeat"]).decode()).channel == "heartbeat"

@@ -1,0 +1,255 @@
+"""The router and ticker-statistics functions deployed on the real stack, each on topics of its own.
+
+The functions are deployed by the same `deploy()` as `rtca functions deploy`, from settings whose topic names and
+function names carry a unique suffix, so the shared stack's other traffic cannot reach them (and they are deleted
+at the end).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+import pulsar
+import pytest
+
+from rtca.analytics.stats import FIELDS, StatsRow, mismatches, pandas_reference
+from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
+from rtca.functions import routing
+from rtca.functions.deploy import (
+    ROUTER,
+    TICKER_STATS,
+    FunctionSpec,
+    delete_functions,
+    deploy,
+    function_specs,
+    function_status,
+    restart_function,
+)
+from rtca.functions.samples import hostile_payloads
+from rtca.settings import Settings, Topics
+
+pytestmark = pytest.mark.stack
+
+CHANNEL_OF_TYPE = {kind: shape.channel for kind, shape in routing.SHAPES.items()}
+
+
+# --- fixtures ------------------------------------------------------------------------------------------------------
+def isolated(settings: Settings, tag: str) -> Settings:
+    """The same settings with every topic name made unique."""
+    topics = Topics(**{key: f"it-{tag}-{name}" for key, name in settings.topics.model_dump().items()})
+    return settings.model_copy(update={"topics": topics})
+
+
+@pytest.fixture(scope="module")
+def deployed(stack: Settings) -> Iterator[dict[str, tuple[Settings, FunctionSpec]]]:
+    """Router and statistics function, each with its own topics, deployed together (deploying takes seconds)."""
+    tag = uuid.uuid4().hex[:8]
+    router_settings, stats_settings = isolated(stack, f"{tag}-r"), isolated(stack, f"{tag}-s")
+    router = next(s for s in function_specs(router_settings, name_prefix=f"it-{tag}-") if s.name.endswith(ROUTER))
+    stats = next(s for s in function_specs(stats_settings, name_prefix=f"it-{tag}-")
+                 if s.name.endswith(TICKER_STATS))  # fmt: skip
+    deploy(stack, [router, stats])
+    yield {"router": (router_settings, router), "stats": (stats_settings, stats)}
+    delete_functions(stack, [router.name, stats.name], known_only=False)
+
+
+@pytest.fixture(scope="module")
+def client(stack: Settings) -> Iterator[pulsar.Client]:
+    quiet = logging.getLogger("pulsar-client")
+    quiet.setLevel(logging.WARNING)
+    c = pulsar.Client(stack.pulsar.service_url, logger=quiet)
+    yield c
+    c.close()
+
+
+def produce(client: pulsar.Client, topic: str, messages: Iterable[tuple[bytes, dict[str, str], str | None]]) -> int:
+    """Send (payload, properties, key) triples; returns how many, once all are stored."""
+    producer = client.create_producer(topic, batching_enabled=True, batching_max_publish_delay_ms=5,
+                                      block_if_queue_full=True)  # fmt: skip
+    failures: list[Any] = []
+    count = 0
+    for data, properties, key in messages:
+        kwargs: dict[str, Any] = {"properties": properties}
+        if key:
+            kwargs["partition_key"] = key
+        producer.send_async(data, lambda res, _id: res == pulsar.Result.Ok or failures.append(res), **kwargs)
+        count += 1
+    producer.flush()
+    producer.close()
+    assert not failures, failures[:3]
+    return count
+
+
+def stored(client: pulsar.Client, topic: str) -> list[bytes]:
+    """Everything `topic` holds right now."""
+    reader = client.create_reader(topic, pulsar.MessageId.earliest)
+    try:
+        out = []
+        while reader.has_message_available():
+            out.append(reader.read_next(10_000).data())
+        return out
+    finally:
+        reader.close()
+
+
+def read(client: pulsar.Client, topic: str, expected: int, *, timeout: float = 120.0, settle: float = 2.0
+         ) -> list[bytes]:  # fmt: skip
+    """Everything in `topic` from the start: waits for `expected` messages, then `settle` s more for any extra."""
+    reader = client.create_reader(topic, pulsar.MessageId.earliest)
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if len(out) >= expected:
+                deadline = min(deadline, time.monotonic() + settle)
+            try:
+                out.append(reader.read_next(500).data())
+            except pulsar.Timeout:
+                continue
+    finally:
+        reader.close()
+    return out
+
+
+# --- router --------------------------------------------------------------------------------------------------------
+def raw_messages(frames: Iterable[tuple[str | bytes, int]]) -> Iterator[tuple[bytes, dict[str, str], str | None]]:
+    """Frames as ingest publishes them: the text as received, key = type, properties product/sequence/received_ms."""
+    for text, received_ms in frames:
+        data = text.encode() if isinstance(text, str) else text
+        properties = {"received_ms": str(received_ms)}
+        key = None
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            if isinstance(obj.get("type"), str):
+                key = obj["type"]
+            if isinstance(obj.get("product_id"), str):
+                properties["product"] = obj["product_id"]
+            if isinstance(obj.get("sequence"), int):
+                properties["sequence"] = str(obj["sequence"])
+        yield data, properties, key
+
+
+def test_capture_through_the_router_gives_the_capture_counts_per_channel(deployed, client) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = deployed["router"]
+    capture = read_capture(SHIPPED_CAPTURE)
+    produce(client, settings.topic(settings.topics.raw),
+            raw_messages((f.text, int(f.at * 1000)) for f in capture.frames))  # fmt: skip
+    expected: Counter[str] = Counter()
+    for kind, n in capture.counts().items():
+        expected[CHANNEL_OF_TYPE[kind]] += n
+    for channel, n in expected.items():
+        records = [orjson.loads(d) for d in read(client, settings.topic(getattr(settings.topics, channel)), n)]
+        assert len(records) == n, channel
+        assert all(isinstance(r["event_ms"], int) and isinstance(r["received_ms"], int) for r in records)
+        if channel != "control":
+            assert all(isinstance(r["product_id"], str) for r in records)
+    level2 = [orjson.loads(d) for d in read(client, settings.topic(settings.topics.level2), 1, settle=0.5)]
+    assert isinstance(level2[0]["bids" if level2[0]["type"] == "snapshot" else "changes"][0][1], float)
+    assert stored(client, settings.topic(settings.topics.dead_letter)) == []
+
+
+def test_hostile_payloads_all_end_in_the_dead_letter_topic_and_the_router_goes_on(deployed, client) -> None:  # type: ignore[no-untyped-def]
+    settings, spec = deployed["router"]
+    payloads = list(hostile_payloads(1000, seed=5))
+    sentinel = orjson.dumps({"type": "heartbeat", "sequence": 1, "last_trade_id": 2, "product_id": "AFTER-FUZZ",
+                             "time": "2024-01-01T00:00:00.000Z"})  # fmt: skip
+    produce(client, settings.topic(settings.topics.raw),
+            raw_messages([*((p, 1_700_000_000_000) for p in payloads), (sentinel, 1_700_000_000_001)]))
+    letters = [orjson.loads(d) for d in read(client, settings.topic(settings.topics.dead_letter), len(payloads))]
+    assert len(letters) == len(payloads)
+    assert all(r["reason"] in set(routing.Reason) and r["reason"] != "internal_error" and r["detail"] for r in letters)
+    assert all(r["source_topic"] == settings.topic(settings.topics.raw) and r["source_message_id"] for r in letters)
+    assert sorted(r["payload_bytes"] for r in letters) == sorted(len(p) for p in payloads)
+    heartbeats = [orjson.loads(d) for d in read(client, settings.topic(settings.topics.heartbeat), 1)]
+    assert [h["product_id"] for h in heartbeats] == ["AFTER-FUZZ"]
+    (status,) = function_status(settings, [spec.name], known_only=False)
+    assert status.running == 1 and status.failed == 0, status
+
+
+# --- ticker statistics -----------------------------------------------------------------------------------------------
+def ticker_stream(seed: int, products: dict[str, float], n: int) -> list[tuple[str, float, bytes]]:
+    """Seeded random walks of several products, interleaved, as the router's typed ticker records."""
+    rng = random.Random(seed)
+    prices = dict(products)
+    stream = []
+    for sequence in range(1, n + 1):
+        product = rng.choice(sorted(prices))
+        if rng.random() > 0.25:  # real tickers often repeat the last price
+            step = rng.gauss(0.0, prices[product] * 2e-3)
+            prices[product] = round(max(prices[product] / 2, prices[product] + step), 8)
+        record = {"type": "ticker", "product_id": product, "price": prices[product], "sequence": sequence,
+                  "event_ms": 1_700_000_000_000 + 10 * sequence, "received_ms": 1_700_000_000_003 + 10 * sequence}
+        stream.append((product, prices[product], orjson.dumps(record)))
+    return stream
+
+
+def assert_equals_pandas(records: list[dict[str, Any]], stream: list[tuple[str, float, bytes]]) -> None:
+    assert len(records) == len(stream)
+    sequences = [r["sequence"] for r in records]
+    assert len(set(sequences)) == len(sequences), "duplicate output rows"
+    for product in sorted({p for p, _, _ in stream}):
+        prices = [price for p, price, _ in stream if p == product]
+        mine = sorted((r for r in records if r["product_id"] == product), key=lambda r: r["sequence"])
+        assert [r["price"] for r in mine] == prices, product
+        rows = [StatsRow(*(r[f] for f in FIELDS)) for r in mine]
+        assert mismatches(rows, pandas_reference(prices), prices) == [], product
+
+
+def typed(stream: list[tuple[str, float, bytes]]) -> Iterator[tuple[bytes, dict[str, str], str | None]]:
+    return ((data, {}, product) for product, _, data in stream)
+
+
+PRODUCTS = {"BTC-USD": 43_000.0, "ETH-USD": 2_300.0, "SKL-BTC": 0.00001305, "DOGE-USD": 0.081}
+
+
+def test_deployed_statistics_equal_pandas_on_interleaved_random_walks(deployed, client) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = deployed["stats"]
+    products = {f"A{p}": price for p, price in PRODUCTS.items()}
+    stream = ticker_stream(1, products, 2000)
+    produce(client, settings.topic(settings.topics.ticker), typed(stream))
+    records = [orjson.loads(d) for d in read(client, settings.topic(settings.topics.ticker_stats), len(stream))]
+    assert_equals_pandas(records, stream)
+    first = min((r for r in records if r["product_id"] == "ABTC-USD"), key=lambda r: r["sequence"])
+    assert first["ewma_var"] is None and first["rolling_mean"] is None and first["count"] == 1
+
+
+def test_restart_mid_stream_still_equals_pandas_over_the_whole_stream(deployed, client, stack) -> None:  # type: ignore[no-untyped-def]
+    """The stream is produced at a steady pace while the function is restarted through the admin API: the new
+    instance resumes from the output topic, skips what is redelivered, and the output is pandas' on the whole."""
+    settings, spec = deployed["stats"]
+    products = {f"B{p}": price for p, price in PRODUCTS.items()}
+    stream = ticker_stream(2, products, 6000)
+    out_topic, in_topic = settings.topic(settings.topics.ticker_stats), settings.topic(settings.topics.ticker)
+    before = len(stored(client, out_topic))  # the other test's records share the topic
+    producing = threading.Thread(target=produce, args=(client, in_topic, paced(typed(stream), per_second=1500)))
+    producing.start()
+    time.sleep(1.5)
+    mid_stream = producing.is_alive()
+    restart_function(stack, spec.name)
+    producing.join()
+    records = [orjson.loads(d) for d in read(client, out_topic, before + len(stream), timeout=180)][before:]
+    assert mid_stream, "the input was all produced before the restart"
+    assert_equals_pandas([r for r in records if r["product_id"].startswith("B")], stream)
+    (status,) = function_status(stack, [spec.name], known_only=False)
+    assert status.running == 1 and status.failed == 0, status
+    assert status.received < before + len(stream), "counts since the instance started: it did restart"
+
+
+def paced(messages: Iterable[Any], *, per_second: float) -> Iterator[Any]:
+    started = time.monotonic()
+    for i, message in enumerate(messages):
+        delay = started + i / per_second - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield message
