@@ -73,6 +73,8 @@ def _launch(settings: Settings) -> Launch:
               "pulsarServiceUrl": p.service_url, "pulsarWebServiceUrl": p.admin_url,
               "connectorsDirectory": str(data / "connectors"), "functionsDirectory": str(data / "functions")}
     worker_yaml = render_worker_yaml((home / "conf" / "functions_worker.yml").read_text(), worker)
+    # Function instances log here (a nested key; relative by default, i.e. into the shared distribution).
+    worker_yaml = worker_yaml.replace("    logDirectory: logs/", f"    logDirectory: {logs / 'functions'}")
     (conf_dir / "functions_worker.yml").write_text(worker_yaml)
 
     venv_bin = settings.venv_dir / "bin"
