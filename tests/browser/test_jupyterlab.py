@@ -36,6 +36,9 @@ def free_port() -> int:
 @pytest.fixture
 def jupyterlab(stack_up: Settings, tmp_path: Path) -> Iterator[str]:
     """A JupyterLab server over a copy of notebooks/ (its autosave must not touch the repository's files)."""
+    from live_data import seed_live_data
+
+    seed_live_data(stack_up)  # the notebook charts the last minutes of data: make sure there are some
     shutil.copytree(PROJECT_ROOT / "notebooks", tmp_path / "notebooks")
     port, token = free_port(), secrets.token_hex(16)
     log = (stack_up.logs_dir / "jupyterlab-test.log").open("wb")

@@ -66,8 +66,11 @@ def _launch(settings: Settings) -> Launch:
     for folder in (conf_dir, data, logs / "functions"):
         folder.mkdir(parents=True, exist_ok=True)
 
+    # STORAGE_PATH: where standalone keeps uploaded function code (its default is relative to the distribution,
+    # which is shared by every checkout: a second stack would find the first one's packages there).
     broker = {**_BROKER_OVERRIDES, "bindAddress": p.host, "advertisedAddress": p.host,
-              "brokerServicePort": str(p.broker_port), "webServicePort": str(p.web_port)}
+              "brokerServicePort": str(p.broker_port), "webServicePort": str(p.web_port),
+              "STORAGE_PATH": str(data / "packages-storage")}
     (conf_dir / "standalone.conf").write_text(render_conf((home / "conf" / "standalone.conf").read_text(), broker))
     worker = {"downloadDirectory": str(data / "functions-download"), "workerHostname": p.host,
               "pulsarServiceUrl": p.service_url, "pulsarWebServiceUrl": p.admin_url,
