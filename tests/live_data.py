@@ -89,7 +89,9 @@ def _seed(settings: Settings) -> LiveData:
                                           drop_after=4000, skip_trade_ids=(15, 2)))
         simulator = SourceSpec(kind="simulator", rate=60.0, seed=11, products=SIMULATOR_PRODUCTS)
         data.ingests.append(str(asyncio.run(ingest_to_pulsar(settings, replay))))
-        data.ingests.append(str(asyncio.run(ingest_to_pulsar(settings, simulator, duration=20))))
+        # 65 s of event time always crosses a minute boundary: every simulated product closes at least one of the
+        # 60 s trade-flow and volatility windows, so those tables (and their charts) have rows.
+        data.ingests.append(str(asyncio.run(ingest_to_pulsar(settings, simulator, duration=65))))
         _wait_settled(settings)
         records = data.records = {key: _drain(reader) for key, reader in readers.items()}
         produced = _function_outputs(settings)
