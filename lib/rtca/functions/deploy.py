@@ -469,6 +469,30 @@ def restart_function(settings: Settings, name: str) -> None:
             raise _fail(f"restart function {name}", response)
 
 
+def revive_functions(settings: Settings, *, timeout: float = 120.0) -> list[str]:
+    """Restart deployed functions whose instances are not running; returns their names.
+
+    Pulsar standalone's worker fetches each function's code from the broker's package service while that service
+    is still starting (HTTP 503) and does not retry, so after a Pulsar restart some functions stay down.
+    """
+    with _admin(settings) as admin:
+        listed = _request(lambda: admin.get(_path(settings)), "list functions")
+        names = list(listed.json()) if listed.is_success else []
+    revived = []
+    for name in names:
+        status = function_status(settings, [name], known_only=False)[0]
+        if status.deployed and status.running < len(status.instances):
+            restart_function(settings, name)
+            revived.append(name)
+    deadline = time.monotonic() + timeout
+    while revived and time.monotonic() < deadline:
+        statuses = function_status(settings, revived, known_only=False)
+        if all(s.instances and s.running == len(s.instances) for s in statuses):
+            break
+        time.sleep(2)
+    return revived
+
+
 def delete_functions(
     settings: Settings, names: Iterable[str] | None = None, *, known_only: bool = True
 ) -> list[str]:

@@ -60,6 +60,12 @@ def up(settings: Settings) -> list[ServiceState]:
         with step("configuring Pulsar namespace and Superset's Pinot database"):
             pulsar.ensure_namespace(settings)
             superset.register_pinot(settings)
+        if "pulsar" in started:
+            from rtca.functions.deploy import revive_functions
+
+            revived = revive_functions(settings)
+            if revived:
+                say(f"- restarted functions the worker left stopped: {', '.join(revived)}")
     except (RtcaError, KeyboardInterrupt):
         if started:
             say(f"start-up failed: stopping what this run started ({', '.join(started)})")
