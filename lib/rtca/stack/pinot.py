@@ -30,8 +30,8 @@ def _jvm(settings: Settings, heap: str, role: str, *args: str, plugin: bool = Fa
     data = settings.data_dir / "pinot"
     data.mkdir(parents=True, exist_ok=True)
     log_config = settings.infra_dir / "stack" / "pinot-log4j2.xml"
-    argv = [require_java(), *heap.split(), *JAVA17_OPENS, f"-Dlog4j2.configurationFile={log_config}",
-            "-cp", classpath, MAIN_CLASS, role, *args]
+    argv = [require_java(), *heap.split(), *settings.jvm_options.split(), *JAVA17_OPENS,
+            f"-Dlog4j2.configurationFile={log_config}", "-cp", classpath, MAIN_CLASS, role, *args]
     return Launch(argv=argv, cwd=data)
 
 
