@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from rtca.settings import PROJECT_ROOT, Settings, load_settings
 from rtca.stack import docker, external, profiles, remote
 from rtca.stack.process import ServiceState
 from rtca.superset.client import SupersetClient
+from waiting import wait_for
 
 COMPOSE = PROJECT_ROOT / "infra" / "docker" / "compose.yaml"
 SCHEMA = Path(__file__).with_name("compose-subset.schema.json")
@@ -446,15 +447,6 @@ def test_rejected_credentials_are_named() -> None:
             remote.require_healthy(settings)
     finally:
         server.shutdown()
-
-
-def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture

@@ -15,17 +15,9 @@ from rtca.settings import Settings
 from rtca.stack import pinot as pinot_stack
 from rtca.stack.process import Supervisor
 from rtca.superset.client import SupersetClient
+from waiting import wait_for
 
 pytestmark = pytest.mark.stack
-
-
-def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def schema(name: str) -> dict[str, object]:
