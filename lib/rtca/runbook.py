@@ -7,6 +7,7 @@ names its cause in the executed notebook. Every step is idempotent: a second run
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -119,7 +120,11 @@ def run_runbooks(settings: Settings, names: Sequence[str] = UP_RUNBOOKS,
         target = out_dir / source.name
         params = {"backend": settings.backend, **(parameters or {})}
         with step(f"runbook {name} (executed copy: {target})"):
+            # Cell output streams to the terminal as it comes, so long waits inside a runbook show progress.
             papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(PROJECT_ROOT),
-                                       progress_bar=False, kernel_name="python3")
+                                       progress_bar=False, kernel_name="python3",
+                                       stdout_file=sys.stdout, stderr_file=sys.stderr,
+                                       # The kernel's own chatter (transport warning, shutdown interrupt) is noise.
+                                       extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
         executed.append(target)
     return executed
