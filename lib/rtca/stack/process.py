@@ -50,6 +50,9 @@ class Service:
     after: tuple[str, ...] = ()
     #: Extra readiness beyond an HTTP 200 on health_url (e.g. Pulsar's functions worker).
     ready: HealthCheck | None = None
+    #: Seconds this service may take to become healthy, when it needs more than the stack's start timeout
+    #: (Superset's first start migrates its database before it serves).
+    start_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -161,10 +164,10 @@ class Supervisor:
                     raise ServiceError(name, "exited during start-up", log=self.log_file(name),
                                        hint=f"read the end of the log: rtca logs {name}")
             elapsed = time.monotonic() - begin
-            if pending and elapsed > timeout:
-                first = sorted(pending)[0]
-                raise ServiceError(", ".join(sorted(pending)), f"not healthy after {timeout:.0f} s",
-                                   log=self.log_file(first),
+            overdue = sorted(name for name, service in pending.items() if elapsed > (service.start_timeout or timeout))
+            if overdue:
+                raise ServiceError(", ".join(overdue), f"not healthy after {elapsed:.0f} s",
+                                   log=self.log_file(overdue[0]),
                                    hint="the machine may be overloaded; rerun `rtca up` to keep waiting")
             if pending and time.monotonic() - last_report >= 10:
                 say(f"  waiting for {', '.join(sorted(pending))} ({elapsed:.0f} s)")

@@ -36,9 +36,20 @@ def pinot_sqlalchemy_uri(settings: Settings) -> str:
     return f"pinot+{settings.pinot.broker_url}/query/sql?controller={settings.pinot.controller_url}/"
 
 
+#: Seconds added to the start timeout for Superset's first start: migrating its database, creating the admin
+#: user and roles took 4 to 5 minutes on a loaded 2-core machine.
+FIRST_START_GRACE = 600.0
+
+
 def service(settings: Settings) -> Service:
     s = settings.superset
-    return Service("superset", lambda: _launch(settings), url=s.url, health_url=f"{s.url}/health", ports=(s.port,))
+    first = not _init_marker(settings).exists()
+    return Service("superset", lambda: _launch(settings), url=s.url, health_url=f"{s.url}/health", ports=(s.port,),
+                   start_timeout=settings.start_timeout + FIRST_START_GRACE if first else None)
+
+
+def _init_marker(settings: Settings) -> Path:
+    return settings.data_dir / "superset" / f".initialized-{settings.superset.version}"
 
 
 def _launch(settings: Settings) -> Launch:
@@ -51,7 +62,7 @@ def _launch(settings: Settings) -> Launch:
     conf.write_text(_CONFIG.format(db=data / "superset.db"))
     secrets = superset_secrets(settings)
     bin_dir = venv / "bin"
-    marker = data / f".initialized-{s.version}"
+    marker = _init_marker(settings)
     # sh expands $SUPERSET_ADMIN_PASSWORD itself, so the password never appears in the logged command line.
     init = " && ".join([
         f"{bin_dir / 'superset'} db upgrade",
