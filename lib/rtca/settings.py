@@ -123,6 +123,8 @@ class Topics(_Section):
     trade_flow: str = "coinbase-trade-flow"
     volatility: str = "coinbase-volatility"
     alerts: str = "coinbase-alerts"
+    #: The alerts function's state checkpoints (`rtca.functions.alerts`); compacted, read back after a restart.
+    alerts_state: str = "coinbase-alerts-state"
     feed_health: str = "feed-health"
 
 

@@ -130,3 +130,103 @@ def test_book_problem_alert() -> None:
 
 def test_rule_dataclass_defaults() -> None:
     assert Rule("x", "spread_bps", 5.0).clear_level == 5.0
+
+
+# --- more boundaries per rule: what fires and what must not -----------------------------------------------------------
+def test_spread_without_a_value_or_with_a_non_finite_one_never_fires() -> None:
+    e = engine(kind="spread_bps", threshold=50.0)
+    assert e.evaluate({"product_id": "P", "event_ms": 1, "spread_bps": None, "valid": True}) == []
+    assert e.evaluate(book(float("nan"), 2)) == [] and e.evaluate(book(float("inf"), 3)) == []
+    assert len(e.evaluate(book(50.000001, 4))) == 1  # just over: fires (and the bad values armed nothing)
+
+
+def test_feed_stalled_re_arms_exactly_at_clear_and_is_kept_per_source() -> None:
+    e = engine(kind="feed_stalled", threshold=10.0, clear=2.0)
+    assert len(e.evaluate(tick(15_000, 1))) == 1
+    assert e.evaluate(tick(2_001, 2)) == []  # just above clear: still disarmed
+    assert e.evaluate(tick(11_000, 3)) == []
+    assert e.evaluate(tick(2_000, 4)) == []  # exactly at clear: re-armed
+    assert len(e.evaluate(tick(10_001, 5))) == 1
+    other = {**tick(12_000, 6), "source": "coinbase"}  # another feed has its own state
+    [a] = e.evaluate(other)
+    assert a["product_id"] == "coinbase"
+    assert e.evaluate({**tick(None, 7), "source": "coinbase"}) == []  # no frame yet: no value, no change
+
+
+def test_missed_trades_boundaries() -> None:
+    e = engine(kind="missed_trades", threshold=0)
+    [a] = e.evaluate(gap(7, 7))  # one missed trade is over 0
+    assert a["value"] == 1 and a["threshold"] == 0.0
+    assert e.evaluate(gap(5, 9)) == []  # overlaps the gap already reported (first <= last reported)
+    assert e.evaluate(gap(7, 8)) == []
+    [b] = e.evaluate(gap(8, 9))  # starts after the reported one: new
+    assert b["alert_id"] == "r:P:8"
+    assert len(e.evaluate(gap(1, 1, product="Q"))) == 1  # per product
+    assert e.changed
+    assert e.evaluate(gap(1, 1, product="Q")) == [] and not e.changed
+
+
+def test_price_move_boundaries() -> None:
+    e = engine(kind="price_move", threshold=1.0, clear=0.5, window_s=60)
+    assert e.evaluate(ticker(100.0, 0)) == []
+    assert e.evaluate(ticker(99.0, 10_000)) == []  # exactly -1% from the high: not over
+    [a] = e.evaluate(ticker(98.99, 20_000))  # just over 1% down
+    assert a["value"] == pytest.approx(1.01) and "moved" in a["message"]
+    assert e.evaluate(ticker(100.4, 70_000)) == []  # window 98.99 (20 s).. : 1.42% up, still disarmed
+    e2 = engine(kind="price_move", threshold=1.0, window_s=60)
+    assert e2.evaluate(ticker(100.0, 0)) == []
+    [b] = e2.evaluate(ticker(101.5, 60_000))  # the 100.0 is exactly 60 s old: still in the window
+    assert b["value"] == pytest.approx(1.5)
+    other = {**ticker(150.0, 60_001), "product_id": "Q"}
+    assert e2.evaluate(other) == []  # per product: Q's first price is no move
+    assert e2.evaluate({**ticker(200.0, 60_002), "event_ms": 60_002.5}) == []  # no integer event time
+    assert e2.evaluate(ticker(0.0, 60_003)) == [] and e2.evaluate(ticker(float("nan"), 60_004)) == []
+
+
+def test_price_move_re_arms_exactly_at_clear() -> None:
+    def run(after: float) -> list[int]:
+        e = engine(kind="price_move", threshold=1.0, clear=0.5, window_s=1)
+        fired = []
+        for t, price in [(0, 190.0), (100, 200.0), (1_050, after), (1_060, 202.1)]:
+            fired += [a["event_ms"] for a in e.evaluate(ticker(price, t))]
+        return fired
+
+    # 190 -> 200 fires; at 1.05 s the window holds 200 and `after`; then 202.1 is 1.56% over 199 (or 198.99)
+    assert (200 - 199.0) / 200 * 100 == 0.5
+    assert run(199.0) == [100, 1_060]  # 0.5% from 200: exactly at clear, re-armed: fires again
+    assert run(198.99) == [100]  # 0.505%: over clear, still disarmed: no second alert
+
+
+def test_volatility_zscore_boundaries() -> None:
+    e = engine(kind="vol_zscore", threshold=2.0, clear=1.0, history=10, min_history=3)
+    for i, v in enumerate([1.0, 1.0, 1.0]):
+        assert e.evaluate(vol(v, i)) == []
+    assert e.evaluate(vol(50.0, 3)) == []  # history all equal: std 0, no z-score, no alert
+    e = engine(kind="vol_zscore", threshold=2.0, clear=1.0, history=10, min_history=3)
+    for i, v in enumerate([1.0, 2.0, 3.0]):  # mean 2, std 1
+        e.evaluate(vol(v, i))
+    assert e.evaluate(vol(0.0, 3)) == []  # z = -2: a collapse is no spike
+    # history [1, 2, 3, 0]: mean 1.5, std 1.29099; z(4.09) = 2.0077 -> fires
+    [a] = e.evaluate(vol(4.09, 4))
+    assert a["value"] == pytest.approx((4.09 - 1.5) / 1.2909944487358056)
+    # history [1, 2, 3, 0, 4.09]: mean 2.018, std 1.6105; z(3.6) = 0.982 <= clear: re-armed, no alert
+    assert e.evaluate(vol(3.6, 5)) == []
+    assert len(e.evaluate(vol(100.0, 6))) == 1  # fires again
+    stays = engine(kind="vol_zscore", threshold=2.0, clear=1.0, history=10, min_history=3)
+    for i, v in enumerate([1.0, 2.0, 3.0, 0.0, 4.09]):
+        stays.evaluate(vol(v, i))
+    assert stays.evaluate(vol(3.7, 5)) == []  # z = 1.044: over clear, still disarmed...
+    assert stays.evaluate(vol(100.0, 6)) == []  # ... so no second alert
+
+
+def test_engine_reports_whether_an_input_changed_its_state() -> None:
+    e = engine(kind="spread_bps", threshold=50.0, clear=40.0)
+    e.evaluate(book(10.0, 1))
+    assert not e.changed  # armed and below: nothing to remember
+    e.evaluate(book(60.0, 2))
+    assert e.changed and e.state_of("P") == {"armed": {"r": False}, "prices": {}, "vols": {}, "gaps": {}}
+    e.evaluate(book(45.0, 3))
+    assert not e.changed
+    e.evaluate(book(30.0, 4))
+    assert e.changed and e.state_of("P")["armed"] == {"r": True}
+    assert e.evaluate({"product_id": "P", "unrelated": 1}) == [] and not e.changed

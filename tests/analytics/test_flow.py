@@ -7,32 +7,13 @@ import orjson
 import pandas as pd
 import pytest
 
+from references import on_time, pandas_flow
+
 from rtca.analytics.flow import TradeFlow
 from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
 from rtca.functions.routing import convert
 
 W = 60_000
-
-
-def _pandas_flow(df: pd.DataFrame, window_ms: int) -> pd.DataFrame:
-    df = df.copy()
-    df["win"] = df["event_ms"] // window_ms * window_ms
-    df["taker_buy"] = df["side"] == "sell"  # the maker sold: the taker bought
-    df["notional"] = df["price"] * df["size"]
-    df["buy_volume"] = df["size"].where(df["taker_buy"], 0.0)
-    df["sell_volume"] = df["size"].where(~df["taker_buy"], 0.0)
-    df["buy_notional"] = df["notional"].where(df["taker_buy"], 0.0)
-    df["sell_notional"] = df["notional"].where(~df["taker_buy"], 0.0)
-    df["buy_count"] = df["taker_buy"].astype(int)
-    df["sell_count"] = (~df["taker_buy"]).astype(int)
-    df = df.sort_values(["product_id", "win", "event_ms"], kind="stable")
-    g = df.groupby(["product_id", "win"])
-    out = g[["buy_volume", "sell_volume", "buy_notional", "sell_notional", "buy_count", "sell_count"]].sum()
-    out["last_price"] = g["price"].last()
-    volume = out["buy_volume"] + out["sell_volume"]
-    out["imbalance"] = (out["buy_volume"] - out["sell_volume"]) / volume
-    out["vwap"] = (out["buy_notional"] + out["sell_notional"]) / volume
-    return out
 
 
 def _run(records: list[dict], window_ms: int) -> tuple[TradeFlow, pd.DataFrame]:
@@ -68,7 +49,7 @@ def test_synthetic_matches_equal_pandas() -> None:
     })
     records = [dict(r, event_ms=int(r["event_ms"])) for r in df.to_dict("records")]
     flow, got = _run(records, W)
-    _compare(got, _pandas_flow(df, W))
+    _compare(got, pandas_flow(df, W))
     assert got["window_ms"].eq(W).all()
     assert (got["buy_count"] + got["sell_count"]).sum() == n
 
@@ -83,11 +64,9 @@ def test_capture_matches_equal_pandas() -> None:
     # the reference keeps only what the production counts as on time (per product, window never goes back)
     df = pd.DataFrame(records)[["product_id", "event_ms", "side", "price", "size"]]
     window = 5_000
-    win = df["event_ms"] // window * window
-    late = win < win.groupby(df["product_id"]).cummax()
     flow, got = _run(records, window)
-    assert sum(p.late for p in flow.products.values()) == int(late.sum())
-    _compare(got, _pandas_flow(df[~late], window))
+    assert flow.late == on_time(df, window)[1]
+    _compare(got, pandas_flow(df, window))
 
 
 def test_taker_side_window_close_and_late_match() -> None:

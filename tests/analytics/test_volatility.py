@@ -9,6 +9,8 @@ import orjson
 import pandas as pd
 import pytest
 
+from references import on_time, pandas_vol
+
 from rtca.analytics.volatility import SECONDS_PER_YEAR, Volatility
 
 W = 60_000
@@ -26,22 +28,6 @@ def _stream(seed: int = 3, n: int = 4000) -> pd.DataFrame:
     })
 
 
-def _pandas_vol(df: pd.DataFrame, window_ms: int) -> tuple[pd.DataFrame, int]:
-    win = df["event_ms"] // window_ms * window_ms
-    late = win < win.groupby(df["product_id"]).cummax()  # the documented policy: behind the open window = late
-    ok = df[~late].assign(win=win[~late])
-    ok = ok.assign(r=np.log(ok["price"]).groupby([ok["product_id"], ok["win"]]).diff())
-    g = ok.groupby(["product_id", "win"])
-    out = pd.DataFrame({
-        "return_std": g["r"].std(ddof=1),
-        "n_returns": g["r"].count(),
-        "price": g["price"].last(),
-        "log_return": np.log(g["price"].last() / g["price"].first()),
-    })
-    out["realized_vol"] = out["return_std"] * np.sqrt(out["n_returns"] * SECONDS_PER_YEAR / (window_ms / 1000))
-    return out, int(late.sum())
-
-
 def test_volatility_equals_pandas_exactly_once_and_late_dropped() -> None:
     df = _stream()
     vol = Volatility(W)
@@ -51,7 +37,7 @@ def test_volatility_equals_pandas_exactly_once_and_late_dropped() -> None:
     rows += vol.flush()
     got = pd.DataFrame(rows).set_index(["product_id", "event_ms"]).sort_index()
     got.index.names = ["product_id", "win"]
-    expected, late = _pandas_vol(df, W)
+    expected, late = pandas_vol(df, W), on_time(df, W)[1]
     assert late > 10 and vol.late == late  # late prices dropped and counted
     assert not got.index.duplicated().any()  # exactly one record per product and window
     assert list(got.index) == list(expected.index)

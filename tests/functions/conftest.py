@@ -48,24 +48,35 @@ class FakeLogger:
     error = warning = debug = info
 
 
+@dataclass(frozen=True)
+class FakeMessage:
+    payload: bytes
+    id: Any
+
+    def data(self) -> bytes:
+        return self.payload
+
+    def message_id(self) -> Any:
+        return self.id
+
+
 class FakeReader:
-    def __init__(self, payloads: list[bytes]) -> None:
-        self._payloads = list(payloads)
+    def __init__(self, messages: list[FakeMessage]) -> None:
+        self._messages = list(messages)
 
     def has_message_available(self) -> bool:
-        return bool(self._payloads)
+        return bool(self._messages)
 
-    def read_next(self, timeout_millis: int | None = None) -> Any:
-        data = self._payloads.pop(0)
-        return type("Msg", (), {"data": lambda self: data})()
+    def read_next(self, timeout_millis: int | None = None) -> FakeMessage:
+        return self._messages.pop(0)
 
     def close(self) -> None:
         pass
 
 
 class FakeProducer:
-    def __init__(self, context: FakeContext, topic: str) -> None:
-        self.context, self.topic = context, topic
+    def __init__(self, context: FakeContext, topic: str, name: str | None = None) -> None:
+        self.context, self.topic, self.name = context, topic, name
 
     def send_async(self, data: bytes, callback: Callable[..., None] | None, **conf: Any) -> None:
         """Stores and completes at once (or fails, when the context says so)."""
@@ -82,6 +93,10 @@ class FakeProducer:
         if self.context.fail_publish:
             raise pulsar.Timeout()
 
+    def last_sequence_id(self) -> int:
+        """What the broker stored under this producer's name before (deduplicating publishers), else -1."""
+        return self.context.stored_sequence_ids.get(self.name, -1) if self.name else -1
+
 
 class FakeClient:
     """Readers serve what a topic holds in the context's `topics` (what earlier instances published)."""
@@ -89,11 +104,20 @@ class FakeClient:
     def __init__(self, context: FakeContext) -> None:
         self.context = context
 
-    def create_reader(self, topic: str, start: Any, **_: Any) -> FakeReader:
-        return FakeReader(self.context.topics.get(topic, []))
+    def create_reader(self, topic: str, start: Any, start_message_id_inclusive: bool = False, **_: Any
+                      ) -> FakeReader:  # fmt: skip
+        """From the earliest, or from `start` (a message id of that topic's `message_ids`)."""
+        payloads = self.context.topics.get(topic, [])
+        ids = self.context.message_ids.get(topic) or [FakeMessageId(1, i + 1) for i in range(len(payloads))]
+        messages = [FakeMessage(p, i) for p, i in zip(payloads, ids)]
+        if start is not pulsar.MessageId.earliest:
+            first = (start.ledger_id(), start.entry_id(), start.batch_index())
+            key = lambda m: (m.id.ledger, m.id.entry, m.id.batch)  # noqa: E731
+            messages = [m for m in messages if key(m) > first or (start_message_id_inclusive and key(m) == first)]
+        return FakeReader(messages)
 
-    def create_producer(self, topic: str, **_: Any) -> FakeProducer:
-        return FakeProducer(self.context, topic)
+    def create_producer(self, topic: str, producer_name: str | None = None, **_: Any) -> FakeProducer:
+        return FakeProducer(self.context, topic, producer_name)
 
 
 @dataclass
@@ -104,17 +128,26 @@ class FakeContext:
     output_topic: str = ""
     input_topic: str = "persistent://t/n/in"
     topics: dict[str, list[bytes]] = field(default_factory=dict)
+    #: Message ids of a topic's payloads where a test gives them (an input topic read back); else (1, 1), (1, 2)...
+    message_ids: dict[str, list[FakeMessageId]] = field(default_factory=dict)
     published: list[Published] = field(default_factory=list)
     acked: list[Any] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     fail_publish: bool = False
+    #: Producer name -> the highest sequence id the broker stored under it (what a new producer is told).
+    stored_sequence_ids: dict[str, int] = field(default_factory=dict)
     logger: FakeLogger = field(default_factory=FakeLogger)
     _message_id: Any = None
     _properties: dict[str, str] = field(default_factory=dict)
+    _topic: str = ""
+    _input_topics: set[str] = field(default_factory=set)
 
-    def run(self, function: Any, payload: bytes, message_id: FakeMessageId, properties: dict[str, str] | None = None
-            ) -> None:  # fmt: skip
+    def run(self, function: Any, payload: bytes, message_id: FakeMessageId, properties: dict[str, str] | None = None,
+            *, topic: str | None = None) -> None:  # fmt: skip
+        """Process one message (from `topic`, default `input_topic`)."""
         self._message_id, self._properties = message_id, properties or {}
+        self._topic = topic or self.input_topic
+        self._input_topics.add(self._topic)
         function.process(payload, self)
 
     # --- the Context API our functions use -----------------------------------------------------------------------
@@ -122,7 +155,7 @@ class FakeContext:
         return self._message_id
 
     def get_current_message_topic_name(self) -> str:
-        return self.input_topic
+        return self._topic or self.input_topic
 
     def get_message_properties(self) -> dict[str, str]:
         return self._properties
@@ -142,11 +175,20 @@ class FakeContext:
     def get_pulsar_client(self) -> FakeClient:
         return FakeClient(self)
 
+    def get_function_tenant(self) -> str:
+        return "t"
+
+    def get_function_namespace(self) -> str:
+        return "n"
+
+    def get_function_name(self) -> str:
+        return "fn"
+
     def record_metric(self, name: str, value: float) -> None:
         self.metrics[name] = self.metrics.get(name, 0) + value
 
     def ack(self, msgid: Any, topic: str) -> None:
-        assert topic == self.input_topic
+        assert topic in self._input_topics or topic == self.input_topic, topic
         self.acked.append(msgid)
 
 

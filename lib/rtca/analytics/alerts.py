@@ -12,6 +12,11 @@ hysteresis margin). State is per (rule, key): key = product, or the feed source 
 already reported (first_missing <= the last reported last_missing) is not reported again.
 
 Rule kinds and their value: see ``infra/alerts.yaml``.
+
+State is per key (`key_of`): `state_of(key)` gives everything the rules keep for one key as JSON-ready data (armed
+flags, the prices of the price-move window, the volatility history, the last reported gap) and `resume(key, state)`
+takes it back, so the alerts function can rebuild the engine after a restart (`rtca.functions.alerts`). `changed`
+tells whether the last `evaluate` changed any state (a record that changes none need not be remembered).
 """
 
 from __future__ import annotations
@@ -99,12 +104,56 @@ class AlertEngine:
     _prices: dict[tuple[str, str], deque[tuple[int, float]]] = field(default_factory=dict)
     _vols: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
     _gaps: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Whether the last `evaluate` changed any state.
+    changed: bool = False
 
     def _by_kind(self, kind: str) -> list[Rule]:
         return [r for r in self.rules if r.kind == kind]
 
+    @staticmethod
+    def key_of(record: Mapping[str, Any]) -> str | None:
+        """The key whose state `record` can change: the feed source for a feed-health tick, else the product."""
+        if record.get("kind") == "tick":
+            return str(record.get("source") or "feed")
+        product = record.get("product_id")
+        return product if isinstance(product, str) else None
+
+    def state_of(self, key: str) -> dict[str, Any]:
+        """Everything the rules keep for `key` (JSON-ready): armed flags, price windows, volatility histories,
+        last reported gaps, each by rule name."""
+        state: dict[str, Any] = {"armed": {}, "prices": {}, "vols": {}, "gaps": {}}
+        for rule in self.rules:
+            k = (rule.name, key)
+            if k in self.armed:
+                state["armed"][rule.name] = self.armed[k]
+            if k in self._prices:
+                state["prices"][rule.name] = [list(p) for p in self._prices[k]]
+            if k in self._vols:
+                state["vols"][rule.name] = list(self._vols[k])
+            if k in self._gaps:
+                state["gaps"][rule.name] = self._gaps[k]
+        return state
+
+    def resume(self, key: str, state: Mapping[str, Any]) -> None:
+        """Take `key`'s state from `state_of` (rules it does not name start afresh; unknown rule names are
+        ignored)."""
+        for rule in self.rules:
+            k = (rule.name, key)
+            for table in (self.armed, self._prices, self._vols, self._gaps):
+                table.pop(k, None)  # type: ignore[attr-defined]
+            name = rule.name
+            if name in state.get("armed", {}):
+                self.armed[k] = bool(state["armed"][name])
+            if name in state.get("prices", {}):
+                self._prices[k] = deque((int(t), float(p)) for t, p in state["prices"][name])
+            if name in state.get("vols", {}):
+                self._vols[k] = deque((float(v) for v in state["vols"][name]), maxlen=rule.history)
+            if name in state.get("gaps", {}):
+                self._gaps[k] = int(state["gaps"][name])
+
     def evaluate(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The alerts one record raises (usually none)."""
+        """The alerts one record raises (usually none); sets `changed`."""
+        self.changed = False
         kind = record.get("kind")
         if kind == "tick":
             return self._feed_stalled(record)
@@ -127,10 +176,12 @@ class AlertEngine:
         armed = self.armed.get(state_key, True)
         if armed and value > rule.threshold:
             self.armed[state_key] = False
+            self.changed = True
             return [alert_record(rule.name, rule.severity, key, event_ms, received_ms, value, rule.threshold,
                                  message.format(value=value, threshold=rule.threshold))]  # fmt: skip
         if not armed and value <= rule.clear_level:
             self.armed[state_key] = True
+            self.changed = True
         return []
 
     # --- the rules -------------------------------------------------------------------------------------------------
@@ -142,6 +193,7 @@ class AlertEngine:
         for rule in self._by_kind("price_move"):
             prices = self._prices.setdefault((rule.name, product), deque())
             prices.append((event_ms, price))
+            self.changed = True
             horizon = event_ms - rule.window_s * 1000
             while prices and prices[0][0] < horizon:
                 prices.popleft()
@@ -168,6 +220,7 @@ class AlertEngine:
                                        record.get("received_ms"),
                                        f"{product} realized vol z-score {{value:.2f}} (over {{threshold:g}})")
             history.append(float(vol))
+            self.changed = True
         return out
 
     def _spread(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -201,6 +254,7 @@ class AlertEngine:
             if missed <= rule.threshold or first <= self._gaps.get(key, -1):
                 continue
             self._gaps[key] = last
+            self.changed = True
             alert = alert_record(rule.name, rule.severity, product, record.get("ts_ms"), record.get("ts_ms"),
                                  missed, rule.threshold,
                                  f"{product}: {int(missed)} missed trades ({first}..{last})")  # fmt: skip

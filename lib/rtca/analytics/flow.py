@@ -13,16 +13,18 @@ Record (the ``coinbase_trade_flow`` columns): ``event_ms`` = window start, ``win
 notional (sum of price * size), ``imbalance`` = (buy - sell) / (buy + sell) by volume, ``vwap`` = notional /
 volume, ``last_price`` = price of the last match by event order (ties: arrival order).
 
-State is a few numbers per product (`state`/`from_state` round-trip through JSON).
+State is a few numbers per product (`rtca.analytics.windows`: round-trips through JSON).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-DEFAULT_WINDOW_MS = 60_000
+from rtca.analytics.windows import DEFAULT_WINDOW_MS, WindowsByProduct
+
+__all__ = ["DEFAULT_WINDOW_MS", "FlowWindow", "TradeFlow"]
 
 
 @dataclass(slots=True)
@@ -67,22 +69,11 @@ class FlowWindow:
         }  # fmt: skip
 
 
-@dataclass(slots=True)
-class ProductFlow:
-    window: FlowWindow | None = None
-    late: int = 0
-
-
 @dataclass
-class TradeFlow:
+class TradeFlow(WindowsByProduct):
     """All products' open windows; `update(match)` gives the records of the windows it closes (0 or 1)."""
 
-    window_ms: int = DEFAULT_WINDOW_MS
-    products: dict[str, ProductFlow] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.window_ms <= 0:
-            raise ValueError(f"window_ms must be > 0, not {self.window_ms}")
+    window_class: ClassVar[type] = FlowWindow
 
     def update(self, match: Mapping[str, Any]) -> list[dict[str, Any]]:
         product = match["product_id"]
@@ -93,9 +84,7 @@ class TradeFlow:
         if side not in ("buy", "sell"):
             raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
         price, size = float(match["price"]), float(match["size"])
-        flow = self.products.get(product)
-        if flow is None:
-            flow = self.products[product] = ProductFlow()
+        flow = self.product(product)
         start = event_ms // self.window_ms * self.window_ms
         out: list[dict[str, Any]] = []
         current = flow.window
@@ -108,23 +97,3 @@ class TradeFlow:
             current = flow.window = FlowWindow(start)
         current.add(side == "sell", price, size, event_ms, match.get("received_ms"))
         return out
-
-    def flush(self) -> list[dict[str, Any]]:
-        """Close every open window (end of a finite stream; the function never calls it)."""
-        out = [f.window.record(p, self.window_ms) for p, f in self.products.items() if f.window is not None]
-        for flow in self.products.values():
-            flow.window = None
-        return out
-
-    def state(self) -> dict[str, Any]:
-        return {"window_ms": self.window_ms,
-                "products": {p: {"late": f.late, "window": asdict(f.window) if f.window else None}
-                             for p, f in self.products.items()}}  # fmt: skip
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> TradeFlow:
-        flow = cls(int(state["window_ms"]))
-        for product, s in state["products"].items():
-            window = FlowWindow(**s["window"]) if s["window"] else None
-            flow.products[product] = ProductFlow(window, int(s["late"]))
-        return flow

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-DEFAULT_WINDOW_MS = 60_000
+from rtca.analytics.windows import DEFAULT_WINDOW_MS, WindowsByProduct
+
+__all__ = ["DEFAULT_WINDOW_MS", "SECONDS_PER_YEAR", "Volatility", "VolWindow"]
 SECONDS_PER_YEAR = 365 * 24 * 3600
 
 
@@ -68,26 +70,11 @@ class VolWindow:
         }  # fmt: skip
 
 
-@dataclass(slots=True)
-class ProductVol:
-    window: VolWindow | None = None
-    late: int = 0
-
-
 @dataclass
-class Volatility:
+class Volatility(WindowsByProduct):
     """All products' open windows; `update(ticker)` gives the records of the windows it closes (0 or 1)."""
 
-    window_ms: int = DEFAULT_WINDOW_MS
-    products: dict[str, ProductVol] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.window_ms <= 0:
-            raise ValueError(f"window_ms must be > 0, not {self.window_ms}")
-
-    @property
-    def late(self) -> int:
-        return sum(p.late for p in self.products.values())
+    window_class: ClassVar[type] = VolWindow
 
     def update(self, ticker: Mapping[str, Any]) -> list[dict[str, Any]]:
         product = ticker["product_id"]
@@ -98,9 +85,7 @@ class Volatility:
         if not (math.isfinite(price) and price > 0):
             raise ValueError(f"price must be finite and > 0, not {ticker['price']!r}")
         received_ms = ticker.get("received_ms")
-        pv = self.products.get(product)
-        if pv is None:
-            pv = self.products[product] = ProductVol()
+        pv = self.product(product)
         start = event_ms // self.window_ms * self.window_ms
         window = pv.window
         if window is not None and start < window.start_ms:
@@ -114,22 +99,3 @@ class Volatility:
         else:
             window.add(price, received_ms)
         return out
-
-    def flush(self) -> list[dict[str, Any]]:
-        """Close every open window (end of a finite stream; the function never calls it)."""
-        out = [v.window.record(p, self.window_ms) for p, v in self.products.items() if v.window is not None]
-        for pv in self.products.values():
-            pv.window = None
-        return out
-
-    def state(self) -> dict[str, Any]:
-        return {"window_ms": self.window_ms,
-                "products": {p: {"late": v.late, "window": asdict(v.window) if v.window else None}
-                             for p, v in self.products.items()}}  # fmt: skip
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> Volatility:
-        vol = cls(int(state["window_ms"]))
-        for product, s in state["products"].items():
-            vol.products[product] = ProductVol(VolWindow(**s["window"]) if s["window"] else None, int(s["late"]))
-        return vol

@@ -2,8 +2,17 @@
 
 Inputs are told apart by their shape (`rtca.analytics.alerts.AlertEngine.evaluate`), so one instance takes all
 four topics. Rules: userConfig ``rules`` (the list under ``rules:`` in ``infra/alerts.yaml``, rendered by
-deploy), else the file ``rules_file``, else ``infra/alerts.yaml`` of the checkout. Hysteresis state is in memory:
-after a restart an alert whose condition still holds fires once more. userConfig: ``dead_letter``.
+deploy), else the file ``rules_file``, else ``infra/alerts.yaml`` of the checkout.
+
+Restart: state is per key (product; feed source for ``feed_stalled``): armed flags (hysteresis), the prices of
+the price-move window, the volatility history, the last reported gap (`AlertEngine.state_of`). Every alert record
+carries its key's state after the input that fired it (``state``, ``sources``, ``version``), and a key whose state
+changed without an alert gets a ``state`` record on the companion topic ``state_topic`` after ``checkpoint_every``
+(256) such inputs; those inputs stay unacknowledged until then, and an input that changes no state (most book and
+feed-health records) is acknowledged at once. A restarted instance takes per key the checkpoint with the highest
+version from both topics and skips redelivered inputs by message id (`rtca.functions.resume`), so an alert whose
+condition persists across a restart does not fire again, and one that re-armed before it can fire.
+userConfig: ``dead_letter``, ``state_topic``, optional ``checkpoint_every``.
 """
 
 from __future__ import annotations
@@ -12,11 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from rtca.analytics.alerts import AlertEngine, load_rules, parse_rules
-from rtca.functions.flow import DerivedFunction
+from rtca.functions.resume import CheckpointedFunction, Output
 from rtca.functions.runtime import Context
 
 
-class AlertsFunction(DerivedFunction):
+class AlertsFunction(CheckpointedFunction):
     name = "alerts"
 
     def setup(self, context: Context, config: Mapping[str, Any]) -> AlertEngine:
@@ -30,5 +39,18 @@ class AlertsFunction(DerivedFunction):
             path = PROJECT_ROOT / "infra" / "alerts.yaml"
         return AlertEngine(load_rules(path))
 
-    def compute(self, record: dict[str, Any], context: Context) -> list[tuple[str, dict[str, Any]]]:
+    def key_of(self, record: Mapping[str, Any]) -> str | None:
+        return self.engine.key_of(record)  # type: ignore[no-any-return]
+
+    def compute(self, record: dict[str, Any], context: Context) -> list[Output]:
         return [(self._output, alert) for alert in self.engine.evaluate(record)]
+
+    def changed(self) -> bool:
+        return self.engine.changed  # type: ignore[no-any-return]
+
+    def state_of(self, key: str) -> dict[str, Any]:
+        return self.engine.state_of(key)  # type: ignore[no-any-return]
+
+    def resume_key(self, key: str, state: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
+        self.engine.resume(key, state)
+        return True

@@ -2,36 +2,155 @@
 
 Valid summaries go to the output topic (``coinbase-book``); a crossed book or an update before a snapshot goes, as
 an alert record (rule ``book_crossed`` / ``book_no_snapshot``), to the ``alerts`` topic, and the product's book
-waits for the next snapshot. State is in memory only: after a restart a product's book waits for a snapshot
-(the exchange sends one per subscription, so until ingest resubscribes that product publishes nothing).
-userConfig: ``dead_letter``, ``alerts``, optional ``cadence_ms`` (1000) and ``depth_bps`` (50).
+waits for the next snapshot.
+
+Restart policy (a book has thousands of levels: no record can carry it): every summary carries the id of the
+input it answers (``source``: topic, message_id) and of the snapshot its book was built from (``snapshot_id``).
+A restarted instance reads the last summary per product from its output topic and re-reads its input topic from
+the oldest of those snapshots to the last message stored at that moment, rebuilding every book as it was. Inputs
+up to each product's last summary are applied silently; the summaries of later ones (lost, or never made before
+the restart) are published, as the first run would have; problems are not reported a second time. Redelivered
+inputs up to the last one re-read are then skipped by message id. So after a restart the book resumes exactly,
+without a duplicate summary and without an invalid one. The re-reading needs the input's retention (the
+workbench's namespace keeps everything); when it would read more than ``max_replay`` messages, the instance drops
+every book instead and waits for the next snapshot of each product (publishing nothing for it until then), as it
+does for a product without a summary yet whose snapshot lies before that point.
+
+userConfig: ``dead_letter``, ``alerts``, optional ``cadence_ms`` (1000), ``depth_bps`` (50), ``max_replay``
+(2,000,000).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from rtca.analytics.alerts import book_problem_alert
 from rtca.analytics.book import DEFAULT_CADENCE_MS, DEFAULT_DEPTH_BPS, BookTracker
-from rtca.functions.flow import DerivedFunction
-from rtca.functions.runtime import Context, user_config
+from rtca.functions.resume import (
+    DECODE_ERRORS,
+    Output,
+    StatefulFunction,
+    id_key,
+    id_list,
+    json_records,
+    read_from,
+    read_topic,
+)
+from rtca.functions.runtime import Context, MessageIdKey, user_config
+
+DEFAULT_MAX_REPLAY = 2_000_000
 
 
-class OrderBookFunction(DerivedFunction):
+@dataclass(frozen=True, slots=True)
+class LastSummary:
+    """Where a product's last published summary came from."""
+
+    snapshot: list[int]  # id of the snapshot its book was built from
+    source: MessageIdKey  # the input it answered
+    bucket: int  # its cadence bucket
+
+
+class OrderBookFunction(StatefulFunction):
     name = "book"
 
     def setup(self, context: Context, config: Mapping[str, Any]) -> BookTracker:
         self._alerts = user_config(context, "alerts")
+        self._max_replay = int(config.get("max_replay", DEFAULT_MAX_REPLAY))
+        self._snapshots: dict[str, list[int]] = {}  # product -> id of the snapshot of its current book
+        self._replayed: dict[str, MessageIdKey] = {}  # input topic -> last message re-read at start
         return BookTracker(int(config.get("cadence_ms", DEFAULT_CADENCE_MS)),
                            float(config.get("depth_bps", DEFAULT_DEPTH_BPS)))  # fmt: skip
 
-    def compute(self, record: dict[str, Any], context: Context) -> list[tuple[str, dict[str, Any]]]:
+    def message_key(self, topic: str, record: Mapping[str, Any]) -> str | None:
+        # Problems share the alerts topic with the alerts function's records, keyed by product: a key of their own
+        # keeps compaction from dropping those.
+        product = record.get("product_id")
+        return product if topic == self._output else f"{product}/book"
+
+    def already_done(self, key: str | None, topic: str, message_id: MessageIdKey) -> bool:
+        last = self._replayed.get(topic)
+        return last is not None and message_id <= last
+
+    def compute(self, record: dict[str, Any], context: Context) -> list[Output]:
+        return self._apply(record, context.get_current_message_topic_name(), id_list(context.get_message_id()),
+                           context)  # fmt: skip
+
+    def _apply(self, record: dict[str, Any], topic: str, message_id: list[int], context: Context | None
+               ) -> list[Output]:  # fmt: skip
         outputs = []
-        for out in self.engine.update(record):
+        product = record["product_id"]
+        results = self.engine.update(record)
+        if record.get("type") == "snapshot":
+            self._snapshots[product] = message_id
+        for out in results:
             if out.get("valid"):
+                out["source"] = {"topic": topic, "message_id": message_id}
+                out["snapshot_id"] = self._snapshots.get(product)
                 outputs.append((self._output, out))
             else:
-                context.record_metric("book_problems", 1)
+                if context is not None:
+                    context.record_metric("book_problems", 1)
                 outputs.append((self._alerts, book_problem_alert(out)))
         return outputs
+
+    # --- restart -------------------------------------------------------------------------------------------------
+    def restore(self, context: Context) -> None:
+        client = context.get_pulsar_client()
+        last: dict[str, dict[str, Any]] = {}
+        for record in json_records(read_topic(client, self._output)):
+            if record.get("valid") and record.get("snapshot_id") and isinstance(record.get("source"), dict):
+                last[record["product_id"]] = record
+        by_topic: dict[str, dict[str, LastSummary]] = {}
+        starts: dict[str, list[int]] = {}
+        for product, record in last.items():
+            try:
+                topic, snapshot = record["source"]["topic"], [int(v) for v in record["snapshot_id"]]
+                summary = LastSummary(snapshot, id_key(record["source"]["message_id"]),
+                                      int(record["event_ms"]) // self.engine.cadence_ms)  # fmt: skip
+            except (*DECODE_ERRORS, IndexError):
+                continue
+            by_topic.setdefault(topic, {})[product] = summary
+            if topic not in starts or id_key(snapshot) < id_key(starts[topic]):
+                starts[topic] = snapshot
+        for topic, products in by_topic.items():
+            self._replay(context, topic, starts[topic], products)
+
+    def _replay(self, context: Context, topic: str, start: Sequence[int], products: Mapping[str, LastSummary]
+                ) -> None:  # fmt: skip
+        """Re-read `topic` from `start` to its end, rebuilding the books; publish what the first run had not."""
+        log = context.get_logger()
+        outputs: list[Output] = []
+        read, last_id = 0, None
+        for message_id, payload in read_from(context.get_pulsar_client(), topic, start):
+            read += 1
+            if read > self._max_replay:
+                log.warning("book: more than %d messages to re-read in %s: every book waits for a snapshot",
+                            self._max_replay, topic)  # fmt: skip
+                self.engine.products.clear()
+                self._snapshots.clear()
+                return
+            last_id = message_id
+            try:
+                record = orjson.loads(payload)
+                product = record["product_id"]
+                known = products.get(product)
+                if known is not None and message_id < id_key(known.snapshot):
+                    continue  # before the snapshot of its last summary: that book starts there
+                results = self._apply(record, topic, [*message_id, start[3] if len(start) > 3 else -1], None)
+            except (*DECODE_ERRORS, AttributeError):
+                continue  # the first run sent it to the dead letter
+            if known is not None and message_id <= known.source:
+                if message_id == known.source:  # the cadence goes on from that summary
+                    self.engine.state_of(product).last_bucket = known.bucket
+                continue
+            outputs += [(t, out) for t, out in results if t == self._output]  # problems were reported already
+        if last_id is not None:
+            self._replayed[topic] = last_id
+        if outputs:
+            self.publish(context, outputs, inputs=[])  # their inputs: settled when the subscription redelivers them
+        log.info("book: rebuilt %d books from %d messages of %s, published %d summaries the first run had not",
+                 len(products), read, topic, len(outputs))  # fmt: skip

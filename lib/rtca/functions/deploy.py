@@ -58,6 +58,8 @@ class FunctionSpec:
     #: Have Pulsar compact the output topic (latest record per key), so that a restarted function that rebuilds its
     #: state from its output reads one record per product plus the recent tail, not the whole history.
     compact_output: bool = False
+    #: Other topics it keeps its state in (checkpoints read back after a restart), compacted like the output.
+    state_topics: tuple[str, ...] = ()
 
     @property
     def source_file(self) -> Path:
@@ -139,22 +141,25 @@ def function_specs(settings: Settings, *, name_prefix: str = "") -> list[Functio
             inputs=(topic(t.level2),), output=topic(t.book),
             user_config={"dead_letter": topic(t.dead_letter), "alerts": topic(t.alerts), "cadence_ms": 1000,
                          "depth_bps": 50},
+            compact_output=True,
         ),
         FunctionSpec(
             name=name_prefix + TRADE_FLOW, module="rtca.functions.flow", class_name="TradeFlowFunction",
             inputs=(topic(t.matches),), output=topic(t.trade_flow),
-            user_config={"dead_letter": topic(t.dead_letter), "window_ms": 60_000},
+            user_config={"dead_letter": topic(t.dead_letter), "window_ms": 60_000}, compact_output=True,
         ),
         FunctionSpec(
             name=name_prefix + VOLATILITY, module="rtca.functions.volatility", class_name="VolatilityFunction",
             inputs=(topic(t.ticker),), output=topic(t.volatility),
-            user_config={"dead_letter": topic(t.dead_letter), "window_ms": 60_000},
+            user_config={"dead_letter": topic(t.dead_letter), "window_ms": 60_000}, compact_output=True,
         ),
         FunctionSpec(
             name=name_prefix + ALERTS, module="rtca.functions.alerts", class_name="AlertsFunction",
             inputs=(topic(t.ticker), topic(t.book), topic(t.volatility), topic(t.feed_health)),
             output=topic(t.alerts),
-            user_config={"dead_letter": topic(t.dead_letter), "rules": alert_rules(settings)},
+            user_config={"dead_letter": topic(t.dead_letter), "rules": alert_rules(settings),
+                         "state_topic": topic(t.alerts_state)},
+            compact_output=True, state_topics=(topic(t.alerts_state),),
         ),
     ]  # fmt: skip
 
@@ -277,8 +282,8 @@ def deploy(
                 raise _fail(f"{action[:-1]}e function {spec.name}", response, hint)
             results.append((spec, action))
         for spec in specs:
-            if spec.compact_output and spec.output:
-                _ensure_compaction(admin, spec.output)
+            for topic in (*([spec.output] if spec.compact_output and spec.output else []), *spec.state_topics):
+                _ensure_compaction(admin, topic)
         return [_wait_running(admin, settings, spec, action, wait, say) for spec, action in results]
 
 

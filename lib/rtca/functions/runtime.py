@@ -9,6 +9,7 @@ when the function returns nothing, before such publishes complete: a crash could
 from __future__ import annotations
 
 import gc
+import hashlib
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -58,6 +59,9 @@ class Context(Protocol):
                 compression_type: Any = ..., callback: Any = ..., message_conf: Any = ...) -> None: ...  # fmt: skip
     def ack(self, msgid: Any, topic: str) -> None: ...
     def record_metric(self, metric_name: str, metric_value: float) -> None: ...
+    def get_function_tenant(self) -> str: ...
+    def get_function_namespace(self) -> str: ...
+    def get_function_name(self) -> str: ...
 
 
 def freeze_startup_objects() -> None:
@@ -105,12 +109,12 @@ def received_ms_of(properties: Mapping[str, str]) -> int:
 
 
 class _Countdown:
-    """An input answered by several records: acknowledged when the last of them is stored."""
+    """Inputs answered by several records: acknowledged when the last of them is stored."""
 
-    __slots__ = ("message_id", "source", "_left", "_lock")
+    __slots__ = ("inputs", "_left", "_lock")
 
-    def __init__(self, message_id: Any, source: str, records: int) -> None:
-        self.message_id, self.source, self._left = message_id, source, records
+    def __init__(self, inputs: list[tuple[Any, str]], records: int) -> None:
+        self.inputs, self._left = inputs, records
         self._lock = threading.Lock()  # confirmations arrive on the client's threads and the sweeper's
 
     def stored(self) -> bool:
@@ -120,8 +124,9 @@ class _Countdown:
             return self._left == 0
 
 
-_Entry = tuple[Any, str] | _Countdown
-"""An input waiting for its record(s): (message id, source topic), or a countdown over several records."""
+_Entry = tuple[Any, str] | list[tuple[Any, str]] | _Countdown
+"""Input(s) waiting for their record(s): (message id, source topic); a list of them (a checkpoint settles every
+input its state took in); or a countdown over several records."""
 
 
 @dataclass
@@ -131,6 +136,24 @@ class _Output:
     producer: Any
     pending: list[_Entry] = field(default_factory=list)
     marked_ns: int = 0
+    #: Deduplicated outputs only: the highest sequence id handed to the producer (or stored under its name before).
+    last_sequence_id: int | None = None
+
+
+# Sequence ids of deduplicated records: the input's (ledger, entry, batch index + 1) packed into 63 bits, + 1 (the
+# client treats 0 as "none"). Ledger ids grow over a topic's life, entries within a ledger, batch indexes within an
+# entry: the packed ids grow with the input's position, as the broker's deduplication requires.
+_ENTRY_BITS, _BATCH_BITS = 20, 14
+_LEDGER_LIMIT, _ENTRY_LIMIT, _BATCH_LIMIT = 1 << (63 - _ENTRY_BITS - _BATCH_BITS), 1 << _ENTRY_BITS, 1 << _BATCH_BITS
+
+
+def input_sequence_id(message_id: Any) -> int | None:
+    """The sequence id of the record answering the input `message_id`, or None when the position does not fit
+    (more than a million entries in one ledger or 16,382 messages in one batch: far beyond Pulsar's defaults)."""
+    ledger, entry, batch = message_id.ledger_id(), message_id.entry_id(), message_id.batch_index() + 1
+    if not (0 <= ledger < _LEDGER_LIMIT - 1 and 0 <= entry < _ENTRY_LIMIT and 0 <= batch < _BATCH_LIMIT):
+        return None
+    return ((ledger << _ENTRY_BITS | entry) << _BATCH_BITS | batch) + 1
 
 
 class Publisher:
@@ -147,9 +170,22 @@ class Publisher:
     Its own producers (not ``context.publish``, which adds a serde lookup, a copy and a callback layer per message)
     batch for 10 ms and never time a send out (as the runtime's output producer), so a broker outage delays records
     instead of losing them.
+
+    ``dedup=True`` (a function answering each input with at most one record per output topic, e.g. the router)
+    makes a republished input no duplicate. Pulsar redelivers every input not yet acknowledged when an instance dies
+    or the broker restarts, and a function processes it again: without this, its record would be stored twice. Each
+    record gets a sequence id derived from its input's position (`input_sequence_id`), and each (input topic, output
+    topic) pair a producer name derived from the function and the two topics, the same in every instance and after
+    every restart: the broker's deduplication (on for the namespace) then drops a record whose sequence id is not
+    above the highest it stored under that name, which it reports to a new producer. A record at or below that
+    mark, or below what this instance already handed to its producer, is not sent again: its input is acknowledged
+    with the records sent after it (a batch mixing old and new records would otherwise be dropped whole). These
+    producers do not batch: with batching, the client and the broker take a batch's sequence ids to be consecutive
+    from its first one (checked: ids 10, 20, 30 in one batch, and a new producer of that name is told 10), so what
+    they report as stored would be below what is, and records after it would be stored twice.
     """
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, *, dedup: bool = False) -> None:
         config = context.get_user_config_map()
         self.ack_every = max(1, int(config.get("ack_every", 64)))
         self.ack_after_ns = int(float(config.get("ack_after_ms", 50)) * 1e6)
@@ -157,6 +193,7 @@ class Publisher:
         self._context = context
         self._log = context.get_logger()
         self._outputs: dict[str, _Output] = {}
+        self._dedup = dedup
         self._lock = threading.Lock()  # the sweeper and the function's thread share the pending lists
         sweep_ms = float(config.get("ack_sweep_ms", 200))
         if sweep_ms > 0:
@@ -173,6 +210,35 @@ class Publisher:
             output = self._outputs[topic] = _Output(producer)
         return output
 
+    def _dedup_output(self, topic: str, source: str) -> _Output:
+        """The deduplicating producer of (input topic `source`, output `topic`), created under its stable name.
+
+        Creating it waits as long as it takes (a broker restarting, or the previous instance's producer of the same
+        name still registered): going on with later inputs meanwhile would put their records before this one's."""
+        key = f"{source}>{topic}"
+        output = self._outputs.get(key)
+        if output is not None:
+            return output
+        context = self._context
+        function = f"{context.get_function_tenant()}/{context.get_function_namespace()}/{context.get_function_name()}"
+        name = f"rtca:{function}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        delay = 0.5
+        while True:
+            try:
+                producer = self._client.create_producer(
+                    topic, producer_name=name, block_if_queue_full=True, batching_enabled=False, send_timeout_millis=0,
+                )  # fmt: skip
+                break
+            except Exception as exc:  # noqa: BLE001 - e.g. ProducerBusy until the broker drops the old connection
+                self._log.warning("creating producer %s on %s failed (%s); retrying in %.1f s", name, topic, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        last = int(producer.last_sequence_id())
+        self._log.info("producer %s on %s (input %s): broker has stored up to sequence id %d", name, topic, source,
+                       last)  # fmt: skip
+        output = self._outputs[key] = _Output(producer, last_sequence_id=last)
+        return output
+
     def publish_then_ack(self, context: Context, topic: str, data: bytes, *, key: str | None = None,
                          event_ms: int | None = None, source: str | None = None, message_id: Any = None) -> None:  # fmt: skip
         """Publish `data` to `topic`; the current input (`message_id` from topic `source`: looked up when not
@@ -182,22 +248,34 @@ class Publisher:
         self._send(topic, data, key, event_ms, entry)
 
     def publish_all_then_ack(self, context: Context, records: Sequence[tuple[str, bytes, str | None, int | None]],
-                             *, source: str | None = None) -> None:  # fmt: skip
+                             *, source: str | None = None, inputs: Sequence[tuple[Any, str]] | None = None
+                             ) -> None:  # fmt: skip
         """Several (topic, data, key, event_ms) records answering the current input: the input is acknowledged
-        once every one of them is stored, whatever topics they go to. None at all: acknowledged now."""
-        message_id = context.get_message_id()
-        source = source or context.get_current_message_topic_name()
+        once every one of them is stored, whatever topics they go to. None at all: acknowledged now.
+
+        `inputs`, (message id, topic) pairs, are acknowledged instead of the current input: a checkpoint record
+        settles every input whose effect its state holds; an empty list acknowledges nothing (records rebuilt at
+        start, whose inputs the subscription settles)."""
+        if inputs is None:
+            pairs = [(context.get_message_id(), source or context.get_current_message_topic_name())]
+            entry: _Entry = pairs[0]
+        else:
+            entry = pairs = list(inputs)
         if len(records) <= 1:
             if not records:
-                context.ack(message_id, source)
+                for message_id, topic in pairs:
+                    context.ack(message_id, topic)
             for topic, data, key, event_ms in records:
-                self._send(topic, data, key, event_ms, (message_id, source))
+                self._send(topic, data, key, event_ms, entry)
             return
-        countdown = _Countdown(message_id, source, len(records))
+        countdown = _Countdown(pairs, len(records))
         for topic, data, key, event_ms in records:
             self._send(topic, data, key, event_ms, countdown)
 
     def _send(self, topic: str, data: bytes, key: str | None, event_ms: int | None, entry: _Entry) -> None:
+        if self._dedup and type(entry) is tuple:
+            self._send_once(topic, data, key, event_ms, entry)  # type: ignore[arg-type]
+            return
         output = self._output(topic)
         now = time.monotonic_ns()
         with self._lock:  # held across the send: a sweep must only see inputs whose records were sent
@@ -211,6 +289,28 @@ class Publisher:
                 output.producer.send_async(data, callback, partition_key=key, event_timestamp=event_ms)
             else:
                 output.producer.send_async(data, callback, partition_key=key)
+
+    def _send_once(self, topic: str, data: bytes, key: str | None, event_ms: int | None,
+                   entry: tuple[Any, str]) -> None:  # fmt: skip
+        """`_send` of a deduplicated record: with the sequence id of its input, unless it was sent before."""
+        output = self._dedup_output(topic, entry[1])
+        sequence_id = input_sequence_id(entry[0])
+        now = time.monotonic_ns()
+        with self._lock:
+            pending = output.pending
+            pending.append(entry)
+            last = output.last_sequence_id
+            if sequence_id is None:  # beyond the packing: sent on (never lost), only not deduplicated
+                sequence_id = (last or 0) + 1
+            elif last is not None and sequence_id <= last:
+                return  # sent (or stored) already: acknowledged with the next confirmation or sweep
+            output.last_sequence_id = sequence_id
+            callback = None
+            if len(pending) >= self.ack_every or now - output.marked_ns >= self.ack_after_ns:
+                output.pending, output.marked_ns = [], now
+                callback = partial(self._stored, pending, topic)
+            output.producer.send_async(data, callback, partition_key=key, sequence_id=sequence_id,
+                                       event_timestamp=event_ms if event_ms is not None and event_ms > 0 else None)
 
     def _stored(self, inputs: list[_Entry], topic: str, result: Any, _message_id: Any) -> None:
         # Runs on the client's thread: an exception escaping here would kill the instance.
@@ -228,8 +328,12 @@ class Publisher:
         for entry in inputs:
             if type(entry) is tuple:
                 ack(*entry)
+            elif type(entry) is list:
+                for pair in entry:
+                    ack(*pair)
             elif entry.stored():  # type: ignore[union-attr]
-                ack(entry.message_id, entry.source)  # type: ignore[union-attr]
+                for pair in entry.inputs:  # type: ignore[union-attr]
+                    ack(*pair)
 
     def sweep(self, *, older_than_ns: int | None = None) -> int:
         """Flush and acknowledge the inputs waiting longer than `older_than_ns` (default `ack_after_ms`); returns

@@ -2,9 +2,11 @@
 
 Each output record carries the product's complete `TickerStats` state and the id of the input message it answers,
 keyed by product. Pulsar runs here without stream storage (no Functions state API), so on its first message an
-instance rebuilds its state from the output topic itself: the last record per product (`restore_books`). Inputs
-redelivered after a restart (published but not yet acknowledged) are recognised by their message id and skipped,
-so the output equals pandas over the whole stream with no duplicate row.
+instance rebuilds its state from the output topic itself: the last record per product (`StatsBooks.resume_all`).
+Inputs redelivered after a restart (published but not yet acknowledged) are recognised by their message id and
+skipped, so the output equals pandas over the whole stream with no duplicate row. The frame (start, dead letters,
+reading the output topic) is `rtca.functions.resume`'s, shared with the other stateful functions; every record is
+a checkpoint here, so its hot path stays its own.
 
 userConfig: ``dead_letter`` (topic for records it cannot use), optional ``span`` and ``window``.
 """
@@ -16,21 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import pulsar
 
 from rtca.analytics.stats import DEFAULT_SPAN, DEFAULT_WINDOW, StatsRow, TickerStats
-from rtca.functions.routing import Reason, dead_letter_record, encode_dead_letter
-from rtca.functions.runtime import (
-    Context,
-    MessageIdKey,
-    Publisher,
-    ack_now,
-    freeze_startup_objects,
-    message_id_key,
-    message_id_text,
-    received_ms_of,
-    user_config,
-)
+from rtca.functions.resume import DECODE_ERRORS, StatefulFunction, id_key, json_records, read_topic
+from rtca.functions.runtime import Context, MessageIdKey, Publisher, ack_now, message_id_key
+
+__all__ = ["ProductBook", "StatsBooks", "TickerStatsFunction", "read_topic", "stats_record"]
 
 
 @dataclass(slots=True)
@@ -67,17 +60,17 @@ class StatsBooks:
         source = record.get("source") or {}
         message_id = source.get("message_id")
         self.books[record["product_id"]] = ProductBook(
-            stats, source.get("topic"), tuple(message_id[:3]) if message_id else None  # type: ignore[arg-type]
+            stats, source.get("topic"), id_key(message_id) if message_id else None
         )
 
     def resume_all(self, payloads: Iterable[bytes]) -> int:
         """Feed the output topic's records in order; returns how many were usable."""
         used = 0
-        for payload in payloads:
+        for record in json_records(payloads):
             try:
-                self.resume(orjson.loads(payload))
+                self.resume(record)
                 used += 1
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            except (*DECODE_ERRORS, AttributeError):
                 continue  # not one of ours (or an older format): it cannot define a state
         return used
 
@@ -99,41 +92,24 @@ def stats_record(
     }  # fmt: skip
 
 
-def read_topic(client: Any, topic: str, *, timeout_ms: int = 10_000) -> Iterable[bytes]:
-    """Every payload of `topic` from the earliest to the last one stored now (compacted view if there is one)."""
-    reader = client.create_reader(topic, pulsar.MessageId.earliest, is_read_compacted=True)
-    try:
-        while reader.has_message_available():
-            yield reader.read_next(timeout_ms).data()
-    finally:
-        reader.close()
-
-
-class TickerStatsFunction(pulsar.Function):
+class TickerStatsFunction(StatefulFunction):
     """Per product: EWMA (span 10, adjust=False) and rolling(5) mean/std/var of the ticker price stream."""
 
-    def __init__(self) -> None:
-        self._books: StatsBooks | None = None
-        self._publisher: Publisher | None = None
-        self._output = ""
-        self._dead_letter = ""
+    name = "ticker stats"
 
-    def _restore(self, context: Context) -> StatsBooks:
-        freeze_startup_objects()
-        config = context.get_user_config_map()
-        books = StatsBooks(float(config.get("span", DEFAULT_SPAN)), int(config.get("window", DEFAULT_WINDOW)))
-        output = self._output = context.get_output_topic()
-        self._dead_letter = user_config(context, "dead_letter")
-        self._publisher = Publisher(context)
-        used = books.resume_all(read_topic(context.get_pulsar_client(), output))
+    def setup(self, context: Context, config: Mapping[str, Any]) -> StatsBooks:
+        return StatsBooks(float(config.get("span", DEFAULT_SPAN)), int(config.get("window", DEFAULT_WINDOW)))
+
+    def restore(self, context: Context) -> None:
+        books: StatsBooks = self.engine
+        used = books.resume_all(read_topic(context.get_pulsar_client(), self._output))
         context.get_logger().info("ticker stats: resumed %d products from %d records of %s", len(books.books), used,
-                                  output)  # fmt: skip
-        return books
+                                  self._output)  # fmt: skip
 
     def process(self, input: Any, context: Context) -> None:  # noqa: A002 - the runtime's parameter name
-        books = self._books
-        if books is None:
-            books = self._books = self._restore(context)  # an error here propagates: retried with the next message
+        if not self._ready:
+            self._start(context)  # an error here propagates: retried with the next message
+        books: StatsBooks = self.engine
         publisher: Publisher = self._publisher  # type: ignore[assignment]
         message_id = context.get_message_id()
         topic = context.get_current_message_topic_name()
@@ -150,7 +126,7 @@ class TickerStatsFunction(pulsar.Function):
                 context.record_metric("redelivered_skipped", 1)
                 return
             row = book.stats.update(price)  # raises ValueError on NaN/inf before changing any state
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except DECODE_ERRORS as exc:
             self._reject(context, input, f"{type(exc).__name__}: {exc}")
             return
         book.source_topic, book.source_id = topic, key
@@ -159,13 +135,3 @@ class TickerStatsFunction(pulsar.Function):
         publisher.publish_then_ack(context, self._output, orjson.dumps(record), key=product,
                                    event_ms=event_ms if type(event_ms) is int else None, source=topic,
                                    message_id=message_id)  # fmt: skip
-
-    def _reject(self, context: Context, payload: Any, detail: str) -> None:
-        data = payload if isinstance(payload, bytes) else str(payload).encode("utf-8", "backslashreplace")
-        record = dead_letter_record(
-            Reason.INVALID_FIELD, detail, data, source_topic=context.get_current_message_topic_name(),
-            source_message_id=message_id_text(context.get_message_id()),
-            received_ms=received_ms_of(context.get_message_properties()),
-        )  # fmt: skip
-        context.record_metric("dead_letters", 1)
-        self._publisher.publish_then_ack(context, self._dead_letter, encode_dead_letter(record))  # type: ignore[union-attr]

@@ -1,0 +1,71 @@
+"""Per-product tumbling event-time windows: what trade flow and volatility share.
+
+Each product has at most one open window (``[start, start + window_ms)``, epoch-aligned) and a count of late
+records (whose window is before the open one: already emitted). Subclasses define the window's accumulators
+(a dataclass with ``start_ms`` and ``record(product, window_ms)``) and `update`. State round-trips through JSON,
+per product (`product_state` / `resume_product`, what a restarted function resumes from) or whole
+(`state` / `from_state`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Self
+
+DEFAULT_WINDOW_MS = 60_000
+
+
+@dataclass(slots=True)
+class ProductWindow:
+    window: Any = None  # the open window's accumulators, or None
+    late: int = 0
+
+
+@dataclass
+class WindowsByProduct:
+    window_ms: int = DEFAULT_WINDOW_MS
+    products: dict[str, ProductWindow] = field(default_factory=dict)
+    #: The window accumulators' dataclass.
+    window_class: ClassVar[type]
+
+    def __post_init__(self) -> None:
+        if self.window_ms <= 0:
+            raise ValueError(f"window_ms must be > 0, not {self.window_ms}")
+
+    @property
+    def late(self) -> int:
+        return sum(p.late for p in self.products.values())
+
+    def product(self, product: str) -> ProductWindow:
+        state = self.products.get(product)
+        if state is None:
+            state = self.products[product] = ProductWindow()
+        return state
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Close every open window (end of a finite stream; the functions never call it)."""
+        out = [p.window.record(name, self.window_ms) for name, p in self.products.items() if p.window is not None]
+        for p in self.products.values():
+            p.window = None
+        return out
+
+    def product_state(self, product: str) -> dict[str, Any]:
+        """One product's state (JSON-ready): its open window's accumulators and its count of late records."""
+        p = self.products.get(product) or ProductWindow()
+        return {"late": p.late, "window": asdict(p.window) if p.window else None}
+
+    def resume_product(self, product: str, state: Mapping[str, Any]) -> None:
+        """Take one product's state from `product_state`."""
+        window = state["window"]
+        self.products[product] = ProductWindow(self.window_class(**window) if window else None, int(state["late"]))
+
+    def state(self) -> dict[str, Any]:
+        return {"window_ms": self.window_ms, "products": {p: self.product_state(p) for p in self.products}}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Self:
+        windows = cls(int(state["window_ms"]))
+        for product, s in state["products"].items():
+            windows.resume_product(product, s)
+        return windows

@@ -1,0 +1,50 @@
+"""Pandas references for the windowed analytics, independent of `rtca.analytics` (unit and stack tests share them).
+
+Both follow the stated conventions: windows ``[start, start + window_ms)`` with ``start = event_ms // window_ms *
+window_ms`` per product; a record whose window is before its product's latest window so far is late and dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SECONDS_PER_YEAR = 365 * 24 * 3600  # the documented annualisation (rtca.analytics.volatility)
+
+
+def on_time(df: pd.DataFrame, window_ms: int) -> tuple[pd.DataFrame, int]:
+    """(the rows that are on time, with their window start in ``win``; the number of late rows)."""
+    win = df["event_ms"] // window_ms * window_ms
+    late = win < win.groupby(df["product_id"]).cummax()
+    return df[~late].assign(win=win[~late]), int(late.sum())
+
+
+def pandas_flow(df: pd.DataFrame, window_ms: int) -> pd.DataFrame:
+    """Trade flow per (product, window) of matches (``product_id``, ``event_ms``, ``side``, ``price``, ``size``):
+    a match's side is the maker's, so ``side == "sell"`` is a taker buy; last price by event time, then arrival."""
+    df, _ = on_time(df.assign(arrival=np.arange(len(df))), window_ms)
+    taker_buy = df["side"] == "sell"
+    notional = df["price"] * df["size"]
+    df = df.assign(buy_volume=df["size"].where(taker_buy, 0.0), sell_volume=df["size"].where(~taker_buy, 0.0),
+                   buy_notional=notional.where(taker_buy, 0.0), sell_notional=notional.where(~taker_buy, 0.0),
+                   buy_count=taker_buy.astype(int), sell_count=(~taker_buy).astype(int))  # fmt: skip
+    g = df.sort_values(["event_ms", "arrival"], kind="stable").groupby(["product_id", "win"])
+    out = g[["buy_volume", "sell_volume", "buy_notional", "sell_notional", "buy_count", "sell_count"]].sum()
+    out["last_price"] = g["price"].last()
+    volume = out["buy_volume"] + out["sell_volume"]
+    out["imbalance"] = (out["buy_volume"] - out["sell_volume"]) / volume
+    out["vwap"] = (out["buy_notional"] + out["sell_notional"]) / volume
+    return out
+
+
+def pandas_vol(df: pd.DataFrame, window_ms: int) -> pd.DataFrame:
+    """Realized volatility per (product, window) of prices (``product_id``, ``event_ms``, ``price``) in arrival
+    order: std (ddof=1) of the log returns between consecutive prices of the window, annualised by
+    sqrt(n_returns * SECONDS_PER_YEAR / window_s)."""
+    df, _ = on_time(df[["product_id", "event_ms", "price"]], window_ms)
+    df = df.assign(r=np.log(df["price"]).groupby([df["product_id"], df["win"]]).diff())
+    g = df.groupby(["product_id", "win"])
+    out = pd.DataFrame({"return_std": g["r"].std(ddof=1), "n_returns": g["r"].count(), "n_prices": g["price"].size(),
+                        "price": g["price"].last(), "log_return": np.log(g["price"].last() / g["price"].first())})  # fmt: skip
+    out["realized_vol"] = out["return_std"] * np.sqrt(out["n_returns"] * SECONDS_PER_YEAR / (window_ms / 1000))
+    return out
