@@ -11,7 +11,7 @@ import pytest
 
 from rtca.analytics.stats import FIELDS, StatsRow, mismatches, pandas_reference
 from rtca.functions import routing
-from rtca.functions.identity import Identity
+from rtca.functions.identity import Identity, PublishingIdentity
 from rtca.functions.router import Router
 from rtca.functions.runtime import Publisher, RawSerDe
 from rtca.functions.samples import SAMPLES, hostile_payloads
@@ -193,3 +193,13 @@ def test_identity_and_raw_serde_pass_bytes_through() -> None:
     serde = RawSerDe()
     assert serde.deserialize(b"123") == b"123" and serde.serialize("x") == b"x"
     assert Identity().process(b"\xff", None) == b"\xff"
+
+
+def test_publishing_identity_publishes_its_input_unchanged_then_acks(fake_context, message_ids) -> None:  # type: ignore[no-untyped-def]
+    ctx, function = fake_context({}, output_topic=OUT), PublishingIdentity()
+    payloads = [b"\xff", b'{"a":1}', b""]
+    ids = [next(message_ids) for _ in payloads]
+    for payload, mid in zip(payloads, ids):
+        ctx.run(function, payload, mid)
+    assert [(p.topic, p.data) for p in ctx.published] == [(OUT, p) for p in payloads]
+    assert ctx.acked == ids

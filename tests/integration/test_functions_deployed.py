@@ -7,7 +7,6 @@ at the end).
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 import time
@@ -63,9 +62,9 @@ def deployed(stack: Settings) -> Iterator[dict[str, tuple[Settings, FunctionSpec
 
 @pytest.fixture(scope="module")
 def client(stack: Settings) -> Iterator[pulsar.Client]:
-    quiet = logging.getLogger("pulsar-client")
-    quiet.setLevel(logging.WARNING)
-    c = pulsar.Client(stack.pulsar.service_url, logger=quiet)
+    # The C++ console logger, not a Python `logging.Logger`: the client's threads would call into Python while the
+    # interpreter shuts down (an abort or segfault at exit, see `rtca.bench.functions_e2e`).
+    c = pulsar.Client(stack.pulsar.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
     yield c
     c.close()
 

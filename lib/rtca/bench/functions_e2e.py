@@ -1,37 +1,57 @@
 """Benchmark: end-to-end rate of the deployed router and ticker statistics against an identity function.
 
-    python -m rtca.bench.functions_e2e [--messages 20000] [--rounds 2]
+    python -m rtca.bench.functions_e2e [--messages 10000] [--rounds 5] [--no-publishing-baseline] [--keep] [--out DIR]
 
 Needs the stack (`rtca up`). Deploys, on topics of their own, the router, the statistics function and an identity
 function (same runtime, same input serde; it returns its input), all through `rtca.functions.deploy`. Each run
 produces N messages as fast as the client can and times from the first send to the last output received; the
 identity function gets the same input as the function it is compared with (raw capture frames for the router,
-typed tickers for the statistics). Each round runs identity and function back to back, so both see the same load
-on a shared machine; the figure is the median over rounds of each round's ratio (best rates printed too).
+typed tickers for the statistics). Each round runs identity and function back to back, in alternating order (ABBA),
+so both see the same load on a shared machine; the figure is the median over rounds of each round's ratio
+function / identity, with the absolute rates (median and best) beside it and the load average around each round.
 Goal: each function >= 90% of the identity's rate (our code is not the bottleneck of the Functions runtime).
+
+A second baseline, the publishing identity (`rtca.functions.identity.PublishingIdentity`: our `Publisher`, no
+processing), splits what a function costs beyond the identity into our way of publishing and acknowledging and
+our processing proper (``--no-publishing-baseline`` skips it).
 
 On a busy machine wall-clock rates swing by tens of percent from one run to the next, so it also prints the CPU
 time the function's instance process spent per message (local stack only, read with psutil): a load-robust view
 of what one message costs the instance, ours against the identity's.
+
+The result (every round's rates, CPU and load) is written to ``<run dir>/bench/functions_e2e-<UTC time>.json``.
+
+Client hygiene (an earlier version died with SIGSEGV inside the Pulsar client): the client logs through the C++
+console logger, never a Python `logging.Logger` (the client's threads would call into Python while the
+interpreter shuts down); each target gets one consumer and one producer for the whole benchmark, closed before
+the client; and a consumer is never `unsubscribe()`d: in the bundled C++ client (4.2),
+``MultiTopicsConsumerImpl::unsubscribeAsync`` iterates its per-topic consumers while the completion of the last
+one, when the broker has already answered by the time its listener is attached, runs on the same thread and
+clears that map (use after free). `client.subscribe(list)` always makes such a consumer. Subscriptions go away
+with the benchmark's topics, deleted at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import logging
+import os
 import random
 import statistics
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import httpx
 import orjson
 import psutil
 import pulsar
 
 from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
+from rtca.feed.sinks import pulsar_client
 from rtca.functions import routing
 from rtca.functions.deploy import (
     ROUTER,
@@ -43,8 +63,13 @@ from rtca.functions.deploy import (
     identity_spec,
 )
 from rtca.settings import Settings, Topics, load_settings
+from rtca.stack.remote import http_options
 
 Batch = list[tuple[bytes, dict[str, str], str | None]]
+GOAL = 0.9
+#: (function, input kind) pairs measured, each against the identity on the same input.
+PAIRS = (("router", "raw"), ("stats", "ticker"))
+IDENTITY, PUBLISHING = "identity", "publishing"
 
 
 @dataclass(frozen=True)
@@ -84,29 +109,89 @@ def typed_tickers(count: int, seed: int = 1) -> Batch:
     return batch
 
 
-def instance_cpu(name: str) -> float | None:
-    """CPU seconds used so far by the instance process(es) of function `name` on this machine, if any."""
-    total, found = 0.0, False
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
-        if "--logging_file" in cmdline and cmdline[cmdline.index("--logging_file") + 1 :][:1] == [name]:
+# --- the instance processes' CPU time --------------------------------------------------------------------------------
+class InstanceCpu:
+    """CPU seconds used so far by the instance process(es) of a function on this machine (None: not local)."""
+
+    def __init__(self) -> None:
+        self._procs: dict[str, list[psutil.Process]] = {}
+
+    @staticmethod
+    def _find(name: str) -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info.get("cmdline") or []
+            if "--logging_file" in cmdline and cmdline[cmdline.index("--logging_file") + 1 :][:1] == [name]:
+                found.append(proc)
+        return found
+
+    def __call__(self, name: str) -> float | None:
+        for attempt in range(2):
+            procs = self._procs.get(name) if attempt == 0 else None
+            if procs is None:
+                procs = self._procs[name] = self._find(name)
+            if not procs:
+                return None
             try:
-                times = proc.cpu_times()
-            except psutil.Error:
-                continue
-            total += times.user + times.system
-            found = True
-    return total if found else None
+                return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+            except psutil.Error:  # restarted since: look it up again
+                self._procs.pop(name, None)
+        return None
 
 
-def run_once(client: pulsar.Client, target: Target, batch: Batch, timeout: float = 300.0) -> float:
-    """Messages per second from the first send to the last output received."""
-    consumer = client.subscribe(list(target.output_topics), f"bench-{uuid.uuid4().hex[:8]}",
-                                initial_position=pulsar.InitialPosition.Latest,
-                                receiver_queue_size=5000)  # fmt: skip
-    producer = client.create_producer(target.input_topic, batching_enabled=True, batching_max_publish_delay_ms=5,
-                                      block_if_queue_full=True, max_pending_messages=10000)  # fmt: skip
-    try:
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# --- one target's client side ---------------------------------------------------------------------------------------
+@dataclass
+class Endpoint:
+    """The benchmark's long-lived producer into a target and consumer of its outputs (one each per target)."""
+
+    target: Target
+    producer: pulsar.Producer
+    consumer: pulsar.Consumer
+    #: Outputs found before a run (left from an earlier one: a redelivered input answered twice, a timed-out run).
+    stale: int = 0
+
+    @classmethod
+    def open(cls, client: pulsar.Client, target: Target, tag: str) -> Endpoint:
+        topics = list(target.output_topics)
+        consumer = client.subscribe(topics if len(topics) > 1 else topics[0], f"bench-{tag}-{target.spec.name}",
+                                    initial_position=pulsar.InitialPosition.Latest,
+                                    receiver_queue_size=5000)  # fmt: skip
+        try:
+            producer = client.create_producer(target.input_topic, batching_enabled=True,
+                                              batching_max_publish_delay_ms=5, block_if_queue_full=True,
+                                              max_pending_messages=10000)  # fmt: skip
+        except BaseException:
+            consumer.close()
+            raise
+        return cls(target, producer, consumer)
+
+    def close(self) -> None:
+        """Close both (never `unsubscribe()`: see the module's docstring); errors are not the benchmark's."""
+        for resource in (self.producer, self.consumer):
+            try:
+                resource.close()
+            except Exception:  # noqa: BLE001 - already closed, broker gone: nothing left to release
+                pass
+
+    def drain(self, quiet_ms: int = 200) -> int:
+        """Receive and acknowledge whatever is left from before (a redelivery, a timed-out run)."""
+        stale = 0
+        while True:
+            try:
+                self.consumer.acknowledge(self.consumer.receive(quiet_ms))
+            except pulsar.Timeout:
+                return stale
+            stale += 1
+
+    def run(self, batch: Batch, timeout: float = 300.0) -> float:
+        """Seconds from the first send to the last output received; the outputs are acknowledged after."""
+        self.stale += self.drain()
+        producer, receive = self.producer, self.consumer.receive
+        last: dict[str, pulsar.Message] = {}
         started = time.perf_counter()
         for data, props, key in batch:
             if key:
@@ -116,96 +201,217 @@ def run_once(client: pulsar.Client, target: Target, batch: Batch, timeout: float
         producer.flush()
         received, deadline = 0, time.monotonic() + timeout
         while received < len(batch):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{target.label}: {received}/{len(batch)} outputs after {timeout:.0f} s")
             try:
-                consumer.receive(1000)
+                msg = receive(1000)
             except pulsar.Timeout:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.target.label}: {received}/{len(batch)} outputs after {timeout:.0f} s")
                 continue
+            last[msg.topic_name()] = msg
             received += 1
-        return len(batch) / (time.perf_counter() - started)
-    finally:
-        producer.close()
-        consumer.unsubscribe()
+        seconds = time.perf_counter() - started
+        for msg in last.values():  # per topic: a multi-topic consumer acknowledges cumulatively topic by topic
+            self.consumer.acknowledge_cumulative(msg)
+        return seconds
 
 
+# --- deployment -------------------------------------------------------------------------------------------------------
 def isolated(settings: Settings, tag: str) -> Settings:
     topics = Topics(**{key: f"bench-{tag}-{name}" for key, name in settings.topics.model_dump().items()})
     return settings.model_copy(update={"topics": topics})
 
 
 def targets(settings: Settings, tag: str) -> dict[str, Target]:
-    s = isolated(settings, tag)
+    """The functions under test and the baselines, each on topics of its own: the router's and the statistics'
+    sets are apart (`bench-<tag>-r-...`, `bench-<tag>-s-...`), so the router's tickers never reach the statistics
+    function, nor the statistics' input the router's consumer."""
+    s, ss = isolated(settings, f"{tag}-r"), isolated(settings, f"{tag}-s")
     t = s.topics
-    specs = {spec.name: spec for spec in function_specs(s, name_prefix=f"bench-{tag}-")}
-    router, stats = specs[f"bench-{tag}-{ROUTER}"], specs[f"bench-{tag}-{TICKER_STATS}"]
+    router = next(x for x in function_specs(s, name_prefix=f"bench-{tag}-") if x.name.endswith(ROUTER))
+    stats = next(x for x in function_specs(ss, name_prefix=f"bench-{tag}-") if x.name.endswith(TICKER_STATS))
     routed = tuple(s.topic(getattr(t, c)) for c in (*routing.CHANNELS, routing.DEAD_LETTER))
     ident_in, ident_out = s.topic(f"bench-{tag}-identity-in"), s.topic(f"bench-{tag}-identity-out")
     identity = identity_spec(f"bench-{tag}-identity", ident_in, ident_out)
+    pub_in, pub_out = s.topic(f"bench-{tag}-publishing-in"), s.topic(f"bench-{tag}-publishing-out")
+    publishing = FunctionSpec(name=f"bench-{tag}-publishing-identity", module="rtca.functions.identity",
+                              class_name="PublishingIdentity", inputs=(pub_in,), output=pub_out)  # fmt: skip
     return {
         "router": Target("router", router, s.topic(t.raw), routed),
-        "stats": Target("ticker stats", stats, s.topic(t.ticker), (s.topic(t.ticker_stats),)),
-        "identity": Target("identity", identity, ident_in, (ident_out,)),
+        "stats": Target("ticker stats", stats, ss.topic(ss.topics.ticker), (ss.topic(ss.topics.ticker_stats),)),
+        IDENTITY: Target("identity", identity, ident_in, (ident_out,)),
+        PUBLISHING: Target("publishing identity", publishing, pub_in, (pub_out,)),
     }
+
+
+def delete_topics(settings: Settings, prefix: str) -> list[str]:
+    """Force-delete the namespace's topics whose short name starts with `prefix` (with their subscriptions)."""
+    p = settings.pulsar
+    deleted = []
+    with httpx.Client(base_url=p.admin_url, timeout=30, **http_options(settings, "pulsar")) as admin:
+        listed = admin.get(f"/admin/v2/persistent/{p.tenant}/{p.namespace}")
+        for topic in listed.json() if listed.is_success else []:
+            if topic.rsplit("/", 1)[-1].startswith(prefix):
+                response = admin.delete("/admin/v2/" + topic.replace("://", "/", 1), params={"force": "true"})
+                if response.is_success:
+                    deleted.append(topic)
+    return deleted
+
+
+# --- measurement ------------------------------------------------------------------------------------------------------
+@dataclass
+class Measured:
+    """Every run of one (function, input kind): rates and instance CPU per message, per round."""
+
+    rates: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def best(self) -> float:
+        return max(self.rates)
+
+    @property
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu_us) if self.cpu_us else None
+
+
+def measure(endpoint: Endpoint, batch: Batch, cpu: InstanceCpu, into: Measured) -> float:
+    name = endpoint.target.spec.name
+    before = cpu(name)
+    rate = len(batch) / endpoint.run(batch)
+    after = cpu(name)
+    into.rates.append(rate)
+    if before is not None and after is not None:
+        into.cpu_us.append((after - before) / len(batch) * 1e6)
+    return rate
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m rtca.bench.functions_e2e", description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--keep", action="store_true", help="leave the benchmark's functions deployed")
+    parser.add_argument("--no-publishing-baseline", dest="publishing", action="store_false",
+                        help="skip the publishing identity (our Publisher without processing)")
+    parser.add_argument("--keep", action="store_true", help="leave the benchmark's functions and topics in place")
+    parser.add_argument("--out", type=Path, default=None, help="directory of the JSON result (<run dir>/bench)")
     args = parser.parse_args(argv)
     settings = load_settings()
+    say: Callable[[str], None] = print
     tag = uuid.uuid4().hex[:6]
     bench = targets(settings, tag)
-    quiet = logging.getLogger("pulsar-client")
-    quiet.setLevel(logging.WARNING)
-    client = pulsar.Client(settings.pulsar.service_url, logger=quiet)
+    if not args.publishing:
+        del bench[PUBLISHING]
+    baselines = [b for b in (IDENTITY, PUBLISHING) if b in bench]
     inputs = {"raw": raw_frames(args.messages), "ticker": typed_tickers(args.messages)}
-    plan: list[tuple[str, str, Target]] = [("identity", "raw", bench["identity"]), ("router", "raw", bench["router"]),
-                                           ("identity", "ticker", bench["identity"]),
-                                           ("stats", "ticker", bench["stats"])]  # fmt: skip
-    best: dict[tuple[str, str], float] = {}
-    ratios: dict[str, list[float]] = {"router": [], "stats": []}
-    cpu: dict[tuple[str, str], list[float]] = {}
-    say: Callable[[str], None] = print
+    measured = {(who, kind): Measured() for name, kind in PAIRS for who in (*baselines, name)}
+    rounds: list[dict[str, Any]] = []
+    cpu = InstanceCpu()
+    started_at, load_before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), load_average()
+    say(f"functions end to end: {args.messages:,} messages a run, {args.rounds} rounds; load average "
+        f"{'/'.join(f'{x:.2f}' for x in load_before)} (1/5/15 min, {os.cpu_count()} CPUs)")  # fmt: skip
+    client = pulsar_client(settings)
+    endpoints: dict[str, Endpoint] = {}
     try:
         deploy(settings, [t.spec for t in bench.values()], say=say)
-        for name, kind, target in plan:  # warm-up: instances loaded, producers and subscriptions made
-            run_once(client, target, inputs[kind][:200])
+        for name, target in bench.items():
+            endpoints[name] = Endpoint.open(client, target, tag)
+        for name, kind in PAIRS:  # warm-up: instances loaded and their producers made, connections up
+            for who in (*baselines, name):
+                endpoints[who].run(inputs[kind][:500])
         for round_no in range(1, args.rounds + 1):
-            rates = {}
-            for name, kind, target in plan:
-                before = instance_cpu(target.spec.name)
-                rate = rates[(name, kind)] = run_once(client, target, inputs[kind])
-                after = instance_cpu(target.spec.name)
-                if before is not None and after is not None:
-                    cpu.setdefault((name, kind), []).append((after - before) / len(inputs[kind]) * 1e6)
-                best[(name, kind)] = max(best.get((name, kind), 0.0), rate)
-            ratios["router"].append(rates[("router", "raw")] / rates[("identity", "raw")])
-            ratios["stats"].append(rates[("stats", "ticker")] / rates[("identity", "ticker")])
-            say(f"  round {round_no}: " + ", ".join(f"{name} on {kind} {rate:,.0f}" for (name, kind), rate in
-                                                  rates.items()) + " msg/s")  # fmt: skip
+            load_start, rates = load_average(), {}
+            for name, kind in PAIRS:
+                order = (*baselines, name) if round_no % 2 else (name, *reversed(baselines))  # ABBA
+                for who in order:
+                    rates[(who, kind)] = measure(endpoints[who], inputs[kind], cpu, measured[(who, kind)])
+            ratios = {name: rates[(name, kind)] / rates[(IDENTITY, kind)] for name, kind in PAIRS}
+            rounds.append({"round": round_no, "load_start": load_start, "load_end": load_average(),
+                           "rates": {f"{who}_{kind}": rate for (who, kind), rate in rates.items()},
+                           "ratios": ratios})  # fmt: skip
+            say(f"  round {round_no} (load {load_start[0]:.2f}): " + "; ".join(
+                f"{name} {rates[(name, kind)]:,.0f} / identity {rates[(IDENTITY, kind)]:,.0f} msg/s = "
+                f"{ratios[name]:.0%}" for name, kind in PAIRS))  # fmt: skip
     finally:
-        client.close()
+        for endpoint in endpoints.values():
+            endpoint.close()
+        client.close()  # after its producers and consumers; nothing of Python stays registered in the client
         if not args.keep:
             delete_functions(settings, [t.spec.name for t in bench.values()], known_only=False)
-    router_ratio, stats_ratio = statistics.median(ratios["router"]), statistics.median(ratios["stats"])
-    print(f"end to end, {args.messages} messages a run, {args.rounds} rounds (best rate; ratio = median of the rounds'):")
-    print(f"  identity on raw frames     {best[('identity', 'raw')]:>9,.0f} msg/s")
-    print(f"  router                     {best[('router', 'raw')]:>9,.0f} msg/s  = {router_ratio:.0%} of identity "
-          f"(goal >= 90%): {'OK' if router_ratio >= 0.9 else 'MISSED'}")  # fmt: skip
-    print(f"  identity on typed tickers  {best[('identity', 'ticker')]:>9,.0f} msg/s")
-    print(f"  ticker stats               {best[('stats', 'ticker')]:>9,.0f} msg/s  = {stats_ratio:.0%} of identity "
-          f"(goal >= 90%): {'OK' if stats_ratio >= 0.9 else 'MISSED'}")  # fmt: skip
-    if cpu:
-        us = {key: statistics.median(values) for key, values in cpu.items()}
-        print("  instance CPU per message (median):")
-        for (name, kind), value in us.items():
-            share = f" = identity's / {value / us[('identity', kind)]:.2f}" if name != "identity" else ""
-            print(f"    {name:<9} on {kind:<6} {value:7.1f} us{share}")
-    return {"router_ratio": router_ratio, "stats_ratio": stats_ratio,
-            **{f"{name}_{kind}": rate for (name, kind), rate in best.items()}}  # fmt: skip
+            delete_topics(settings, f"bench-{tag}-")
+    load_after = load_average()
+
+    figures: dict[str, float] = {}
+    for name, kind in PAIRS:
+        ours, ident = measured[(name, kind)], measured[(IDENTITY, kind)]
+        round_ratios = [r["ratios"][name] for r in rounds]
+        figures[f"{name}_ratio"] = statistics.median(round_ratios)
+        figures[f"{name}_ratio_min"], figures[f"{name}_ratio_max"] = min(round_ratios), max(round_ratios)
+        figures[f"{name}_{kind}"], figures[f"identity_{kind}"] = ours.best, ident.best
+        figures[f"{name}_{kind}_median"], figures[f"identity_{kind}_median"] = ours.median, ident.median
+        if PUBLISHING in baselines:
+            pub = measured[(PUBLISHING, kind)]
+            figures[f"publishing_{kind}_median"] = pub.median
+            figures[f"publishing_{kind}_ratio"] = statistics.median(
+                r["rates"][f"{PUBLISHING}_{kind}"] / r["rates"][f"{IDENTITY}_{kind}"] for r in rounds)
+        for who in (*baselines, name):
+            us = measured[(who, kind)].cpu_median
+            if us is not None:
+                figures[f"{who}_{kind}_cpu_us" if who in baselines else f"{name}_cpu_us"] = us
+        cpu_ratio = _ratio(figures.get(f"identity_{kind}_cpu_us"), figures.get(f"{name}_cpu_us"))
+        if cpu_ratio is not None:
+            figures[f"{name}_cpu_ratio"] = cpu_ratio
+
+    say(f"end to end, {args.messages:,} messages a run, {args.rounds} rounds; ratio = median over the rounds of "
+        f"function / identity (min-max); rates: median (best):")  # fmt: skip
+    for name, kind in PAIRS:
+        ours, ident, ratio = measured[(name, kind)], measured[(IDENTITY, kind)], figures[f"{name}_ratio"]
+        say(f"  {name:<6} {ratio:5.0%} of identity ({figures[f'{name}_ratio_min']:.0%}-"
+            f"{figures[f'{name}_ratio_max']:.0%}), goal >= {GOAL:.0%}: {'OK' if ratio >= GOAL else 'MISSED'};  "
+            f"{ours.median:,.0f} ({ours.best:,.0f}) vs identity on {kind} {ident.median:,.0f} ({ident.best:,.0f}) "
+            f"msg/s")  # fmt: skip
+    if PUBLISHING in baselines:
+        say("  publishing identity (our Publisher, no processing): " + ", ".join(
+            f"on {kind} {figures[f'publishing_{kind}_ratio']:.0%} of identity "
+            f"({figures[f'publishing_{kind}_median']:,.0f} msg/s)" for _, kind in PAIRS))  # fmt: skip
+    if any(f"{name}_cpu_us" in figures for name, _ in PAIRS):
+        say("  instance CPU per message (median; load-robust); identity's / ours:")
+        for name, kind in PAIRS:
+            if f"{name}_cpu_us" not in figures:
+                continue
+            line = (f"    {name:<6} {figures[f'{name}_cpu_us']:6.1f} us vs identity "
+                    f"{figures[f'identity_{kind}_cpu_us']:6.1f} us = {figures[f'{name}_cpu_ratio']:.0%}")  # fmt: skip
+            if f"publishing_{kind}_cpu_us" in figures:
+                pub_us = figures[f"publishing_{kind}_cpu_us"]
+                line += (f";  publishing identity {pub_us:6.1f} us: our processing "
+                         f"{figures[f'{name}_cpu_us'] - pub_us:+.1f} us, our publishing "
+                         f"{pub_us - figures[f'identity_{kind}_cpu_us']:+.1f} us against the runtime's")  # fmt: skip
+            say(line)
+    stale = {name: e.stale for name, e in endpoints.items() if e.stale}
+    if stale:
+        say(f"  stale outputs drained before runs (duplicates or late outputs): {stale}")
+    say(f"  load average: before {'/'.join(f'{x:.2f}' for x in load_before)}, after "
+        f"{'/'.join(f'{x:.2f}' for x in load_after)} (1/5/15 min; {os.cpu_count()} CPUs)")  # fmt: skip
+    result = {
+        "schema": "rtca-bench/1", "bench": "functions_e2e", "started": started_at,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parameters": {"messages": args.messages, "rounds": args.rounds, "goal": GOAL, "baselines": baselines},
+        "machine": {"nproc": os.cpu_count(), "load_before": load_before, "load_after": load_after},
+        "figures": figures, "rounds": rounds, "stale_outputs": stale,
+        "runs": {f"{who}_{kind}": {"rates": m.rates, "cpu_us": m.cpu_us} for (who, kind), m in measured.items()},
+    }  # fmt: skip
+    out_dir = args.out or settings.run_dir / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"functions_e2e-{started_at.replace(':', '').replace('-', '')}.json"
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    say(f"  written {path}")
+    return figures
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
+from itertools import chain
 from typing import Any, NamedTuple
 
 import orjson
@@ -77,8 +78,10 @@ class Routed(NamedTuple):
 # falls back to the careful checks that word the dead-letter detail.
 _DECIMAL_PATTERN = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _DECIMAL = re.compile(_DECIMAL_PATTERN, re.ASCII).fullmatch
-_DECIMALS = re.compile(rf"{_DECIMAL_PATTERN}(?:\x00{_DECIMAL_PATTERN})*", re.ASCII).fullmatch
-"""Decimals joined by NUL (which no decimal contains): checks a whole snapshot side in one pass."""
+_DECIMAL_CHARS = "0123456789.eE+-"
+"""What a decimal (`_DECIMAL`) is written with. A string of only these that `float()` accepts is a decimal: within
+them Python's float syntax is the pattern's (no underscores, spaces, ``inf`` or ``nan`` can be written), so the
+bulk paths check ``not text.strip(_DECIMAL_CHARS)`` (a C loop) and let ``float()`` reject the malformed rest."""
 _TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,12}))?(?:([Zz])|([+-])(\d{2}):?(\d{2}))?",
     re.ASCII,
@@ -216,21 +219,29 @@ Converter = Callable[[str, Any], Any]
 def _levels(name: str, value: Any) -> list[list[float]]:
     """Snapshot bids/asks: [[price, size], ...] -> numbers.
 
-    A snapshot holds thousands of levels, so the common case is checked in bulk, in C: all strings, all decimals
-    (one regex over the joined values), prices > 0 and sizes >= 0 (min/max). Anything else takes the per-level
-    path, which names the offending level."""
-    if type(value) is list and value and all(type(level) is list and len(level) == 2 for level in value):
-        flat = [x for level in value for x in level]
+    A snapshot holds thousands of levels, so the common case is checked in bulk, with no Python code per level:
+    all lists of two (the sets of their types and lengths), all strings written with decimal characters only (one
+    `str.strip` over the joined values), all decimals (`float()` of each), prices > 0 and sizes >= 0 (min/max).
+    Anything else takes the per-level path, which names the offending level."""
+    if type(value) is list and value and set(map(type, value)) == _LIST_TYPE and set(map(len, value)) == _PAIR_LEN:
+        flat = list(chain.from_iterable(value))
         try:
-            joined = "\x00".join(flat)
+            decimal_text = not "".join(flat).strip(_DECIMAL_CHARS)
         except TypeError:  # not all strings
-            joined = ""
-        if _DECIMALS(joined) is not None:
-            numbers = list(map(float, flat))
-            prices, sizes = numbers[0::2], numbers[1::2]
-            if min(prices) > 0 and max(prices) < _INF and min(sizes) >= 0 and max(sizes) < _INF:
-                return list(map(list, zip(prices, sizes)))
+            decimal_text = False
+        if decimal_text:
+            try:
+                numbers = list(map(float, flat))
+            except ValueError:  # e.g. "1.2.3": the per-level path words the detail
+                numbers = []
+            if numbers:
+                prices, sizes = numbers[0::2], numbers[1::2]
+                if min(prices) > 0 and max(prices) < _INF and min(sizes) >= 0 and max(sizes) < _INF:
+                    return list(map(list, zip(prices, sizes)))
     return _levels_one_by_one(name, value)
+
+
+_LIST_TYPE, _PAIR_LEN = {list}, {2}
 
 
 def _levels_one_by_one(name: str, value: Any) -> list[list[float]]:
@@ -252,8 +263,12 @@ def _changes(name: str, value: Any) -> list[list[Any]]:
     for change in value:
         if type(change) is list and len(change) == 3:
             side, price, size = change
-            if side in _SIDES and type(price) is str and type(size) is str and _DECIMAL(price) and _DECIMAL(size):
-                p, q = float(price), float(size)
+            if (side in _SIDES and type(price) is str and type(size) is str and not price.strip(_DECIMAL_CHARS)
+                    and not size.strip(_DECIMAL_CHARS)):  # fmt: skip
+                try:
+                    p, q = float(price), float(size)
+                except ValueError:  # not a decimal after all: the careful path below words the detail
+                    p = q = -1.0
                 if 0 < p < _INF and 0 <= q < _INF:
                     change[1] = p
                     change[2] = q
@@ -411,7 +426,11 @@ def convert(message: dict[str, Any], received_ms: int) -> Routed:
     message["event_ms"] = event_ms
     message["received_ms"] = received_ms
     message["product_id"] = product
-    return Routed(shape.channel, message, orjson.dumps(message), product, event_ms)
+    return _new_routed(Routed, (shape.channel, message, orjson.dumps(message), product, event_ms))
+
+
+_new_routed = tuple.__new__
+"""`Routed(...)` without the NamedTuple's Python-level `__new__` (half the cost of building one, per frame)."""
 
 
 def dead_letter_record(
