@@ -22,6 +22,7 @@ Feed health (JSON, to the health topic, key = kind):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import statistics
 import time
@@ -74,6 +75,8 @@ def raw_record(frame: Frame, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> t
     if isinstance(message, Unknown):
         key, properties["type"] = "unknown", message.type[:200]
     event_ms = message.event_ms
+    if event_ms is not None and event_ms <= 0:  # a time before 1970: Pulsar's event time is unsigned
+        event_ms = None
     return Record(frame.data, key, properties, received_ms if event_ms is None else event_ms), message
 
 
@@ -213,7 +216,11 @@ class Ingest:
     def _publish_health(self, kind: str, fields: dict[str, Any], now_ms: int | None = None) -> None:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         body = {"kind": kind, "ts_ms": now_ms, "source": self.source, "url": self.connection.url, **fields}
-        self.health.publish(Record(orjson.dumps(body), kind, {"source": self.source}, now_ms))
+        try:
+            data = orjson.dumps(body)
+        except TypeError:  # e.g. an integer beyond 64 bits: never a reason to stop ingesting
+            data = json.dumps(body, default=str).encode()
+        self.health.publish(Record(data, kind, {"source": self.source}, now_ms))
 
     @staticmethod
     def _gap_fields(gap: TradeGap) -> dict[str, Any]:

@@ -94,12 +94,21 @@ def _str(value: object) -> str:
     return value
 
 
+_INT_LIMIT = 2**63
+"""Integer fields (sequence, trade ids) are >= 0 and below this, as the router and Pinot's LONG columns require: a
+larger one would also break the JSON encoding of what ingest derives from it (a gap's size in feed health)."""
+
+
 def _int(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    raise TypeError(f"expected an integer, got {value!r:.40}")
+        number = value
+    elif isinstance(value, str) and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
+        number = int(value)
+    else:
+        raise TypeError(f"expected an integer, got {value!r:.40}")
+    if not 0 <= number < _INT_LIMIT:
+        raise ValueError(f"integer out of range: {value!r:.40}")
+    return number
 
 
 def _decimal(value: object) -> Decimal:

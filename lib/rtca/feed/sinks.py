@@ -83,7 +83,15 @@ def pulsar_client(settings: Settings) -> pulsar.Client:
 
 
 class PulsarSink:
-    """A batching producer on one topic; `open()` it from a running loop."""
+    """A batching producer on one topic; `open()` it from a running loop.
+
+    Its sends never time out: while the broker is away (a restart), the client keeps every pending record and, once
+    reconnected, resends them in order under the same producer name and sequence ids, so the broker's deduplication
+    (enabled on the namespace) drops any it had already stored. A send timeout would instead fail them after 30 s,
+    and the publisher's retries would put them on the topic again behind newer records: out of order, and twice
+    when the broker had stored one whose receipt was lost. The publisher's bound on records in flight (below the
+    producer's queue) still applies back-pressure to the feed, and `drain` still bounds a shutdown.
+    """
 
     def __init__(self, producer: pulsar.Producer) -> None:
         self._producer = producer
@@ -98,6 +106,7 @@ class PulsarSink:
                 batching_max_publish_delay_ms=5,
                 max_pending_messages=max_pending,
                 block_if_queue_full=False,
+                send_timeout_millis=0,
             )
         except Exception as exc:
             raise ServiceError(
@@ -124,6 +133,8 @@ class PulsarSink:
                 partition_key=record.key,
                 event_timestamp=record.event_ms,
             )
+        except (TypeError, ValueError, OverflowError) as exc:  # the record itself is refused: no retry can help
+            done(PermanentSendError(f"pulsar refused the record: {exc}"))
         except Exception as exc:  # e.g. producer already closed: report it like a failed send
             done(exc)
 

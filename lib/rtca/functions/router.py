@@ -2,6 +2,10 @@
 
 userConfig (rendered from settings by `rtca functions deploy`): ``topics``, a map from each channel name of
 `rtca.functions.routing.CHANNELS` and ``dead_letter`` to a full topic name.
+
+Exactly once across restarts: inputs not yet acknowledged when an instance dies or the broker restarts are
+redelivered and routed again; their records carry sequence ids derived from the input's position under stable
+producer names, so the broker's deduplication drops the second copy (`runtime.Publisher(dedup=True)`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class Router(pulsar.Function):
         if missing:
             raise KeyError(f"userConfig topics lacks {missing}")
         self._topics = topics
-        self._publisher = Publisher(context)
+        self._publisher = Publisher(context, dedup=True)  # one record per input: re-publishes are dropped
         return self._publisher
 
     def process(self, input: Any, context: Context) -> None:  # noqa: A002 - the runtime's parameter name

@@ -72,9 +72,12 @@ def _launch(settings: Settings) -> Launch:
               "brokerServicePort": str(p.broker_port), "webServicePort": str(p.web_port),
               "STORAGE_PATH": str(data / "packages-storage")}
     (conf_dir / "standalone.conf").write_text(render_conf((home / "conf" / "standalone.conf").read_text(), broker))
+    # instanceLivenessCheckFreqMs: how soon the worker notices a dead function instance and starts a new one
+    # (default 30 s, during which the function's input only queues up).
     worker = {"downloadDirectory": str(data / "functions-download"), "workerHostname": p.host,
               "pulsarServiceUrl": p.service_url, "pulsarWebServiceUrl": p.admin_url,
-              "connectorsDirectory": str(data / "connectors"), "functionsDirectory": str(data / "functions")}
+              "connectorsDirectory": str(data / "connectors"), "functionsDirectory": str(data / "functions"),
+              "instanceLivenessCheckFreqMs": "5000"}
     worker_yaml = render_worker_yaml((home / "conf" / "functions_worker.yml").read_text(), worker)
     # Function instances log here (a nested key; relative by default, i.e. into the shared distribution).
     worker_yaml = worker_yaml.replace("    logDirectory: logs/", f"    logDirectory: {logs / 'functions'}")
