@@ -40,3 +40,10 @@ def stack(stack_up: Settings) -> Settings:
 def unique() -> str:
     """A short unique suffix so tests that count use their own topics, tables and products."""
     return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def default_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No RTCA_ overrides from the shell that runs the tests: for tests about the settings' defaults."""
+    for name in [name for name in os.environ if name.startswith("RTCA_")]:
+        monkeypatch.delenv(name)

@@ -16,7 +16,7 @@ def test_environment_overrides_nested_fields(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.topic(settings.topics.raw) == "persistent://feeds/realtime/my-raw"
 
 
-def test_config_prints_json_with_urls_and_masked_secrets(monkeypatch: pytest.MonkeyPatch,
+def test_config_prints_json_with_urls_and_masked_secrets(monkeypatch: pytest.MonkeyPatch, default_env: None,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("RTCA_SUPERSET__ADMIN_PASSWORD", "not-to-be-printed")
     assert main(["config"]) == 0
@@ -28,6 +28,6 @@ def test_config_prints_json_with_urls_and_masked_secrets(monkeypatch: pytest.Mon
     assert "not-to-be-printed" not in out
 
 
-def test_services_listen_on_loopback_by_default() -> None:
+def test_services_listen_on_loopback_by_default(default_env: None) -> None:
     settings = Settings()
     assert {settings.pulsar.host, settings.pinot.host, settings.superset.host} == {"127.0.0.1"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -192,10 +191,7 @@ def test_data_lives_in_named_volumes(compose: dict[str, Any]) -> None:
     assert used == declared
 
 
-def test_compose_variables_are_rendered_from_settings(raw_compose: dict[str, Any],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [name for name in os.environ if name.startswith("RTCA_")]:  # the defaults, not this shell's
-        monkeypatch.delenv(name)
+def test_compose_variables_are_rendered_from_settings(raw_compose: dict[str, Any], default_env: None) -> None:
     used = variables(raw_compose)
     settings = load_settings(pulsar={"broker_port": 16650, "web_port": 18080}, superset={"port": 18088})
     env = docker.compose_env(settings, secrets=False)
