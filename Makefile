@@ -4,7 +4,7 @@ VENV   := .venv
 RTCA   := $(VENV)/bin/rtca
 STAMP  := $(VENV)/.installed
 
-.PHONY: up down wipe status test test-fast lab bench venv clean
+.PHONY: up down wipe status test test-fast lab bench bench-quick venv clean
 
 venv: $(STAMP)
 
@@ -42,8 +42,13 @@ lab: venv
 clean:
 	rm -rf $(VENV)
 
-# Benchmarks (minutes; not part of CI): ratios measured in the same run, absolute figures beside them.
+# Benchmarks (not part of CI): ratios against references measured in the same run, absolute figures beside them;
+# a table on stdout, JSON under .run/bench/ (docs/performance.md). `make bench` takes about an hour and also runs
+# the start-up benchmark (a second stack on ports +20000); `make bench-quick` takes minutes.
 bench: venv
-	$(VENV)/bin/python -m rtca.bench.stats_kernel
 	$(RTCA) up
-	$(VENV)/bin/python -m rtca.bench.functions_e2e
+	$(RTCA) bench kernel functions ingest freshness capacity queries startup
+
+bench-quick: venv
+	$(RTCA) up
+	$(RTCA) bench --quick

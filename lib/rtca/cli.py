@@ -209,6 +209,26 @@ def cmd_runbooks(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+
+    from rtca.bench.suite import DEFAULT, run_suite, summary_lines
+
+    def interrupt(signum: int, frame: object) -> None:  # `kill PID` cleans up like Ctrl-C: the benchmarks'
+        raise KeyboardInterrupt  # topics, tables and functions are deleted on the way out
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+    options = {"queries": {"candidates": _split(args.candidates)}} if args.candidates else None
+    results, written = run_suite(settings, args.names or DEFAULT, quick=args.quick, keep=args.keep,
+                                 out_dir=Path(args.out) if args.out else None, options=options)
+    for line in summary_lines(results):
+        print(line)
+    if written:
+        print(f"results: {written[-1]}")
+    return 1 if any(r.error for r in results) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtca", description="Real-time crypto analytics workbench")
     parser.add_argument("--backend", choices=["local", "docker", "external"], help="overrides RTCA_BACKEND")
@@ -230,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     verb("runbooks", cmd_runbooks, "run the set-up runbooks with papermill (make up)").add_argument(
         "names", nargs="*", help="runbook names, e.g. 40-ingest (default: 00 to 40 in order)")
     verb("deploy", cmd_deploy, "deploy functions, Pinot tables and Superset dashboards (idempotent)")
+    bench = verb("bench", cmd_bench, "benchmarks against the running stack: a table of ratios to same-run "
+                                     "references, JSON under <run dir>/bench (docs/performance.md)")
+    bench.add_argument("names", nargs="*", help="kernel, functions, ingest, freshness, capacity, queries, startup "
+                                                "(default: all but startup)")
+    bench.add_argument("--quick", action="store_true", help="smaller runs and shorter holds (a few minutes)")
+    bench.add_argument("--keep", action="store_true", help="leave the benchmarks' topics, tables and functions")
+    bench.add_argument("--out", help="write the JSON results here instead of <run dir>/bench")
+    bench.add_argument("--candidates", help="queries: also time candidate table tunings in the same run, e.g. "
+                                            "timesorted,rawmetrics,timesorted_raw (rtca.bench.queries.CANDIDATES)")
 
     def group(name: str, help_text: str, actions: dict[str, tuple[Handler, str]]) -> dict[str, Any]:
         sub = verbs.add_parser(name, help=help_text, description=help_text)

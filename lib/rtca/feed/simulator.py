@@ -69,11 +69,16 @@ class _Product:
 
 class SimulatedMarket:
     """The pure market model: `step(now_us)` -> the frames (as dicts) of the next event. `start_us` is the time of
-    the last trade each product starts with (what a first subscriber gets as ticker and last_match)."""
+    the last trade each product starts with (what a first subscriber gets as ticker and last_match); `trade_share`
+    is the share of steps that are trades (the rest are book changes; the query benchmark uses a busier market)."""
 
-    def __init__(self, products: Sequence[str], *, seed: int = 0, start_us: int = 0) -> None:
+    def __init__(self, products: Sequence[str], *, seed: int = 0, start_us: int = 0,
+                 trade_share: float = _TRADE_SHARE) -> None:
         if not products:
             raise ConfigError("the simulator needs at least one product")
+        if not 0.0 <= trade_share <= 1.0:
+            raise ConfigError(f"invalid trade share {trade_share!r}", hint="a fraction of the steps, 0..1")
+        self.trade_share = trade_share
         self.rng = random.Random(seed)
         self.products = {name: _Product(name, self.rng) for name in dict.fromkeys(products)}
         self._order = list(self.products)
@@ -83,7 +88,7 @@ class SimulatedMarket:
     def step(self, now_us: int) -> list[dict[str, Any]]:
         product = self.products[self._order[self.rng.randrange(len(self._order))]]
         frames = self._heartbeat(product, now_us)
-        if self.rng.random() < _TRADE_SHARE:
+        if self.rng.random() < self.trade_share:
             return frames + self._trade(product, now_us)
         return frames + [self._book_change(product, now_us)]
 

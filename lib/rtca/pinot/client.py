@@ -88,12 +88,17 @@ class PinotClient:
         return sum(1 for states in self.segments(table).values() if "ONLINE" in states.values())
 
     # --- broker --------------------------------------------------------------------------------------------------
-    def query(self, sql: str) -> list[list[Any]]:
-        """Rows of a SQL query; a Pinot-side exception becomes a DeployError with its message."""
+    def execute(self, sql: str) -> dict[str, Any]:
+        """The broker's whole answer to a SQL query (rows, `timeUsedMs`, docs scanned, ...); a Pinot-side exception
+        becomes a DeployError with its message."""
         result = self._check(self._broker.post("/query/sql", json={"sql": sql}), "run a query")
         if result.get("exceptions"):
             raise DeployError(f"Pinot query failed: {result['exceptions'][0].get('message', '')[:500]}")
-        return list(result.get("resultTable", {}).get("rows", []))
+        return dict(result)
+
+    def query(self, sql: str) -> list[list[Any]]:
+        """Rows of a SQL query; a Pinot-side exception becomes a DeployError with its message."""
+        return list(self.execute(sql).get("resultTable", {}).get("rows", []))
 
     def count(self, table: str, where: str = "") -> int:
         rows = self.query(f"SELECT COUNT(*) FROM {table} {where}")
