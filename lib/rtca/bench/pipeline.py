@@ -386,7 +386,9 @@ def saturate(client: pulsar.Client, input_topic: str, output_topics: Sequence[st
         sender.join(timeout=60)
         return len(payloads) / seconds
     finally:
-        consumer.unsubscribe()
+        # close, never unsubscribe: pulsar-client 3.13's multi-topic unsubscribe can use freed memory
+        # (rtca.bench.functions_e2e's docstring); the benchmark deletes its topics with their subscriptions.
+        consumer.close()
 
 
 def encode(record: dict[str, Any]) -> bytes:
