@@ -7,6 +7,7 @@ still run. See docs/performance.md for what each benchmark measures and the late
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -97,6 +98,9 @@ def run_suite(settings: Settings, names: Sequence[str] = DEFAULT, *, quick: bool
         raise ConfigError(f"unknown benchmark(s): {', '.join(unknown)}", hint=f"one of {', '.join(BENCHES)}")
     results: list[BenchResult] = []
     out_dir = out_dir or settings.run_dir / "bench"
+    # ingest's own warnings (e.g. the trades a simulator made before it was subscribed) are counted in its
+    # report, which the results keep; they would only interleave with the progress lines here
+    logging.getLogger("rtca.feed").setLevel(logging.ERROR)
     for name in names:
         machine = machine_info()
         say(f"== {name}: {BENCHES[name][0]}{' (quick)' if quick else ''}; machine: {format_machine(machine)}")
