@@ -52,23 +52,38 @@ class FakeLogger:
 class FakeMessage:
     payload: bytes
     id: Any
+    producer: str = ""
+    props: dict[str, str] = field(default_factory=dict)
 
     def data(self) -> bytes:
         return self.payload
+
+    def producer_name(self) -> str:
+        return self.producer
+
+    def properties(self) -> dict[str, str]:
+        return self.props
+
+    def publish_timestamp(self) -> int:
+        return 0
 
     def message_id(self) -> Any:
         return self.id
 
 
 class FakeReader:
-    def __init__(self, messages: list[FakeMessage]) -> None:
-        self._messages = list(messages)
+    def __init__(self, messages: list[FakeMessage], everything: list[FakeMessage]) -> None:
+        self._messages, self._all = list(messages), everything
 
     def has_message_available(self) -> bool:
         return bool(self._messages)
 
     def read_next(self, timeout_millis: int | None = None) -> FakeMessage:
         return self._messages.pop(0)
+
+    def seek(self, _position: Any) -> None:
+        """Back to the whole topic (the fake keeps no publish times)."""
+        self._messages = list(self._all)
 
     def close(self) -> None:
         pass
@@ -86,6 +101,7 @@ class FakeProducer:
             return
         self.context.published.append(Published(self.topic, bytes(data), conf))
         self.context.topics.setdefault(self.topic, []).append(bytes(data))
+        self.context.producers.setdefault(self.topic, []).append((self.name or "", conf.get("properties") or {}))
         if callback is not None:
             callback(pulsar.Result.Ok, None)
 
@@ -109,12 +125,15 @@ class FakeClient:
         """From the earliest, or from `start` (a message id of that topic's `message_ids`)."""
         payloads = self.context.topics.get(topic, [])
         ids = self.context.message_ids.get(topic) or [FakeMessageId(1, i + 1) for i in range(len(payloads))]
-        messages = [FakeMessage(p, i) for p, i in zip(payloads, ids)]
-        if start is not pulsar.MessageId.earliest:
+        meta = self.context.producers.get(topic) or [("", {})] * len(payloads)
+        everything = messages = [FakeMessage(p, i, *m) for p, i, m in zip(payloads, ids, meta)]
+        if start is pulsar.MessageId.latest:
+            messages = messages[-1:] if start_message_id_inclusive else []
+        elif start is not pulsar.MessageId.earliest:
             first = (start.ledger_id(), start.entry_id(), start.batch_index())
             key = lambda m: (m.id.ledger, m.id.entry, m.id.batch)  # noqa: E731
             messages = [m for m in messages if key(m) > first or (start_message_id_inclusive and key(m) == first)]
-        return FakeReader(messages)
+        return FakeReader(messages, everything)
 
     def create_producer(self, topic: str, producer_name: str | None = None, **_: Any) -> FakeProducer:
         return FakeProducer(self.context, topic, producer_name)
@@ -131,10 +150,12 @@ class FakeContext:
     #: Message ids of a topic's payloads where a test gives them (an input topic read back); else (1, 1), (1, 2)...
     message_ids: dict[str, list[FakeMessageId]] = field(default_factory=dict)
     published: list[Published] = field(default_factory=list)
+    #: Per topic, (producer name, properties) of each record our producers stored there (beside `topics`).
+    producers: dict[str, list[tuple[str, dict[str, str]]]] = field(default_factory=dict)
     acked: list[Any] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     fail_publish: bool = False
-    #: Producer name -> the highest sequence id the broker stored under it (what a new producer is told).
+    #: Producer name -> what the broker tells a new producer of that name: the first sequence id of its last batch.
     stored_sequence_ids: dict[str, int] = field(default_factory=dict)
     logger: FakeLogger = field(default_factory=FakeLogger)
     _message_id: Any = None

@@ -10,7 +10,7 @@ import orjson
 
 from rtca.functions import routing
 from rtca.functions.router import Router
-from rtca.functions.runtime import input_sequence_id
+from rtca.functions.runtime import SEQUENCE_PROPERTY, highest_stored, input_sequence_id
 from rtca.functions.samples import SAMPLES
 
 TOPICS = {name: f"persistent://t/n/{name}" for name in (*routing.CHANNELS, routing.DEAD_LETTER)}
@@ -64,21 +64,36 @@ def test_a_redelivered_input_is_acknowledged_without_a_second_record(fake_contex
 
 def test_after_a_restart_what_the_broker_stored_is_skipped_and_the_rest_published(
         fake_context: Callable[..., Any], message_id_class: Any) -> None:  # fmt: skip
+    """The broker tells a new producer the first sequence id of the last batch it stored under that name; the rest
+    of that batch is read back from the topic (`highest_stored`) and not published again."""
     before = fake_context({"topics": TOPICS})
     router = Router()
     for entry in range(1, 4):
         before.run(router, TICKER, message_id_class(9, entry))
     name = next(iter(router._publisher._outputs.values())).producer.name  # type: ignore[union-attr]
-    stored = before.published[-2].conf["sequence_id"]  # the broker stored entries 1 and 2, not 3
+    last_batch_from = before.published[-2].conf["sequence_id"]  # entries 2 and 3 went out in one batch
+    assert before.published[-1].conf["properties"] == {SEQUENCE_PROPERTY: str(before.published[-1].conf["sequence_id"])}
 
-    after = fake_context({"topics": TOPICS}, stored_sequence_ids={name: stored})
+    after = fake_context({"topics": TOPICS}, stored_sequence_ids={name: last_batch_from},
+                         topics=before.topics, producers=before.producers)  # fmt: skip
     restarted = Router()
     for entry in range(1, 6):  # 1..3 redelivered, 4 and 5 new
         after.run(restarted, TICKER, message_id_class(9, entry))
     restarted._publisher.sweep(older_than_ns=0)  # type: ignore[union-attr]
     assert [p.conf["sequence_id"] for p in after.published] == [
-        input_sequence_id(message_id_class(9, entry)) for entry in (3, 4, 5)]
+        input_sequence_id(message_id_class(9, entry)) for entry in (4, 5)]
     assert sorted(m.entry for m in after.acked) == [1, 2, 3, 4, 5]
+
+
+def test_records_of_other_producers_and_older_batches_do_not_move_the_mark(fake_context: Callable[..., Any]) -> None:
+    ctx = fake_context({})
+    client = ctx.get_pulsar_client()
+    ours, theirs = client.create_producer("t", producer_name="ours"), client.create_producer("t", producer_name="x")
+    for producer, sequence_id in ((ours, 5), (ours, 7), (theirs, 99), (ours, 9), (ours, 12), (theirs, 100)):
+        producer.send_async(b"r", None, sequence_id=sequence_id, properties={SEQUENCE_PROPERTY: str(sequence_id)})
+    assert highest_stored(client, "t", "ours", 9) == 12  # its last batch: 9 and 12
+    assert highest_stored(client, "t", "ours", 11) == 11  # that batch not found: the broker's mark stands
+    assert highest_stored(client, "empty", "ours", 3) == 3
 
 
 def test_a_position_beyond_the_packing_is_still_published(fake_context: Callable[..., Any],

@@ -156,6 +156,56 @@ def input_sequence_id(message_id: Any) -> int | None:
     return ((ledger << _ENTRY_BITS | entry) << _BATCH_BITS | batch) + 1
 
 
+SEQUENCE_PROPERTY = "rtca-seq"
+"""Message property of a deduplicated record: its sequence id (see `Publisher`)."""
+
+#: How far before the topic's last record `highest_stored` looks for a producer's last batch, widening in turn.
+TAIL_WINDOWS_MS = (10_000, 300_000, 6 * 3_600_000)
+
+
+def highest_stored(client: Any, topic: str, producer_name: str, first_of_last_batch: int) -> int:
+    """The highest sequence id stored under `producer_name` on `topic`, given the first id of its last stored batch
+    (what the broker tells a new producer): the highest `SEQUENCE_PROPERTY` of that producer's records from that
+    one on. Reads the records published up to 10 s, then 5 min, then 6 h before the topic's last one, then the whole
+    topic, until it finds that batch; without it (records from before the property existed), the broker's mark."""
+    reader = client.create_reader(topic, pulsar.MessageId.latest, start_message_id_inclusive=True)
+    try:
+        if not reader.has_message_available():
+            return first_of_last_batch
+        last_published = reader.read_next(10_000).publish_timestamp()
+        for window in (*TAIL_WINDOWS_MS, None):
+            reader.seek(pulsar.MessageId.earliest if window is None else max(0, last_published - window))
+            found, highest = False, first_of_last_batch
+            while _has_message_available(reader):
+                message = reader.read_next(10_000)
+                if message.producer_name() != producer_name:
+                    continue
+                try:
+                    sequence_id = int(message.properties().get(SEQUENCE_PROPERTY, ""))
+                except ValueError:
+                    continue
+                found = found or sequence_id == first_of_last_batch
+                if found:
+                    highest = max(highest, sequence_id)
+            if found:
+                return highest
+        return first_of_last_batch
+    finally:
+        reader.close()
+
+
+def _has_message_available(reader: Any, patience_s: float = 30.0) -> bool:
+    """`has_message_available`, retried while the reader reconnects (a seek closes it on the broker's side)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return bool(reader.has_message_available())
+        except pulsar.PulsarException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Publisher:
     """Publishes our records and acknowledges each input once its record is stored, in batches.
 
@@ -177,12 +227,15 @@ class Publisher:
     record gets a sequence id derived from its input's position (`input_sequence_id`), and each (input topic, output
     topic) pair a producer name derived from the function and the two topics, the same in every instance and after
     every restart: the broker's deduplication (on for the namespace) then drops a record whose sequence id is not
-    above the highest it stored under that name, which it reports to a new producer. A record at or below that
-    mark, or below what this instance already handed to its producer, is not sent again: its input is acknowledged
-    with the records sent after it (a batch mixing old and new records would otherwise be dropped whole). These
-    producers do not batch: with batching, the client and the broker take a batch's sequence ids to be consecutive
-    from its first one (checked: ids 10, 20, 30 in one batch, and a new producer of that name is told 10), so what
-    they report as stored would be below what is, and records after it would be stored twice.
+    above the highest it stored under that name. A record at or below that mark, or below what this instance already
+    handed to its producer, is not sent again: its input is acknowledged with the records sent after it.
+
+    These producers batch too, which takes one care: the broker keeps a batch's first sequence id only (checked: a
+    batch of ids 10, 20, 30 stored, a new producer of that name is told 10), so after a restart the mark it reports
+    is the first record of the last stored batch, not the last. Each record also carries its sequence id as the
+    property `SEQUENCE_PROPERTY`, and a new producer reads the tail of its topic back (`highest_stored`) to find the
+    rest of that batch. (Pulsar's Java runtime gives up batching for effectively-once instead: a message per entry
+    halves the router's rate here.)
     """
 
     def __init__(self, context: Context, *, dedup: bool = False) -> None:
@@ -226,16 +279,18 @@ class Publisher:
         while True:
             try:
                 producer = self._client.create_producer(
-                    topic, producer_name=name, block_if_queue_full=True, batching_enabled=False, send_timeout_millis=0,
+                    topic, producer_name=name, block_if_queue_full=True, batching_enabled=True,
+                    batching_max_publish_delay_ms=10, send_timeout_millis=0,
                 )  # fmt: skip
                 break
             except Exception as exc:  # noqa: BLE001 - e.g. ProducerBusy until the broker drops the old connection
                 self._log.warning("creating producer %s on %s failed (%s); retrying in %.1f s", name, topic, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        last = int(producer.last_sequence_id())
-        self._log.info("producer %s on %s (input %s): broker has stored up to sequence id %d", name, topic, source,
-                       last)  # fmt: skip
+        first = int(producer.last_sequence_id())
+        last = highest_stored(self._client, topic, name, first) if first >= 0 else first
+        self._log.info("producer %s on %s (input %s): broker has stored up to sequence id %d (its last batch from %d)",
+                       name, topic, source, last, first)  # fmt: skip
         output = self._outputs[key] = _Output(producer, last_sequence_id=last)
         return output
 
@@ -310,6 +365,7 @@ class Publisher:
                 output.pending, output.marked_ns = [], now
                 callback = partial(self._stored, pending, topic)
             output.producer.send_async(data, callback, partition_key=key, sequence_id=sequence_id,
+                                       properties={SEQUENCE_PROPERTY: str(sequence_id)},
                                        event_timestamp=event_ms if event_ms is not None and event_ms > 0 else None)
 
     def _stored(self, inputs: list[_Entry], topic: str, result: Any, _message_id: Any) -> None:
