@@ -88,6 +88,8 @@ class Figure:
     `ratio_unit` is how the ratio reads: "x" (times the reference) or "%" (share of the reference). `value` and
     `reference_value` are absolute context in `unit`. `inverse` makes the ratio reference / value (for latencies
     where "better" means smaller: the query benchmark's "4x better than untuned" is untuned p99 / tuned p99).
+    `paired_ratio`, when given, is the ratio instead: e.g. the median of per-round ratios of a benchmark that
+    measures both sides in each round, which the load's swings between rounds disturb less than a ratio of medians.
     """
 
     bench: str
@@ -101,9 +103,12 @@ class Figure:
     inverse: bool = False
     note: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
+    paired_ratio: float | None = None
 
     @property
     def ratio(self) -> float | None:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         a, b = (self.reference_value, self.value) if self.inverse else (self.value, self.reference_value)
         if a is None or b is None or b == 0:
             return None

@@ -65,8 +65,9 @@ def _functions(settings: Settings, quick: bool, keep: bool, say: Say, out_dir: P
         reference = figures.get(f"identity_{kind}_median", figures[f"identity_{kind}"])
         result.add(Figure("functions", f"{name} end to end (median rate)", value, "msg/s",
                           reference=f"identity on {kind}", reference_value=reference, goal=Goal(">=", 0.9),
-                          ratio_unit="%", note=f"median of round ratios {figures[f'{name}_ratio']:.0%}",
-                          detail={"ratio": figures[f"{name}_ratio"]}))  # fmt: skip
+                          ratio_unit="%", paired_ratio=figures[f"{name}_ratio"],
+                          note=f"ratio: median of round ratios ({figures[f'{name}_ratio_min']:.0%}-"
+                               f"{figures[f'{name}_ratio_max']:.0%})"))  # fmt: skip
     result.details = dict(figures)
     return result
 
