@@ -1,10 +1,14 @@
-"""Pandas references for the windowed analytics, independent of `rtca.analytics` (unit and stack tests share them).
+"""Pandas references for the windowed analytics, independent of `rtca.analytics`, and the seeded random walks the
+statistics tests feed (unit and stack tests share them).
 
 Both follow the stated conventions: windows ``[start, start + window_ms)`` with ``start = event_ms // window_ms *
 window_ms`` per product; a record whose window is before its product's latest window so far is late and dropped.
 """
 
 from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -48,3 +52,16 @@ def pandas_vol(df: pd.DataFrame, window_ms: int) -> pd.DataFrame:
                         "price": g["price"].last(), "log_return": np.log(g["price"].last() / g["price"].first())})  # fmt: skip
     out["realized_vol"] = out["return_std"] * np.sqrt(out["n_returns"] * SECONDS_PER_YEAR / (window_ms / 1000))
     return out
+
+
+def random_walks(products: Mapping[str, float], n: int, *, seed: int) -> Iterator[tuple[int, str, float]]:
+    """Seeded random walks of several products, interleaved: (sequence from 1, product, price). A quarter of the
+    steps repeat the last price, as real tickers often do; a price never falls below half of the one before."""
+    rng = random.Random(seed)
+    prices = dict(products)
+    for sequence in range(1, n + 1):
+        product = rng.choice(sorted(prices))
+        if rng.random() > 0.25:
+            step = rng.gauss(0.0, prices[product] * 2e-3)
+            prices[product] = round(max(prices[product] / 2, prices[product] + step), 8)
+        yield sequence, product, prices[product]

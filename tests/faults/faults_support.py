@@ -27,6 +27,7 @@ from rtca.feed.simulator import SimulatorSource
 from rtca.pinot.client import PinotClient
 from rtca.settings import Settings
 from rtca.stack.process import Launch, Service, Supervisor
+from references import random_walks
 from waiting import wait_for
 
 __all__ = ["wait_for"]  # re-exported: the fault tests import their helpers from here
@@ -294,21 +295,14 @@ def rss_mb(proc: psutil.Process) -> float:
 def ticker_frames(products: Mapping[str, float], n: int, *, seed: int, start_ms: int = 1_700_000_000_000
                   ) -> list[tuple[str, float, int, bytes]]:  # fmt: skip
     """`n` raw ticker frames of seeded random walks, interleaved: (product, price, sequence, frame JSON)."""
-    import random
-
     from rtca.feed.protocol import format_time_us
     from rtca.functions.samples import sample
 
-    rng = random.Random(seed)
-    prices = dict(products)
     out = []
-    for sequence in range(1, n + 1):
-        product = rng.choice(sorted(prices))
-        if rng.random() > 0.25:  # real tickers often repeat the last price
-            prices[product] = round(max(prices[product] / 2, prices[product] + rng.gauss(0.0, prices[product] * 2e-3)), 8)
-        frame = sample("ticker", product_id=product, price=repr(prices[product]), sequence=sequence,
+    for sequence, product, price in random_walks(products, n, seed=seed):
+        frame = sample("ticker", product_id=product, price=repr(price), sequence=sequence,
                        trade_id=sequence, time=format_time_us((start_ms + 10 * sequence) * 1000))
-        out.append((product, prices[product], sequence, orjson.dumps(frame)))
+        out.append((product, price, sequence, orjson.dumps(frame)))
     return out
 
 

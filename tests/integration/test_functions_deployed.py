@@ -7,7 +7,6 @@ at the end).
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import uuid
@@ -34,6 +33,8 @@ from rtca.functions.deploy import (
 )
 from rtca.functions.samples import hostile_payloads
 from rtca.settings import Settings, Topics
+
+from references import random_walks
 
 pytestmark = pytest.mark.stack
 
@@ -179,17 +180,11 @@ def test_hostile_payloads_all_end_in_the_dead_letter_topic_and_the_router_goes_o
 # --- ticker statistics -----------------------------------------------------------------------------------------------
 def ticker_stream(seed: int, products: dict[str, float], n: int) -> list[tuple[str, float, bytes]]:
     """Seeded random walks of several products, interleaved, as the router's typed ticker records."""
-    rng = random.Random(seed)
-    prices = dict(products)
     stream = []
-    for sequence in range(1, n + 1):
-        product = rng.choice(sorted(prices))
-        if rng.random() > 0.25:  # real tickers often repeat the last price
-            step = rng.gauss(0.0, prices[product] * 2e-3)
-            prices[product] = round(max(prices[product] / 2, prices[product] + step), 8)
-        record = {"type": "ticker", "product_id": product, "price": prices[product], "sequence": sequence,
+    for sequence, product, price in random_walks(products, n, seed=seed):
+        record = {"type": "ticker", "product_id": product, "price": price, "sequence": sequence,
                   "event_ms": 1_700_000_000_000 + 10 * sequence, "received_ms": 1_700_000_000_003 + 10 * sequence}
-        stream.append((product, prices[product], orjson.dumps(record)))
+        stream.append((product, price, orjson.dumps(record)))
     return stream
 
 

@@ -50,6 +50,7 @@ import orjson
 import psutil
 import pulsar
 
+from rtca.bench.pipeline import send_each
 from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
 from rtca.feed.sinks import pulsar_client
 from rtca.functions import routing
@@ -193,11 +194,7 @@ class Endpoint:
         producer, receive = self.producer, self.consumer.receive
         last: dict[str, pulsar.Message] = {}
         started = time.perf_counter()
-        for data, props, key in batch:
-            if key:
-                producer.send_async(data, None, properties=props, partition_key=key)
-            else:
-                producer.send_async(data, None, properties=props)
+        send_each(producer, batch)
         producer.flush()
         received, deadline = 0, time.monotonic() + timeout
         while received < len(batch):

@@ -319,6 +319,19 @@ def quiet_client(settings: Settings) -> Iterator[pulsar.Client]:
         client.close()
 
 
+def send_each(producer: pulsar.Producer, payloads: Iterable[Payload],
+              callback: Callable[[pulsar.Result, Any], None] | None = None) -> int:  # fmt: skip
+    """`send_async` every (data, properties, key) payload, the key only where there is one; returns how many."""
+    sent = 0
+    for data, props, key in payloads:
+        if key:
+            producer.send_async(data, callback, properties=props, partition_key=key)
+        else:
+            producer.send_async(data, callback, properties=props)
+        sent += 1
+    return sent
+
+
 def produce_all(client: pulsar.Client, topic: str, payloads: Iterable[Payload], *, acks: bool = True,
                 timeout: float = 600.0) -> float:  # fmt: skip
     """Send every payload as fast as the client takes them (batching as ingest does); seconds until all are stored.
@@ -341,16 +354,9 @@ def produce_all(client: pulsar.Client, topic: str, payloads: Iterable[Payload], 
                 failed.append(str(result))
             settled.notify_all()
 
-    on_ack = callback if acks else None
-    sent = 0
     try:
         started = time.perf_counter()
-        for data, props, key in payloads:
-            if key:
-                producer.send_async(data, on_ack, properties=props, partition_key=key)
-            else:
-                producer.send_async(data, on_ack, properties=props)
-            sent += 1
+        sent = send_each(producer, payloads, callback if acks else None)
         producer.flush()
         if acks:
             with settled:
