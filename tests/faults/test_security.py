@@ -18,6 +18,7 @@ import pytest
 
 from rtca.settings import PROJECT_ROOT, Settings, load_settings
 from rtca.stack import local
+from rtca.stack.artifacts import bind_shim
 from rtca.stack.process import Supervisor
 from rtca.stack.secrets import superset_secrets
 
@@ -78,20 +79,27 @@ def stack_processes(settings: Settings) -> dict[str, list[psutil.Process]]:
     return found
 
 
-#: Listeners the pinned versions open on every interface, with no setting to bind them to one address (a test
-#: below fails as soon as one of them is bound to loopback, so the list cannot outlive a fix):
+#: Listeners the pinned versions open on every interface, with no setting to bind them to one address:
 #: - Pinot 0.11: Zookeeper (Pinot's StartZookeeper launcher), the controller's, broker's and server admin's HTTP
 #:   listeners (a `*.access.protocols.http.host` key exists, but only in config files the Start* commands are not
 #:   given), and the server's query ports (Netty `bind(port)` and gRPC `forPort(port)`: not configurable);
 #: - Pulsar 4.0 standalone: the embedded bookie (a port of its own choosing on 0.0.0.0) and, in each Python function
 #:   instance, its gRPC control port and Prometheus metrics port (both hard-coded to all interfaces).
+#: The local backend runs these processes under the loopback bind shim (infra/bindshim, LD_PRELOAD), which rewrites
+#: their wildcard binds to the configured host; only without it (no gcc to build it) do they stay on all interfaces.
 WILDCARD_SERVICES = {"pinot-zookeeper", "pinot-controller", "pinot-broker", "pinot-server"}
+
+
+def on_host(ip: str, hosts: set[str]) -> bool:
+    """`ip` is one of `hosts`, also as the v4-mapped IPv6 address a dual-stack JVM socket reports (::ffff:a.b.c.d)."""
+    return ip in hosts or (ip.startswith("::ffff:") and ip.removeprefix("::ffff:") in hosts)
 
 
 @pytest.mark.stack
 def test_the_stack_listens_on_its_configured_host_only(stack: Settings) -> None:
     hosts = {"127.0.0.1", "::1", stack.pulsar.host, stack.pinot.host, stack.superset.host}
     pulsar_ports = {stack.pulsar.broker_port, stack.pulsar.web_port}
+    shimmed = bind_shim(stack) is not None
     listeners: list[tuple[str, str, str, int]] = []  # (service, process, ip, port)
     for service, procs in stack_processes(stack).items():
         for proc in procs:
@@ -108,17 +116,19 @@ def test_the_stack_listens_on_its_configured_host_only(stack: Settings) -> None:
         print(*listener)
     wrong, known = [], []
     for service, label, ip, port in listeners:
-        if ip in hosts:
+        if on_host(ip, hosts):
             continue
         pulsar_extra = service == "pulsar" and (label == "function instance" or port not in pulsar_ports)
-        (known if service in WILDCARD_SERVICES or pulsar_extra else wrong).append((service, label, ip, port))
-    print(f"{len(listeners)} listeners; on all interfaces, known and not configurable in the pinned versions: "
-          f"{len(known)}")
+        unconfigurable = service in WILDCARD_SERVICES or pulsar_extra
+        (known if unconfigurable and not shimmed else wrong).append((service, label, ip, port))
+    print(f"{len(listeners)} listeners; bind shim {'loaded' if shimmed else 'not built (no gcc)'}; on all "
+          f"interfaces, known and not configurable without it: {len(known)}")
     assert {"pulsar", "superset"} <= {s for s, *_ in listeners}
+    if shimmed:
+        assert {"pinot-zookeeper", "pinot-server"} <= {s for s, *_ in listeners}
+        if not any(label == "function instance" for _, label, *_ in listeners):
+            print("no function instance running: their ports were not checked (deploy functions first)")
     assert wrong == [], "listening beyond the configured host"
-    still_wildcard = {s for s, *_ in known}
-    fixed = sorted(WILDCARD_SERVICES - still_wildcard)
-    assert fixed == [], f"now bound to the configured host: remove {fixed} from WILDCARD_SERVICES"
 
 
 @pytest.mark.stack

@@ -1,14 +1,18 @@
 """Everything the local backend runs, resolved from the package registries into a user cache.
 
 Maven Central gives Pulsar's server distribution and Pinot's jars, Maven builds our Pinot plugin, PyPI gives
-Superset's own virtualenv. Results live under `settings.cache_dir` (by default `~/.cache/rtca`), so a second
-clone or a CI run on the same machine reuses them; each step is skipped when its marker file is there.
+Superset's own virtualenv, the machine's C compiler builds the loopback bind shim. Results live under
+`settings.cache_dir` (by default `~/.cache/rtca`), so a second clone or a CI run on the same machine reuses them;
+each step is skipped when its marker file is there.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -16,7 +20,7 @@ from pathlib import Path
 
 from rtca.errors import ArtifactError, PrerequisiteError
 from rtca.settings import Settings
-from rtca.stack.progress import step
+from rtca.stack.progress import say, step
 
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 _DONE = ".complete"
@@ -159,6 +163,68 @@ def superset_venv(settings: Settings) -> Path:
     return venv
 
 
+_shim_warned = False
+
+
+def bind_shim(settings: Settings) -> Path | None:
+    """The LD_PRELOAD library that moves wildcard listeners to the configured host (`infra/bindshim/`).
+
+    Pinot 0.11, Pulsar standalone's bookie and Pulsar's Python function instances bind some listeners to every
+    interface with no setting to change it; the shim rewrites those binds (see its source). Built once per source
+    digest with the machine's `gcc`; without one the stack runs unchanged, after a warning.
+    """
+    global _shim_warned
+    source = settings.infra_dir / "bindshim" / "loopbackbind.c"
+    out = settings.cache_dir / "bindshim" / hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    library = out / "libloopbackbind.so"
+    if _marked(out):
+        return library
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        if not _shim_warned:
+            say("- warning: 'gcc' was not found on PATH, so the loopback bind shim (infra/bindshim) is not built: "
+                "Pinot's listeners, Pulsar's bookie and function instances' ports stay on all interfaces "
+                "(Debian: apt-get install gcc, then restart the stack)")
+            _shim_warned = True
+        return None
+    with step("building the loopback bind shim (gcc)"):
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        result = subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-o", str(library), str(source), "-ldl"],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ArtifactError(f"gcc could not build {source}: {result.stderr.strip()[-500:]}")
+    _mark(out)
+    return library
+
+
+def bind_env(settings: Settings, host: str) -> dict[str, str]:
+    """Environment that keeps a process's wildcard listeners on `host` (empty without the shim or for a wildcard).
+
+    `host` is resolved to an IP literal here (the shim reads only literals), IPv4 first: a dual-stack listener moved
+    to ::1 would refuse the IPv4 clients that a name like `localhost` also resolves to. Children inherit both.
+    """
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        address = ""
+        for family in (socket.AF_INET, socket.AF_UNSPEC):
+            try:
+                address = str(socket.getaddrinfo(host, None, family=family, type=socket.SOCK_STREAM)[0][4][0])
+                break
+            except (OSError, IndexError):
+                continue
+        if not address:
+            return {}
+    if ipaddress.ip_address(address).is_unspecified:
+        return {}
+    library = bind_shim(settings)
+    if library is None:
+        return {}
+    preload = " ".join(filter(None, [str(library), os.environ.get("LD_PRELOAD", "")]))
+    return {"LD_PRELOAD": preload, "RTCA_BIND_HOST": address}
+
+
 def ensure_all(settings: Settings) -> None:
     """Download and build whatever the local backend runs; each part is a no-op once cached."""
     require_java()
@@ -166,3 +232,4 @@ def ensure_all(settings: Settings) -> None:
     pinot_lib(settings)
     plugin_lib(settings)
     superset_venv(settings)
+    bind_shim(settings)

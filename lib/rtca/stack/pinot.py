@@ -3,6 +3,7 @@
 `StartServiceManager` (all in one JVM) fails in 0.11.0 with a NullPointerException, so each role runs alone
 through `PinotAdministrator`. Our Pulsar stream plugin goes on the classpath of the controller (it builds the
 partition metadata provider when a table is created) and of the server (it consumes); the broker needs nothing.
+Every role runs under the loopback bind shim (`artifacts.bind_shim`): 0.11 has no setting for its listeners' host.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 from pathlib import Path
 
 from rtca.settings import Settings
-from rtca.stack.artifacts import pinot_lib, plugin_lib, require_java
+from rtca.stack.artifacts import bind_env, pinot_lib, plugin_lib, require_java
 from rtca.stack.process import Launch, Service
 
 MAIN_CLASS = "org.apache.pinot.tools.admin.PinotAdministrator"
@@ -32,7 +33,9 @@ def _jvm(settings: Settings, heap: str, role: str, *args: str, plugin: bool = Fa
     log_config = settings.infra_dir / "stack" / "pinot-log4j2.xml"
     argv = [require_java(), *heap.split(), *settings.jvm_options.split(), *JAVA17_OPENS,
             f"-Dlog4j2.configurationFile={log_config}", "-cp", classpath, MAIN_CLASS, role, *args]
-    return Launch(argv=argv, cwd=data)
+    # Zookeeper, the HTTP listeners and the server's Netty and gRPC ports bind to all interfaces in 0.11 with no
+    # setting to change it: the bind shim moves them to the configured host.
+    return Launch(argv=argv, env=bind_env(settings, settings.pinot.host), cwd=data)
 
 
 def services(settings: Settings) -> list[Service]:

@@ -15,7 +15,7 @@ import httpx
 
 from rtca.errors import ServiceError
 from rtca.settings import Settings
-from rtca.stack.artifacts import pulsar_home
+from rtca.stack.artifacts import bind_env, pulsar_home
 from rtca.stack.process import Launch, Service
 
 #: Retention -1 = unlimited: Pinot reads with a Reader, which is not a subscription, so nothing else keeps data.
@@ -92,6 +92,9 @@ def _launch(settings: Settings) -> Launch:
         "PULSAR_LOG_DIR": str(logs / "functions"),
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(settings.venv_dir),
+        # The embedded bookie and each Python function instance (its gRPC control and metrics ports; instances
+        # inherit the JVM's environment) bind to all interfaces: the bind shim moves them to the configured host.
+        **bind_env(settings, p.host),
     }
     argv = [str(home / "bin" / "pulsar"), "standalone", "-nss",
             "-c", str(conf_dir / "standalone.conf"), "-fwc", str(conf_dir / "functions_worker.yml"),
