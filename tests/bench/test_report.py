@@ -147,5 +147,7 @@ def test_a_paired_ratio_is_the_figure_and_decides_the_goal() -> None:
     figure = Figure("functions", "router", 2517.0, "msg/s", reference_value=2703.0, goal=Goal(">=", 0.9),
                     ratio_unit="%", paired_ratio=0.89)
     assert figure.ratio == 0.89 and figure.met is False
+    again = BenchResult.from_json({"bench": "functions", "figures": [figure.to_json()]}).figures[0]
+    assert again.ratio == 0.89 and again.met is False
     assert Figure("functions", "router", 2517.0, "msg/s", reference_value=2703.0, goal=Goal(">=", 0.9),
                   ratio_unit="%").met is True

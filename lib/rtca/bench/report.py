@@ -124,7 +124,7 @@ class Figure:
             "reference": self.reference, "reference_value": self.reference_value, "ratio": self.ratio,
             "ratio_unit": self.ratio_unit, "inverse": self.inverse,
             "goal": None if self.goal is None else {"op": self.goal.op, "threshold": self.goal.threshold},
-            "met": self.met, "note": self.note, "detail": dict(self.detail),
+            "met": self.met, "note": self.note, "detail": dict(self.detail), "paired_ratio": self.paired_ratio,
         }  # fmt: skip
 
 
@@ -165,7 +165,7 @@ class BenchResult:
                 reference=f.get("reference", ""), reference_value=f.get("reference_value"),
                 goal=Goal(goal["op"], float(goal["threshold"])) if goal else None,
                 ratio_unit=f.get("ratio_unit", "x"), inverse=bool(f.get("inverse")), note=f.get("note", ""),
-                detail=f.get("detail") or {},
+                detail=f.get("detail") or {}, paired_ratio=f.get("paired_ratio"),
             ))  # fmt: skip
         return cls(bench=data["bench"], started=data.get("started", ""), finished=data.get("finished", ""),
                    seconds=float(data.get("seconds") or 0), quick=bool(data.get("quick")),
