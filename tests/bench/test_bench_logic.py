@@ -14,7 +14,9 @@ from rtca.bench.freshness import Visibility, direct_table
 from rtca.bench.ingest import perf_rate
 from rtca.bench.pipeline import BenchScope, product_names, simulator_payloads
 from rtca.bench.queries import (
+    CANDIDATE_SQL,
     CANDIDATES,
+    MINUTE_COLUMN,
     bench_rules,
     for_table,
     pin_now,
@@ -222,6 +224,25 @@ def test_candidate_tunings(settings: Settings) -> None:
     assert index["sortedColumn"] == ["event_time"] and index["rangeIndexColumns"] == []
     assert {"price", "ewma_mean", "rolling_var"} <= set(index["noDictionaryColumns"])
     assert index["streamConfigs"]["realtime.segment.flush.threshold.rows"] == "100000"  # unchanged
+
+
+def test_minute_star_tree_candidate_adds_the_column_and_times_the_minute_sql(settings: Settings) -> None:
+    spec = render_table(settings, "matches")
+    schema, config = spec.schema, spec.table
+    for tuning in CANDIDATES["minute_startree"]:
+        config = tuning(schema, config)
+    assert MINUTE_COLUMN in {f["name"] for f in schema["dateTimeFieldSpecs"]}
+    assert {"columnName": MINUTE_COLUMN, "transformFunction": "round(event_ms, 60000)"} in (
+        config["ingestionConfig"]["transformConfigs"])
+    tree = config["tableIndexConfig"]["starTreeIndexConfigs"][0]
+    assert tree["dimensionsSplitOrder"] == [MINUTE_COLUMN, "side", "product_id"] and "SUM__size" in (
+        tree["functionColumnPairs"])
+    assert config["tableIndexConfig"]["streamConfigs"]["realtime.segment.flush.threshold.rows"] == "20000"
+    rewrite = CANDIDATE_SQL["minute_startree"]
+    minute = "SELECT DATE_TRUNC('minute', event_time) AS t, SUM(size) FROM m WHERE event_time >= 1 GROUP BY t"
+    assert rewrite(minute) == minute.replace("event_time", MINUTE_COLUMN)
+    latest = "SELECT product_id, LASTWITHTIME(price, event_time, 'DOUBLE') FROM m GROUP BY product_id"
+    assert rewrite(latest) == latest
 
 
 def test_statements_and_table_substitution() -> None:

@@ -271,12 +271,72 @@ def raw_metrics(schema: Mapping[str, Any], table: dict[str, Any]) -> dict[str, A
     return table
 
 
-#: Candidate tunings the benchmark can compare with the shipped config in the same run (`candidates=`). Mind the
-#: Pinot server's heap: consuming segments live there, and each candidate adds one per table.
+def flush_rows(rows: int) -> Tuning:
+    """Segments of `rows` rows (the consuming segment, which has no index, range, bloom or star-tree, is smaller)."""
+
+    def tuning(schema: Mapping[str, Any], table: dict[str, Any]) -> dict[str, Any]:
+        table["tableIndexConfig"]["streamConfigs"]["realtime.segment.flush.threshold.rows"] = str(rows)
+        return table
+
+    tuning.__name__ = f"flush_rows_{rows}"
+    return tuning
+
+
+#: The derived minute column of `minute_star_tree`.
+MINUTE_COLUMN = "event_minute"
+#: Dimensions the dashboards' minute charts group by, after the minute (in this order when the schema has them).
+STAR_TREE_DIMENSIONS = ("side", "product_id")
+
+
+def minute_star_tree(schema: Mapping[str, Any], table: dict[str, Any]) -> dict[str, Any]:
+    """A minute column (`event_ms` rounded down to the minute, a TIMESTAMP, by an ingestion transform) and a star-tree
+    on [minute, side, product_id] with COUNT(*) and SUM/MIN/MAX/AVG of every DOUBLE metric; 20,000-row segments (the
+    consuming segment has no star-tree and is scanned row by row). A star-tree serves a query only if every filter and
+    GROUP BY column is one of its dimensions: Superset's SQL filters and groups on `event_time` (milliseconds), so
+    this candidate needs the minute charts' time column to be the minute column (`CANDIDATE_SQL`)."""
+    assert isinstance(schema, dict)
+    names = {f["name"] for key in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
+             for f in schema.get(key) or []}  # fmt: skip
+    if MINUTE_COLUMN not in names:
+        schema.setdefault("dateTimeFieldSpecs", []).append({
+            "name": MINUTE_COLUMN, "dataType": "TIMESTAMP", "format": "1:MILLISECONDS:EPOCH",
+            "granularity": "1:MINUTES"})  # fmt: skip
+    transforms = table.setdefault("ingestionConfig", {}).setdefault("transformConfigs", [])
+    transforms.append({"columnName": MINUTE_COLUMN, "transformFunction": "round(event_ms, 60000)"})
+    doubles = [f["name"] for f in schema.get("metricFieldSpecs") or [] if f.get("dataType") in ("DOUBLE", "FLOAT")]
+    index = table["tableIndexConfig"]
+    index["starTreeIndexConfigs"] = [{
+        "dimensionsSplitOrder": [MINUTE_COLUMN, *(d for d in STAR_TREE_DIMENSIONS if d in names)],
+        "skipStarNodeCreationForDimensions": [MINUTE_COLUMN],
+        "functionColumnPairs": ["COUNT__*", *(f"{fn}__{m}" for m in doubles for fn in ("SUM", "MIN", "MAX", "AVG"))],
+        "maxLeafRecords": 10000,
+    }]  # fmt: skip
+    return flush_rows(20_000)(schema, table)
+
+
+def on_minute_column(sql: str) -> str:
+    """A minute chart's statement as Superset would render it with the dataset's minute column as the chart's time
+    column: filter and bucket on `event_minute` instead of `event_time` (others unchanged). Not the same rows at the
+    window's start: the first, partial minute is left out."""
+    if "DATE_TRUNC('minute'" not in sql:
+        return sql
+    return re.sub(r"(?<![\w.])event_time(?!\w)", MINUTE_COLUMN, sql)
+
+
+#: Candidate tunings the benchmark can compare with the shipped config in the same run (`candidates=`). A tuning
+#: gets the candidate's own copy of the schema and may add columns to it. Mind the Pinot server's heap: consuming
+#: segments live there, and each candidate adds one per table.
 CANDIDATES: dict[str, tuple[Tuning, ...]] = {
     "timesorted": (time_sorted,),
     "rawmetrics": (raw_metrics,),
     "timesorted_raw": (time_sorted, raw_metrics),
+    "seg20k": (flush_rows(20_000),),
+    "minute_startree": (minute_star_tree,),
+}
+#: Candidates timed on other SQL than the dashboards' (what Superset would send after a dataset/chart change):
+#: candidate -> rewrite of each statement. Their figures still compare with the untuned copy on the original SQL.
+CANDIDATE_SQL: dict[str, Callable[[str], str]] = {
+    "minute_startree": on_minute_column,
 }
 #: Tables large enough for a candidate to matter.
 CANDIDATE_TABLES = ("ticker", "ticker_stats", "matches", "book")
@@ -310,14 +370,16 @@ def create_tables(scope: BenchScope, keys: Sequence[str],
         tables = {"tuned": spec.name, "untuned": f"{spec.name}_untuned"}
         scope.put_table(spec.schema, spec.table)
         configs = {"untuned": untuned_config(spec.table, tables["untuned"])}
+        schemas = {"untuned": copy.deepcopy(spec.schema)}
         for name in candidates if key in CANDIDATE_TABLES else ():
             config = copy.deepcopy(spec.table)
+            schemas[name] = copy.deepcopy(spec.schema)
             for tuning in CANDIDATES[name]:
-                config = tuning(spec.schema, config)
+                config = tuning(schemas[name], config)
             tables[name] = config["tableName"] = config["segmentsConfig"]["schemaName"] = f"{spec.name}_{name}"
             configs[name] = config
         for name, config in configs.items():
-            schema = copy.deepcopy(spec.schema)
+            schema = schemas[name]
             schema["schemaName"] = tables[name]
             scope.put_table(schema, config)
         sets[key] = TableSet(key, spec.topic, tables)
@@ -467,6 +529,8 @@ class Timings:
     wall_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     docs_scanned: dict[str, int] = field(default_factory=dict)
     segments: dict[str, int] = field(default_factory=dict)
+    #: Segments queried, processed (not pruned on the server) and matched (with at least one row): variant -> 3.
+    pruning: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     #: Entries scanned in the filter and after it (deterministic work, unlike the times): variant -> (in, post).
     entries: dict[str, tuple[int, int]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -479,8 +543,12 @@ def time_queries(scope: BenchScope, queries: Sequence[ChartQuery], sets: Mapping
     from rtca.pinot.client import PinotClient
 
     timings: dict[str, Timings] = {q.label: Timings() for q in queries}
-    plan = [(q, {variant: for_table(q.sql, sets[q.key].tuned, table)
-                 for variant, table in sets[q.key].tables.items()}) for q in queries]  # fmt: skip
+    def sql_for(q: ChartQuery, variant: str, table: str) -> str:
+        sql = for_table(q.sql, sets[q.key].tuned, table)
+        return CANDIDATE_SQL[variant](sql) if variant in CANDIDATE_SQL else sql
+
+    plan = [(q, {variant: sql_for(q, variant, table) for variant, table in sets[q.key].tables.items()})
+            for q in queries]  # fmt: skip
     with PinotClient(scope.base, timeout=120) as pinot:
         for round_no in range(warmup + repeat):
             for q, sql in plan:
@@ -501,6 +569,9 @@ def time_queries(scope: BenchScope, queries: Sequence[ChartQuery], sets: Mapping
                     t.broker_ms[variant].append(float(answer.get("timeUsedMs") or 0.0))
                     t.docs_scanned[variant] = int(answer.get("numDocsScanned") or 0)
                     t.segments[variant] = int(answer.get("numSegmentsQueried") or 0)
+                    t.pruning[variant] = (int(answer.get("numSegmentsQueried") or 0),
+                                          int(answer.get("numSegmentsProcessed") or 0),
+                                          int(answer.get("numSegmentsMatched") or 0))
                     t.entries[variant] = (int(answer.get("numEntriesScannedInFilter") or 0),
                                           int(answer.get("numEntriesScannedPostFilter") or 0))
     return timings
@@ -595,6 +666,7 @@ def add_figures(result: BenchResult, queries: Sequence[ChartQuery], timings: Map
             "table": q.key, **{v: s.__dict__ for v, s in summaries.items()},
             "wall": {v: Summary.of(ms).__dict__ for v, ms in t.wall_ms.items() if ms},
             "docs_scanned": t.docs_scanned, "segments": t.segments, "errors": t.errors[:5],
+            "segments_queried_processed_matched": t.pruning,
             "entries_scanned_in_filter": {v: e[0] for v, e in t.entries.items()},
             "entries_scanned_post_filter": {v: e[1] for v, e in t.entries.items()},
         }  # fmt: skip
