@@ -250,8 +250,9 @@ def untuned_config(table: Mapping[str, Any], name: str, *, flush_rows: int = UNT
     return config
 
 
-Tuning = Callable[[Mapping[str, Any], dict[str, Any]], dict[str, Any]]
-"""(schema, table config) -> a changed table config: a candidate tuning to compare in the same run."""
+Tuning = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+"""(schema, table config) -> a changed table config: a candidate tuning to compare in the same run; it may add
+columns to the schema, its candidate's own copy."""
 
 
 def time_sorted(schema: Mapping[str, Any], table: dict[str, Any]) -> dict[str, Any]:
@@ -274,7 +275,7 @@ def raw_metrics(schema: Mapping[str, Any], table: dict[str, Any]) -> dict[str, A
 def flush_rows(rows: int) -> Tuning:
     """Segments of `rows` rows (the consuming segment, which has no index, range, bloom or star-tree, is smaller)."""
 
-    def tuning(schema: Mapping[str, Any], table: dict[str, Any]) -> dict[str, Any]:
+    def tuning(schema: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
         table["tableIndexConfig"]["streamConfigs"]["realtime.segment.flush.threshold.rows"] = str(rows)
         return table
 
@@ -288,13 +289,12 @@ MINUTE_COLUMN = "event_minute"
 STAR_TREE_DIMENSIONS = ("side", "product_id")
 
 
-def minute_star_tree(schema: Mapping[str, Any], table: dict[str, Any]) -> dict[str, Any]:
+def minute_star_tree(schema: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
     """A minute column (`event_ms` rounded down to the minute, a TIMESTAMP, by an ingestion transform) and a star-tree
     on [minute, side, product_id] with COUNT(*) and SUM/MIN/MAX/AVG of every DOUBLE metric; 20,000-row segments (the
     consuming segment has no star-tree and is scanned row by row). A star-tree serves a query only if every filter and
     GROUP BY column is one of its dimensions: Superset's SQL filters and groups on `event_time` (milliseconds), so
     this candidate needs the minute charts' time column to be the minute column (`CANDIDATE_SQL`)."""
-    assert isinstance(schema, dict)
     names = {f["name"] for key in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
              for f in schema.get(key) or []}  # fmt: skip
     if MINUTE_COLUMN not in names:
