@@ -222,7 +222,8 @@ def trade_flow_records(records: Records, *, window_ms: int = 1000) -> list[dict[
                     "sell_notional": notional["sell"],
                     "imbalance": (volume["buy"] - volume["sell"]) / total if total else None,
                     "vwap": (notional["buy"] + notional["sell"]) / total if total else None,
-                    "last_price": trades[-1]["price"]})
+                    "open_price": trades[0]["price"], "high_price": max(t["price"] for t in trades),
+                    "low_price": min(t["price"] for t in trades), "last_price": trades[-1]["price"]})
     return out
 
 

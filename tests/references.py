@@ -25,7 +25,8 @@ def on_time(df: pd.DataFrame, window_ms: int) -> tuple[pd.DataFrame, int]:
 
 def pandas_flow(df: pd.DataFrame, window_ms: int) -> pd.DataFrame:
     """Trade flow per (product, window) of matches (``product_id``, ``event_ms``, ``side``, ``price``, ``size``):
-    a match's side is the maker's, so ``side == "sell"`` is a taker buy; last price by event time, then arrival."""
+    a match's side is the maker's, so ``side == "sell"`` is a taker buy; open and last price by event time, then
+    arrival."""
     df, _ = on_time(df.assign(arrival=np.arange(len(df))), window_ms)
     taker_buy = df["side"] == "sell"
     notional = df["price"] * df["size"]
@@ -35,6 +36,7 @@ def pandas_flow(df: pd.DataFrame, window_ms: int) -> pd.DataFrame:
     g = df.sort_values(["event_ms", "arrival"], kind="stable").groupby(["product_id", "win"])
     out = g[["buy_volume", "sell_volume", "buy_notional", "sell_notional", "buy_count", "sell_count"]].sum()
     out["last_price"] = g["price"].last()
+    out["open_price"], out["high_price"], out["low_price"] = g["price"].first(), g["price"].max(), g["price"].min()
     volume = out["buy_volume"] + out["sell_volume"]
     out["imbalance"] = (out["buy_volume"] - out["sell_volume"]) / volume
     out["vwap"] = (out["buy_notional"] + out["sell_notional"]) / volume

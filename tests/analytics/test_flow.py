@@ -77,6 +77,7 @@ def test_taker_side_window_close_and_late_match() -> None:
     [r] = flow.update(m(2000, "buy", 11.0, 1.0))  # first match past the end closes [1000, 2000)
     assert (r["event_ms"], r["window_ms"], r["buy_volume"], r["sell_volume"]) == (1000, 1000, 2.0, 1.0)
     assert r["imbalance"] == pytest.approx(1 / 3) and r["vwap"] == pytest.approx(32 / 3) and r["last_price"] == 12.0
+    assert (r["open_price"], r["high_price"], r["low_price"]) == (10.0, 12.0, 10.0)
     assert flow.update(m(1500, "buy", 11.0, 1.0)) == []  # late: its window was emitted
     assert flow.products["P"].late == 1
     restored = TradeFlow.from_state(orjson.loads(orjson.dumps(flow.state())))

@@ -11,7 +11,9 @@ window (already emitted) is dropped and counted in ``late``.
 Record (the ``coinbase_trade_flow`` columns): ``event_ms`` = window start, ``window_ms`` = window LENGTH,
 ``window_end_ms``, ``received_ms`` (latest receive time in the window), buy/sell volume (base units), counts,
 notional (sum of price * size), ``imbalance`` = (buy - sell) / (buy + sell) by volume, ``vwap`` = notional /
-volume, ``last_price`` = price of the last match by event order (ties: arrival order).
+volume, and the window's candle: ``open_price`` / ``last_price`` = price of the first / last match by event order
+(ties: arrival order), ``high_price`` / ``low_price``. The candle is here, not computed from the matches table at
+query time, so that a candle chart reads one row per product and minute instead of every trade (docs/performance.md).
 
 State is a few numbers per product (`rtca.analytics.windows`: round-trips through JSON).
 """
@@ -39,6 +41,10 @@ class FlowWindow:
     last_price: float | None = None
     last_event_ms: int = 0
     received_ms: int | None = None
+    open_price: float | None = None
+    first_event_ms: int = 0
+    high_price: float | None = None
+    low_price: float | None = None
 
     def add(self, taker_buy: bool, price: float, size: float, event_ms: int, received_ms: int | None) -> None:
         if taker_buy:
@@ -51,6 +57,12 @@ class FlowWindow:
             self.sell_notional += price * size
         if self.last_price is None or event_ms >= self.last_event_ms:
             self.last_price, self.last_event_ms = price, event_ms
+        if self.open_price is None or event_ms < self.first_event_ms:
+            self.open_price, self.first_event_ms = price, event_ms
+        if self.high_price is None or price > self.high_price:
+            self.high_price = price
+        if self.low_price is None or price < self.low_price:
+            self.low_price = price
         if received_ms is not None and (self.received_ms is None or received_ms > self.received_ms):
             self.received_ms = received_ms
 
@@ -65,6 +77,7 @@ class FlowWindow:
             "buy_notional": self.buy_notional, "sell_notional": self.sell_notional,
             "imbalance": (self.buy_volume - self.sell_volume) / volume if volume > 0 else None,
             "vwap": notional / volume if volume > 0 else None,
+            "open_price": self.open_price, "high_price": self.high_price, "low_price": self.low_price,
             "last_price": self.last_price,
         }  # fmt: skip
 
