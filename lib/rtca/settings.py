@@ -129,7 +129,11 @@ class Topics(_Section):
 
 
 class Tables(_Section):
+    """Pinot tables. Each is fed from the topic of the same `Topics` name, unless its table.json names another."""
+
     ticker: str = "coinbase_ticker"
+    #: The latest ticker per product (an upsert table over the ticker topic): what "latest price" charts read.
+    ticker_latest: str = "coinbase_ticker_latest"
     ticker_stats: str = "coinbase_ticker_stats"
     matches: str = "coinbase_matches"
     book: str = "coinbase_book"

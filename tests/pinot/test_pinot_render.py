@@ -58,9 +58,11 @@ def test_table_is_a_complete_realtime_table(specs: dict[str, TableSpec], setting
     # the time column: a TIMESTAMP that Superset charts, filled from the record's epoch milliseconds
     cols = columns(spec)
     assert segments["timeColumnName"] == "event_time"
-    assert spec.schema["dateTimeFieldSpecs"] == [{"name": "event_time", "dataType": "TIMESTAMP",
-                                                  "format": "1:MILLISECONDS:EPOCH", "granularity": "1:MILLISECONDS"}]
+    assert spec.schema["dateTimeFieldSpecs"][0] == {"name": "event_time", "dataType": "TIMESTAMP",
+                                                    "format": "1:MILLISECONDS:EPOCH", "granularity": "1:MILLISECONDS"}
     transforms = {t["columnName"]: t["transformFunction"] for t in table["ingestionConfig"]["transformConfigs"]}
+    for extra in spec.schema["dateTimeFieldSpecs"][1:]:  # coarser time columns (book's minute), derived likewise
+        assert transforms[extra["name"]].startswith("round(event_ms, "), extra
     assert transforms["event_time"] in cols and cols[transforms["event_time"]]["dataType"] == "LONG"
     assert all(column in cols for column in transforms), "a transform fills a column the schema lacks"
     # indexes: for the dashboards' filters and time ranges, on columns that exist
@@ -72,8 +74,49 @@ def test_table_is_a_complete_realtime_table(specs: dict[str, TableSpec], setting
         assert set(index[kind]) <= set(cols), f"{kind} names a column {key} does not have"
     # the stream: our topic, rendered by the one stream_configs()
     stream = index["streamConfigs"]
-    topic = settings.topic(getattr(settings.topics, key))
-    assert stream == stream_configs(settings, topic, offset_reset="smallest", flush_rows=100_000, flush_time="1h")
+    topic = settings.topic(getattr(settings.topics, TOPIC_OF.get(key, key)))
+    assert stream == stream_configs(settings, topic, offset_reset="smallest", flush_rows=FLUSH_ROWS.get(key, 100_000),
+                                    flush_time="1h")
+
+
+#: Tables with smaller segments: the consuming segment, which has no star-tree, stays a small part of an hour.
+FLUSH_ROWS = {"book": 10_000}
+
+
+def test_the_book_star_tree_serves_the_minute_charts(specs: dict[str, TableSpec]) -> None:
+    """The order book's minute charts group by (event_minute, product_id) and average imbalance and spread: a
+    star-tree answers that from pre-aggregated records only if every column they use is in it."""
+    book = specs["book"]
+    [tree] = book.table["tableIndexConfig"]["starTreeIndexConfigs"]
+    assert tree["dimensionsSplitOrder"] == ["event_minute", "product_id"]
+    assert {"COUNT__*", "AVG__imbalance", "AVG__spread_bps"} <= set(tree["functionColumnPairs"])
+    minute = columns(book)["event_minute"]
+    assert (minute["dataType"], minute["granularity"]) == ("TIMESTAMP", "1:MINUTES")
+
+
+#: Tables over another table's topic.
+TOPIC_OF = {"ticker_latest": "ticker"}
+
+
+def test_the_latest_ticker_table_is_an_upsert_table_over_the_ticker_topic(specs: dict[str, TableSpec]) -> None:
+    latest, ticker = specs["ticker_latest"], specs["ticker"]
+    assert latest.topic == ticker.topic
+    assert latest.schema["primaryKeyColumns"] == ["product_id"]
+    assert columns(latest) == columns(ticker)  # the schema extends the ticker's
+    assert latest.table["upsertConfig"] == {"mode": "FULL", "comparisonColumn": "event_ms"}
+    # Pinot serves an upsert table only with replica-group routing (each partition's rows on one server)
+    assert latest.table["routing"]["instanceSelectorType"] == "strictReplicaGroup"
+    assert "extends" not in latest.schema and "upsertConfig" not in ticker.table
+
+
+def test_a_schema_extends_only_another_table(settings: Settings, tmp_path: Path) -> None:
+    shutil.copytree(settings.infra_dir / "pinot", tmp_path / "pinot")
+    moved = settings.model_copy(update={"infra_dir": tmp_path})
+    schema = tmp_path / "pinot" / "ticker_latest" / "schema.json"
+    for base in ("ticker_latest", "nothing"):
+        schema.write_text(json.dumps({"extends": base, "schemaName": "${TABLE}"}))
+        with pytest.raises(ConfigError, match="not another table"):
+            render_table(moved, "ticker_latest")
 
 
 def test_columns_carry_the_record_contract(specs: dict[str, TableSpec]) -> None:

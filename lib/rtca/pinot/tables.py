@@ -8,8 +8,9 @@ Layout of `infra/pinot/` (one folder per table, named after its `rtca.settings.T
 - `<key>/table.json`: only what differs from `realtime-table.json`, deep-merged over it (objects merge key by key;
   lists and values replace).
 
-Placeholders: `${TABLE}` (the table name from settings) and `${TOPIC}` (the full name of the Pulsar topic with the
-same `Topics` key). The rest of `streamConfigs` (service URL, consumer factory of the backend, decoder) comes from
+Placeholders: `${TABLE}` (the table name from settings), `${TOPIC}` (the full name of the Pulsar topic with the
+same `Topics` key) and `${TOPIC_<KEY>}` (any topic, e.g. `${TOPIC_TICKER}`: a second table over one topic).
+`<key>/schema.json` may start from another table's schema: `"extends": "<key>"` (deep-merged like table.json). The rest of `streamConfigs` (service URL, consumer factory of the backend, decoder) comes from
 `rtca.pinot.client.stream_configs`, the one place that knows it; the files hold only the table-specific stream keys.
 Replication comes from the backend profile (`rtca.stack.profiles.segments_replication`).
 
@@ -34,7 +35,7 @@ import orjson
 from rtca.errors import ConfigError, DeployError
 from rtca.pinot.client import PinotClient, stream_configs
 from rtca.placeholders import fill
-from rtca.settings import Settings, Tables
+from rtca.settings import Settings, Tables, Topics
 from rtca.stack.profiles import segments_replication
 from rtca.stack.remote import http_options
 
@@ -110,15 +111,29 @@ def render_table(settings: Settings, key: str) -> TableSpec:
         raise ConfigError(f"unknown Pinot table {key!r}", hint=f"known: {', '.join(table_keys())}")
     root = settings.infra_dir / "pinot"
     name = getattr(settings.tables, key)
-    values = {"TABLE": name, "TOPIC": settings.topic(getattr(settings.topics, key))}
-    schema = fill(_load(root / key / "schema.json"), values, str(root / key / "schema.json"))
-    template = fill(_load(root / TEMPLATE), values, str(root / TEMPLATE))
-    override = fill(_load(root / key / "table.json"), values, str(root / key / "table.json"))
-    table = deep_merge(template, override)
+    values = {f"TOPIC_{k.upper()}": settings.topic(t) for k, t in settings.topics.model_dump().items()}
+    values["TABLE"] = name
+    if key in Topics.model_fields:
+        values["TOPIC"] = settings.topic(getattr(settings.topics, key))
+    schema = _schema(root, key, values)
+    # merged before filling: a table over another table's topic replaces the template's `${TOPIC}`
+    table = fill(deep_merge(_load(root / TEMPLATE), _load(root / key / "table.json")), values,
+                 f"{root / key / 'table.json'} (over {TEMPLATE})")
     index = table.setdefault("tableIndexConfig", {})
     index["streamConfigs"] = _stream(settings, index.get("streamConfigs") or {}, root / key / "table.json")
     table.setdefault("segmentsConfig", {}).update(segments_replication(settings))
     return TableSpec(key, name, schema, table)
+
+
+def _schema(root: Path, key: str, values: Mapping[str, str]) -> dict[str, Any]:
+    path = root / key / "schema.json"
+    schema = fill(_load(path), values, str(path))
+    base = schema.pop("extends", None)
+    if base is None:
+        return schema
+    if base not in Tables.model_fields or base == key:
+        raise ConfigError(f"{path}: extends {base!r}, which is not another table", hint=f"one of {table_keys()}")
+    return deep_merge(_schema(root, base, values), schema)
 
 
 def render_tables(settings: Settings, keys: Iterable[str] | None = None) -> list[TableSpec]:
