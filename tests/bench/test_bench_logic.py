@@ -17,9 +17,11 @@ from rtca.bench.queries import (
     CANDIDATE_SQL,
     CANDIDATES,
     MINUTE_COLUMN,
+    RAW_FORMS,
     bench_rules,
     for_table,
     pin_now,
+    raw_form,
     statements,
     tile,
     untuned_config,
@@ -252,6 +254,26 @@ def test_statements_and_table_substitution() -> None:
     sql = "SELECT t_x.a FROM bench_1_coinbase_ticker WHERE s = 'bench_1_coinbase_ticker_stats'"
     assert for_table(sql, "bench_1_coinbase_ticker", "copy") == (
         "SELECT t_x.a FROM copy WHERE s = 'bench_1_coinbase_ticker_stats'")
+
+
+def test_raw_forms_ask_the_same_window_of_the_raw_table(settings: Settings) -> None:
+    """Charts moved to a table built for them are timed against their question on the raw table's untuned copy,
+    over the same window."""
+    from rtca.superset.bundle import load_bundle, of_kind
+
+    charts = {str(c["slice_name"]) for c in of_kind(load_bundle(settings), "chart").values()}
+    assert set(RAW_FORMS) <= charts and {raw for raw, _ in RAW_FORMS.values()} <= {"matches", "ticker"}
+    sql = ("SELECT CAST(DATE_TRUNC('minute', CAST(event_time AS TIMESTAMP)) AS TIMESTAMP), product_id, "
+           "SUM(buy_volume + sell_volume) \nFROM bench_1_coinbase_trade_flow \nWHERE event_time >= "
+           "'2026-11-29 00:21:09.000000' AND event_time < '2026-11-29 01:21:09.000000' GROUP BY 1, 2")
+    raw = raw_form("Traded volume per minute", sql, "m_untuned")
+    assert "FROM m_untuned" in raw and "SUM(size)" in raw and "trade_flow" not in raw
+    assert "event_time >= '2026-11-29 00:21:09.000000' AND event_time < '2026-11-29 01:21:09.000000'" in raw
+    latest = "SELECT product_id, LASTWITHTIME(price, event_ms, 'DOUBLE') \nFROM bench_1_coinbase_ticker_latest \nWHERE x"
+    assert raw_form("Latest ticker per product", latest, "t_untuned") == latest.replace(
+        "bench_1_coinbase_ticker_latest", "t_untuned")
+    with pytest.raises(ValueError, match="no time window"):
+        raw_form("1-minute candles", "SELECT 1 FROM x", "y")
 
 
 def test_pin_now() -> None:
