@@ -269,7 +269,8 @@ def test_raw_forms_ask_the_same_window_of_the_raw_table(settings: Settings) -> N
     raw = raw_form("Traded volume per minute", sql, "m_untuned")
     assert "FROM m_untuned" in raw and "SUM(size)" in raw and "trade_flow" not in raw
     assert "event_time >= '2026-11-29 00:21:09.000000' AND event_time < '2026-11-29 01:21:09.000000'" in raw
-    latest = "SELECT product_id, LASTWITHTIME(price, event_ms, 'DOUBLE') \nFROM bench_1_coinbase_ticker_latest \nWHERE x"
+    latest = ("SELECT product_id, LASTWITHTIME(price, event_ms, 'DOUBLE') \nFROM bench_1_coinbase_ticker_latest"
+              " \nWHERE x")
     assert raw_form("Latest ticker per product", latest, "t_untuned") == latest.replace(
         "bench_1_coinbase_ticker_latest", "t_untuned")
     with pytest.raises(ValueError, match="no time window"):

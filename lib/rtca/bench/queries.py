@@ -664,7 +664,8 @@ def run(settings: Settings, *, quick: bool = False, keep: bool = False, say: Say
                 published = time.perf_counter() - began
                 ingestion[key] = wait_ingested(scope, new, timeout=600 if quick else 1800, say=say)
                 ingestion[key]["publish_s"] = round(published, 1)
-                say(f"    {key}: {info['rows'][key]:,} rows x {len(pairs[key].tables)} tables in "
+                filled = {t for table_set in new.values() for t in table_set.tables.values()}
+                say(f"    {key}: {info['rows'][key]:,} rows x {len(filled)} tables in "
                     f"{published + ingestion[key]['seconds']:.0f} s")
         result.details["ingestion"] = ingestion
         say("  rendering every dashboard chart's SQL through Superset's chart data API ...")

@@ -10,7 +10,8 @@ Layout of `infra/pinot/` (one folder per table, named after its `rtca.settings.T
 
 Placeholders: `${TABLE}` (the table name from settings), `${TOPIC}` (the full name of the Pulsar topic with the
 same `Topics` key) and `${TOPIC_<KEY>}` (any topic, e.g. `${TOPIC_TICKER}`: a second table over one topic).
-`<key>/schema.json` may start from another table's schema: `"extends": "<key>"` (deep-merged like table.json). The rest of `streamConfigs` (service URL, consumer factory of the backend, decoder) comes from
+`<key>/schema.json` may start from another table's schema: `"extends": "<key>"` (deep-merged like table.json).
+The rest of `streamConfigs` (service URL, consumer factory of the backend, decoder) comes from
 `rtca.pinot.client.stream_configs`, the one place that knows it; the files hold only the table-specific stream keys.
 Replication comes from the backend profile (`rtca.stack.profiles.segments_replication`).
 
