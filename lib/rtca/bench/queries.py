@@ -17,6 +17,9 @@
    statements it would send, prequeries for "top N series" included) and `result_type=full` (what it sent when it
    ran them). Their relative time ranges ("last hour") are pinned to the end of the data, so the minutes the
    benchmark itself takes do not move the window. The untuned copy gets the same statements with its table name.
+   Charts that read a table built for them (the latest-ticker upsert table, the trade-flow windows' candles:
+   `RAW_FORMS`) are compared with their question asked of the raw table's untuned copy, in the SQL Superset sent
+   for them when they read that table: what the dashboard would cost without the tuning.
 4. Timing. After a warm-up, each statement runs `repeat` times on both tables, alternating, straight against the
    broker; the figure is Pinot's `timeUsedMs` (the broker's own time, client noise excluded), with the client's
    wall time in the JSON. Per chart: p50/p99 of tuned and untuned; the ratio is untuned p99 / tuned p99.
