@@ -262,7 +262,12 @@ def test_raw_forms_ask_the_same_window_of_the_raw_table(settings: Settings) -> N
     from rtca.superset.bundle import load_bundle, of_kind
 
     charts = {str(c["slice_name"]) for c in of_kind(load_bundle(settings), "chart").values()}
-    assert set(RAW_FORMS) <= charts and {raw for raw, _ in RAW_FORMS.values()} <= {"matches", "ticker"}
+    assert set(RAW_FORMS) <= charts and {raw for raw, _ in RAW_FORMS.values()} <= {"matches", "ticker", "book"}
+    minute = ("SELECT event_minute, product_id, AVG(spread_bps) \nFROM b \nWHERE event_minute >= '2026-11-29 "
+              "00:21:09.000000' AND event_minute < '2026-11-29 01:21:09.000000' GROUP BY event_minute, product_id")
+    before = raw_form("Spread (bps)", minute, "b_untuned")
+    assert "DATE_TRUNC('minute', CAST(event_time" in before and "event_minute" not in before
+    assert "event_time >= '2026-11-29 00:21:09.000000' AND event_time < '2026-11-29 01:21:09.000000'" in before
     sql = ("SELECT CAST(DATE_TRUNC('minute', CAST(event_time AS TIMESTAMP)) AS TIMESTAMP), product_id, "
            "SUM(buy_volume + sell_volume) \nFROM bench_1_coinbase_trade_flow \nWHERE event_time >= "
            "'2026-11-29 00:21:09.000000' AND event_time < '2026-11-29 01:21:09.000000' GROUP BY 1, 2")
