@@ -137,6 +137,8 @@ class Tables(_Section):
     ticker_stats: str = "coinbase_ticker_stats"
     matches: str = "coinbase_matches"
     book: str = "coinbase_book"
+    #: The order book per product and minute (Pinot aggregates the book topic's records as it ingests them).
+    book_minute: str = "coinbase_book_minute"
     trade_flow: str = "coinbase_trade_flow"
     volatility: str = "coinbase_volatility"
     alerts: str = "coinbase_alerts"

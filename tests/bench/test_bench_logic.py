@@ -19,6 +19,7 @@ from rtca.bench.queries import (
     MINUTE_COLUMN,
     RAW_FORMS,
     bench_rules,
+    consumed_sql,
     for_table,
     pin_now,
     raw_form,
@@ -225,7 +226,9 @@ def test_candidate_tunings(settings: Settings) -> None:
     index = config["tableIndexConfig"]
     assert index["sortedColumn"] == ["event_time"] and index["rangeIndexColumns"] == []
     assert {"price", "ewma_mean", "rolling_var"} <= set(index["noDictionaryColumns"])
-    assert index["streamConfigs"]["realtime.segment.flush.threshold.rows"] == "100000"  # unchanged
+    flush = "realtime.segment.flush.threshold.rows"
+    shipped = render_table(settings, "ticker_stats").table["tableIndexConfig"]["streamConfigs"][flush]
+    assert index["streamConfigs"][flush] == shipped == "20000"  # unchanged
 
 
 def test_minute_star_tree_candidate_adds_the_column_and_times_the_minute_sql(settings: Settings) -> None:
@@ -263,10 +266,10 @@ def test_raw_forms_ask_the_same_window_of_the_raw_table(settings: Settings) -> N
 
     charts = {str(c["slice_name"]) for c in of_kind(load_bundle(settings), "chart").values()}
     assert set(RAW_FORMS) <= charts and {raw for raw, _ in RAW_FORMS.values()} <= {"matches", "ticker", "book"}
-    minute = ("SELECT event_minute, product_id, AVG(spread_bps) \nFROM b \nWHERE event_minute >= '2026-11-29 "
-              "00:21:09.000000' AND event_minute < '2026-11-29 01:21:09.000000' GROUP BY event_minute, product_id")
+    minute = ("SELECT event_time, product_id, SUM(spread_bps_sum) / SUM(updates) \nFROM book_minute \nWHERE "
+              "event_time >= '2026-11-29 00:21:09.000000' AND event_time < '2026-11-29 01:21:09.000000' GROUP BY 1, 2")
     before = raw_form("Spread (bps)", minute, "b_untuned")
-    assert "DATE_TRUNC('minute', CAST(event_time" in before and "event_minute" not in before
+    assert "AVG(spread_bps)" in before and "FROM b_untuned" in before and "book_minute" not in before
     assert "event_time >= '2026-11-29 00:21:09.000000' AND event_time < '2026-11-29 01:21:09.000000'" in before
     sql = ("SELECT CAST(DATE_TRUNC('minute', CAST(event_time AS TIMESTAMP)) AS TIMESTAMP), product_id, "
            "SUM(buy_volume + sell_volume) \nFROM bench_1_coinbase_trade_flow \nWHERE event_time >= "
@@ -280,6 +283,13 @@ def test_raw_forms_ask_the_same_window_of_the_raw_table(settings: Settings) -> N
         "bench_1_coinbase_ticker_latest", "t_untuned")
     with pytest.raises(ValueError, match="no time window"):
         raw_form("1-minute candles", "SELECT 1 FROM x", "y")
+
+
+def test_consumed_records_of_tables_whose_rows_are_not_records(settings: Settings) -> None:
+    latest, rollup, ticker = (render_table(settings, k) for k in ("ticker_latest", "book_minute", "ticker"))
+    assert consumed_sql("t", latest.table) == "SELECT COUNT(*) FROM t OPTION(skipUpsert=true)"
+    assert consumed_sql("t", rollup.table) == "SELECT SUM(updates) FROM t"
+    assert consumed_sql("t", ticker.table) == "SELECT COUNT(*) FROM t"
 
 
 def test_pin_now() -> None:

@@ -17,8 +17,8 @@
    statements it would send, prequeries for "top N series" included) and `result_type=full` (what it sent when it
    ran them). Their relative time ranges ("last hour") are pinned to the end of the data, so the minutes the
    benchmark itself takes do not move the window. The untuned copy gets the same statements with its table name.
-   Charts that read a table built for them (the latest-ticker upsert table, the trade-flow windows' candles:
-   `RAW_FORMS`) are compared with their question asked of the raw table's untuned copy, in the SQL Superset sent
+   Charts that read a table built for them (the latest-ticker upsert table, the trade-flow windows' candles, the
+   book per minute: `RAW_FORMS`) are compared with their question asked of the raw table's untuned copy, in the SQL Superset sent
    for them when they read that table: what the dashboard would cost without the tuning.
 4. Timing. After a warm-up, each statement runs `repeat` times on both tables, alternating, straight against the
    broker; the figure is Pinot's `timeUsedMs` (the broker's own time, client noise excluded), with the client's
@@ -43,7 +43,7 @@ import orjson
 
 from rtca.bench.pipeline import BenchScope, Payload, Say, product_names, produce_all, quiet_client
 from rtca.bench.report import BenchResult, Figure, Goal, Summary
-from rtca.settings import Settings
+from rtca.settings import Settings, Topics
 
 GOAL = Goal(">=", 4.0)
 UNTUNED_FLUSH_ROWS = 10_000
@@ -350,8 +350,8 @@ def _minute_avg_sql(metric: str) -> str:
             f"AVG({metric}) DESC\n LIMIT 10000")
 
 
-#: Charts that read a table or column built for them (pre-aggregated by a function, an upsert table of the latest row,
-#: a minute column under a star-tree) rather than the raw records: chart -> (the raw table the question is otherwise
+#: Charts that read a table built for them (pre-aggregated by a function or by Pinot at ingestion, an upsert table of
+#: the latest row) rather than the raw records: chart -> (the raw table the question is otherwise
 #: asked of, the SQL Superset sent for the chart on it before the change, with `{table}`, `{start}`, `{end}`; None =
 #: the chart's own SQL). Their untuned reference is that SQL on the raw table's untuned copy: what the dashboard
 #: costs without the tuning.
@@ -368,11 +368,11 @@ RAW_FORMS: dict[str, tuple[str, str | None]] = {
         "CAST(DATE_TRUNC('minute', CAST(event_time AS TIMESTAMP)) AS TIMESTAMP), product_id ORDER BY SUM(size) DESC"
         "\n LIMIT 10000")),
     "Latest ticker per product": ("ticker", None),
-    # the book's minute charts group on the star-tree's minute column; before it, on the minute of event_time
+    # the book's minute charts read the per-minute table Pinot aggregates at ingestion; before it, every book record
     "Book imbalance": ("book", _minute_avg_sql("imbalance")),
     "Spread (bps)": ("book", _minute_avg_sql("spread_bps")),
 }
-_WINDOW = re.compile(r"(?:event_time|event_minute) >= '([^']+)' AND (?:event_time|event_minute) < '([^']+)'")
+_WINDOW = re.compile(r"event_time >= '([^']+)' AND event_time < '([^']+)'")
 
 
 def raw_form(chart: str, sql: str, table: str) -> str:
@@ -398,8 +398,8 @@ class TableSet:
     topic: str
     tables: dict[str, str]
     published: int = 0
-    #: An upsert table: COUNT(*) is one row per key; what it consumed is counted with `skipUpsert`.
-    upsert: bool = False
+    #: How many records the tuned table consumed, for tables whose COUNT(*) is not that (upsert, aggregated).
+    consumed_sql: str | None = None
 
     @property
     def tuned(self) -> str:
@@ -412,18 +412,20 @@ class TableSet:
 
 def create_tables(scope: BenchScope, keys: Sequence[str],
                   candidates: Sequence[str] = ()) -> dict[str, TableSet]:  # fmt: skip
-    """Each table of `keys` with its untuned copy (and candidates). An upsert table over another table's topic has
-    no untuned copy of its own: its charts' reference is that table's untuned copy (`RAW_FORMS`)."""
+    """Each table of `keys` with its untuned copy (and candidates). A table over another table's topic (an upsert or
+    an aggregated table) has no untuned copy of its own: its charts' reference is that table's untuned copy
+    (`RAW_FORMS`)."""
     from rtca.pinot.tables import render_table, table_keys
 
     sets = {}
     for key in keys:
         spec = render_table(scope.settings, key)
         scope.put_table(spec.schema, spec.table)
-        if "upsertConfig" in spec.table:
-            raw = next(k for k in table_keys() if k != key and render_table(scope.settings, k).topic == spec.topic)
+        raw = next((k for k in table_keys() if k != key and k in Topics.model_fields
+                    and render_table(scope.settings, k).topic == spec.topic), None)  # fmt: skip
+        if raw is not None:
             sets[key] = TableSet(key, spec.topic, {"tuned": spec.name, "untuned": f"{scope.table_name(raw)}_untuned"},
-                                 upsert=True)  # fmt: skip
+                                 consumed_sql=consumed_sql(spec.name, spec.table))  # fmt: skip
             continue
         tables = {"tuned": spec.name, "untuned": f"{spec.name}_untuned"}
         configs = {"untuned": untuned_config(spec.table, tables["untuned"])}
@@ -443,12 +445,22 @@ def create_tables(scope: BenchScope, keys: Sequence[str],
     return sets
 
 
+def consumed_sql(table: str, config: Mapping[str, Any]) -> str:
+    """SQL for the number of stream records `table` consumed: COUNT(*) counts rows, and an upsert table shows one
+    per key, an aggregated table one per dimension values and time."""
+    if "upsertConfig" in config:
+        return f"SELECT COUNT(*) FROM {table} OPTION(skipUpsert=true)"
+    aggregations = (config.get("ingestionConfig") or {}).get("aggregationConfigs") or []
+    counts = [a["columnName"] for a in aggregations if str(a["aggregationFunction"]).upper().startswith("COUNT(")]
+    return f"SELECT SUM({counts[0]}) FROM {table}" if counts else f"SELECT COUNT(*) FROM {table}"
+
+
 def wait_ingested(scope: BenchScope, pairs: Mapping[str, TableSet], *, timeout: float, say: Say) -> dict[str, Any]:
     """Until every table holds what was published (or its count stopped growing for a minute at >= 99%)."""
     from rtca.pinot.client import PinotClient
 
     tables = {t: p.published for p in pairs.values() for t in p.tables.values()}
-    upserts = {p.tuned for p in pairs.values() if p.upsert}
+    counting = {p.tuned: p.consumed_sql for p in pairs.values() if p.consumed_sql}
     counts = dict.fromkeys(tables, 0)
     last_change = dict.fromkeys(tables, time.monotonic())
     began = last_report = time.monotonic()
@@ -456,8 +468,8 @@ def wait_ingested(scope: BenchScope, pairs: Mapping[str, TableSet], *, timeout: 
         while True:
             for table, want in tables.items():
                 try:
-                    if table in upserts:
-                        count = int(pinot.query(f"SELECT COUNT(*) FROM {table} OPTION(skipUpsert=true)")[0][0])
+                    if table in counting:
+                        count = int(pinot.query(counting[table])[0][0] or 0)
                     else:
                         count = pinot.count(table)
                 except Exception:
