@@ -129,6 +129,10 @@ def test_a_schema_extends_only_another_table(settings: Settings, tmp_path: Path)
         schema.write_text(json.dumps({"extends": base, "schemaName": "${TABLE}"}))
         with pytest.raises(ConfigError, match="not another table"):
             render_table(moved, "ticker_latest")
+    schema.write_text(json.dumps({"extends": "ticker", "schemaName": "${TABLE}"}))
+    (tmp_path / "pinot" / "ticker" / "schema.json").write_text(json.dumps({"extends": "ticker_latest"}))
+    with pytest.raises(ConfigError, match="extends it back"):
+        render_table(moved, "ticker_latest")
 
 
 def test_columns_carry_the_record_contract(specs: dict[str, TableSpec]) -> None:

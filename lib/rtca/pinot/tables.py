@@ -126,15 +126,16 @@ def render_table(settings: Settings, key: str) -> TableSpec:
     return TableSpec(key, name, schema, table)
 
 
-def _schema(root: Path, key: str, values: Mapping[str, str]) -> dict[str, Any]:
+def _schema(root: Path, key: str, values: Mapping[str, str], seen: tuple[str, ...] = ()) -> dict[str, Any]:
     path = root / key / "schema.json"
     schema = fill(_load(path), values, str(path))
     base = schema.pop("extends", None)
     if base is None:
         return schema
-    if base not in Tables.model_fields or base == key:
-        raise ConfigError(f"{path}: extends {base!r}, which is not another table", hint=f"one of {table_keys()}")
-    return deep_merge(_schema(root, base, values), schema)
+    if base not in Tables.model_fields or base in (key, *seen):
+        raise ConfigError(f"{path}: extends {base!r}, which is not another table (or extends it back)",
+                          hint=f"one of {table_keys()}")
+    return deep_merge(_schema(root, base, values, (*seen, key)), schema)
 
 
 def render_tables(settings: Settings, keys: Iterable[str] | None = None) -> list[TableSpec]:
