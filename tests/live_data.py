@@ -156,13 +156,23 @@ def _count(pinot: PinotClient, table: str, where: str = "") -> int:
         return 0
 
 
+def _received_since(settings: Settings, table: str, since_ms: int) -> str:
+    """The rows of records received after `since_ms`: feed health has its tick time, the book per minute (aggregated
+    by Pinot) only its minute."""
+    if table == settings.tables.feed_health:
+        return f"WHERE ts_ms >= {since_ms}"
+    if table == settings.tables.book_minute:
+        return f"WHERE event_time >= {since_ms // 60_000 * 60_000}"
+    return f"WHERE received_ms >= {since_ms}"
+
+
 def wait_for_rows(settings: Settings, *, since_ms: int, timeout: float = 120.0) -> dict[str, int]:
     """Rows per table received after `since_ms`, once every table has some (or the timeout passed)."""
     deadline = time.monotonic() + timeout
     with PinotClient(settings) as pinot:
         while True:
-            rows = {t: _count(pinot, t, f"WHERE received_ms >= {since_ms}" if t != settings.tables.feed_health
-                              else f"WHERE ts_ms >= {since_ms}") for t in settings.tables.model_dump().values()}
+            rows = {t: _count(pinot, t, _received_since(settings, t, since_ms))
+                    for t in settings.tables.model_dump().values()}  # fmt: skip
             if all(rows.values()) or time.monotonic() > deadline:
                 return rows
             time.sleep(2)
