@@ -14,6 +14,8 @@ from rtca.bench.report import (
     Figure,
     Goal,
     Summary,
+    cpu_shares,
+    cpu_times,
     format_machine,
     format_table,
     format_value,
@@ -151,3 +153,18 @@ def test_a_paired_ratio_is_the_figure_and_decides_the_goal() -> None:
     assert again.ratio == 0.89 and again.met is False
     assert Figure("functions", "router", 2517.0, "msg/s", reference_value=2703.0, goal=Goal(">=", 0.9),
                   ratio_unit="%").met is True
+
+
+def test_cpu_shares_split_all_cores_time_into_busy_iowait_and_steal() -> None:
+    before = {"user": 100.0, "system": 50.0, "idle": 800.0, "iowait": 10.0, "steal": 40.0, "guest": 5.0}
+    after = {"user": 160.0, "system": 70.0, "idle": 880.0, "iowait": 20.0, "steal": 70.0, "guest": 9.0}
+    # 200 s of CPU time in all: 80 busy, 80 idle, 10 iowait, 30 stolen (guest time is inside user time)
+    assert cpu_shares(before, after) == {"busy": 0.4, "iowait": 0.05, "steal": 0.15}
+    assert cpu_shares(after, after) == {}
+
+
+def test_cpu_times_are_cumulative_seconds_this_machine_counts() -> None:
+    first = cpu_times()
+    assert first["idle"] > 0 and "user" in first
+    shares = cpu_shares(first, cpu_times() | {"idle": first["idle"] + 1.0})
+    assert 0.0 <= shares["busy"] <= 1.0 and 0.0 <= shares["steal"] <= 1.0

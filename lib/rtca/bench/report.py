@@ -191,6 +191,27 @@ def machine_info() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def cpu_times() -> dict[str, float]:
+    """The machine's cumulative CPU seconds by state, to tell later how busy a benchmark's interval was."""
+    import psutil
+
+    return {k: float(v) for k, v in psutil.cpu_times()._asdict().items()}
+
+
+def cpu_shares(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """Shares of all CPU time between two `cpu_times()`: busy (neither idle nor waiting), iowait, and steal, the
+    time the hypervisor gave this virtual machine's CPUs to another guest: on a shared machine, a benchmark's
+    processes can be short of CPU while our own processes add up to less than every core."""
+    delta = {k: max(0.0, after.get(k, 0.0) - before.get(k, 0.0)) for k in before}
+    # guest time is already counted in user time on Linux
+    total = sum(v for k, v in delta.items() if k not in ("guest", "guest_nice"))
+    if total <= 0:
+        return {}
+    idle, iowait, steal = delta.get("idle", 0.0), delta.get("iowait", 0.0), delta.get("steal", 0.0)
+    return {"busy": round((total - idle - iowait - steal) / total, 3), "iowait": round(iowait / total, 3),
+            "steal": round(steal / total, 3)}
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)

@@ -14,7 +14,17 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rtca.bench.report import BenchResult, Figure, format_machine, format_table, machine_info, now_iso, write_results
+from rtca.bench.report import (
+    BenchResult,
+    Figure,
+    cpu_shares,
+    cpu_times,
+    format_machine,
+    format_table,
+    machine_info,
+    now_iso,
+    write_results,
+)
 from rtca.settings import Settings
 
 Say = Callable[[str], None]
@@ -105,7 +115,7 @@ def run_suite(settings: Settings, names: Sequence[str] = DEFAULT, *, quick: bool
     for name in names:
         machine = machine_info()
         say(f"== {name}: {BENCHES[name][0]}{' (quick)' if quick else ''}; machine: {format_machine(machine)}")
-        started, begin = now_iso(), time.monotonic()
+        started, begin, cpu_before = now_iso(), time.monotonic(), cpu_times()
         try:
             result = _runner(name, out_dir, options or {})(settings, quick, keep, say)
         except KeyboardInterrupt:
@@ -118,7 +128,8 @@ def run_suite(settings: Settings, names: Sequence[str] = DEFAULT, *, quick: bool
         result.finished = now_iso()
         result.seconds = time.monotonic() - begin
         after = machine_info()
-        result.machine = {**machine, "load_before": machine["load"], "load_after": after["load"]}
+        result.machine = {**machine, "load_before": machine["load"], "load_after": after["load"],
+                          "cpu_during": cpu_shares(cpu_before, cpu_times())}
         result.quick = quick
         results.append(result)
         say(f"  ({result.seconds:.0f} s)")
@@ -137,4 +148,9 @@ def summary_lines(results: Sequence[BenchResult]) -> list[str]:
              for r in results if r.machine.get("load_before") and r.machine.get("load_after")]  # fmt: skip
     if loads:
         lines.append("load (1 min) before -> after: " + ", ".join(loads))
+    shares = [f"{r.bench} busy {cpu['busy']:.0%}, stolen {cpu['steal']:.0%}"
+              for r in results if (cpu := r.machine.get("cpu_during"))]  # fmt: skip
+    if shares:
+        lines.append("CPU time during (all cores; stolen = given to other guests by the hypervisor): "
+                     + ", ".join(shares))
     return lines
