@@ -10,7 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from rtca import stack
+from rtca.feed.protocol import COINBASE_WS_URL
 from rtca.errors import RtcaError
 from rtca.settings import Settings, load_settings
 from rtca.stack.process import ServiceState, Supervisor
@@ -73,17 +76,40 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _rate(value: str) -> float | None:
+    """`--rate`: frames per second (> 0), or `max` (None: as fast as the client reads)."""
+    if value == "max":
+        return None
+    try:
+        rate = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of frames per second, nor 'max'") from None
+    if not 0 < rate < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r}: a rate must be above 0 (or 'max')")
+    return rate
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: at least 1")
+    return number
+
+
 INGEST_FLAGS: dict[str, dict[str, Any]] = {
     "--source": {"choices": ["coinbase", "replay", "simulator"], "default": "coinbase",
                  "help": "live Coinbase, a replay of a capture, or the seeded simulator"},
-    "--url": {"help": "connect to this websocket server instead (e.g. one started by `rtca replay serve`)"},
+    "--url": {"help": "connect to this websocket server instead (e.g. `rtca replay serve`, `rtca simulator serve`)"},
     "--capture": {"help": "capture file to replay (default: the shipped 2021-04-17 recording)"},
     "--speed": {"default": "1", "help": "replay pace: 1, N (times faster) or max"},
     "--loop": {"action": "store_true", "help": "replay forever, times and ids shifted to keep increasing"},
     "--shift-time": {"action": "store_true", "help": "shift replayed times to now"},
     "--products": {"help": "comma-separated product ids (default: the source's)"},
     "--channels": {"help": "comma-separated channels (default: the source's)"},
-    "--rate": {"default": "100", "help": "simulator frames per second, or max"},
+    "--rate": {"type": _rate, "default": "100", "help": "simulator frames per second, or max"},
     "--seed": {"type": int, "default": 0, "help": "simulator seed"},
     "--duration": {"type": float, "help": "stop after this many seconds"},
     "--max-messages": {"type": int, "help": "stop after this many frames"},
@@ -99,7 +125,7 @@ def cmd_ingest_run(settings: Settings, args: argparse.Namespace) -> int:
 
     report = run_ingest(settings, source=args.source, url=args.url, capture=args.capture, speed=args.speed,
                         loop=args.loop, shift_time=args.shift_time, products=_split(args.products),
-                        channels=_split(args.channels), rate=None if args.rate == "max" else float(args.rate),
+                        channels=_split(args.channels), rate=args.rate,
                         seed=args.seed, duration=args.duration,
                         max_messages=args.max_messages)
     print(json.dumps(dataclasses.asdict(report), default=str))
@@ -113,6 +139,8 @@ def _ingest_run_args(args: argparse.Namespace) -> list[str]:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if spec.get("action") == "store_true":
             out += [flag] if value else []
+        elif flag == "--rate":  # parsed already (a bad one failed here, not in the background process)
+            out += [] if value == _rate(spec["default"]) else [flag, "max" if value is None else repr(value)]
         elif value is not None and value != spec.get("default"):
             out += [flag, str(value)]
     return out
@@ -124,6 +152,33 @@ def cmd_ingest_start(settings: Settings, args: argparse.Namespace) -> int:
     state, started = start_ingest(settings, _ingest_run_args(args))
     print(f"ingest {'started' if started else 'already running'} (pid {state.pid}); "
           f"log: {settings.logs_dir / 'ingest.log'}")
+    return 0
+
+
+def cmd_replay_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.feed.replay import serve_replay
+
+    stats = serve_replay(capture=args.capture, host=args.host, port=args.port, speed=args.speed, loop=args.loop,
+                         shift_time=args.shift_time)
+    print(f"served {stats.frames_sent} frames to {stats.connections} connections")
+    return 0
+
+
+def cmd_simulator_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.feed.simulator import serve_simulator
+
+    stats = serve_simulator(products=_split(args.products), rate=args.rate, seed=args.seed, host=args.host,
+                            port=args.port)
+    print(f"served {stats.frames_sent} frames to {stats.connections} connections")
+    return 0
+
+
+def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.feed.recorder import record
+
+    report = record(args.output, url=args.url, products=_split(args.products), channels=_split(args.channels),
+                    duration=args.duration, max_messages=args.max_messages)
+    print(report)
     return 0
 
 
@@ -191,10 +246,9 @@ def cmd_superset_export(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_deploy(settings: Settings, args: argparse.Namespace) -> int:
     """Functions, then tables, then dashboards: each step idempotent, so `rtca deploy` can always be rerun."""
-    if settings.backend == "external":  # a cluster rtca did not start: namespace and Superset database first
-        from rtca.stack.remote import prepare
+    from rtca.stack import prepare
 
-        prepare(settings)
+    prepare(settings)
     names = argparse.Namespace(names=None)
     for step in (cmd_functions_deploy, cmd_pinot_apply, cmd_superset_apply):
         step(settings, names)
@@ -245,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb("status", cmd_status, "health, URL, PID and memory of every service")
     logs = verb("logs", cmd_logs, "the end of one service's log")
     logs.add_argument("service")
-    logs.add_argument("-n", "--lines", type=int, default=50)
+    logs.add_argument("-n", "--lines", type=_positive, default=50, help="how many lines (default: 50)")
     verb("config", cmd_config, "print the effective configuration as JSON")
     verb("runbooks", cmd_runbooks, "run the set-up runbooks with papermill (make up)").add_argument(
         "names", nargs="*", help="runbook names, e.g. 40-ingest (default: 00 to 40 in order)")
@@ -277,6 +331,29 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("run", "start"):
         for flag, spec in INGEST_FLAGS.items():
             ingest[action].add_argument(flag, **spec)
+    serve_flags = {
+        "--host": {"default": "127.0.0.1", "help": "address to listen on"},
+        "--port": {"type": int, "default": 0, "help": "port (default: a free one, printed at start)"},
+    }
+    replay = group("replay", "a local server speaking Coinbase's protocol that replays a capture", {
+        "serve": (cmd_replay_serve, "serve a capture until it ends or Ctrl-C (ingest it with --url)"),
+    })
+    simulator = group("simulator", "a local server speaking Coinbase's protocol for a simulated market", {
+        "serve": (cmd_simulator_serve, "serve a seeded simulated market until Ctrl-C (ingest it with --url)"),
+    })
+    for flag in ("--capture", "--speed", "--loop", "--shift-time"):
+        replay["serve"].add_argument(flag, **INGEST_FLAGS[flag])
+    for flag in ("--products", "--rate", "--seed"):
+        simulator["serve"].add_argument(flag, **INGEST_FLAGS[flag])
+    for action in (replay["serve"], simulator["serve"]):
+        for flag, spec in serve_flags.items():
+            action.add_argument(flag, **spec)
+    record = verb("record", cmd_record, "record a websocket feed (default: live Coinbase) to a capture file")
+    record.add_argument("output", help="capture file to write (the format of lib/rtca/feed/captures; replay it "
+                                       "with `rtca replay serve --capture`)")
+    record.add_argument("--url", default=COINBASE_WS_URL, help="websocket to record (default: Coinbase Exchange)")
+    for flag in ("--products", "--channels", "--duration", "--max-messages"):
+        record.add_argument(flag, **INGEST_FLAGS[flag])
     functions = group("functions", "Pulsar Functions", {
         "deploy": (cmd_functions_deploy, "create or update the functions (idempotent)"),
         "status": (cmd_functions_status, "instances, processed and failed counts, latest exceptions"),
@@ -306,6 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(settings, args))
     except RtcaError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:  # RTCA_* values of the wrong type or range: name them, no traceback
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        print(f"error: invalid settings (RTCA_* environment variables): {problems}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

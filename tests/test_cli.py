@@ -1,0 +1,64 @@
+"""The CLI's argument handling: bad values are clear errors at the prompt, never tracebacks or a background process
+that dies at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtca.cli import _ingest_run_args, build_parser, main
+
+
+def test_rate_is_a_positive_number_or_max() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["ingest", "run", "--rate", "250"]).rate == 250.0
+    assert parser.parse_args(["ingest", "run", "--rate", "max"]).rate is None
+    assert parser.parse_args(["ingest", "run"]).rate == 100.0
+
+
+@pytest.mark.parametrize("rate", ["abc", "0", "-5", "nan", "inf"])
+def test_a_bad_rate_is_refused_before_anything_starts(rate: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["ingest", "start", "--rate", rate], ["simulator", "serve", "--rate", rate]):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(argv)
+        assert exit_info.value.code == 2
+        assert "argument --rate" in capsys.readouterr().err
+
+
+def test_ingest_start_passes_only_what_differs_from_the_defaults() -> None:
+    parser = build_parser()
+    assert _ingest_run_args(parser.parse_args(["ingest", "start"])) == []
+    args = parser.parse_args(["ingest", "start", "--source", "simulator", "--rate", "max", "--loop"])
+    assert _ingest_run_args(args) == ["--source", "simulator", "--loop", "--rate", "max"]
+    assert _ingest_run_args(parser.parse_args(["ingest", "start", "--rate", "250"])) == ["--rate", "250.0"]
+    # what start passes, run accepts
+    run = parser.parse_args(["ingest", "run", *_ingest_run_args(args)])
+    assert (run.source, run.rate, run.loop) == ("simulator", None, True)
+
+
+@pytest.mark.parametrize("lines", ["0", "-8", "x"])
+def test_logs_wants_a_positive_number_of_lines(lines: str) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["logs", "pulsar", "-n", lines])
+
+
+def test_feed_servers_and_recorder_have_commands() -> None:
+    parser = build_parser()
+    replay = parser.parse_args(["replay", "serve", "--speed", "max", "--port", "9999"])
+    assert (replay.speed, replay.port, replay.host) == ("max", 9999, "127.0.0.1")
+    simulator = parser.parse_args(["simulator", "serve", "--products", "BTC-USD", "--rate", "50"])
+    assert (simulator.products, simulator.rate) == ("BTC-USD", 50.0)
+    record = parser.parse_args(["record", "out.capture", "--max-messages", "10"])
+    assert (record.output, record.max_messages, record.url) == ("out.capture", 10, "wss://ws-feed.exchange.coinbase.com")
+
+
+@pytest.mark.parametrize(("name", "value", "field"), [
+    ("RTCA_PULSAR__WEB_PORT", "abc", "pulsar.web_port"),
+    ("RTCA_BACKEND", "foo", "backend"),
+])  # fmt: skip
+def test_invalid_settings_are_named_without_a_traceback(name: str, value: str, field: str,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["config"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid settings") and field in err and "Traceback" not in err
