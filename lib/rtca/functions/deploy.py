@@ -1,11 +1,12 @@
 """Deploy, inspect and remove the workbench's Pulsar Functions through Pulsar's admin REST API (v3).
 
-The functions run on the stack's functions worker with the project's virtualenv as their interpreter, so they
-import `rtca` itself; each is created or updated with its module's source as the uploaded code file. Deploying is
+On the local backend the functions run on the stack's functions worker with the project's virtualenv as their
+interpreter, so they import `rtca` itself, and each is created or updated with its module's source as the uploaded
+code file; on docker and external clusters the upload is a zip of `rtca` (`rtca.stack.profiles`). Deploying is
 idempotent: a function whose config and code (the `rtca` modules it imports, hashed) are unchanged is left alone;
 otherwise it is updated, which restarts it with the new code.
 
-    deploy_functions(settings)              create or update the router and the ticker statistics
+    deploy_functions(settings)              create or update every function (router, statistics, book, flow, ...)
     function_status(settings)               instances, processed and failed counts, latest exceptions
     delete_functions(settings, names)       remove functions (and their subscriptions)
     restart_function(settings, name)        restart a function's instances

@@ -16,7 +16,7 @@ from rtca.settings import Settings
 from rtca.stack import docker, external, local
 from rtca.stack.process import ServiceState
 
-__all__ = ["ServiceState", "down", "status", "up"]
+__all__ = ["ServiceState", "down", "prepare", "status", "up"]
 
 
 _BACKENDS: dict[str, ModuleType] = {"local": local, "docker": docker, "external": external}
@@ -40,3 +40,13 @@ def down(settings: Settings, *, wipe: bool = False) -> list[str]:
 
 def status(settings: Settings) -> list[ServiceState]:
     return _backend(settings).status(settings)  # type: ignore[no-any-return]
+
+
+def prepare(settings: Settings) -> None:
+    """What deploying needs besides running services: the Pulsar namespace with its policies and Superset's Pinot
+    database. `up` sets them up on the stacks rtca starts; on `external` clusters it is the first step of every
+    deployment (idempotent; it needs tenant-admin rights there)."""
+    if settings.backend == "external":
+        from rtca.stack.remote import prepare as prepare_remote
+
+        prepare_remote(settings)
