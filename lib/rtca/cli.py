@@ -149,9 +149,9 @@ def _ingest_run_args(args: argparse.Namespace) -> list[str]:
 def cmd_ingest_start(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.feed.service import start_ingest
 
-    state, started = start_ingest(settings, _ingest_run_args(args))
-    print(f"ingest {'started' if started else 'already running'} (pid {state.pid}); "
-          f"log: {settings.logs_dir / 'ingest.log'}")
+    state, done = start_ingest(settings, _ingest_run_args(args))
+    said = {"started": "started", "restarted": "restarted with the new arguments", "running": "already running"}
+    print(f"ingest {said[done]} (pid {state.pid}); log: {settings.logs_dir / 'ingest.log'}")
     return 0
 
 
@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = group("ingest", "the feed into Pulsar", {
         "run": (cmd_ingest_run, "ingest in the foreground until the source ends, then flush and exit"),
-        "start": (cmd_ingest_start, "ingest as a supervised background service (no-op if running)"),
+        "start": (cmd_ingest_start, "ingest as a supervised background service (no-op if running with the same "
+                                "flags; restarted if with others)"),
         "stop": (cmd_ingest_stop, "stop the background ingest"),
     })
     for action in ("run", "start"):

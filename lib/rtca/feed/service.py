@@ -7,6 +7,9 @@ started under the stack's supervisor (pid file, one log file), shown by `rtca st
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
+
+import psutil
 
 from rtca.settings import Settings
 from rtca.stack.process import Launch, Service, ServiceState, Supervisor
@@ -14,23 +17,39 @@ from rtca.stack.process import Launch, Service, ServiceState, Supervisor
 NAME = "ingest"
 
 
-def ingest_service(settings: Settings, run_args: Sequence[str] = ()) -> Service:
+def ingest_service(settings: Settings, run_args: Sequence[str] = (), *, name: str = NAME) -> Service:
     argv = [str(settings.venv_dir / "bin" / "rtca"), "ingest", "run", *run_args]
-    return Service(NAME, lambda: Launch(argv=argv), url=settings.topic(settings.topics.raw))
+    return Service(name, lambda: Launch(argv=argv), url=settings.topic(settings.topics.raw))
 
 
-def start_ingest(settings: Settings, run_args: Sequence[str]) -> tuple[ServiceState, bool]:
-    """Start the ingest unless it already runs; returns its state and whether this call started it."""
+Started = Literal["started", "restarted", "running"]
+
+
+def start_ingest(settings: Settings, run_args: Sequence[str], *,
+                 name: str = NAME) -> tuple[ServiceState, Started]:
+    """Start the ingest with `run_args` (`rtca ingest run` flags); idempotent: a running ingest with the same
+    arguments is left alone, one with other arguments (another source, say) is restarted with these.
+
+    Returns its state and what this call did."""
     supervisor = Supervisor(settings)
-    service = ingest_service(settings, run_args)
-    if supervisor.process(NAME) is not None:
-        return supervisor.state(service), False
+    service = ingest_service(settings, run_args, name=name)
+    running = supervisor.process(name)
+    done: Started = "started"
+    if running is not None:
+        try:
+            current = running.cmdline()
+        except psutil.Error:
+            current = []
+        if current[-len(run_args) - 2:] == ["ingest", "run", *run_args]:
+            return supervisor.state(service), "running"
+        supervisor.stop(name)
+        done = "restarted"
     supervisor.start_all([service], timeout=30, started=[])
-    return supervisor.state(service), True
+    return supervisor.state(service), done
 
 
-def stop_ingest(settings: Settings) -> bool:
-    return Supervisor(settings).stop(NAME)
+def stop_ingest(settings: Settings, *, name: str = NAME) -> bool:
+    return Supervisor(settings).stop(name)
 
 
 def ingest_state(settings: Settings) -> ServiceState | None:

@@ -1,0 +1,32 @@
+"""`rtca ingest start` as the runbook uses it: idempotent for the same flags, a restart for others (another source)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtca.feed.service import start_ingest, stop_ingest
+from rtca.settings import Settings
+from rtca.stack.process import Supervisor
+
+pytestmark = pytest.mark.stack
+
+
+def test_start_leaves_a_running_ingest_alone_and_restarts_one_with_other_flags(
+        stack_up: Settings, unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # topics of the test's own (the child inherits them); nothing listens on port 9, so the ingest only retries
+    monkeypatch.setenv("RTCA_TOPICS__RAW", f"test-raw-{unique}")
+    monkeypatch.setenv("RTCA_TOPICS__FEED_HEALTH", f"test-health-{unique}")
+    name = f"ingest-{unique}"
+    flags = ["--url", "ws://127.0.0.1:9", "--products", "TEST-USD"]
+    try:
+        first, done = start_ingest(stack_up, flags, name=name)
+        assert done == "started" and first.pid is not None
+        again, done = start_ingest(stack_up, flags, name=name)
+        assert (done, again.pid) == ("running", first.pid)
+        other, done = start_ingest(stack_up, [*flags, "--channels", "ticker"], name=name)
+        assert done == "restarted" and other.pid not in (None, first.pid)
+        process = Supervisor(stack_up).process(name)
+        assert process is not None and process.cmdline()[-2:] == ["--channels", "ticker"]
+    finally:
+        stop_ingest(stack_up, name=name)
+    assert Supervisor(stack_up).process(name) is None
