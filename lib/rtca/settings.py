@@ -92,7 +92,8 @@ class SupersetSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8088
     admin_user: str = "admin"
-    #: Taken from SUPERSET_ADMIN_PASSWORD / SUPERSET_SECRET_KEY when set, else generated once under the run dir.
+    #: These (RTCA_SUPERSET__*), else SUPERSET_ADMIN_PASSWORD / SUPERSET_SECRET_KEY, else generated once; kept under
+    #: the run dir (`rtca.stack.secrets`).
     admin_password: SecretStr | None = None
     secret_key: SecretStr | None = None
     database_name: str = "Pinot"

@@ -1,6 +1,6 @@
 #!/bin/sh
 # First start: schema, admin user and roles into the superset-home volume; every start: the web server.
-# The password comes from the environment (set by `rtca up --backend docker`); nothing here writes it to a file.
+# The password comes from the environment (set by `rtca --backend docker up`); nothing here writes it to a file.
 set -eu
 marker=/app/superset_home/.initialized-6.1.0
 if [ ! -f "$marker" ]; then

@@ -1,1 +1,3 @@
-"""Benchmarks behind `make bench`: each module runs with `python -m rtca.bench.<name>` and prints its figures."""
+"""Benchmarks behind `make bench`: `rtca bench NAME` runs one (`suite.BENCHES`: kernel, functions, ingest,
+freshness, capacity, queries, startup), prints a table of ratios and writes JSON; `stats_kernel`, `functions_e2e`
+and `pipeline` also run alone with `python -m`."""

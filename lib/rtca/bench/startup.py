@@ -1,7 +1,7 @@
 """Start-up and memory benchmark: warm `rtca up` and warm `rtca runbooks` to all-healthy, peak memory per service.
 
 It never touches the stack in the project's run directory: it runs a second stack of its own, in its own run
-directory (`<run dir>/bench/startup-stack`, or `--run-dir`) with every port moved by an offset (+20000: Pulsar
+directory (`<run dir>/bench/startup-stack`, or `run(run_dir=...)`) with every port moved by an offset (+20000: Pulsar
 26650/28080/23181, Pinot 22191/29000/28099/28098/28097/28090, Superset 28088), through the `rtca` command with
 `RTCA_RUN_DIR` and `RTCA_*__*_PORT` in its environment. Steps:
 

@@ -46,6 +46,7 @@ DEFAULT = ("kernel", "functions", "ingest", "freshness", "capacity", "queries")
 
 def _kernel(settings: Settings, quick: bool, keep: bool, say: Say) -> BenchResult:
     from rtca.bench import stats_kernel
+    from rtca.bench.report import Goal
 
     result = BenchResult("kernel", started="", quick=quick)
     messages = 2000 if quick else 5000
@@ -53,7 +54,7 @@ def _kernel(settings: Settings, quick: bool, keep: bool, say: Say) -> BenchResul
     result.parameters = {"messages": messages}
     result.add(Figure("kernel", "TickerStats.update", figures["kernel_rate"], "msg/s",
                       reference="seed's pandas per message", reference_value=figures["seed_rate"],
-                      goal=None))  # fmt: skip
+                      goal=Goal(">=", 30)))  # fmt: skip
     result.details = dict(figures)
     return result
 

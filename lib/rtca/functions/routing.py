@@ -1,6 +1,6 @@
 """Raw Coinbase frame -> typed record or dead letter: the router's pure logic (no Pulsar here).
 
-The record contract is `shared/notes/architecture.md`:
+The record contract (the fields every table in `infra/pinot/README.md` relies on):
 
 - typed records keep Coinbase's field names, with decimal strings turned into JSON numbers (float64) and integer
   fields into integers, plus ``event_ms`` (the frame's ``time``, ``timestamp`` for auctions, else the receive time),

@@ -1,4 +1,5 @@
-"""SQL the notebooks, dashboards and benchmarks share, so each metric is defined once."""
+"""SQL the exploratory notebooks (and their tests) share, so each metric is defined once there. The dashboards'
+SQL is Superset's own, from the chart definitions under `infra/superset/charts`."""
 
 from __future__ import annotations
 
