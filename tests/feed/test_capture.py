@@ -77,3 +77,10 @@ def test_missing_capture_is_a_config_error(tmp_path: Path) -> None:
 def test_writer_refuses_line_breaks(tmp_path: Path) -> None:
     with CaptureWriter(tmp_path / "w.capture") as writer, pytest.raises(ValueError):
         writer.write(Received(1.0, "two\nlines"))
+
+
+def test_a_capture_that_is_not_utf8_is_a_config_error_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.capture"
+    path.write_bytes(b'1.0: {"type":"heartbeat"}\n1.5: {"type":"\xff"}\n')
+    with pytest.raises(ConfigError, match=r"bad.capture:2: not UTF-8"):
+        read_capture(path)

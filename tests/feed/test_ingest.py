@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 
 from rtca.feed.capture import Capture
 from rtca.feed.connection import Backoff, FeedConnection, Frame
 from rtca.feed.ingest import CUT_BYTES, IngestReport, ingest, raw_record
-from rtca.feed.protocol import parse_frame, subscribe_frame
+from rtca.feed.protocol import MalformedFrame, parse_frame, subscribe_frame
 from rtca.feed.replay import replay_server
 from rtca.feed.server import Faults, ServerStats
 from rtca.feed.simulator import simulator_server
@@ -64,6 +66,27 @@ def test_raw_record_key_properties_and_event_time(shipped: Capture) -> None:
             assert record.properties["sequence"] == str(message.seq)
         expected_ms = message.event_ms if message.event_ms is not None else 1700000000500
         assert record.event_ms == expected_ms
+
+
+@pytest.mark.parametrize("time", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_times_out_of_range_never_stop_ingest(time: str) -> None:
+    unknown = f'{{"type":"foo","time":"{time}"}}'.encode()
+    record, message = raw_record(Frame(unknown, 1700000000.5, 1))
+    assert record.key == "unknown" and record.event_ms == 1700000000500 and record.value == unknown
+    ticker = f'{{"type":"ticker","product_id":"X-USD","sequence":1,"price":"1","time":"{time}"}}'.encode()
+    record, problem = raw_record(Frame(ticker, 1700000000.5, 2))
+    assert record.key == "malformed" and isinstance(problem, MalformedFrame) and "out of range" in problem.detail
+
+
+def test_a_frame_that_breaks_the_parser_unforeseen_is_published_as_malformed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(data: bytes | str) -> None:
+        raise OverflowError("a bug")
+
+    monkeypatch.setattr(importlib.import_module("rtca.feed.ingest"), "parse_frame", broken)
+    record, problem = raw_record(Frame(b'{"type":"ticker"}', 1700000000.5, 1))
+    assert (record.key, record.value, record.event_ms) == ("malformed", b'{"type":"ticker"}', 1700000000500)
+    assert record.properties["error"] == "internal_error" and "OverflowError: a bug" in record.properties["detail"]
 
 
 def test_oversized_frames_are_cut_with_their_size() -> None:

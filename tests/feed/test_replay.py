@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from rtca.errors import ConfigError
 from rtca.feed.capture import Capture, Received, read_capture, write_capture
 from rtca.feed.protocol import END_OF_STREAM, parse_time, subscribe_frame
-from rtca.feed.replay import parse_speed, replay_server
+from rtca.feed.replay import ReplaySource, parse_speed, replay_server
 from rtca.feed.server import Faults
 
 Run = Callable[..., Any]
@@ -201,3 +202,12 @@ def test_parse_speed() -> None:
     for bad in ("fast", "0", "-1", "inf"):
         with pytest.raises(ConfigError):
             parse_speed(bad)
+
+
+def test_a_shift_past_the_year_9999_sends_the_frame_as_recorded(tmp_path: Path) -> None:
+    far = '{"type":"ticker","product_id":"X-USD","sequence":1,"price":"1","time":"9999-12-31T23:59:59.000000Z"}'
+    path = tmp_path / "far.capture"
+    path.write_text(f"0.0: {far}\n")
+    source = ReplaySource(read_capture(path), speed=None, shift_time=True)
+    sent = asyncio.run(source.next())
+    assert sent is not None and orjson.loads(sent.text)["time"] == "9999-12-31T23:59:59.000000Z"

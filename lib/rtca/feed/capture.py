@@ -127,9 +127,13 @@ def format_event(event: CaptureEvent) -> str:
 
 def iter_capture(path: Path) -> Iterator[CaptureEvent]:
     """Events of a capture file, lazily; blank lines are skipped."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            line = line.rstrip("\r\n")
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                                  hint="a capture is a UTF-8 text file, as `rtca record` writes it") from None
             if not line:
                 continue
             try:

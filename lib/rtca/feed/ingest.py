@@ -51,7 +51,18 @@ CUT_BYTES = 64 * 1024
 
 
 def raw_record(frame: Frame, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> tuple[Record, Message | MalformedFrame]:
-    """The raw-topic record of a frame, and what the frame turned out to be."""
+    """The raw-topic record of a frame, and what the frame turned out to be. Never raises: a frame that breaks the
+    parser in a way it does not foresee is still published, as malformed with the error, and the feed goes on."""
+    try:
+        return _raw_record(frame, max_payload_bytes)
+    except Exception as exc:
+        log.exception("a frame broke the parser; published as malformed")
+        problem = MalformedFrame("internal_error", f"{type(exc).__name__}: {exc}"[:300])
+        properties = {"received_ms": str(frame.received_ms), "error": problem.code, "detail": problem.detail}
+        return Record(frame.data, "malformed", properties, frame.received_ms), problem
+
+
+def _raw_record(frame: Frame, max_payload_bytes: int) -> tuple[Record, Message | MalformedFrame]:
     received_ms = frame.received_ms
     properties = {"received_ms": str(received_ms)}
     if len(frame.data) > max_payload_bytes:

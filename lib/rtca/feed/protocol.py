@@ -70,7 +70,10 @@ def parse_time(value: object) -> datetime:
     if not isinstance(value, str):
         raise TypeError(f"expected an ISO-8601 string, got {type(value).__name__}")
     parsed = datetime.fromisoformat(value)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset that leaves datetime's range
+        raise ValueError(f"time out of range: {value!r:.40}") from None
 
 
 def epoch_ms(moment: datetime) -> int:
@@ -83,8 +86,12 @@ def epoch_us(moment: datetime) -> int:
 
 
 def format_time_us(micros: int) -> str:
-    """Epoch microseconds -> the exchange's time format (`2021-04-17T16:43:30.244075Z`)."""
-    return (_EPOCH + timedelta(microseconds=micros)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Epoch microseconds -> the exchange's time format (`2021-04-17T16:43:30.244075Z`); ValueError beyond year
+    9999."""
+    try:
+        return (_EPOCH + timedelta(microseconds=micros)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except OverflowError:
+        raise ValueError(f"epoch microseconds out of range: {micros}") from None
 
 
 # --- field converters (a field's annotation picks its converter) -------------------------------------------------

@@ -221,7 +221,10 @@ class ReplaySource:
             return Outgoing(entry.text, entry.type, entry.channel, entry.product), obj
         changed = {**obj, **offsets}
         if shift and entry.time_field is not None and entry.time_us is not None:
-            changed[entry.time_field] = format_time_us(entry.time_us + shift)
+            try:
+                changed[entry.time_field] = format_time_us(entry.time_us + shift)
+            except ValueError:  # a recorded time the shift takes past the year 9999: sent as recorded
+                pass
         return Outgoing(dumps(changed), entry.type, entry.channel, entry.product), changed
 
     def _remember(self, frame: Outgoing, obj: dict[str, Any] | None) -> None:
