@@ -152,3 +152,33 @@ def test_a_bug_in_conversion_is_a_dead_letter_not_a_crash(monkeypatch: pytest.Mo
 
 def test_str_input_is_accepted() -> None:
     assert route(orjson.dumps(SAMPLES["heartbeat"]).decode()).channel == "heartbeat"
+
+
+def test_an_event_time_far_after_receipt_is_a_dead_letter() -> None:
+    ahead = RECEIVED + routing.MAX_AHEAD_MS
+    at_limit = dt_text(ahead)
+    assert routed({**SAMPLES["ticker"], "time": at_limit}).record["event_ms"] == ahead  # clock skew: accepted
+    out = routed({**SAMPLES["ticker"], "time": "2299-12-31T23:59:59Z"})
+    assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.INVALID_TIME
+    assert "after it was received" in out.record["detail"]
+
+
+@pytest.mark.parametrize("field", ["price", "last_size", "volume_24h"])
+def test_decimals_beyond_any_market_value_are_dead_letters(field: str) -> None:
+    assert routed({**SAMPLES["ticker"], field: "999999999999999"}).channel == "ticker"
+    for value in ("1e200", 1e16):
+        out = routed({**SAMPLES["ticker"], field: value})
+        assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.INVALID_FIELD, (field, value)
+
+
+def dt_text(epoch_ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@pytest.mark.parametrize("side", [["buy"], {"buy": 1}])
+def test_a_side_of_the_wrong_type_is_an_invalid_field(side: object) -> None:
+    assert routed({**SAMPLES["ticker"], "side": side}).record["reason"] == Reason.INVALID_FIELD
+    update = {**SAMPLES["l2update"], "changes": [[side, "1.0", "2.0"]]}
+    assert routed(update).record["reason"] == Reason.INVALID_FIELD

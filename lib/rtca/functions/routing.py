@@ -87,7 +87,12 @@ _TIME = re.compile(
     re.ASCII,
 ).fullmatch
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-_INF = math.inf
+MAX_DECIMAL = 1e15
+"""Decimal fields (prices, sizes, volumes) stay below this: above any price, size or daily volume the exchange
+quotes, and the statistics' squares of it stay finite (1e200 once made a product's EWMA variance infinite)."""
+MAX_AHEAD_MS = 5 * 60_000
+"""An event time at most this far after ingest received the frame (clock skew): one far in the future would make
+every later record of its product look late to the windowed functions, which would then drop them."""
 _SIDES = frozenset(("buy", "sell"))
 
 
@@ -101,7 +106,7 @@ def _number(name: str, value: Any, *, positive: bool = False) -> float:
         number = float(value)
     else:
         raise Rejected(Reason.INVALID_FIELD, f"{name}: expected a decimal string, got {type(value).__name__}")
-    if not (0 < number < _INF if positive else 0 <= number < _INF):  # also false for NaN
+    if not (0 < number < MAX_DECIMAL if positive else 0 <= number < MAX_DECIMAL):  # also false for NaN
         raise Rejected(Reason.INVALID_FIELD, f"{name}: out of range: {value!r}")
     return number
 
@@ -134,7 +139,7 @@ def _text(name: str, value: Any, *, max_len: int = 256) -> str:
 
 
 def _side(name: str, value: Any) -> str:
-    if value not in _SIDES:
+    if type(value) is not str or value not in _SIDES:
         raise Rejected(Reason.INVALID_FIELD, f"{name}: expected 'buy' or 'sell', got {str(value)[:20]!r}")
     return value
 
@@ -236,7 +241,7 @@ def _levels(name: str, value: Any) -> list[list[float]]:
                 numbers = []
             if numbers:
                 prices, sizes = numbers[0::2], numbers[1::2]
-                if min(prices) > 0 and max(prices) < _INF and min(sizes) >= 0 and max(sizes) < _INF:
+                if min(prices) > 0 and max(prices) < MAX_DECIMAL and min(sizes) >= 0 and max(sizes) < MAX_DECIMAL:
                     return list(map(list, zip(prices, sizes)))
     return _levels_one_by_one(name, value)
 
@@ -263,13 +268,13 @@ def _changes(name: str, value: Any) -> list[list[Any]]:
     for change in value:
         if type(change) is list and len(change) == 3:
             side, price, size = change
-            if (side in _SIDES and type(price) is str and type(size) is str and not price.strip(_DECIMAL_CHARS)
-                    and not size.strip(_DECIMAL_CHARS)):  # fmt: skip
+            if (type(side) is str and side in _SIDES and type(price) is str and type(size) is str
+                    and not price.strip(_DECIMAL_CHARS) and not size.strip(_DECIMAL_CHARS)):  # fmt: skip
                 try:
                     p, q = float(price), float(size)
                 except ValueError:  # not a decimal after all: the careful path below words the detail
                     p = q = -1.0
-                if 0 < p < _INF and 0 <= q < _INF:
+                if 0 < p < MAX_DECIMAL and 0 <= q < MAX_DECIMAL:
                     change[1] = p
                     change[2] = q
                     continue
@@ -397,7 +402,7 @@ def convert(message: dict[str, Any], received_ms: int) -> Routed:
                 continue
             if type(value) is str and _DECIMAL(value):
                 number = float(value)
-                if low < number < _INF and number >= 0:
+                if low < number < MAX_DECIMAL and number >= 0:
                     message[name] = number
                     continue
             message[name] = _number(name, value, positive=low == 0.0)
@@ -423,6 +428,9 @@ def convert(message: dict[str, Any], received_ms: int) -> Routed:
             event_ms = parse_time_ms(raw_time, shape.time_field)
         elif shape.time_required:
             raise Rejected(Reason.MISSING_FIELD, f"{kind}: no {shape.time_field!r}")
+    if event_ms > received_ms + MAX_AHEAD_MS:
+        raise Rejected(Reason.INVALID_TIME, f"{shape.time_field}: {(event_ms - received_ms) / 1000:.0f} s after it "
+                                            f"was received (at most {MAX_AHEAD_MS // 1000} s)")
     message["event_ms"] = event_ms
     message["received_ms"] = received_ms
     message["product_id"] = product
