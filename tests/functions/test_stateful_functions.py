@@ -345,3 +345,24 @@ def test_book_problems_are_keyed_apart_from_the_alerts_functions_records(fake_co
             next(message_ids))  # fmt: skip
     [problem] = ctx.published
     assert problem.topic == ALERTS and problem.conf["partition_key"] == "P/book"
+
+
+def test_a_record_that_breaks_a_kernel_unforeseen_is_a_dead_letter_and_the_stream_goes_on(
+        fake_context, message_ids, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    ctx = fake_context({"dead_letter": DEAD, "window_ms": 1000}, output_topic=OUT, input_topic=TICKER)
+    function = VolatilityFunction()
+    update = Volatility.update
+
+    def update_unless_poisoned(self: Volatility, ticker: Any) -> list[dict[str, Any]]:
+        if ticker.get("poisoned"):
+            raise ZeroDivisionError("a case the kernel does not foresee")
+        return update(self, ticker)
+
+    monkeypatch.setattr(Volatility, "update", update_unless_poisoned)
+    tick = {"product_id": "P", "price": 10.0, "received_ms": 1}
+    for t, extra in ((0, {}), (100, {"poisoned": True}), (1_500, {})):
+        ctx.run(function, orjson.dumps({**tick, "event_ms": t, **extra}), next(message_ids))
+    [dead] = records(ctx, DEAD)
+    assert dead["reason"] == "internal_error" and "ZeroDivisionError" in dead["detail"]
+    assert [r["event_ms"] for r in records(ctx)] == [0]  # the window closed by the next ticker: the stream went on
+    assert len(ctx.acked) == 3  # the poisoned input with its dead letter, the others with the window record

@@ -97,6 +97,15 @@ def book_problem_alert(problem: Mapping[str, Any]) -> dict[str, Any]:
                         problem.get("received_ms"), 1.0, 0.0, problem.get("detail", ""))  # fmt: skip
 
 
+def _trade_count(record: Mapping[str, Any], name: str) -> int:
+    """A gap record's trade ids and count: integers a LONG holds (what ingest writes); else the record is refused
+    (ValueError: a dead letter), before any state keeps it."""
+    value = record[name]
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {value!r:.40}")
+    return value
+
+
 @dataclass
 class AlertEngine:
     rules: list[Rule]
@@ -192,9 +201,15 @@ class AlertEngine:
             return out
         for rule in self._by_kind("price_move"):
             prices = self._prices.setdefault((rule.name, product), deque())
-            prices.append((event_ms, price))
+            if prices and event_ms < prices[-1][0] - rule.window_s * 1000:
+                continue  # older than the window of the newest price: it would compare prices a window apart
+            # kept in event-time order (a late price goes to its place), so the window's oldest are at the left
+            at = len(prices)
+            while at and prices[at - 1][0] > event_ms:
+                at -= 1
+            prices.insert(at, (event_ms, price))
             self.changed = True
-            horizon = event_ms - rule.window_s * 1000
+            horizon = prices[-1][0] - rule.window_s * 1000
             while prices and prices[0][0] < horizon:
                 prices.popleft()
             low = min(p for _, p in prices)
@@ -247,8 +262,7 @@ class AlertEngine:
     def _missed_trades(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         product = record["product_id"]
-        missed = float(record["missed"])
-        first, last = int(record["first_missing"]), int(record["last_missing"])
+        missed, first, last = (_trade_count(record, name) for name in ("missed", "first_missing", "last_missing"))
         for rule in self._by_kind("missed_trades"):
             key = (rule.name, product)
             if missed <= rule.threshold or first <= self._gaps.get(key, -1):
@@ -256,8 +270,8 @@ class AlertEngine:
             self._gaps[key] = last
             self.changed = True
             alert = alert_record(rule.name, rule.severity, product, record.get("ts_ms"), record.get("ts_ms"),
-                                 missed, rule.threshold,
-                                 f"{product}: {int(missed)} missed trades ({first}..{last})")  # fmt: skip
+                                 float(missed), rule.threshold,
+                                 f"{product}: {missed} missed trades ({first}..{last})")  # fmt: skip
             alert["alert_id"] = f"{rule.name}:{product}:{first}"
             out.append(alert)
         return out

@@ -23,6 +23,7 @@ here the typed records carry floats and the hot path is a float dict.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,6 +134,28 @@ def depth(levels: Mapping[float, float], mid: float, bps: float, side: str) -> f
     return sum(size for price, size in levels.items() if price <= cap)
 
 
+def _number(value: Any) -> float:
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"not a finite number >= 0: {value!r:.40}")
+    return number
+
+
+def _levels(levels: Iterable[Any]) -> list[tuple[float, float]]:
+    """A snapshot side's [price, size] pairs as numbers; ValueError / TypeError for any bad one."""
+    return [(_number(price), _number(size)) for price, size in levels]
+
+
+def _changes(changes: Iterable[Any]) -> list[tuple[str, float, float]]:
+    """An l2update's [side, price, size] changes, every one checked, so a bad one changes nothing."""
+    out = []
+    for side, price, size in changes:
+        if type(side) is not str or side not in ("buy", "sell"):
+            raise ValueError(f"side must be 'buy' or 'sell', not {side!r:.40}")
+        out.append((side, _number(price), _number(size)))
+    return out
+
+
 @dataclass(slots=True)
 class ProductState:
     book: OrderBook = field(default_factory=OrderBook)
@@ -168,10 +191,13 @@ class BookTracker:
         state = self.state_of(product)
         book = state.book
         if kind == "snapshot":
-            book.reset(record["bids"], record["asks"])
+            bids, asks = _levels(record["bids"]), _levels(record["asks"])  # all checked before the book changes
+            book.reset(bids, asks)
             state.synced = True
             state.reported = False
+            state.last_bucket = None  # a new start: its first summary is published whatever the time before
         elif kind == "l2update":
+            changes = _changes(record["changes"])
             if not state.synced:
                 state.ignored += 1
                 if state.reported:  # reported once per desynchronisation
@@ -179,8 +205,8 @@ class BookTracker:
                 state.reported = True
                 return [self._problem(state, product, event_ms, received_ms, "no_snapshot",
                                       "l2update before a snapshot: waiting for the next snapshot")]  # fmt: skip
-            for side, price, size in record["changes"]:
-                book.apply(side, float(price), float(size))
+            for side, price, size in changes:
+                book.apply(side, price, size)
         else:
             raise ValueError(f"not a level2 record: type {kind!r}")
         if book.crossed():

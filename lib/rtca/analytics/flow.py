@@ -20,6 +20,7 @@ State is a few numbers per product (`rtca.analytics.windows`: round-trips throug
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -45,6 +46,9 @@ class FlowWindow:
     first_event_ms: int = 0
     high_price: float | None = None
     low_price: float | None = None
+    last_trade_id: int | None = None
+    """The product's highest trade id so far (carried into the next window): a trade sent again, as Coinbase's
+    `last_match` on every (re)subscription, is not counted twice."""
 
     def add(self, taker_buy: bool, price: float, size: float, event_ms: int, received_ms: int | None) -> None:
         if taker_buy:
@@ -94,19 +98,31 @@ class TradeFlow(WindowsByProduct):
         if type(event_ms) is not int:
             raise TypeError("event_ms must be an int")
         side = match["side"]
-        if side not in ("buy", "sell"):
-            raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
+        if type(side) is not str or side not in ("buy", "sell"):
+            raise ValueError(f"side must be 'buy' or 'sell', not {side!r:.40}")
         price, size = float(match["price"]), float(match["size"])
+        if not (math.isfinite(price) and price > 0 and math.isfinite(size) and size >= 0):
+            raise ValueError(f"price must be finite and > 0, size finite and >= 0, not {price!r}, {size!r}")
+        received_ms, trade_id = match.get("received_ms"), match.get("trade_id")
+        if received_ms is not None and type(received_ms) is not int:  # all checked before any state changes
+            raise TypeError("received_ms must be an int")
+        if trade_id is not None and type(trade_id) is not int:
+            raise TypeError("trade_id must be an int")
         flow = self.product(product)
         start = event_ms // self.window_ms * self.window_ms
         out: list[dict[str, Any]] = []
         current = flow.window
+        if trade_id is not None and current is not None and current.last_trade_id is not None \
+                and trade_id <= current.last_trade_id:
+            return out  # a trade counted already
         if current is not None and start < current.start_ms:
             flow.late += 1
             return out
         if current is None or start > current.start_ms:
             if current is not None:
                 out.append(current.record(product, self.window_ms))
-            current = flow.window = FlowWindow(start)
-        current.add(side == "sell", price, size, event_ms, match.get("received_ms"))
+            current = flow.window = FlowWindow(start, last_trade_id=current.last_trade_id if current else None)
+        current.add(side == "sell", price, size, event_ms, received_ms)
+        if trade_id is not None:
+            current.last_trade_id = trade_id
         return out

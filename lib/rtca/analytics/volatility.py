@@ -49,7 +49,7 @@ class VolWindow:
     received_ms: int | None = None
 
     def add(self, price: float, received_ms: int | None) -> None:
-        r = math.log(price / self.last_price)
+        r = math.log(price) - math.log(self.last_price)  # not log(ratio): a ratio of extreme prices underflows
         self.n += 1
         delta = r - self.mean
         self.mean += delta / self.n
@@ -65,7 +65,7 @@ class VolWindow:
         return {
             "product_id": product, "event_ms": self.start_ms, "window_ms": window_ms,
             "window_end_ms": self.start_ms + window_ms, "received_ms": self.received_ms,
-            "price": self.last_price, "log_return": math.log(self.last_price / self.first_price),
+            "price": self.last_price, "log_return": math.log(self.last_price) - math.log(self.first_price),
             "return_std": std, "realized_vol": vol, "n_prices": self.n_prices, "n_returns": self.n,
         }  # fmt: skip
 
@@ -85,6 +85,8 @@ class Volatility(WindowsByProduct):
         if not (math.isfinite(price) and price > 0):
             raise ValueError(f"price must be finite and > 0, not {ticker['price']!r}")
         received_ms = ticker.get("received_ms")
+        if received_ms is not None and type(received_ms) is not int:  # checked before any state changes
+            raise TypeError("received_ms must be an int")
         pv = self.product(product)
         start = event_ms // self.window_ms * self.window_ms
         window = pv.window

@@ -26,6 +26,7 @@ snapshot instead (`rtca.functions.book`), with the same frame and the same messa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,8 @@ from rtca.functions.runtime import (
     received_ms_of,
     user_config,
 )
+
+log = logging.getLogger(__name__)
 
 Output = tuple[str, dict[str, Any]]
 """(topic, record) to publish."""
@@ -208,6 +211,10 @@ class StatefulFunction(pulsar.Function):
         except DECODE_ERRORS as exc:
             self._reject(context, input, f"{type(exc).__name__}: {exc}")
             return
+        except Exception as exc:  # a record the kernel does not foresee: dead-lettered, the stream goes on
+            log.exception("%s: a record broke the kernel; dead-lettered", self.name)
+            self._reject(context, input, f"{type(exc).__name__}: {exc}", reason=Reason.INTERNAL_ERROR)
+            return
         self.settle(context, key, outputs, message_id, topic, id_)
 
     def settle(self, context: Context, key: str | None, outputs: list[Output], message_id: Any, topic: str,
@@ -225,10 +232,10 @@ class StatefulFunction(pulsar.Function):
         if outputs:
             context.record_metric("records", len(outputs))
 
-    def _reject(self, context: Context, payload: Any, detail: str) -> None:
+    def _reject(self, context: Context, payload: Any, detail: str, *, reason: Reason = Reason.INVALID_FIELD) -> None:
         data = payload if isinstance(payload, bytes) else str(payload).encode("utf-8", "backslashreplace")
         record = dead_letter_record(
-            Reason.INVALID_FIELD, f"{self.name}: {detail}", data,
+            reason, f"{self.name}: {detail}", data,
             source_topic=context.get_current_message_topic_name(),
             source_message_id=message_id_text(context.get_message_id()),
             received_ms=received_ms_of(context.get_message_properties()),

@@ -1,0 +1,123 @@
+"""Records the router lets through but a kernel must still refuse or survive: a refused record changes no state
+(the function dead-letters it, so its effect must not also be kept), and no single record stops a product's
+analytics."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import pytest
+
+from rtca.analytics.alerts import AlertEngine, parse_rules
+from rtca.analytics.book import BookTracker
+from rtca.analytics.flow import TradeFlow
+from rtca.analytics.volatility import Volatility
+
+
+def match(t: int, trade_id: int | None, kind: str = "match", **fields: Any) -> dict[str, Any]:
+    record = {"type": kind, "product_id": "P", "event_ms": t, "received_ms": t, "side": "sell", "price": 10.0,
+              "size": 1.0, **fields}  # fmt: skip
+    if trade_id is not None:
+        record["trade_id"] = trade_id
+    return record
+
+
+def test_trade_flow_counts_a_trade_sent_again_once() -> None:
+    flow = TradeFlow(60_000)
+    flow.update(match(1_000, 7, "last_match"))  # what a first subscription gets: counted
+    flow.update(match(2_000, 8))
+    flow.update(match(3_000, 8, "last_match"))  # a resubscription sends the last trade again
+    flow.update(match(4_000, 8))  # and a reconnect may replay it
+    flow.update(match(5_000, 9))
+    [window] = flow.flush()
+    assert window["buy_count"] == 3 and window["buy_volume"] == 3.0
+
+
+def test_trade_flow_remembers_the_last_trade_across_windows_and_a_restart() -> None:
+    flow = TradeFlow(1_000)
+    flow.update(match(500, 7))
+    assert len(flow.update(match(1_500, 8))) == 1  # closes the first window
+    resumed = TradeFlow.from_state(flow.state())
+    assert resumed.update(match(1_600, 8)) == [] and resumed.update(match(1_700, 6)) == []
+    [window] = resumed.flush()
+    assert window["buy_count"] == 1
+
+
+@pytest.mark.parametrize("fields", [
+    {"received_ms": "x"}, {"size": float("nan")}, {"size": -3.0}, {"price": float("inf")}, {"price": 0.0},
+    {"side": ["buy"]}, {"trade_id": "9"},
+])  # fmt: skip
+def test_trade_flow_refuses_a_bad_match_before_changing_anything(fields: dict[str, Any]) -> None:
+    flow = TradeFlow(60_000)
+    flow.update(match(1_000, 1))
+    before = copy.deepcopy(flow.state())
+    with pytest.raises((TypeError, ValueError)):
+        flow.update(match(2_000, 2, **fields))
+    assert flow.state() == before
+
+
+def ticker(t: int, price: float, **fields: Any) -> dict[str, Any]:
+    return {"product_id": "P", "event_ms": t, "received_ms": t, "price": price, **fields}
+
+
+def test_volatility_survives_extreme_prices() -> None:
+    vol = Volatility(1_000)
+    for t, price in ((0, 1e300), (100, 1.0), (200, 1e-300)):
+        vol.update(ticker(t, price))
+    [window] = vol.update(ticker(1_000, 1.0))  # closing it computed log(1e-300 / 1e300) = log(0) before
+    assert math.isfinite(window["log_return"]) and math.isfinite(window["realized_vol"])
+    assert vol.update(ticker(1_100, 1.1)) == []  # and the product goes on
+
+
+def test_volatility_refuses_a_bad_receive_time_before_changing_anything() -> None:
+    vol = Volatility(60_000)
+    vol.update(ticker(0, 100.0))
+    before = copy.deepcopy(vol.state())
+    with pytest.raises(TypeError):
+        vol.update(ticker(100, 101.0, received_ms="x"))
+    assert vol.state() == before
+
+
+def test_book_update_with_one_bad_change_changes_nothing() -> None:
+    books = BookTracker(cadence_ms=1)
+    books.update({"type": "snapshot", "product_id": "P", "event_ms": 0, "bids": [[9.0, 1.0]], "asks": [[11.0, 1.0]]})
+    book = books.state_of("P").book
+    before = (dict(book.bids), dict(book.asks))
+    for changes in ([["buy", 10.0, 2.0], ["bid", 10.5, 1.0]], [["buy", 10.0, 2.0], ["sell", "nan", 1.0]]):
+        with pytest.raises(ValueError):
+            books.update({"type": "l2update", "product_id": "P", "event_ms": 5, "changes": changes})
+        assert (book.bids, book.asks) == before
+
+
+def test_book_summaries_start_again_after_a_snapshot() -> None:
+    books = BookTracker(cadence_ms=1_000)
+    snapshot = {"type": "snapshot", "product_id": "P", "bids": [[9.0, 1.0]], "asks": [[11.0, 1.0]]}
+    assert len(books.update({**snapshot, "event_ms": 10 * 60_000})) == 1  # a time far ahead, say
+    assert books.update({"type": "l2update", "product_id": "P", "event_ms": 1_000,
+                         "changes": [["buy", 9.5, 1.0]]}) == []  # older than the last summary: none
+    assert len(books.update({**snapshot, "event_ms": 2_000})) == 1  # a resync publishes again
+
+
+def gap(first: Any, last: Any, missed: Any) -> dict[str, Any]:
+    return {"kind": "gap", "ts_ms": 1, "source": "ws", "product_id": "X", "first_missing": first,
+            "last_missing": last, "missed": missed, "detected_by": "match"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("first", "last", "missed"), [(1e30, 1e30, 5), (7.9, 9, 3), (1, 3, 2**70), (-1, 3, 5)])
+def test_alerts_refuse_gap_counts_no_long_holds_before_keeping_them(first: Any, last: Any, missed: Any) -> None:
+    engine = AlertEngine(parse_rules([{"name": "gaps", "kind": "missed_trades", "threshold": 0}]))
+    with pytest.raises(ValueError):
+        engine.evaluate(gap(first, last, missed))
+    assert engine.state_of("X") == AlertEngine(engine.rules).state_of("X")
+    assert len(engine.evaluate(gap(10, 12, 3))) == 1  # the product's alerts go on
+
+
+def test_a_price_older_than_the_window_neither_fires_nor_grows_the_window() -> None:
+    engine = AlertEngine(parse_rules([{"name": "move", "kind": "price_move", "threshold": 1.0, "window_s": 60}]))
+    assert engine.evaluate(ticker(600_000, 100.0)) == []
+    assert engine.evaluate(ticker(0, 90.0)) == []  # ten minutes late: not a move within 60 s
+    for t in range(1, 200):
+        engine.evaluate(ticker(600_000 + t * 1_000, 100.0))
+    assert len(engine._prices[("move", "P")]) <= 61
