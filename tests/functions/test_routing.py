@@ -182,3 +182,9 @@ def test_a_side_of_the_wrong_type_is_an_invalid_field(side: object) -> None:
     assert routed({**SAMPLES["ticker"], "side": side}).record["reason"] == Reason.INVALID_FIELD
     update = {**SAMPLES["l2update"], "changes": [[side, "1.0", "2.0"]]}
     assert routed(update).record["reason"] == Reason.INVALID_FIELD
+
+
+@pytest.mark.parametrize("time", ["1970-01-01T00:00:00+23:59", "1970-06-01T00:00:00Z"])
+def test_an_event_time_before_pinots_range_is_a_dead_letter(time: str) -> None:
+    out = routed({**SAMPLES["match"], "time": time})
+    assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.INVALID_TIME

@@ -90,6 +90,8 @@ _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 MAX_DECIMAL = 1e15
 """Decimal fields (prices, sizes, volumes) stay below this: above any price, size or daily volume the exchange
 quotes, and the statistics' squares of it stay finite (1e200 once made a product's EWMA variance infinite)."""
+MIN_EVENT_MS = 365 * 86_400_000
+"""1971-01-01: Pinot refuses time values before it (a "1970-01-01T00:00:00+23:59" is even negative)."""
 MAX_AHEAD_MS = 5 * 60_000
 """An event time at most this far after ingest received the frame (clock skew): one far in the future would make
 every later record of its product look late to the windowed functions, which would then drop them."""
@@ -428,6 +430,8 @@ def convert(message: dict[str, Any], received_ms: int) -> Routed:
             event_ms = parse_time_ms(raw_time, shape.time_field)
         elif shape.time_required:
             raise Rejected(Reason.MISSING_FIELD, f"{kind}: no {shape.time_field!r}")
+    if event_ms < MIN_EVENT_MS:
+        raise Rejected(Reason.INVALID_TIME, f"{shape.time_field}: before 1971, outside Pinot's time range")
     if event_ms > received_ms + MAX_AHEAD_MS:
         raise Rejected(Reason.INVALID_TIME, f"{shape.time_field}: {(event_ms - received_ms) / 1000:.0f} s after it "
                                             f"was received (at most {MAX_AHEAD_MS // 1000} s)")
