@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rtca.feed.capture import Capture
-from rtca.feed.gaps import GapDetector, TradeGap
+from rtca.feed.gaps import RESYNC_AFTER, GapDetector, TradeGap
 from rtca.feed.protocol import Message, parse_frame, parse_message
 
 
@@ -84,3 +84,25 @@ def test_the_shipped_capture_has_no_gaps(shipped: Capture) -> None:
     for frame in shipped.frames:
         detector.observe(parse_frame(frame.text))
     assert (detector.missed_trades, detector.gaps, detector.out_of_order) == (0, 0, 0)
+
+
+def test_a_counter_that_went_back_for_good_is_taken_as_a_new_start() -> None:
+    # one bogus match far ahead (or the exchange restarting its numbers): the frames after it look old ...
+    bogus = [match(10, 100), match(2**62, 2**62)]
+    after = [match(11 + i, 101 + i) for i in range(RESYNC_AFTER + 5)]
+    detector, gaps = observe_all([*bogus, *after, match(11 + RESYNC_AFTER + 7, 200)])
+    # ... until RESYNC_AFTER of them in a row: then the checks go on from there, and find a real gap again
+    assert detector.resyncs == 1 and detector.out_of_order == RESYNC_AFTER - 1
+    assert gaps[-1] == TradeGap("BTC-USD", 11 + RESYNC_AFTER + 5, 11 + RESYNC_AFTER + 6, "match")
+
+
+def test_a_few_old_frames_do_not_move_the_start() -> None:
+    old = [match(5, 50) for _ in range(RESYNC_AFTER - 1)]
+    detector, gaps = observe_all([match(10, 100), *old, match(11, 101), *old, match(13, 102)])
+    assert detector.resyncs == 0 and [g.missed for g in gaps] == [1]
+
+
+def test_a_trade_id_far_ahead_alone_is_taken_as_a_new_start_too() -> None:
+    detector, gaps = observe_all([match(10, 100), match(2**62, 101)] + [match(11 + i, 102 + i) for i in range(60)])
+    assert detector.resyncs == 1 and detector.out_of_order == 0
+    assert [g.missed for g in gaps] == [2**62 - 11]  # the bogus jump itself is reported once, then nothing

@@ -7,13 +7,23 @@
   numbers), a decrease means an old or replayed frame. It is checked per (product, channel): across channels a
   decrease is normal, e.g. a `last_match` or the ticker a (re)subscription starts with is older than the last
   heartbeat. Equal numbers are normal too (a match and its ticker share one; heartbeats repeat it when idle).
+- A counter that went back for good (the exchange restarted its sequence numbers, or one bogus frame put the last
+  value far ahead) would make every later frame look old and stop the trade checks: after `RESYNC_AFTER` frames
+  in a row behind the last value, the detector takes the current one as its new start (counted in `resyncs`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from rtca.feed.protocol import CHANNEL_OF_TYPE, Heartbeat, Match, Message
+
+
+log = logging.getLogger(__name__)
+
+RESYNC_AFTER = 50
+"""Frames in a row behind a counter's last value after which that value is taken as a new start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +43,11 @@ class GapDetector:
     def __init__(self) -> None:
         self._last_trade: dict[str, int] = {}
         self._last_sequence: dict[tuple[str, str], int] = {}
+        self._behind: dict[tuple[str, str], int] = {}
         self.missed_trades = 0
         self.gaps = 0
         self.out_of_order = 0
+        self.resyncs = 0
 
     def observe(self, message: Message) -> TradeGap | None:
         """Check one frame; returns the trade gap it reveals, if any (also counted here)."""
@@ -47,9 +59,12 @@ class GapDetector:
             key = (product, CHANNEL_OF_TYPE.get(message.type, message.type))
             last = self._last_sequence.get(key)
             if last is not None and sequence < last:
-                self.out_of_order += 1
-                return None  # an old frame says nothing about trades we missed
+                if not self._resync(key, "sequence", last, sequence):
+                    self.out_of_order += 1
+                    return None  # an old frame says nothing about trades we missed
+                self._last_trade.pop(product, None)  # the product's trades start again from its next match
             self._last_sequence[key] = sequence
+            self._behind.pop(key, None)
         if isinstance(message, Match):
             return self._advance(product, message.trade_id, message.trade_id - 1, "match")
         if isinstance(message, Heartbeat) and product in self._last_trade:
@@ -60,7 +75,11 @@ class GapDetector:
         """The product's trades now reach `newest`; ids after the last one up to `missed_upto` were not seen."""
         last = self._last_trade.get(product)
         if last is not None and newest <= last:
+            if newest == last or not self._resync((product, "trade_id"), "trade id", last, newest):
+                return None  # a repeat
+            self._last_trade[product] = newest
             return None
+        self._behind.pop((product, "trade_id"), None)
         self._last_trade[product] = newest
         if last is None or missed_upto <= last:
             return None
@@ -68,3 +87,14 @@ class GapDetector:
         self.gaps += 1
         self.missed_trades += gap.missed
         return gap
+
+    def _resync(self, key: tuple[str, str], counter: str, last: int, current: int) -> bool:
+        """Count one frame behind `last`; True when it is the `RESYNC_AFTER`th in a row: start again from it."""
+        behind = self._behind[key] = self._behind.get(key, 0) + 1
+        if behind < RESYNC_AFTER:
+            return False
+        del self._behind[key]
+        self.resyncs += 1
+        log.warning("%s %s: %d frames in a row behind %d: starting again from %d", key[0], counter, behind, last,
+                    current)
+        return True
