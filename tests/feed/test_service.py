@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rtca.feed.service import start_ingest, stop_ingest
+from rtca.errors import ServiceError
 from rtca.settings import Settings
 from rtca.stack.process import Supervisor
 
@@ -30,3 +31,14 @@ def test_start_leaves_a_running_ingest_alone_and_restarts_one_with_other_flags(
     finally:
         stop_ingest(stack_up, name=name)
     assert Supervisor(stack_up).process(name) is None
+
+
+def test_start_fails_naming_the_log_when_the_ingest_ends_at_once(stack_up: Settings, unique: str) -> None:
+    name = f"ingest-{unique}"
+    try:
+        with pytest.raises(ServiceError, match="exited during start-up") as failure:
+            start_ingest(stack_up, ["--source", "replay", "--capture", f"/nonexistent-{unique}.capture"], name=name)
+        assert "capture not found" in Supervisor(stack_up).log_file(name).read_text()
+        assert f"rtca logs {name}" in str(failure.value.hint)
+    finally:
+        stop_ingest(stack_up, name=name)

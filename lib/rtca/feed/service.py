@@ -6,6 +6,7 @@ started under the stack's supervisor (pid file, one log file), shown by `rtca st
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Literal
 
@@ -17,9 +18,22 @@ from rtca.stack.process import Launch, Service, ServiceState, Supervisor
 NAME = "ingest"
 
 
+SETTLE_S = 3.0
+"""An ingest counts as started once it has run this long: a bad flag or an unreachable Pulsar ends it sooner, and
+`start` then fails naming its log instead of reporting a process that is already gone."""
+
+
 def ingest_service(settings: Settings, run_args: Sequence[str] = (), *, name: str = NAME) -> Service:
     argv = [str(settings.venv_dir / "bin" / "rtca"), "ingest", "run", *run_args]
-    return Service(name, lambda: Launch(argv=argv), url=settings.topic(settings.topics.raw))
+
+    def settled() -> bool:
+        process = Supervisor(settings).process(name)
+        try:
+            return process is not None and time.time() - process.create_time() >= SETTLE_S
+        except psutil.Error:
+            return False
+
+    return Service(name, lambda: Launch(argv=argv), url=settings.topic(settings.topics.raw), ready=settled)
 
 
 Started = Literal["started", "restarted", "running"]
