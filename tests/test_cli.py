@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 
 from rtca.cli import _ingest_run_args, build_parser, main
+from rtca.errors import ConfigError
+from rtca.pinot.queries import candles_sql
+from rtca.settings import Settings
 
 
 def test_rate_is_a_positive_number_or_max() -> None:
@@ -63,3 +66,16 @@ def test_invalid_settings_are_named_without_a_traceback(name: str, value: str, f
     assert main(["config"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: invalid settings") and field in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["nan", "0", "-1"])
+def test_a_start_timeout_that_could_never_end_or_never_wait_is_refused(value: str, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RTCA_START_TIMEOUT", value)
+    assert main(["config"]) == 1
+    assert "start_timeout" in capsys.readouterr().err
+
+
+def test_an_unknown_candle_size_is_a_config_error(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="unknown candle size '7m'"):
+        candles_sql(settings, "BTC-USD", size="7m")

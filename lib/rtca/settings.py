@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PositiveInt, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "rtca"
     infra_dir: Path = PROJECT_ROOT / "infra"
     #: Seconds a service may take to become healthy before `rtca up` gives up and names its log.
-    start_timeout: float = 240.0
+    start_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 240.0
     #: Extra options for every JVM of the local stack. The default compiles with C1 only: the five JVMs then
     #: need about half the CPU to start (warm `rtca up` 44 s instead of 80 s on 2 cores) at some cost in peak
     #: throughput; set it to "" for long throughput runs (docs/performance.md).

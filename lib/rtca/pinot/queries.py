@@ -3,6 +3,7 @@ SQL is Superset's own, from the chart definitions under `infra/superset/charts`.
 
 from __future__ import annotations
 
+from rtca.errors import ConfigError
 from rtca.settings import Settings
 
 #: Pinot DATETRUNC units for the candle sizes we offer.
@@ -14,7 +15,9 @@ def candles_sql(settings: Settings, product: str, *, minutes: int = 60, size: st
 
     Open and close are the first and last trade by event time in the bucket; VWAP = sum(price * size) / volume.
     """
-    unit = CANDLE_UNITS[size]
+    unit = CANDLE_UNITS.get(size)
+    if unit is None:
+        raise ConfigError(f"unknown candle size {size!r}", hint=f"one of: {', '.join(CANDLE_UNITS)}")
     product_id = product.replace("'", "''")
     bucket = f"DATETRUNC('{unit}', event_time)"
     return (
