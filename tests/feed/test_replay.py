@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from rtca.errors import ConfigError
-from rtca.feed.capture import Capture, Received, read_capture, write_capture
+from rtca.feed.capture import SHIPPED_CAPTURE, Capture, Received, read_capture, write_capture
 from rtca.feed.protocol import END_OF_STREAM, parse_time, subscribe_frame
 from rtca.feed.replay import ReplaySource, parse_speed, replay_server
 from rtca.feed.server import Faults
@@ -205,9 +205,35 @@ def test_parse_speed() -> None:
 
 
 def test_a_shift_past_the_year_9999_sends_the_frame_as_recorded(tmp_path: Path) -> None:
-    far = '{"type":"ticker","product_id":"X-USD","sequence":1,"price":"1","time":"9999-12-31T23:59:59.000000Z"}'
+    far = '{"type":"ticker","product_id":"X-USD","sequence":1,"price":"1","time":"9999-12-31T23:59:59.999999Z"}'
     path = tmp_path / "far.capture"
-    path.write_text(f"0.0: {far}\n")
-    source = ReplaySource(read_capture(path), speed=None, shift_time=True)
-    sent = asyncio.run(source.next())
-    assert sent is not None and orjson.loads(sent.text)["time"] == "9999-12-31T23:59:59.000000Z"
+    path.write_text(f"0.0: {far}\n1.0: {far}\n")
+    source = ReplaySource(read_capture(path), speed=None, loop=True)  # the second pass shifts times by its period
+
+    async def three() -> list[str]:
+        return [(await source.next()).text for _ in range(3)]  # type: ignore[union-attr]
+
+    sent = asyncio.run(three())
+    assert source.passes == 1 and all(orjson.loads(t)["time"] == "9999-12-31T23:59:59.999999Z" for t in sent)
+
+
+def test_a_fast_looping_replay_never_dates_frames_after_now() -> None:
+    clock = [1_800_000_000.0]
+    source = ReplaySource(read_capture(SHIPPED_CAPTURE), speed=None, loop=True, shift_time=True,
+                          clock=lambda: clock[0])
+    stamps = []
+
+    async def play() -> None:
+        for _ in range(3 * 9_946):  # three passes of the shipped capture, the clock moving 1 ms a frame
+            frame = await source.next()
+            assert frame is not None
+            clock[0] += 0.001
+            obj = orjson.loads(frame.text)
+            if isinstance(obj.get("time"), str):
+                stamps.append((parse_time(obj["time"]).timestamp(), clock[0]))
+
+    asyncio.run(play())
+    assert source.passes >= 2
+    assert all(stamp <= now + 1e-6 for stamp, now in stamps)  # looping at max speed never runs ahead
+    times = [stamp for stamp, _ in stamps]
+    assert times[-1] > times[0]

@@ -221,8 +221,11 @@ class ReplaySource:
             return Outgoing(entry.text, entry.type, entry.channel, entry.product), obj
         changed = {**obj, **offsets}
         if shift and entry.time_field is not None and entry.time_us is not None:
+            moved = entry.time_us + shift
+            if self.shift_time:  # never ahead of now: looping faster than recorded, later passes would run ahead
+                moved = min(moved, int(self._clock() * 1e6))  # of the clock (and a router refuses future times)
             try:
-                changed[entry.time_field] = format_time_us(entry.time_us + shift)
+                changed[entry.time_field] = format_time_us(moved)
             except ValueError:  # a recorded time the shift takes past the year 9999: sent as recorded
                 pass
         return Outgoing(dumps(changed), entry.type, entry.channel, entry.product), changed
