@@ -40,9 +40,17 @@ def test_trade_flow_remembers_the_last_trade_across_windows_and_a_restart() -> N
     flow.update(match(500, 7))
     assert len(flow.update(match(1_500, 8))) == 1  # closes the first window
     resumed = TradeFlow.from_state(flow.state())
-    assert resumed.update(match(1_600, 8)) == [] and resumed.update(match(1_700, 6)) == []
+    assert resumed.update(match(1_600, 8, "last_match")) == []
     [window] = resumed.flush()
     assert window["buy_count"] == 1
+
+
+def test_trade_flow_counts_trades_whose_ids_start_again() -> None:
+    flow = TradeFlow(60_000)
+    for t, trade_id in ((1_000, 900), (2_000, 901), (3_000, 1), (4_000, 2)):  # a replay restarted, say
+        flow.update(match(t, trade_id))
+    [window] = flow.flush()
+    assert window["buy_count"] == 4
 
 
 @pytest.mark.parametrize("fields", [

@@ -15,6 +15,8 @@ volume, and the window's candle: ``open_price`` / ``last_price`` = price of the 
 (ties: arrival order), ``high_price`` / ``low_price``. The candle is here, not computed from the matches table at
 query time, so that a candle chart reads one row per product and minute instead of every trade (docs/performance.md).
 
+The last trade sent again (Coinbase's ``last_match`` on a resubscription repeats the newest trade) is counted once.
+
 State is a few numbers per product (`rtca.analytics.windows`: round-trips through JSON).
 """
 
@@ -47,7 +49,7 @@ class FlowWindow:
     high_price: float | None = None
     low_price: float | None = None
     last_trade_id: int | None = None
-    """The product's highest trade id so far (carried into the next window): a trade sent again, as Coinbase's
+    """The product's last trade id (carried into the next window): the last trade sent again, as Coinbase's
     `last_match` on every (re)subscription, is not counted twice."""
 
     def add(self, taker_buy: bool, price: float, size: float, event_ms: int, received_ms: int | None) -> None:
@@ -112,9 +114,8 @@ class TradeFlow(WindowsByProduct):
         start = event_ms // self.window_ms * self.window_ms
         out: list[dict[str, Any]] = []
         current = flow.window
-        if trade_id is not None and current is not None and current.last_trade_id is not None \
-                and trade_id <= current.last_trade_id:
-            return out  # a trade counted already
+        if trade_id is not None and current is not None and trade_id == current.last_trade_id:
+            return out  # the trade just counted, sent again (not any lower id: a restarted replay starts again)
         if current is not None and start < current.start_ms:
             flow.late += 1
             return out
