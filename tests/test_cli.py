@@ -3,6 +3,8 @@ that dies at once."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rtca.cli import _ingest_run_args, build_parser, main
@@ -79,3 +81,10 @@ def test_a_start_timeout_that_could_never_end_or_never_wait_is_refused(value: st
 def test_an_unknown_candle_size_is_a_config_error(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="unknown candle size '7m'"):
         candles_sql(settings, "BTC-USD", size="7m")
+
+
+def test_record_refuses_to_overwrite_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    existing = tmp_path / "kept.capture"
+    existing.write_text("1.0: {}\n")
+    assert main(["record", str(existing), "--max-messages", "1"]) == 1
+    assert "exists" in capsys.readouterr().err and existing.read_text() == "1.0: {}\n"

@@ -150,7 +150,8 @@ def cmd_ingest_start(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.feed.service import start_ingest
 
     state, done = start_ingest(settings, _ingest_run_args(args))
-    said = {"started": "started", "restarted": "restarted with the new arguments", "running": "already running"}
+    said = {"started": "started", "restarted": "restarted with the new arguments", "running": "already running",
+            "finished": "ran and finished"}
     print(f"ingest {said[done]} (pid {state.pid}); log: {settings.logs_dir / 'ingest.log'}")
     return 0
 
@@ -176,6 +177,8 @@ def cmd_simulator_serve(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.feed.recorder import record
 
+    if Path(args.output).exists() and not args.force:
+        raise RtcaError(f"{args.output} exists", hint="another file name, or --force to overwrite it")
     report = record(args.output, url=args.url, products=_split(args.products), channels=_split(args.channels),
                     duration=args.duration, max_messages=args.max_messages)
     print(report)
@@ -355,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--url", default=COINBASE_WS_URL, help="websocket to record (default: Coinbase Exchange)")
     for flag in ("--products", "--channels", "--duration", "--max-messages"):
         record.add_argument(flag, **INGEST_FLAGS[flag])
+    record.add_argument("--force", action="store_true", help="overwrite the file if it exists")
     functions = group("functions", "Pulsar Functions", {
         "deploy": (cmd_functions_deploy, "create or update the functions (idempotent)"),
         "status": (cmd_functions_status, "instances, processed and failed counts, latest exceptions"),

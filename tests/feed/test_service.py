@@ -24,6 +24,8 @@ def test_start_leaves_a_running_ingest_alone_and_restarts_one_with_other_flags(
         assert done == "started" and first.pid is not None
         again, done = start_ingest(stack_up, flags, name=name)
         assert (done, again.pid) == ("running", first.pid)
+        spelled_out, done = start_ingest(stack_up, [*flags, "--speed", "1", "--rate", "100.0"], name=name)
+        assert (done, spelled_out.pid) == ("running", first.pid)  # the defaults, spelled out: the same options
         other, done = start_ingest(stack_up, [*flags, "--channels", "ticker"], name=name)
         assert done == "restarted" and other.pid not in (None, first.pid)
         process = Supervisor(stack_up).process(name)
@@ -40,5 +42,19 @@ def test_start_fails_naming_the_log_when_the_ingest_ends_at_once(stack_up: Setti
             start_ingest(stack_up, ["--source", "replay", "--capture", f"/nonexistent-{unique}.capture"], name=name)
         assert "capture not found" in Supervisor(stack_up).log_file(name).read_text()
         assert f"rtca logs {name}" in str(failure.value.hint)
+    finally:
+        stop_ingest(stack_up, name=name)
+
+
+def test_a_short_ingest_that_ends_well_during_start_up_is_finished_not_failed(
+        stack_up: Settings, unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RTCA_TOPICS__RAW", f"test-raw-{unique}")
+    monkeypatch.setenv("RTCA_TOPICS__FEED_HEALTH", f"test-health-{unique}")
+    name = f"ingest-{unique}"
+    try:
+        state, done = start_ingest(stack_up, ["--source", "simulator", "--products", "TEST-USD", "--max-messages",
+                                              "20", "--rate", "200"], name=name)
+        assert done == "finished" and state.pid is None
+        assert '"ended": "max_messages"' in Supervisor(stack_up).log_file(name).read_text()
     finally:
         stop_ingest(stack_up, name=name)

@@ -6,9 +6,11 @@ started under the stack's supervisor (pid file, one log file), shown by `rtca st
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import psutil
 
@@ -33,10 +35,11 @@ def ingest_service(settings: Settings, run_args: Sequence[str] = (), *, name: st
         except psutil.Error:
             return False
 
-    return Service(name, lambda: Launch(argv=argv), url=settings.topic(settings.topics.raw), ready=settled)
+    return Service(name, lambda: Launch(argv=argv), url=settings.topic(settings.topics.raw), ready=settled,
+                   may_finish=True)
 
 
-Started = Literal["started", "restarted", "running"]
+Started = Literal["started", "restarted", "running", "finished"]
 
 
 def start_ingest(settings: Settings, run_args: Sequence[str], *,
@@ -54,12 +57,25 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
             current = running.cmdline()
         except psutil.Error:
             current = []
-        if current[-len(run_args) - 2:] == ["ingest", "run", *run_args]:
+        if "run" in current and _options(current[current.index("run") + 1:]) == _options(run_args):
             return supervisor.state(service), "running"
         supervisor.stop(name)
         done = "restarted"
     supervisor.start_all([service], timeout=30, started=[])
+    if supervisor.process(name) is None:
+        done = "finished"  # a short run (--duration, --max-messages) ended well within its start-up
     return supervisor.state(service), done
+
+
+def _options(run_args: Sequence[str]) -> dict[str, Any] | None:
+    """`rtca ingest run` flags as the options they mean (defaults filled in: `--speed 1` is no flag at all)."""
+    from rtca.cli import build_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return vars(build_parser().parse_args(["ingest", "run", *run_args]))
+    except SystemExit:  # not flags of this version: never the same
+        return None
 
 
 def stop_ingest(settings: Settings, *, name: str = NAME) -> bool:

@@ -53,6 +53,8 @@ class Service:
     #: Seconds this service may take to become healthy, when it needs more than the stack's start timeout
     #: (Superset's first start migrates its database before it serves).
     start_timeout: float | None = None
+    #: A client that may end by itself (ingest with --duration): exiting with 0 during start-up is done, not failed.
+    may_finish: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Supervisor:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._started: dict[str, subprocess.Popen[bytes]] = {}  # what this supervisor started: exit codes
         for folder in (settings.logs_dir, settings.pids_dir):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -134,6 +137,7 @@ class Supervisor:
             popen = subprocess.Popen(list(launch.argv), stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=launch.cwd, env={**os.environ, **launch.env},
                                      start_new_session=True)
+        self._started[service.name] = popen
         proc = psutil.Process(popen.pid)
         self._pid_file(service.name).write_text(json.dumps({"pid": popen.pid, "create_time": proc.create_time()}))
         return proc
@@ -161,6 +165,11 @@ class Supervisor:
                     say(f"  {name} healthy after {time.monotonic() - begin:.0f} s")
                     del pending[name]
                 elif self.process(name) is None:
+                    popen = self._started.get(name)
+                    if service.may_finish and popen is not None and popen.wait(timeout=5) == 0:
+                        say(f"  {name} finished (exit 0) after {time.monotonic() - begin:.0f} s")
+                        del pending[name]
+                        continue
                     raise ServiceError(name, "exited during start-up", log=self.log_file(name),
                                        hint=f"read the end of the log: rtca logs {name}")
             elapsed = time.monotonic() - begin
