@@ -165,8 +165,8 @@ def test_an_event_time_far_after_receipt_is_a_dead_letter() -> None:
 
 @pytest.mark.parametrize("field", ["price", "last_size", "volume_24h"])
 def test_decimals_beyond_any_market_value_are_dead_letters(field: str) -> None:
-    assert routed({**SAMPLES["ticker"], field: "999999999999999"}).channel == "ticker"
-    for value in ("1e200", 1e16):
+    assert routed({**SAMPLES["ticker"], field: "999999999999999999"}).channel == "ticker"  # 1e18: meme volumes
+    for value in ("1e200", 1e101):
         out = routed({**SAMPLES["ticker"], field: value})
         assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.INVALID_FIELD, (field, value)
 

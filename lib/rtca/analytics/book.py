@@ -6,7 +6,8 @@ the level), numbers as floats, plus ``product_id``, ``event_ms``, ``received_ms`
 
 Cadence: a product's book is summarised on the first message whose ``event_ms`` falls in a later cadence bucket
 (``event_ms // cadence_ms``) than the last summary's: functions only run on messages, so "every second" means
-"on the first update after each boundary", and the summary reflects the book after that update.
+"on the first update after each boundary", and the summary reflects the book after that update. A snapshot starts
+the count again (its book is summarised whatever the last summary's time: one more in that second, at most).
 
 Summary (the ``coinbase_book`` columns): best bid/ask and their sizes, ``mid``, ``spread`` (ask - bid),
 ``spread_bps`` (spread / mid * 1e4), ``bid_depth``/``ask_depth`` = total size (base units) at prices within
@@ -188,16 +189,20 @@ class BookTracker:
         kind = record.get("type")
         event_ms = record.get("event_ms")
         received_ms = record.get("received_ms")
+        if kind == "snapshot":  # every level checked before any state changes
+            bids, asks = _levels(record["bids"]), _levels(record["asks"])
+        elif kind == "l2update":
+            changes = _changes(record["changes"])
+        else:
+            raise ValueError(f"not a level2 record: type {kind!r}")
         state = self.state_of(product)
         book = state.book
         if kind == "snapshot":
-            bids, asks = _levels(record["bids"]), _levels(record["asks"])  # all checked before the book changes
             book.reset(bids, asks)
             state.synced = True
             state.reported = False
             state.last_bucket = None  # a new start: its first summary is published whatever the time before
-        elif kind == "l2update":
-            changes = _changes(record["changes"])
+        else:
             if not state.synced:
                 state.ignored += 1
                 if state.reported:  # reported once per desynchronisation
@@ -207,8 +212,6 @@ class BookTracker:
                                       "l2update before a snapshot: waiting for the next snapshot")]  # fmt: skip
             for side, price, size in changes:
                 book.apply(side, price, size)
-        else:
-            raise ValueError(f"not a level2 record: type {kind!r}")
         if book.crossed():
             bid, ask = book.best_bid(), book.best_ask()
             state.synced = False

@@ -94,7 +94,10 @@ def market_records(products: Sequence[str], steps: int, *, start_ms: int, span_m
                 out["alerts"].append(book_problem_alert(result))
 
     for product in market.products:  # each book starts from a snapshot, as on the exchange
-        level2(routing.route(dumps(market.snapshot(product)), received_ms=start_ms, source_topic="bench").record)
+        snapshot = routing.route(dumps(market.snapshot(product)), received_ms=start_ms, source_topic="bench")
+        if snapshot.channel != "level2":
+            raise ValueError(f"the router refused the simulator's snapshot of {product}: {snapshot.record}")
+        level2(snapshot.record)
     step_us = span_ms * 1000 / steps
     next_tick = start_ms
     messages = 0

@@ -55,7 +55,8 @@ Side = Literal["buy", "sell"]
 
 
 class MalformedFrame(ValueError):
-    """A frame ingest cannot type. `code`: not_json | not_object | no_type | bad_fields | oversized."""
+    """A frame ingest cannot type. `code`: not_json | not_object | no_type | bad_fields | oversized | internal_error (a
+    parser error nothing foresaw: the frame is still published, see `rtca.feed.ingest.raw_record`)."""
 
     def __init__(self, code: str, detail: str, obj: Mapping[str, Any] | None = None) -> None:
         super().__init__(f"{code}: {detail}")

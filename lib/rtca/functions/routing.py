@@ -87,9 +87,10 @@ _TIME = re.compile(
     re.ASCII,
 ).fullmatch
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-MAX_DECIMAL = 1e15
-"""Decimal fields (prices, sizes, volumes) stay below this: above any price, size or daily volume the exchange
-quotes, and the statistics' squares of it stay finite (1e200 once made a product's EWMA variance infinite)."""
+MAX_DECIMAL = 1e100
+"""Decimal fields (prices, sizes, volumes) stay below this, so that the statistics' squares of them stay finite
+(1e200 once made a product's EWMA variance infinite for good); far above any real one (30-day volumes of
+meme coins in base units reach 1e14)."""
 MIN_EVENT_MS = 365 * 86_400_000
 """1971-01-01: Pinot refuses time values before it (a "1970-01-01T00:00:00+23:59" is even negative)."""
 MAX_AHEAD_MS = 5 * 60_000
