@@ -129,3 +129,12 @@ def test_a_price_older_than_the_window_neither_fires_nor_grows_the_window() -> N
     for t in range(1, 200):
         engine.evaluate(ticker(600_000 + t * 1_000, 100.0))
     assert len(engine._prices[("move", "P")]) <= 61
+
+
+def test_a_refused_level2_record_of_a_new_product_keeps_nothing_of_it() -> None:
+    books = BookTracker()
+    with pytest.raises(ValueError):
+        books.update({"type": "snapshot", "product_id": "Q", "event_ms": 0, "bids": [[9.0, "x"]], "asks": []})
+    with pytest.raises(ValueError):
+        books.update({"type": "l2update", "product_id": "Q", "event_ms": 0, "changes": [["bid", 1.0, 1.0]]})
+    assert books.products == {}
