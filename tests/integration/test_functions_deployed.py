@@ -162,8 +162,9 @@ def test_capture_through_the_router_gives_the_capture_counts_per_channel(deploye
 def test_hostile_payloads_all_end_in_the_dead_letter_topic_and_the_router_goes_on(deployed, client) -> None:  # type: ignore[no-untyped-def]
     settings, spec = deployed["router"]
     payloads = list(hostile_payloads(1000, seed=5))
+    # its time 1 ms before it is received (the router refuses times more than 5 minutes after their receipt)
     sentinel = orjson.dumps({"type": "heartbeat", "sequence": 1, "last_trade_id": 2, "product_id": "AFTER-FUZZ",
-                             "time": "2024-01-01T00:00:00.000Z"})  # fmt: skip
+                             "time": "2023-11-14T22:13:20.000Z"})  # fmt: skip
     produce(client, settings.topic(settings.topics.raw),
             raw_messages([*((p, 1_700_000_000_000) for p in payloads), (sentinel, 1_700_000_000_001)]))
     letters = [orjson.loads(d) for d in read(client, settings.topic(settings.topics.dead_letter), len(payloads))]
