@@ -276,14 +276,21 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
 
-    options = {"queries": {"candidates": _split(args.candidates)}} if args.candidates else None
+    options: dict[str, dict[str, Any]] = {name: {"products": args.products} for name in PRODUCT_BENCHES
+                                          if args.products}  # fmt: skip
+    if args.candidates:
+        options.setdefault("queries", {})["candidates"] = _split(args.candidates)
     results, written = run_suite(settings, args.names or DEFAULT, quick=args.quick, keep=args.keep,
-                                 out_dir=Path(args.out) if args.out else None, options=options)
+                                 out_dir=Path(args.out) if args.out else None, options=options or None)
     for line in summary_lines(results):
         print(line)
     if written:
         print(f"results: {written[-1]}")
     return 1 if any(r.error for r in results) else 0
+
+
+#: Benchmarks whose simulated market has a number of products (`--products`).
+PRODUCT_BENCHES = ("freshness", "capacity", "queries")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="smaller runs and shorter holds (a few minutes)")
     bench.add_argument("--keep", action="store_true", help="leave the benchmarks' topics, tables and functions")
     bench.add_argument("--out", help="write the JSON results here instead of <run dir>/bench")
+    bench.add_argument("--products", type=_positive, help="products simulated by " + ", ".join(PRODUCT_BENCHES)
+                       + " (defaults: 20 for freshness, 50 for capacity, 30 for queries)")
     bench.add_argument("--candidates", help="queries: also time candidate table tunings in the same run, e.g. "
                                             "timesorted,rawmetrics,timesorted_raw (rtca.bench.queries.CANDIDATES)")
 

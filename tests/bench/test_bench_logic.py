@@ -354,6 +354,9 @@ def test_cli_bench_arguments() -> None:
     args = build_parser().parse_args(["bench", "freshness", "queries", "--quick", "--out", "/tmp/x"])
     assert args.names == ["freshness", "queries"] and args.quick and args.out == "/tmp/x" and not args.keep
     assert build_parser().parse_args(["bench"]).names == []
+    assert build_parser().parse_args(["bench", "queries", "--products", "8"]).products == 8
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--products", "0"])
 
 
 def test_suite_refuses_unknown_names(settings: Settings, tmp_path: Path) -> None:
