@@ -7,7 +7,10 @@ The record contract (the fields every table in `infra/pinot/README.md` relies on
   ``received_ms`` and ``product_id`` (null for frames about no single product: status, subscriptions, error);
 - frames the router cannot parse or validate become dead-letter records with a short ``reason`` code, a ``detail``,
   the source topic and message id, and the payload (UTF-8, invalid bytes replaced; ``payload_b64`` when the bytes
-  were not UTF-8; cut at 64 KB with ``payload_bytes`` the full size).
+  were not UTF-8; cut at 64 KB with ``payload_bytes`` the full size). Beyond the fields' shapes, an event time
+  before 1971 or more than 5 minutes after the frame's receipt is ``invalid_time`` (`MIN_EVENT_MS`, `MAX_AHEAD_MS`:
+  one far-future record would make every later record of its product late to the windowed functions), and a
+  decimal of 1e100 or more ``invalid_field`` (`MAX_DECIMAL`).
 
 `route()` never raises: anything unexpected, even a bug here, ends as a dead letter with reason ``internal_error``.
 """
