@@ -13,28 +13,42 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import httpx
 import ipywidgets as widgets
 import pandas as pd
 import pinotdb
+import pinotdb.exceptions
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from rtca.errors import RtcaError, ServiceError
 from rtca.settings import Settings
+from rtca.stack.remote import http_options
+
+
+QUERY_TIMEOUT_S = 10.0
+"""A query that takes longer fails the refresh (with a message) instead of hanging the cell."""
 
 
 def pinot_frame(settings: Settings, sql: str) -> pd.DataFrame:
-    """Run SQL on the Pinot broker through pinotdb's DB-API and return a DataFrame (column names kept)."""
-    broker = settings.pinot.broker_url
-    scheme, _, hostport = broker.partition("://")
-    host, _, port = hostport.partition(":")
-    connection = pinotdb.connect(host=host, port=int(port or 80), path="/query/sql", scheme=scheme)
-    try:
-        cursor = connection.cursor()
-        cursor.execute(sql)
-        columns = [column[0] for column in cursor.description or []]
-        return pd.DataFrame(cursor.fetchall(), columns=columns)
-    finally:
-        connection.close()
+    """Run SQL on the Pinot broker through pinotdb's DB-API and return a DataFrame (column names kept). Its HTTP
+    session is the workbench's (basic auth and TLS trust of a secured Pinot, a timeout); a broker that does not
+    answer is a `ServiceError` that says what to do, not a stack of httpx frames."""
+    url = httpx.URL(settings.pinot.broker_url)
+    with httpx.Client(timeout=QUERY_TIMEOUT_S, **http_options(settings, "pinot")) as session:
+        connection = pinotdb.connect(host=url.host, port=url.port or (443 if url.scheme == "https" else 80),
+                                     path=url.path.rstrip("/") + "/query/sql", scheme=url.scheme, session=session)
+        try:
+            cursor = connection.cursor()
+            cursor.execute(sql)
+            columns = [column[0] for column in cursor.description or []]
+            return pd.DataFrame(cursor.fetchall(), columns=columns)
+        except (httpx.HTTPError, pinotdb.exceptions.Error) as exc:
+            raise ServiceError("pinot-broker", f"query failed at {settings.pinot.broker_url}: "
+                               f"{type(exc).__name__}: {str(exc)[:300]}",
+                               hint="`rtca status` shows the stack, `rtca up` starts what is down") from None
+        finally:
+            connection.close()
 
 
 def to_datetime(values: pd.Series) -> pd.Series:
@@ -110,7 +124,10 @@ class LiveView:
         async def loop() -> None:
             count = 0
             while refreshes is None or count < refreshes:
-                await asyncio.get_running_loop().run_in_executor(None, self.refresh)
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, self.refresh)
+                except RtcaError as exc:  # a broker blip: say so in the status and try again next time
+                    self.controls.status.value = f"refresh failed ({time.strftime('%H:%M:%S')}): {exc}"[:300]
                 count += 1
                 await asyncio.sleep(self.controls.interval.value)
 
@@ -160,6 +177,11 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
                          legend={"orientation": "h"})
 
     def update(view: LiveView) -> int:
+        if product_table and not view.controls.product.options:  # an empty table when the view was built
+            found = products(settings, product_table)
+            if found:
+                view.controls.product.options = found
+                view.controls.product.value = product if product in found else found[0]
         product_id = str(view.controls.product.value or "").replace("'", "''")
         window = int(view.controls.minutes.value)
         values = {"product": product_id, "minutes": window, "since": f"event_time > ago('PT{window}M')"}
