@@ -5,7 +5,9 @@ import json
 import pytest
 
 from rtca.cli import main
-from rtca.settings import Settings
+from rtca.runbook import RunbookCheckFailed
+from rtca.runbook import settings as runbook_settings
+from rtca.settings import Settings, name_list, setting_exists
 
 
 def test_environment_overrides_nested_fields(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,3 +33,18 @@ def test_config_prints_json_with_urls_and_masked_secrets(monkeypatch: pytest.Mon
 def test_services_listen_on_loopback_by_default(default_env: None) -> None:
     settings = Settings()
     assert {settings.pulsar.host, settings.pinot.host, settings.superset.host} == {"127.0.0.1"}
+
+
+def test_setting_exists_tells_a_typo_from_a_setting() -> None:
+    assert setting_exists("RTCA_PINOT__BROKER_PORT") and setting_exists("RTCA_RUN_DIR")
+    assert not setting_exists("RTCA_PINOT_BROKER_PORT") and not setting_exists("RTCA_PINOT__BROKER_PORT__X")
+
+
+def test_a_runbook_env_typo_is_refused_not_ignored() -> None:
+    with pytest.raises(RunbookCheckFailed, match="RTCA_PINOT_BROKER_PORT' names no setting"):
+        runbook_settings("local", {"RTCA_PINOT_BROKER_PORT": "18099"})
+
+
+def test_name_lists_from_papermill_strings() -> None:
+    assert name_list("router") == ["router"] and name_list("ticker, matches") == ["ticker", "matches"]
+    assert name_list(["a", "b"]) == ["a", "b"] and name_list(None) is None

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rtca.errors import RtcaError
-from rtca.settings import Settings, load_settings
+from rtca.settings import Settings, load_settings, name_list, setting_exists
 
 
 class RunbookCheckFailed(RtcaError):
@@ -25,6 +25,10 @@ def settings(backend: str = "local", env: Mapping[str, str] | None = None) -> Se
     for key, value in (env or {}).items():
         if not key.startswith(("RTCA_", "SUPERSET_")):
             raise RunbookCheckFailed(f"runbook parameter env: '{key}' is not an RTCA_* or SUPERSET_* variable")
+        if key.startswith("RTCA_") and not setting_exists(key):
+            raise RunbookCheckFailed(f"runbook parameter env: '{key}' names no setting",
+                                     hint="`rtca config` shows them: RTCA_<SECTION>__<FIELD>, e.g. "
+                                          "RTCA_PINOT__BROKER_PORT (two underscores between the names)")
         os.environ[key] = str(value)
     return load_settings(backend=backend)
 
@@ -52,22 +56,36 @@ def check_stack(settings: Settings) -> list[Any]:
     return states
 
 
-def check_functions(settings: Settings, *, timeout: float = 120) -> list[Any]:
-    """Every deployed function has all its instances running."""
+def check_functions(settings: Settings, names: str | Sequence[str] | None = None, *, timeout: float = 120
+                    ) -> list[Any]:  # fmt: skip
+    """Every function deployed (`names`, or all) has all its instances running; else which do not, and why."""
     from rtca.functions.deploy import function_status
 
-    def running() -> list[Any] | None:
-        statuses = function_status(settings)
-        return statuses if statuses and all(s.instances and s.running == len(s.instances) for s in statuses) else None
+    wanted = name_list(names)
+    last: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        last = function_status(settings, wanted)
+        down = [s for s in last if not (s.instances and s.running == len(s.instances))]
+        if last and not down:
+            return last
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(2.0)
+    problems = "; ".join(f"{s.name}: {s.running}/{len(s.instances)} instances running"
+                         + (f", latest exception: {s.latest_exceptions[0][:200]}" if s.latest_exceptions else "")
+                         for s in down)  # fmt: skip
+    raise RunbookCheckFailed(f"functions not running after {timeout:.0f} s: {problems or 'none deployed'}",
+                             hint="`rtca functions status` and `rtca logs pulsar` tell more; rerun this runbook")
 
-    return wait_until(running, timeout=timeout, what="all functions running")  # type: ignore[no-any-return]
 
-
-def check_tables(settings: Settings, names: Sequence[str] | None = None) -> list[Any]:
+def check_tables(settings: Settings, names: str | Sequence[str] | None = None) -> list[Any]:
     """Every table exists and answers a COUNT(*) through the broker."""
     from rtca.pinot.client import PinotClient
 
-    wanted = list(names) if names else list(settings.tables.model_dump().values())
+    from rtca.pinot.tables import selected_keys
+
+    wanted = [getattr(settings.tables, key) for key in selected_keys(settings, names)]  # table names or keys
     counts = []
     with PinotClient(settings) as pinot:
         for table in wanted:

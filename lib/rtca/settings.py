@@ -8,6 +8,7 @@ hard-codes them. Each field can be overridden from the environment with the `RTC
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -233,3 +234,27 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with explicit keyword overrides on top (used by the CLI and tests)."""
     return Settings(**overrides)
+
+
+def name_list(names: str | Iterable[str] | None) -> list[str] | None:
+    """Names given as a list or as one comma-separated string (a papermill `-p functions router` parameter, which
+    is a string: taken as a list it would be its letters); None stays None (all)."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        return [name.strip() for name in names.split(",") if name.strip()]
+    return list(names)
+
+
+def setting_exists(variable: str) -> bool:
+    """Whether an `RTCA_*` environment variable names a field of `Settings` (`RTCA_PINOT__BROKER_PORT` does,
+    `RTCA_PINOT_BROKER_PORT` does not: unknown ones are otherwise ignored without a word)."""
+    if not variable.startswith("RTCA_"):
+        return False
+    model: type[BaseModel] | None = Settings
+    for part in variable.removeprefix("RTCA_").lower().split("__"):
+        if model is None or part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return True

@@ -30,7 +30,7 @@ import yaml
 from rtca.errors import ConfigError, DeployError
 from rtca.functions import routing
 from rtca.functions.runtime import RAW_SERDE
-from rtca.settings import Settings
+from rtca.settings import Settings, name_list
 from rtca.stack.profiles import build_function_package, profile
 from rtca.stack.progress import say
 
@@ -340,11 +340,11 @@ def _status_json(admin: httpx.Client, settings: Settings, name: str) -> dict[str
     return response.json()
 
 
-def _select(settings: Settings, names: Iterable[str] | None) -> list[FunctionSpec]:
+def _select(settings: Settings, names: str | Iterable[str] | None) -> list[FunctionSpec]:
     specs = function_specs(settings)
-    if names is None:
+    wanted = name_list(names)
+    if wanted is None:
         return specs
-    wanted = list(names)
     known = {spec.name: spec for spec in specs}
     unknown = [n for n in wanted if n not in known]
     if unknown:
@@ -360,7 +360,8 @@ def _names(settings: Settings, names: Iterable[str] | None, known_only: bool) ->
 
 
 def deploy_functions(
-    settings: Settings, names: list[str] | None = None, *, wait: float = 180.0, say: Callable[[str], None] = say
+    settings: Settings, names: str | list[str] | None = None, *, wait: float = 180.0,
+    say: Callable[[str], None] = say
 ) -> list[DeployResult]:
     """`rtca functions deploy [NAME...]`: create or update the workbench's functions (all by default)."""
     return deploy(settings, _select(settings, names), wait=wait, say=say)

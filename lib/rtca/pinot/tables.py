@@ -36,7 +36,7 @@ import orjson
 from rtca.errors import ConfigError, DeployError
 from rtca.pinot.client import PinotClient, stream_configs
 from rtca.placeholders import fill
-from rtca.settings import Settings, Tables, Topics
+from rtca.settings import Settings, Tables, Topics, name_list
 from rtca.stack.profiles import segments_replication
 from rtca.stack.remote import http_options
 
@@ -201,18 +201,20 @@ class ApplyResult:
         return f"{self.table}: {self.action} (schema {self.schema}, table {self.config}){detail}"
 
 
-def apply_tables(settings: Settings, names: Sequence[str] | None = None) -> list[ApplyResult]:
+def apply_tables(settings: Settings, names: str | Sequence[str] | None = None) -> list[ApplyResult]:
     """`rtca pinot apply [NAME...]`: create each missing schema and table, update what changed, leave the rest.
 
     `names` are table names or `Tables` keys (all tables by default). An updated table has its segments reloaded,
     so committed segments pick up new columns and indexes (the consuming segment does at its next commit).
     """
-    specs = render_tables(settings, _keys(settings, names))
+    specs = render_tables(settings, selected_keys(settings, names))
     with PinotClient(settings) as pinot:
         return [_apply_one(settings, pinot, spec) for spec in specs]
 
 
-def _keys(settings: Settings, names: Sequence[str] | None) -> list[str]:
+def selected_keys(settings: Settings, names: str | Sequence[str] | None) -> list[str]:
+    """`Tables` keys of `names` (table names or keys, a list or one comma-separated string; None: all)."""
+    names = name_list(names)
     if names is None:
         return table_keys()
     by_name = {getattr(settings.tables, key): key for key in table_keys()}
@@ -260,7 +262,7 @@ def delete_tables(settings: Settings, names: Sequence[str] | None = None) -> lis
     """Drop tables and their schemas (all of the workbench's by default); returns the names that existed."""
     deleted = []
     with PinotClient(settings) as pinot:
-        for spec in render_tables(settings, _keys(settings, names)):
+        for spec in render_tables(settings, selected_keys(settings, names)):
             existed = pinot.table(spec.name) is not None or pinot.schema(spec.name) is not None
             pinot.delete_table(spec.name)
             if existed:
