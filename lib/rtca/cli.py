@@ -126,8 +126,8 @@ def cmd_ingest_run(settings: Settings, args: argparse.Namespace) -> int:
     report = run_ingest(settings, source=args.source, url=args.url, capture=args.capture, speed=args.speed,
                         loop=args.loop, shift_time=args.shift_time, products=_split(args.products),
                         channels=_split(args.channels), rate=args.rate,
-                        seed=args.seed, duration=args.duration,
-                        max_messages=args.max_messages)
+                        seed=args.seed, duration=args.duration, max_messages=args.max_messages,
+                        announce=lambda line: print(line, flush=True))
     print(json.dumps(dataclasses.asdict(report), default=str))
     return 0 if report.ok else 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rtca.feed.service import start_ingest, stop_ingest
-from rtca.errors import ServiceError
+from rtca.errors import ConfigError, ServiceError
 from rtca.settings import Settings
 from rtca.stack.process import Supervisor
 
@@ -56,5 +56,20 @@ def test_a_short_ingest_that_ends_well_during_start_up_is_finished_not_failed(
                                               "20", "--rate", "200"], name=name)
         assert done == "finished" and state.pid is None
         assert '"ended": "max_messages"' in Supervisor(stack_up).log_file(name).read_text()
+    finally:
+        stop_ingest(stack_up, name=name)
+
+
+def test_invalid_options_are_refused_before_a_running_ingest_is_touched(
+        stack_up: Settings, unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RTCA_TOPICS__RAW", f"test-raw-{unique}")
+    monkeypatch.setenv("RTCA_TOPICS__FEED_HEALTH", f"test-health-{unique}")
+    name = f"ingest-{unique}"
+    try:
+        first, _ = start_ingest(stack_up, ["--url", "ws://127.0.0.1:9"], name=name)
+        with pytest.raises(ConfigError, match="invalid ingest options"):
+            start_ingest(stack_up, ["--source", "cionbase"], name=name)
+        process = Supervisor(stack_up).process(name)
+        assert process is not None and process.pid == first.pid  # still the one that ran
     finally:
         stop_ingest(stack_up, name=name)

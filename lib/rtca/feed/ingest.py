@@ -27,7 +27,7 @@ import logging
 import statistics
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +45,8 @@ from rtca.settings import Settings
 
 log = logging.getLogger(__name__)
 
+STARTED = "ingesting"
+"""The first word of the line `rtca ingest run` prints once it publishes: `rtca ingest start` waits for it."""
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 """Frames above this are cut (Pulsar's default maximum message size is 5 MB, metadata included)."""
 CUT_BYTES = 64 * 1024
@@ -286,13 +288,17 @@ async def ingest_to_pulsar(
     max_messages: int | None = None,
     silence_timeout: float = 10.0,
     stop: asyncio.Event | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> IngestReport:
-    """`ingest` from a source (started in-process for a replay or simulator) into the configured topics."""
+    """`ingest` from a source (started in-process for a replay or simulator) into the configured topics;
+    `announce` gets one line once Pulsar and the source are open (what a supervisor waits for)."""
     raw_topic = raw_topic or settings.topic(settings.topics.raw)
     health_topic = health_topic or settings.topic(settings.topics.feed_health)
     async with pulsar_sinks(settings, raw_topic, health_topic) as (raw, health), open_source(spec) as endpoint:
         connection = FeedConnection(endpoint.url, endpoint.subscribe_frame(), silence_timeout=silence_timeout)
         log.info("ingesting %s (%s) into %s", spec.kind, endpoint.url, raw_topic)
+        if announce is not None:
+            announce(f"{STARTED} {spec.kind} ({endpoint.url}) into {raw_topic}")
         return await ingest(connection, raw, health, source=spec.kind, duration=duration, max_messages=max_messages,
                             stop=stop)
 
@@ -315,6 +321,7 @@ def run_ingest(
     duration: float | None = None,
     max_messages: int | None = None,
     silence_timeout: float = 10.0,
+    announce: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """`rtca ingest run`: ingest in the foreground until the source ends (a capture without `loop`), `duration`
     or `max_messages`, or SIGINT / SIGTERM; then flush and return the counts."""
@@ -327,7 +334,7 @@ def run_ingest(
         with stop_on_signals() as stop:
             return await ingest_to_pulsar(
                 settings, spec, raw_topic=raw_topic, health_topic=health_topic, duration=duration,
-                max_messages=max_messages, silence_timeout=silence_timeout, stop=stop,
+                max_messages=max_messages, silence_timeout=silence_timeout, stop=stop, announce=announce,
             )
 
     return asyncio.run(main())

@@ -8,32 +8,34 @@ from __future__ import annotations
 
 import contextlib
 import io
-import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import psutil
 
+from rtca.errors import ConfigError
+from rtca.feed.ingest import STARTED
 from rtca.settings import Settings
 from rtca.stack.process import Launch, Service, ServiceState, Supervisor
 
 NAME = "ingest"
 
 
-SETTLE_S = 3.0
-"""An ingest counts as started once it has run this long: a bad flag or an unreachable Pulsar ends it sooner, and
-`start` then fails naming its log instead of reporting a process that is already gone."""
-
-
 def ingest_service(settings: Settings, run_args: Sequence[str] = (), *, name: str = NAME) -> Service:
+    """The ingest as a supervised service: started once its log says it publishes (`rtca.feed.ingest.STARTED`),
+    so that one ending at once (a bad capture, Pulsar unreachable) fails the start, naming its log."""
     argv = [str(settings.venv_dir / "bin" / "rtca"), "ingest", "run", *run_args]
+    log = Supervisor(settings).log_file(name)
 
     def settled() -> bool:
-        process = Supervisor(settings).process(name)
         try:
-            return process is not None and time.time() - process.create_time() >= SETTLE_S
-        except psutil.Error:
+            with log.open("rb") as text:
+                text.seek(max(0, log.stat().st_size - 65536))
+                tail = text.read().decode("utf-8", "replace")
+        except OSError:
             return False
+        this_run = tail[tail.rfind(f" starting {name}: "):]  # the supervisor's line before each start
+        return f"\n{STARTED} " in this_run
 
     return Service(name, lambda: Launch(argv=argv), url=settings.topic(settings.topics.raw), ready=settled,
                    may_finish=True)
@@ -48,6 +50,16 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
     arguments is left alone, one with other arguments (another source, say) is restarted with these.
 
     Returns its state and what this call did."""
+    wanted = _options(run_args)
+    if wanted is None:  # refused before the running ingest is touched
+        try:
+            from rtca.cli import build_parser
+
+            build_parser().parse_args(["ingest", "run", *run_args])
+        except SystemExit:
+            pass
+        raise ConfigError(f"invalid ingest options: {' '.join(run_args)}",
+                          hint="`rtca ingest run --help` lists them (the error above names the one refused)")
     supervisor = Supervisor(settings)
     service = ingest_service(settings, run_args, name=name)
     running = supervisor.process(name)
@@ -57,7 +69,7 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
             current = running.cmdline()
         except psutil.Error:
             current = []
-        if "run" in current and _options(current[current.index("run") + 1:]) == _options(run_args):
+        if "run" in current and _options(current[current.index("run") + 1:]) == wanted:
             return supervisor.state(service), "running"
         supervisor.stop(name)
         done = "restarted"
