@@ -44,14 +44,14 @@ def services(settings: Settings) -> list[Service]:
 
 
 def up(settings: Settings) -> list[ServiceState]:
-    check_prerequisites(settings)
-    ensure_all(settings)
     supervisor = Supervisor(settings)
     wanted = services(settings)
     missing = [s for s in wanted if not (supervisor.process(s.name) and supervisor.healthy(s))]
-    if not missing:
+    if not missing:  # checked first: a healthy stack needs neither downloads nor free disk for them
         say("the stack is already up; nothing changed")
         return status(settings, wanted)
+    check_prerequisites(settings)
+    ensure_all(settings)
     started: list[str] = []
     try:
         with step(f"starting {', '.join(s.name for s in missing)}"):

@@ -31,7 +31,8 @@ def _jvm(settings: Settings, heap: str, role: str, *args: str, plugin: bool = Fa
     data = settings.data_dir / "pinot"
     data.mkdir(parents=True, exist_ok=True)
     log_config = settings.infra_dir / "stack" / "pinot-log4j2.xml"
-    argv = [require_java(), *heap.split(), *settings.jvm_options.split(), *JAVA17_OPENS,
+    # UTC: Pinot renders TIMESTAMP results in the JVM's zone, and the notebooks and charts read them as UTC
+    argv = [require_java(), *heap.split(), *settings.jvm_options.split(), *JAVA17_OPENS, "-Duser.timezone=UTC",
             f"-Dlog4j2.configurationFile={log_config}", "-cp", classpath, MAIN_CLASS, role, *args]
     # Zookeeper, the HTTP listeners and the server's Netty and gRPC ports bind to all interfaces in 0.11 with no
     # setting to change it: the bind shim moves them to the configured host.

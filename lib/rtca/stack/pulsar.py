@@ -86,7 +86,7 @@ def _launch(settings: Settings) -> Launch:
     venv_bin = settings.venv_dir / "bin"
     env = {
         "PULSAR_MEM": p.heap,
-        "PULSAR_GC": f"{p.gc} {settings.jvm_options}",
+        "PULSAR_GC": f"{p.gc} {settings.jvm_options} -Duser.timezone=UTC",  # as Pinot's: times read as UTC
         # Broker logs to stdout (our pulsar.log); function instances log under logs/functions/.
         "PULSAR_LOG_APPENDER": "Console",
         "PULSAR_LOG_DIR": str(logs / "functions"),
