@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 
 from rtca.cli import _ingest_run_args, build_parser, main
-from rtca.errors import ConfigError
-from rtca.pinot.queries import candles_sql
 from rtca.settings import Settings
 
 
@@ -76,11 +74,6 @@ def test_a_start_timeout_that_could_never_end_or_never_wait_is_refused(value: st
     monkeypatch.setenv("RTCA_START_TIMEOUT", value)
     assert main(["config"]) == 1
     assert "start_timeout" in capsys.readouterr().err
-
-
-def test_an_unknown_candle_size_is_a_config_error(settings: Settings) -> None:
-    with pytest.raises(ConfigError, match="unknown candle size '7m'"):
-        candles_sql(settings, "BTC-USD", size="7m")
 
 
 def test_record_refuses_to_overwrite_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,9 @@ def candles_sql(settings: Settings, product: str, *, minutes: int = 60, size: st
 
     Open and close are the first and last trade by event time in the bucket; VWAP = sum(price * size) / volume.
     """
+    if not product:
+        raise ConfigError("no product to chart candles for", hint="the matches table has no rows yet: start the "
+                                                                  "ingest (runbooks/40-ingest) and rerun the cell")
     unit = CANDLE_UNITS.get(size)
     if unit is None:
         raise ConfigError(f"unknown candle size {size!r}", hint=f"one of: {', '.join(CANDLE_UNITS)}")
