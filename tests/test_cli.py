@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from rtca.cli import _ingest_run_args, build_parser, main
-from rtca.settings import Settings
 
 
 def test_rate_is_a_positive_number_or_max() -> None:
