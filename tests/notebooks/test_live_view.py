@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from rtca.errors import ServiceError
-from rtca.notebook.live import Trace, live_chart, pinot_frame
+from rtca.notebook.live import Controls, Trace, live_chart, pinot_frame
 from rtca.settings import Settings
 
 
@@ -53,3 +53,10 @@ def test_background_refreshes_survive_a_failing_one(stack_up: Settings,
     asyncio.run(two_refreshes())
     assert len(calls) == 2 and view.refreshed == 1  # the second ran after the first failed
     assert view.controls.status.value.startswith("refresh 1:")
+
+
+def test_controls_keep_what_was_asked_for() -> None:
+    controls = Controls.create(["BTC-USD", "ETH-USD"], product="DOGE-USD", minutes=500, interval=0.5)
+    assert controls.product.value == "DOGE-USD"  # no rows yet: its chart stays empty, not another product's
+    assert (controls.minutes.value, controls.interval.value) == (500, 0.5)  # not cut to the sliders' usual range
+    assert Controls.create(["BTC-USD"], product=None, minutes=15, interval=5.0).product.value == "BTC-USD"

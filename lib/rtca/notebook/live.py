@@ -74,12 +74,15 @@ class Controls:
 
     @classmethod
     def create(cls, options: Sequence[str], *, product: str | None, minutes: int, interval: float) -> Controls:
-        choices = list(options) or ([product] if product else [])
+        # the product asked for stays chosen even without rows yet (its chart is empty until they come), and
+        # values beyond the sliders' usual range widen it rather than being cut to it
+        choices = list(options) if not product or product in options else [product, *options]
         return cls(
-            product=widgets.Dropdown(options=choices, value=product if product in choices else
-                                     (choices[0] if choices else None), description="product"),
-            minutes=widgets.IntSlider(value=minutes, min=1, max=240, description="minutes"),
-            interval=widgets.FloatSlider(value=interval, min=1, max=60, step=1, description="refresh s"),
+            product=widgets.Dropdown(options=choices, value=product or (choices[0] if choices else None),
+                                     description="product"),
+            minutes=widgets.IntSlider(value=minutes, min=1, max=max(240, minutes), description="minutes"),
+            interval=widgets.FloatSlider(value=interval, min=min(1.0, interval), max=max(60.0, interval), step=1,
+                                         description="refresh s"),
             status=widgets.Label(value=""),
         )
 
