@@ -50,16 +50,7 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
     arguments is left alone, one with other arguments (another source, say) is restarted with these.
 
     Returns its state and what this call did."""
-    wanted = _options(run_args)
-    if wanted is None:  # refused before the running ingest is touched
-        try:
-            from rtca.cli import build_parser
-
-            build_parser().parse_args(["ingest", "run", *run_args])
-        except SystemExit:
-            pass
-        raise ConfigError(f"invalid ingest options: {' '.join(run_args)}",
-                          hint="`rtca ingest run --help` lists them (the error above names the one refused)")
+    wanted = _options(run_args)  # refused here, before the running ingest is touched
     supervisor = Supervisor(settings)
     service = ingest_service(settings, run_args, name=name)
     running = supervisor.process(name)
@@ -69,7 +60,11 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
             current = running.cmdline()
         except psutil.Error:
             current = []
-        if "run" in current and _options(current[current.index("run") + 1:]) == wanted:
+        try:
+            same = "run" in current and _options(current[current.index("run") + 1:]) == wanted
+        except ConfigError:  # flags of another version: not the same
+            same = False
+        if same:
             return supervisor.state(service), "running"
         supervisor.stop(name)
         done = "restarted"
@@ -79,15 +74,19 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
     return supervisor.state(service), done
 
 
-def _options(run_args: Sequence[str]) -> dict[str, Any] | None:
-    """`rtca ingest run` flags as the options they mean (defaults filled in: `--speed 1` is no flag at all)."""
+def _options(run_args: Sequence[str]) -> dict[str, Any]:
+    """`rtca ingest run` flags as the options they mean (defaults filled in: `--speed 1` is no flag at all);
+    invalid ones are a ConfigError with argparse's reason."""
     from rtca.cli import build_parser
 
+    reason = io.StringIO()
     try:
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(reason):
             return vars(build_parser().parse_args(["ingest", "run", *run_args]))
-    except SystemExit:  # not flags of this version: never the same
-        return None
+    except SystemExit:
+        said = reason.getvalue().strip().splitlines()
+        raise ConfigError(f"invalid ingest options: {said[-1] if said else ' '.join(run_args)}",
+                          hint="`rtca ingest run --help` lists them") from None
 
 
 def stop_ingest(settings: Settings, *, name: str = NAME) -> bool:
