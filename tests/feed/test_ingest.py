@@ -166,6 +166,8 @@ def test_a_reconnect_shows_in_health_and_loses_nothing(run: Run, small: Capture)
     keys = Counter(record.key for record in raw.records)
     assert keys == stats.sent_by_type and keys["subscriptions"] == 2
     assert report.reconnects == 1 and health[-1]["reconnects"] == 1 and health[-1]["connections"] == 2
+    ticks = [h for h in health if h["kind"] == "tick"]  # the increments add up to the running count, once each
+    assert sum(t["new_reconnects"] for t in ticks) == 1 and all(t["new_reconnects"] in (0, 1) for t in ticks)
 
 
 def test_finite_runs(run: Run, small: Capture) -> None:

@@ -146,6 +146,9 @@ def test_skipped_trade_ids_produce_missed_trade_records(stack: Settings, topics:
     assert missed == expected and sum(expected.values()) == report.missed_trades > 0
     assert all(g["missed"] == g["last_missing"] - g["first_missing"] + 1 == 2 for g in gaps)
     assert health[-1]["kind"] == "tick" and health[-1]["missed_trades"] == report.missed_trades
+    ticks = [h for h in health if h["kind"] == "tick"]  # per-tick increments add up to the totals
+    assert sum(t["new_missed_trades"] for t in ticks) == report.missed_trades
+    assert sum(t["new_gaps"] for t in ticks) == report.gaps == len(gaps)
 
 
 def test_a_sequence_jump_alone_produces_no_missed_trades(stack: Settings, topics: tuple[str, str]) -> None:

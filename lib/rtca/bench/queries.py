@@ -135,7 +135,8 @@ def market_records(products: Sequence[str], steps: int, *, start_ms: int, span_m
                     "connected": True, "connections": 1, "reconnects": 0, "messages": messages,
                     "msg_rate": 1000.0 * messages / max(1, next_tick - start_ms + 1000), "acked": messages,
                     "pending": 0, "failed": 0, "malformed": 0, "unknown": 0, "missed_trades": 0, "gaps": 0,
-                    "out_of_order": 0, "lag_ms_p50": 3, "lag_ms_max": 12, "last_message_ms": now_ms,
+                    "out_of_order": 0, "new_reconnects": 0, "new_gaps": 0,
+                    "new_missed_trades": 0, "lag_ms_p50": 3, "lag_ms_max": 12, "last_message_ms": now_ms,
                     "silence_ms": 0}  # fmt: skip
             out["feed_health"].append(tick)
             alert_on(tick)

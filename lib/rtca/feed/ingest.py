@@ -13,6 +13,8 @@ Feed health (JSON, to the health topic, key = kind):
   over the last interval), acked (raw records Pulsar confirmed), pending, failed (given up after retries),
   malformed, unknown, missed_trades, gaps, out_of_order (frames whose sequence went back), lag_ms_p50 and
   lag_ms_max (receive time minus exchange time over the interval; null when no frame had a time),
+  new_reconnects, new_gaps, new_missed_trades (since the previous tick: they sum per minute across ingest
+  restarts, where the running counters start again at 0),
   last_message_ms, silence_ms (since the last frame; null before the first), last_error (why the connection
   last dropped or failed, null if never).
 - kind "gap", as soon as missed trades are detected: ts_ms, source, product_id, first_missing, last_missing,
@@ -159,6 +161,7 @@ class Ingest:
         self._interval_messages = 0
         self._interval_lags: list[int] = []
         self._interval_start = time.monotonic()
+        self._counted_at_tick = (0, 0, 0)  # reconnects, gaps, missed trades at the previous tick
 
     def handle(self, frame: Frame) -> None:
         record, parsed = raw_record(frame, max_payload_bytes=self.max_payload_bytes)
@@ -205,6 +208,9 @@ class Ingest:
         messages, self._interval_messages = self._interval_messages, 0
         now_ms = int(time.time() * 1000)
         state = self.connection
+        counted = (state.reconnects, self.gaps.gaps, self.gaps.missed_trades)
+        new = [count - before for count, before in zip(counted, self._counted_at_tick, strict=True)]
+        self._counted_at_tick = counted
         self._publish_health("tick", {
             "connected": state.connected,
             "connections": state.connections,
@@ -219,6 +225,9 @@ class Ingest:
             "missed_trades": self.gaps.missed_trades,
             "gaps": self.gaps.gaps,
             "out_of_order": self.gaps.out_of_order,
+            "new_reconnects": new[0],
+            "new_gaps": new[1],
+            "new_missed_trades": new[2],
             "lag_ms_p50": statistics.median_low(lags) if lags else None,
             "lag_ms_max": max(lags) if lags else None,
             "last_message_ms": self.last_message_ms,
