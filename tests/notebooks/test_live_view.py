@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import plotly.graph_objects as go
 import pytest
 
 from rtca.errors import ServiceError
-from rtca.notebook.live import Controls, Trace, live_chart, pinot_frame
+from rtca.notebook.live import Controls, LiveView, Trace, live_chart, pinot_frame
 from rtca.settings import Settings
 
 
@@ -60,3 +61,52 @@ def test_controls_keep_what_was_asked_for() -> None:
     assert controls.product.value == "DOGE-USD"  # no rows yet: its chart stays empty, not another product's
     assert (controls.minutes.value, controls.interval.value) == (500, 0.5)  # not cut to the sliders' usual range
     assert Controls.create(["BTC-USD"], product=None, minutes=15, interval=5.0).product.value == "BTC-USD"
+
+
+def _view(kind: str, update) -> LiveView:  # type: ignore[no-untyped-def]
+    controls = Controls.create([], product=None, minutes=15, interval=0.05)
+    return LiveView(go.FigureWidget(), controls, update, kind=kind)
+
+
+def test_starting_a_view_again_stops_the_earlier_one_of_its_kind_only() -> None:
+    """A notebook cell run twice builds two views: the first one's loop must not query on, unseen."""
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        first, second, other = (_view(kind, lambda v: 0) for kind in ("Market", "Market", "Feed health"))
+        first.start()
+        other.start()
+        await asyncio.sleep(0.2)
+        second.start()
+        await asyncio.sleep(0.2)
+        running = (first.refreshing, second.refreshing, other.refreshing)
+        second.stop()
+        other.stop()
+        return running
+
+    assert asyncio.run(scenario()) == (False, True, True)
+
+
+def test_an_unexpected_error_in_a_background_refresh_is_shown_and_the_loop_goes_on() -> None:
+    calls: list[int] = []
+
+    def update(view: LiveView) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("price")  # e.g. a column the table does not have yet
+        return 7
+
+    view = _view("odd rows", update)
+
+    async def refreshes() -> str:
+        view.start(refreshes=1)
+        assert view._task is not None
+        await view._task
+        status = view.controls.status.value
+        view.start(refreshes=1)
+        assert view._task is not None
+        await view._task
+        return status
+
+    failed = asyncio.run(refreshes())
+    assert failed.startswith("refresh failed") and "KeyError" in failed
+    assert view.controls.status.value.startswith("refresh 1: 7 rows") and not view.refreshing

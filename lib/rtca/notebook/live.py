@@ -90,13 +90,20 @@ class Controls:
         return widgets.HBox([self.product, self.minutes, self.interval, self.status])
 
 
+_BACKGROUND: dict[str, LiveView] = {}
+"""The view of each kind refreshing in the background: running a notebook cell again builds a new view, and the
+earlier one's loop would otherwise go on querying Pinot, unseen, for the rest of the kernel's life."""
+
+
 class LiveView:
-    """A figure plus controls, refreshed from Pinot by `update(view) -> rows shown`."""
+    """A figure plus controls, refreshed from Pinot by `update(view) -> rows shown`; `kind` names what it shows
+    (one background loop per kind)."""
 
     def __init__(self, figure: go.FigureWidget, controls: Controls,
-                 update: Callable[[LiveView], int]) -> None:
+                 update: Callable[[LiveView], int], *, kind: str = "view") -> None:
         self.figure = figure
         self.controls = controls
+        self.kind = kind
         self._update = update
         self.refreshed = 0
         self.last_rows = 0
@@ -122,25 +129,38 @@ class LiveView:
         return self.last_rows
 
     def start(self, refreshes: int | None = None) -> None:
-        """Keep refreshing in the kernel's event loop (controls stay live); `stop()` ends it."""
+        """Keep refreshing in the kernel's event loop (controls stay live); `stop()` ends it. An earlier view of
+        the same kind that still refreshes is stopped first."""
 
         async def loop() -> None:
             count = 0
             while refreshes is None or count < refreshes:
                 try:
                     await asyncio.get_running_loop().run_in_executor(None, self.refresh)
-                except RtcaError as exc:  # a broker blip: say so in the status and try again next time
-                    self.controls.status.value = f"refresh failed ({time.strftime('%H:%M:%S')}): {exc}"[:300]
+                except Exception as exc:  # a broker blip or odd rows: say so in the status, try again next time
+                    reason = str(exc) if isinstance(exc, RtcaError) else f"{type(exc).__name__}: {exc}"
+                    self.controls.status.value = f"refresh failed ({time.strftime('%H:%M:%S')}): {reason}"[:300]
                 count += 1
                 await asyncio.sleep(self.controls.interval.value)
 
+        earlier = _BACKGROUND.get(self.kind)
+        if earlier is not None and earlier is not self:
+            earlier.stop()
         self.stop()
         self._task = asyncio.ensure_future(loop())
+        _BACKGROUND[self.kind] = self
+
+    @property
+    def refreshing(self) -> bool:
+        """Whether a background loop runs (until its refreshes are done, or `stop()`)."""
+        return self._task is not None and not self._task.done()
 
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if _BACKGROUND.get(self.kind) is self:
+            del _BACKGROUND[self.kind]
 
 
 @dataclass(frozen=True)
@@ -201,7 +221,7 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
         view.figure.layout.title = f"{title}{': ' + product_id if product_table else ''} (last {window} min)"
         return shown
 
-    return LiveView(figure, controls, update)
+    return LiveView(figure, controls, update, kind=title)
 
 
 def live_market(settings: Settings, *, product: str | None = None, minutes: int = 15,
@@ -210,6 +230,7 @@ def live_market(settings: Settings, *, product: str | None = None, minutes: int 
     stats, matches = settings.tables.ticker_stats, settings.tables.matches
     band = (f"SELECT event_time, price, ewma_mean, ewma_mean + 2 * ewma_std AS upper, "
             f"ewma_mean - 2 * ewma_std AS lower FROM {stats} WHERE product_id = '{{product}}' AND {{since}} "
+            f"AND ewma_std IS NOT NULL "  # null while the statistics warm up
             f"ORDER BY event_time LIMIT 100000")
     volume = (f"SELECT DATETRUNC('MINUTE', event_time) AS minute, SUM(size) AS volume FROM {matches} "
               f"WHERE product_id = '{{product}}' AND {{since}} GROUP BY DATETRUNC('MINUTE', event_time) "
@@ -243,10 +264,10 @@ def live_volatility(settings: Settings, *, product: str | None = None, minutes: 
                     interval: float = 5.0) -> LiveView:
     """Realised volatility per closed window, and the alerts that fired for the product."""
     vol, alerts = settings.tables.volatility, settings.tables.alerts
+    vol_sql = (f"SELECT event_time, realized_vol FROM {vol} WHERE product_id = '{{product}}' AND {{since}} "
+               f"AND realized_vol IS NOT NULL ORDER BY event_time LIMIT 100000")  # null: under 2 returns
     return live_chart(settings, "Volatility and alerts", [
-        Trace("realised volatility", f"SELECT event_time, realized_vol FROM {vol} WHERE product_id = "
-                                     f"'{{product}}' AND {{since}} ORDER BY event_time LIMIT 100000",
-              "event_time", "realized_vol"),
+        Trace("realised volatility", vol_sql, "event_time", "realized_vol"),
         Trace("alert value", f"SELECT event_time, \"value\" FROM {alerts} WHERE product_id = '{{product}}' "
                              f"AND {{since}} ORDER BY event_time LIMIT 10000", "event_time", "value", row=2,
               kind="bar"),
@@ -254,16 +275,18 @@ def live_volatility(settings: Settings, *, product: str | None = None, minutes: 
 
 
 def live_feed_health(settings: Settings, *, minutes: int = 15, interval: float = 5.0) -> LiveView:
-    """The ingest's own per-second health: message rate, exchange-to-receive lag, reconnects, missed trades."""
+    """The ingest's own per-second health: message rate, exchange-to-receive lag, and the reconnects and missed
+    trades of each second (the ticks' increments, which stay right across ingest restarts; the running counters
+    start again at 0)."""
     health = settings.tables.feed_health
-    ticks = (f"SELECT event_time, msg_rate, lag_ms_p50, lag_ms_max, reconnects, missed_trades FROM {health} "
-             f"WHERE kind = 'tick' AND {{since}} ORDER BY event_time LIMIT 100000")
+    ticks = (f"SELECT event_time, msg_rate, lag_ms_p50, lag_ms_max, new_reconnects, new_missed_trades "
+             f"FROM {health} WHERE kind = 'tick' AND {{since}} ORDER BY event_time LIMIT 100000")
     return live_chart(settings, "Feed health", [
         Trace("messages / s", ticks, "event_time", "msg_rate"),
         Trace("lag p50 (ms)", ticks, "event_time", "lag_ms_p50", row=2),
         Trace("lag max (ms)", ticks, "event_time", "lag_ms_max", row=2),
-        Trace("reconnects", ticks, "event_time", "reconnects", row=3),
-        Trace("missed trades", ticks, "event_time", "missed_trades", row=3),
+        Trace("reconnects", ticks, "event_time", "new_reconnects", row=3, kind="bar"),
+        Trace("missed trades", ticks, "event_time", "new_missed_trades", row=3, kind="bar"),
     ], product_table=None, minutes=minutes, interval=interval)
 
 
