@@ -6,7 +6,7 @@ raw topic -> router -> typed topics -> ticker stats):
 
 1. the shipped capture, replayed as fast as ingest reads with its times shifted to now, with hostile frames injected
    (-> dead letters), one dropped connection (-> a reconnect) and skipped trade ids (-> gaps, missed trades);
-2. a simulator run, whose prices cross the EWMA band (-> alerts).
+2. a simulator run on products of its own, whose prices cross the EWMA band, with 13 s of silence (-> alerts).
 
 Derived topics that no deployed function produces yet (book, trade flow, volatility, alerts: their functions are
 later issues) get records computed here from the typed records of this very run, with the field names of the
@@ -40,8 +40,15 @@ from rtca.settings import Settings
 from rtca.superset.bundle import apply_dashboards
 
 HOSTILE = 40
-SIMULATOR_PRODUCTS = ("BTC-USD", "ETH-USD")
 DERIVED = ("book", "trade_flow", "volatility", "alerts")
+
+
+def simulator_products(started_ms: int) -> tuple[str, str]:
+    """Products of this seeding's own (the simulator prices them at random whatever their names): the functions
+    keep state per product across runs (EWMA, armed alerts), so on a stack reused from an earlier session the same
+    names would not raise the alerts a fresh one does."""
+    tag = f"{started_ms // 1000 % 100_000:05d}"
+    return f"S{tag}A-USD", f"S{tag}B-USD"
 
 
 @dataclass
@@ -87,11 +94,14 @@ def _seed(settings: Settings) -> LiveData:
         replay = SourceSpec(kind="replay", speed=None, shift_time=True,
                             faults=Faults(inject_after={200 + 50 * i: [p] for i, p in enumerate(hostile)},
                                           drop_after=4000, skip_trade_ids=(15, 2)))
-        simulator = SourceSpec(kind="simulator", rate=60.0, seed=11, products=SIMULATOR_PRODUCTS)
+        # its 13 s of silence (the watchdog waits 20) raise a feed_stalled alert, which re-arms once frames flow again:
+        # alerts from this run even on a reused stack, where the replay's gaps and book alerts were reported before
+        simulator = SourceSpec(kind="simulator", rate=60.0, seed=11, products=simulator_products(data.started_ms),
+                               faults=Faults(silence_after=600, silence_for=13.0))
         data.ingests.append(str(asyncio.run(ingest_to_pulsar(settings, replay))))
         # 65 s of event time always crosses a minute boundary: every simulated product closes at least one of the
         # 60 s trade-flow and volatility windows, so those tables (and their charts) have rows.
-        data.ingests.append(str(asyncio.run(ingest_to_pulsar(settings, simulator, duration=65))))
+        data.ingests.append(str(asyncio.run(ingest_to_pulsar(settings, simulator, duration=65, silence_timeout=20))))
         _wait_settled(settings)
         records = data.records = {key: _drain(reader) for key, reader in readers.items()}
         produced = _function_outputs(settings)
