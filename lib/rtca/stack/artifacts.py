@@ -35,12 +35,23 @@ def require_tool(name: str, hint: str) -> str:
 
 
 def require_java() -> str:
-    java = require_tool("java", "install a Java 17 JDK (Debian: apt-get install openjdk-17-jdk-headless)")
+    """The `java` the stack runs: `$JAVA_HOME/bin/java` when JAVA_HOME is set (Pulsar's launcher and Maven use
+    that one, so the version checked is the version run), else the first on PATH; Java 17 or newer."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        java = str(Path(home) / "bin" / "java")
+        if not os.access(java, os.X_OK):
+            raise PrerequisiteError(f"JAVA_HOME is {home}, which has no bin/java",
+                                    hint="point JAVA_HOME at a Java 17 JDK, or unset it to use the java on PATH")
+        where = f"JAVA_HOME ({home})"
+    else:
+        java = require_tool("java", "install a Java 17 JDK (Debian: apt-get install openjdk-17-jdk-headless)")
+        where = f"PATH ({java})"
     out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
     major = _java_major(out)
     if major is not None and major < 17:
-        raise PrerequisiteError(f"Java 17 or newer is needed, found: {out.splitlines()[0]}",
-                                hint="install a Java 17 JDK and put it first on PATH (or set JAVA_HOME)")
+        raise PrerequisiteError(f"Java 17 or newer is needed, found {out.splitlines()[0]} from {where}",
+                                hint="install a Java 17 JDK and set JAVA_HOME to it (or put it first on PATH)")
     return java
 
 
