@@ -80,3 +80,12 @@ def test_record_refuses_to_overwrite_a_file(tmp_path: Path, capsys: pytest.Captu
     existing.write_text("1.0: {}\n")
     assert main(["record", str(existing), "--max-messages", "1"]) == 1
     assert "exists" in capsys.readouterr().err and existing.read_text() == "1.0: {}\n"
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_line_not_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RTCA_RUN_DIR", "/dev/full/run")  # under a file: no directory can be made there
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Not a directory: /dev/full/run") and "RTCA_RUN_DIR" in err
+    assert "Traceback" not in err

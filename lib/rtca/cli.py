@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -389,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FILESYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                               errno.EISDIR, errno.ENAMETOOLONG})
+"""Errors of the machine's files (a full disk, a read-only or misnamed run directory): the user's to fix, so a line
+that names the path instead of a traceback."""
+FILESYSTEM_HINT = ("free disk space, or check the path and its permissions (the run directory is RTCA_RUN_DIR, "
+                   "`rtca config` shows it)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides: dict[str, Any] = {"backend": args.backend} if args.backend else {}
@@ -401,6 +410,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:  # RTCA_* values of the wrong type or range: name them, no traceback
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
         print(f"error: invalid settings (RTCA_* environment variables): {problems}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in FILESYSTEM_ERRNOS:
+            raise  # anything else is a bug to report, with its traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror}{where}\n  hint: {FILESYSTEM_HINT}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
