@@ -96,20 +96,27 @@ def check_tables(settings: Settings, names: str | Sequence[str] | None = None) -
     return counts
 
 
-def _count(pinot: Any, table: str) -> tuple[bool, int] | None:
+def _count(pinot: Any, table: str, where: str = "") -> tuple[bool, int] | None:
     try:
-        return True, pinot.count(table)
+        return True, pinot.count(table, where)
     except RtcaError:
         return None
 
 
-def check_rows(settings: Settings, table: str, *, at_least: int = 1, timeout: float = 120) -> int:
-    """Data flows: `table` holds at least `at_least` rows within `timeout` seconds."""
+def check_rows(settings: Settings, table: str, *, at_least: int = 1, timeout: float = 120,
+               received_since_ms: int | None = None) -> int:
+    """Data flows: `table` holds at least `at_least` rows within `timeout` seconds; with `received_since_ms`, rows
+    the ingest received from then on (rows of an earlier run prove nothing about this one)."""
     from rtca.pinot.client import PinotClient
 
+    where, what = "", f"{table} has at least {at_least} rows"
+    if received_since_ms is not None:
+        where = f"WHERE received_ms >= {int(received_since_ms)}"
+        since = time.strftime("%H:%M:%S", time.localtime(received_since_ms / 1000))
+        what += f" received since {since}"
     with PinotClient(settings) as pinot:
-        found = wait_until(lambda: (c := (_count(pinot, table) or (False, 0))[1]) >= at_least and c,
-                           timeout=timeout, what=f"{table} has at least {at_least} rows")
+        found = wait_until(lambda: (c := (_count(pinot, table, where) or (False, 0))[1]) >= at_least and c,
+                           timeout=timeout, what=what)
     return int(found)
 
 

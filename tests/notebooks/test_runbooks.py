@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
 from rtca.functions.deploy import function_status
 from rtca.pinot.client import PinotClient
-from rtca.runbook import UP_RUNBOOKS, run_runbooks
+from rtca.runbook import UP_RUNBOOKS, RunbookCheckFailed, check_rows, run_runbooks
 from rtca.settings import PROJECT_ROOT, Settings
 from rtca.superset.client import SupersetClient
 
@@ -36,6 +37,16 @@ def test_runbooks_run_twice_without_duplicates(stack_up: Settings) -> None:
     assert after_first == after_second
     assert len(after_first["tables"]) == len(stack_up.tables.model_dump())  # type: ignore[arg-type]
     assert after_first["superset"]["dashboard"] >= 5  # type: ignore[index]
+
+
+def test_the_ingest_check_counts_rows_of_this_run_only(stack_up: Settings) -> None:
+    """Runbook 40's check: rows received before the ingest (re)started prove nothing about it."""
+    table = stack_up.tables.ticker
+    with PinotClient(stack_up) as pinot:
+        assert pinot.count(table) > 0  # the runbooks' ingest has filled it
+    with pytest.raises(RunbookCheckFailed, match="received since"):
+        check_rows(stack_up, table, timeout=3, received_since_ms=int(time.time() * 1000) + 3_600_000)
+    assert check_rows(stack_up, table, timeout=120, received_since_ms=int(time.time() * 1000)) >= 1  # still flows
 
 
 def test_nbval_on_runbooks_and_notebooks(stack_up: Settings) -> None:
