@@ -279,12 +279,14 @@ def live_feed_health(settings: Settings, *, minutes: int = 15, interval: float =
     trades of each second (the ticks' increments, which stay right across ingest restarts; the running counters
     start again at 0)."""
     health = settings.tables.feed_health
-    ticks = (f"SELECT event_time, msg_rate, lag_ms_p50, lag_ms_max, new_reconnects, new_missed_trades "
-             f"FROM {health} WHERE kind = 'tick' AND {{since}} ORDER BY event_time LIMIT 100000")
+    ticks = (f"SELECT event_time, msg_rate, new_reconnects, new_missed_trades FROM {health} "
+             f"WHERE kind = 'tick' AND {{since}} ORDER BY event_time LIMIT 100000")
+    lags = (f"SELECT event_time, lag_ms_p50, lag_ms_max FROM {health} WHERE kind = 'tick' AND {{since}} "
+            f"AND lag_ms_p50 IS NOT NULL ORDER BY event_time LIMIT 100000")  # null: no timed frame that second
     return live_chart(settings, "Feed health", [
         Trace("messages / s", ticks, "event_time", "msg_rate"),
-        Trace("lag p50 (ms)", ticks, "event_time", "lag_ms_p50", row=2),
-        Trace("lag max (ms)", ticks, "event_time", "lag_ms_max", row=2),
+        Trace("lag p50 (ms)", lags, "event_time", "lag_ms_p50", row=2),
+        Trace("lag max (ms)", lags, "event_time", "lag_ms_max", row=2),
         Trace("reconnects", ticks, "event_time", "new_reconnects", row=3, kind="bar"),
         Trace("missed trades", ticks, "event_time", "new_missed_trades", row=3, kind="bar"),
     ], product_table=None, minutes=minutes, interval=interval)
