@@ -58,11 +58,17 @@ def to_datetime(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values)
 
 
-def products(settings: Settings, table: str, *, limit: int = 50) -> list[str]:
-    """Products seen in `table`, most active first (for the product dropdown)."""
-    frame = pinot_frame(settings, f"SELECT product_id, COUNT(*) AS n FROM {table} GROUP BY product_id "
-                                  f"ORDER BY COUNT(*) DESC LIMIT {limit}")
-    return [str(p) for p in frame["product_id"]] if not frame.empty else []
+def products(settings: Settings, table: str, *, limit: int = 50, minutes: int | None = None) -> list[str]:
+    """Products seen in `table`, most active first (for the product dropdown): those of the last `minutes` when
+    any are (the chart shows that window: the busiest product of last week's data would show an empty chart),
+    else all."""
+    def busiest(where: str) -> list[str]:
+        frame = pinot_frame(settings, f"SELECT product_id, COUNT(*) AS n FROM {table} {where} GROUP BY product_id "
+                                      f"ORDER BY COUNT(*) DESC LIMIT {limit}")
+        return [str(p) for p in frame["product_id"]] if not frame.empty else []
+
+    recent = busiest(f"WHERE event_time > ago('PT{int(minutes)}M')") if minutes else []
+    return recent or busiest("")
 
 
 @dataclass
@@ -181,7 +187,7 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
 
     With `product_table`, a product dropdown (filled from that table) fills `{product}` in every query.
     """
-    options = products(settings, product_table) if product_table else []
+    options = products(settings, product_table, minutes=minutes) if product_table else []
     controls = Controls.create(options, product=product, minutes=minutes, interval=interval)
     controls.product.layout.display = None if product_table else "none"
     rows = max(t.row for t in traces)
@@ -201,7 +207,7 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
 
     def update(view: LiveView) -> int:
         if product_table and not view.controls.product.options:  # an empty table when the view was built
-            found = products(settings, product_table)
+            found = products(settings, product_table, minutes=int(view.controls.minutes.value))
             if found:
                 view.controls.product.options = found
                 view.controls.product.value = product if product in found else found[0]
