@@ -188,3 +188,16 @@ def test_a_side_of_the_wrong_type_is_an_invalid_field(side: object) -> None:
 def test_an_event_time_before_pinots_range_is_a_dead_letter(time: str) -> None:
     out = routed({**SAMPLES["match"], "time": time})
     assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.INVALID_TIME
+
+
+@pytest.mark.parametrize("value", [101.0, 1e3])
+def test_an_integer_field_written_as_a_float_is_refused_as_ingest_refuses_it(value: float) -> None:
+    """Ingest marks such a frame malformed and counts its trade id as missed: the router must not deliver it."""
+    from rtca.feed.connection import Frame
+    from rtca.feed.ingest import raw_record
+
+    for kind, field in (("match", "trade_id"), ("match", "sequence"), ("heartbeat", "last_trade_id")):
+        message = {**SAMPLES[kind], field: value}
+        assert raw_record(Frame(orjson.dumps(message), RECEIVED / 1000, 1))[0].key == "malformed"
+        out = routed(message)
+        assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.INVALID_FIELD, (kind, field)

@@ -122,14 +122,13 @@ def _price(name: str, value: Any) -> float:
 
 
 def _integer(name: str, value: Any) -> int:
-    """An integer field (sequence, trade ids): a JSON integer or a digit string, >= 0 and < 2**63."""
+    """An integer field (sequence, trade ids): a JSON integer or a digit string, >= 0 and < 2**63. Not a float,
+    even an integral one (ingest refuses those too, and counts the id as missed: both must agree)."""
     if isinstance(value, bool):
         raise Rejected(Reason.INVALID_FIELD, f"{name}: expected an integer, got a boolean")
     if isinstance(value, int):
         number = value
     elif isinstance(value, str) and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
-        number = int(value)
-    elif isinstance(value, float) and value.is_integer():
         number = int(value)
     else:
         raise Rejected(Reason.INVALID_FIELD, f"{name}: expected an integer: {str(value)[:40]!r}")
