@@ -13,7 +13,7 @@ import pytest
 
 from rtca.feed.capture import Capture
 from rtca.feed.connection import Backoff, FeedConnection, Frame
-from rtca.feed.ingest import CUT_BYTES, IngestReport, ingest, raw_record
+from rtca.feed.ingest import CUT_BYTES, PROPERTY_CHARS, IngestReport, ingest, raw_record
 from rtca.feed.protocol import MalformedFrame, parse_frame, subscribe_frame
 from rtca.feed.replay import replay_server
 from rtca.feed.server import Faults, ServerStats
@@ -96,6 +96,16 @@ def test_oversized_frames_are_cut_with_their_size() -> None:
     assert record.properties["error"] == "oversized" and record.properties["payload_bytes"] == str(len(big))
     assert record.properties["truncated"] == "true"
     assert getattr(problem, "code", None) == "oversized"
+
+
+@pytest.mark.parametrize("kind", ["ticker", "mystery", "no_type"])
+def test_a_huge_product_id_is_cut_in_the_properties(kind: str) -> None:
+    """Value plus properties must stay under Pulsar's 5 MB: a 3 MB product id would double the record."""
+    product = "P" * 3_000_000
+    frame = {"product_id": product, "sequence": 1} | ({} if kind == "no_type" else {"type": kind})
+    record, _ = raw_record(Frame(orjson.dumps(frame), 1.0, 1))
+    assert record.properties["product"] == product[:PROPERTY_CHARS]
+    assert sum(len(k) + len(v) for k, v in record.properties.items()) < 1000
 
 
 MALFORMED = [

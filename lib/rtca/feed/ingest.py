@@ -52,6 +52,8 @@ STARTED = "ingesting"
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 """Frames above this are cut (Pulsar's default maximum message size is 5 MB, metadata included)."""
 CUT_BYTES = 64 * 1024
+PROPERTY_CHARS = 200
+"""Properties taken from a frame (`product`, `type`) are cut to this: a huge one must not make the record too big."""
 
 
 def raw_record(frame: Frame, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> tuple[Record, Message | MalformedFrame]:
@@ -79,16 +81,16 @@ def _raw_record(frame: Frame, max_payload_bytes: int) -> tuple[Record, Message |
     except MalformedFrame as problem:
         product = frame_product(problem.obj)
         if product is not None:
-            properties["product"] = product
+            properties["product"] = product[:PROPERTY_CHARS]
         properties |= {"error": problem.code, "detail": problem.detail[:300]}
         return Record(frame.data, "malformed", properties, received_ms), problem
     if message.product is not None:
-        properties["product"] = message.product
+        properties["product"] = message.product[:PROPERTY_CHARS]
     if message.seq is not None:
         properties["sequence"] = str(message.seq)
     key = message.type
     if isinstance(message, Unknown):
-        key, properties["type"] = "unknown", message.type[:200]
+        key, properties["type"] = "unknown", message.type[:PROPERTY_CHARS]
     event_ms = message.event_ms
     if event_ms is not None and event_ms <= 0:  # a time before 1970: Pulsar's event time is unsigned
         event_ms = None
