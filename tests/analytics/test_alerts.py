@@ -157,8 +157,7 @@ def test_missed_trades_boundaries() -> None:
     e = engine(kind="missed_trades", threshold=0)
     [a] = e.evaluate(gap(7, 7))  # one missed trade is over 0
     assert a["value"] == 1 and a["threshold"] == 0.0
-    assert e.evaluate(gap(5, 9)) == []  # overlaps the gap already reported (first <= last reported)
-    assert e.evaluate(gap(7, 8)) == []
+    assert e.evaluate(gap(7, 7)) == [] and e.evaluate(gap(7, 8)) == []  # the same gap seen again
     [b] = e.evaluate(gap(8, 9))  # starts after the reported one: new
     assert b["alert_id"] == "r:P:8"
     assert len(e.evaluate(gap(1, 1, product="Q"))) == 1  # per product
@@ -230,3 +229,52 @@ def test_engine_reports_whether_an_input_changed_its_state() -> None:
     e.evaluate(book(30.0, 4))
     assert e.changed and e.state_of("P")["armed"] == {"r": True}
     assert e.evaluate({"product_id": "P", "unrelated": 1}) == [] and not e.changed
+
+
+def test_a_gap_after_the_detector_started_again_is_reported_even_inside_an_earlier_one() -> None:
+    """One bogus trade id far ahead makes a huge gap; once ingest's detector takes the ids as they come again
+    (`rtca.feed.gaps.RESYNC_AFTER`), the real gaps it finds lie inside that one and must still fire."""
+    e = engine(kind="missed_trades", threshold=0)
+    assert len(e.evaluate(gap(110, 10**12 - 1))) == 1
+    [real] = e.evaluate(gap(170, 174))
+    assert real["value"] == 5 and real["alert_id"] == "r:P:170"
+    assert len(e.evaluate(gap(5, 6))) == 1  # the exchange's ids started again, lower
+
+
+def test_records_are_taken_for_what_their_topic_says_not_for_their_fields() -> None:
+    """The router passes a frame's unknown fields through: a ticker may carry `spread_bps`, `kind` or
+    `realized_vol` and is still a ticker (its price move counts; no spread, stall or volatility alert)."""
+    rules = [{"name": "move", "kind": "price_move", "threshold": 1.0}, {"name": "wide", "kind": "spread_bps",
+             "threshold": 50.0}, {"name": "stall", "kind": "feed_stalled", "threshold": 10.0},
+             {"name": "vol", "kind": "vol_zscore", "threshold": 2.0, "history": 5, "min_history": 2},
+             {"name": "gaps", "kind": "missed_trades", "threshold": 0}]  # fmt: skip
+    e = AlertEngine(parse_rules(rules))
+    extra = {"spread_bps": 999.0, "kind": "tick", "silence_ms": 10**9, "source": "coinbase", "realized_vol": 1e200}
+    assert e.evaluate({**ticker(100.0, 0), **extra}, "ticker") == []
+    assert e.key_of({**ticker(100.0, 0), **extra}, "ticker") == "P"
+    [move] = e.evaluate({**ticker(103.0, 1_000), **extra}, "ticker")
+    assert move["rule"] == "move"
+    gap_like = {**ticker(103.0, 2_000), "kind": "gap", "first_missing": 1, "last_missing": 9, "missed": 9}
+    assert e.evaluate(gap_like, "ticker") == []
+    assert e.evaluate({**book(10.0, 3), "price": 1.0, "realized_vol": 5.0}, "book") == []
+    assert [a["rule"] for a in e.evaluate({**book(60.0, 4), "realized_vol": 5.0}, "book")] == ["wide"]
+
+
+def test_a_huge_volatility_never_poisons_the_history() -> None:
+    """(v - mean) ** 2 raised OverflowError for 1e200 once the history was long enough: the value stayed in the
+    history and every later record of the product failed."""
+    e = engine(kind="vol_zscore", threshold=2.0, clear=1.0, history=5, min_history=3)
+    for i, v in enumerate([1.0, 2.0, 3.0, 1e200, 2.0]):
+        assert e.evaluate(vol(v, i)) == [] or v == 1e200
+    for i in range(5, 10):  # 1e200 leaves the 5-value history
+        e.evaluate(vol(1.0 + i % 2, i))
+    assert [a["rule"] for a in e.evaluate(vol(50.0, 10))] == ["r"]
+
+
+@pytest.mark.parametrize("product", ["ODD{0}", "ODD{x}", "ODD{", "ODD}"])
+def test_a_product_id_with_braces_gets_its_alert(product: str) -> None:
+    e = engine(kind="price_move", threshold=1.0)
+    e.evaluate({**ticker(100.0, 0), "product_id": product})
+    [a] = e.evaluate({**ticker(103.0, 1_000), "product_id": product})
+    assert a["product_id"] == product and a["message"].startswith(f"{product} moved 3.000%")
+    assert e.evaluate({**ticker(104.0, 2_000), "product_id": product}) == []  # disarmed by the alert

@@ -8,6 +8,7 @@ import httpx
 import orjson
 import pytest
 
+from rtca.analytics.alerts import SOURCES
 from rtca.errors import ConfigError, DeployError
 from rtca.functions import deploy as fdeploy
 from rtca.functions import routing
@@ -21,6 +22,9 @@ def test_specs_take_every_topic_from_settings() -> None:
     assert [spec.name for spec in derived] == ["x-coinbase-book", "x-coinbase-trade-flow", "x-coinbase-volatility",
                                                "x-coinbase-alerts"]
     assert derived[-1].user_config["rules"], "the alert rules travel in the function's config"
+    alerts_inputs = derived[-1].user_config["inputs"]  # what each input topic's records are
+    assert set(alerts_inputs) == set(derived[-1].inputs) and sorted(alerts_inputs.values()) == sorted(SOURCES)
+    assert alerts_inputs["persistent://feeds/realtime/tk"] == "ticker"
     assert router.name == "x-coinbase-router" and router.inputs == ("persistent://feeds/realtime/r",)
     assert set(router.user_config["topics"]) == {*routing.CHANNELS, routing.DEAD_LETTER}
     assert router.user_config["topics"]["ticker"] == "persistent://feeds/realtime/tk"

@@ -27,6 +27,7 @@ STATE = "persistent://t/n/state"
 ALERTS = "persistent://t/n/alerts"
 DEAD = "persistent://t/n/dead"
 TICKER, BOOK, VOL, HEALTH = (f"persistent://t/n/{name}" for name in ("ticker", "book", "vol", "health"))
+SOURCES = {TICKER: "ticker", BOOK: "book", VOL: "volatility", HEALTH: "feed_health"}
 Stream = list[tuple[str, bytes]]  # (input topic, payload)
 
 
@@ -198,8 +199,9 @@ def alert_inputs(seed: int, n: int = 900) -> Stream:
         roll = rng.random()
         if roll < 0.55:
             price[product] *= 1 + rng.gauss(0, 2.5e-3)
+            # a field of another record's shape (the router passes unknown fields through): still a ticker
             stream.append((TICKER, orjson.dumps({"type": "ticker", "product_id": product, "price": price[product],
-                                                 "event_ms": t, "received_ms": t})))  # fmt: skip
+                                                 "event_ms": t, "received_ms": t, "spread_bps": 99.0})))  # fmt: skip
         elif roll < 0.75:
             stream.append((BOOK, orjson.dumps({"product_id": product, "event_ms": t, "received_ms": t, "valid": True,
                                                "spread_bps": abs(rng.gauss(10, 8))})))  # fmt: skip
@@ -219,8 +221,8 @@ def alert_inputs(seed: int, n: int = 900) -> Stream:
 
 
 def alert_context(fake_context: Callable[..., Any], broker: dict[str, list[bytes]], every: int = 7) -> Any:
-    return fake_context({"dead_letter": DEAD, "rules": RULES, "state_topic": STATE, "checkpoint_every": every},
-                        output_topic=ALERTS, input_topic=TICKER, topics=broker)  # fmt: skip
+    return fake_context({"dead_letter": DEAD, "rules": RULES, "state_topic": STATE, "checkpoint_every": every,
+                         "inputs": SOURCES}, output_topic=ALERTS, input_topic=TICKER, topics=broker)  # fmt: skip
 
 
 def test_alerts_function_equals_the_engine_and_acknowledges_what_changes_nothing_at_once(fake_context,
@@ -231,7 +233,7 @@ def test_alerts_function_equals_the_engine_and_acknowledges_what_changes_nothing
     for (topic, data), mid in zip(stream, ids):
         ctx.run(function, data, mid, topic=topic)
     engine = AlertEngine(parse_rules(RULES))
-    expected = [a for _, data in stream for a in engine.evaluate(orjson.loads(data))]
+    expected = [a for topic, data in stream for a in engine.evaluate(orjson.loads(data), SOURCES[topic])]
     got = records(ctx, ALERTS)
     assert [{k: a[k] for k in expected[0]} for a in got] == expected
     assert {a["rule"] for a in got} == {"move", "vol", "spread", "stall", "gaps"}
@@ -253,7 +255,7 @@ def test_alerts_after_a_restart_are_those_of_an_uninterrupted_run(fake_context, 
     ctx, _, _ = run_with_restart(AlertsFunction, lambda broker: alert_context(fake_context, broker), stream, ids, cut,
                                  lost=lost, lost_acks=lost_acks)  # fmt: skip
     engine = AlertEngine(parse_rules(RULES))
-    expected = [a for _, data in stream for a in engine.evaluate(orjson.loads(data))]
+    expected = [a for topic, data in stream for a in engine.evaluate(orjson.loads(data), SOURCES[topic])]
     got = records(ctx, ALERTS)
     assert Counter(a["alert_id"] for a in got).most_common(1)[0][1] == 1, "an alert fired twice"
     assert [{k: a[k] for k in expected[0]} for a in sorted(got, key=lambda a: a["event_ms"])] == expected
@@ -261,15 +263,15 @@ def test_alerts_after_a_restart_are_those_of_an_uninterrupted_run(fake_context, 
 
 def test_engine_state_round_trips_per_key() -> None:
     engine = AlertEngine(parse_rules(RULES))
-    for _, data in alert_inputs(9, 400):
-        engine.evaluate(orjson.loads(data))
+    for topic, data in alert_inputs(9, 400):
+        engine.evaluate(orjson.loads(data), SOURCES[topic])
     copy = AlertEngine(parse_rules(RULES))
     for key in ("A", "B", "replay"):
         copy.resume(key, orjson.loads(orjson.dumps(engine.state_of(key))))
     assert (copy.armed, copy._prices, copy._gaps) == (engine.armed, engine._prices, engine._gaps)
     assert {k: list(v) for k, v in copy._vols.items()} == {k: list(v) for k, v in engine._vols.items()}
-    for _, data in alert_inputs(10, 300):
-        assert copy.evaluate(orjson.loads(data)) == engine.evaluate(orjson.loads(data))
+    for topic, data in alert_inputs(10, 300):
+        assert copy.evaluate(orjson.loads(data), SOURCES[topic]) == engine.evaluate(orjson.loads(data), SOURCES[topic])
 
 
 # --- order book ----------------------------------------------------------------------------------------------------------

@@ -1,15 +1,22 @@
 """Alert rules (``infra/alerts.yaml``) evaluated continuously over typed and derived records.
 
-`AlertEngine.evaluate(record)` dispatches on the record's shape (feed-health ``kind`` tick/gap, volatility
-``realized_vol``, book ``spread_bps``, ticker ``price``) and returns the alert records to publish:
+`AlertEngine.evaluate(record, source)` dispatches on the topic the record came from (`SOURCES`: ticker, book,
+volatility, feed health; the alerts function maps its input topics to them) and returns the alert records to publish:
 ``product_id``, ``event_ms``, ``received_ms``, ``alert_id``, ``rule``, ``severity``, ``message``, ``value``,
 ``threshold`` (the ``coinbase_alerts`` columns).
 
 Firing: a rule fires when its value is strictly over ``threshold``; it then stays silent while the condition
 persists and re-arms only once the value is at or below ``clear`` (default = threshold; a lower ``clear`` is a
 hysteresis margin). State is per (rule, key): key = product, or the feed source for ``feed_stalled``.
-``missed_trades`` is an event rule: each gap record whose ``missed`` is over the threshold fires once; a gap
-already reported (first_missing <= the last reported last_missing) is not reported again.
+``missed_trades`` is an event rule: each gap record whose ``missed`` is over the threshold fires once; the gap
+reported last, seen again (same first missing id: a second ingest of the same feed), is not reported again. Ingest's
+detector reports each missing range once, in increasing order, except after it started again from lower ids
+(`rtca.feed.gaps`: the exchange restarted them, or one bogus id had put it far ahead): such a gap is new, even if it
+lies inside an earlier one.
+
+Without a source (a caller that has the record alone), the record's shape decides: feed-health ``kind`` tick/gap,
+volatility ``realized_vol``, book ``spread_bps``, ticker ``price``. A topic's records are never told apart by their
+fields: the router passes a frame's unknown fields through, so a ticker may carry any of those names.
 
 Rule kinds and their value: see ``infra/alerts.yaml``.
 
@@ -29,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("price_move", "vol_zscore", "spread_bps", "feed_stalled", "missed_trades")
+SOURCES = ("ticker", "book", "volatility", "feed_health")
+"""What an input record is, by the topic it came from."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,7 @@ class AlertEngine:
     armed: dict[tuple[str, str], bool] = field(default_factory=dict)
     _prices: dict[tuple[str, str], deque[tuple[int, float]]] = field(default_factory=dict)
     _vols: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    #: The first missing trade id of the last gap reported, per (rule, product).
     _gaps: dict[tuple[str, str], int] = field(default_factory=dict)
     #: Whether the last `evaluate` changed any state.
     changed: bool = False
@@ -120,9 +130,23 @@ class AlertEngine:
         return [r for r in self.rules if r.kind == kind]
 
     @staticmethod
-    def key_of(record: Mapping[str, Any]) -> str | None:
+    def source_of(record: Mapping[str, Any]) -> str | None:
+        """What a record is by its shape, for callers that do not know its topic."""
+        if record.get("kind") in ("tick", "gap"):
+            return "feed_health"
+        if "realized_vol" in record:
+            return "volatility"
+        if "spread_bps" in record:
+            return "book"
+        if "price" in record and "product_id" in record:
+            return "ticker"
+        return None
+
+    @classmethod
+    def key_of(cls, record: Mapping[str, Any], source: str | None = None) -> str | None:
         """The key whose state `record` can change: the feed source for a feed-health tick, else the product."""
-        if record.get("kind") == "tick":
+        source = source or cls.source_of(record)
+        if source == "feed_health" and record.get("kind") == "tick":
             return str(record.get("source") or "feed")
         product = record.get("product_id")
         return product if isinstance(product, str) else None
@@ -160,19 +184,20 @@ class AlertEngine:
             if name in state.get("gaps", {}):
                 self._gaps[k] = int(state["gaps"][name])
 
-    def evaluate(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The alerts one record raises (usually none); sets `changed`."""
+    def evaluate(self, record: Mapping[str, Any], source: str | None = None) -> list[dict[str, Any]]:
+        """The alerts one record of `source` (`SOURCES`; None: by its shape) raises, usually none; sets `changed`."""
         self.changed = False
-        kind = record.get("kind")
-        if kind == "tick":
-            return self._feed_stalled(record)
-        if kind == "gap":
-            return self._missed_trades(record)
-        if "realized_vol" in record:
+        source = source or self.source_of(record)
+        if source == "feed_health":
+            kind = record.get("kind")
+            if kind == "tick":
+                return self._feed_stalled(record)
+            return self._missed_trades(record) if kind == "gap" else []
+        if source == "volatility":
             return self._vol_zscore(record)
-        if "spread_bps" in record:
+        if source == "book":
             return self._spread(record)
-        if "price" in record and "product_id" in record:
+        if source == "ticker" and "price" in record:
             return self._price_move(record)
         return []
 
@@ -184,10 +209,12 @@ class AlertEngine:
         state_key = (rule.name, key)
         armed = self.armed.get(state_key, True)
         if armed and value > rule.threshold:
+            # `key` goes in as a value, never into the template: a product id may hold braces
+            alert = alert_record(rule.name, rule.severity, key, event_ms, received_ms, value, rule.threshold,
+                                 message.format(key=key, value=value, threshold=rule.threshold))  # fmt: skip
             self.armed[state_key] = False
             self.changed = True
-            return [alert_record(rule.name, rule.severity, key, event_ms, received_ms, value, rule.threshold,
-                                 message.format(value=value, threshold=rule.threshold))]  # fmt: skip
+            return [alert]
         if not armed and value <= rule.clear_level:
             self.armed[state_key] = True
             self.changed = True
@@ -216,7 +243,7 @@ class AlertEngine:
             high = max(p for _, p in prices)
             value = max((price - low) / low, (high - price) / high) * 100.0  # differences: exact at round moves
             out += self._check(rule, product, value, event_ms, record.get("received_ms"),
-                               f"{product} moved {{value:.3f}}% within {rule.window_s:g}s (over {{threshold:g}}%)")
+                               f"{{key}} moved {{value:.3f}}% within {rule.window_s:g}s (over {{threshold:g}}%)")
         return out
 
     def _vol_zscore(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -229,11 +256,12 @@ class AlertEngine:
             if len(history) >= rule.min_history:
                 n = len(history)
                 mean = sum(history) / n
-                std = math.sqrt(sum((v - mean) ** 2 for v in history) / (n - 1))
-                if std > 0:
+                # d * d, not d ** 2: a float power raises OverflowError (a huge value would poison the history)
+                std = math.sqrt(sum((v - mean) * (v - mean) for v in history) / (n - 1))
+                if 0 < std < math.inf:
                     out += self._check(rule, product, (vol - mean) / std, record.get("event_ms"),
                                        record.get("received_ms"),
-                                       f"{product} realized vol z-score {{value:.2f}} (over {{threshold:g}})")
+                                       "{key} realized vol z-score {value:.2f} (over {threshold:g})")
             history.append(float(vol))
             self.changed = True
         return out
@@ -245,7 +273,7 @@ class AlertEngine:
         product = record["product_id"]
         for rule in self._by_kind("spread_bps"):
             out += self._check(rule, product, record.get("spread_bps"), record.get("event_ms"),
-                               record.get("received_ms"), f"{product} spread {{value:.1f}} bps (over {{threshold:g}})")
+                               record.get("received_ms"), "{key} spread {value:.1f} bps (over {threshold:g})")
         return out
 
     def _feed_stalled(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -256,7 +284,7 @@ class AlertEngine:
         source = str(record.get("source") or "feed")
         for rule in self._by_kind("feed_stalled"):
             out += self._check(rule, source, silence_ms / 1000.0, record.get("ts_ms"), record.get("ts_ms"),
-                               f"feed {source} silent for {{value:.1f}} s (over {{threshold:g}} s)")
+                               "feed {key} silent for {value:.1f} s (over {threshold:g} s)")
         return out
 
     def _missed_trades(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -265,9 +293,9 @@ class AlertEngine:
         missed, first, last = (_trade_count(record, name) for name in ("missed", "first_missing", "last_missing"))
         for rule in self._by_kind("missed_trades"):
             key = (rule.name, product)
-            if missed <= rule.threshold or first <= self._gaps.get(key, -1):
+            if missed <= rule.threshold or first == self._gaps.get(key):
                 continue
-            self._gaps[key] = last
+            self._gaps[key] = first
             self.changed = True
             alert = alert_record(rule.name, rule.severity, product, record.get("ts_ms"), record.get("ts_ms"),
                                  float(missed), rule.threshold,

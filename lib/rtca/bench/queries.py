@@ -82,14 +82,14 @@ def market_records(products: Sequence[str], steps: int, *, start_ms: int, span_m
     stats: dict[str, ProductBook] = {}
     hostile = hostile_payloads(max(1, steps // dead_letter_every) + 1, seed=seed)
 
-    def alert_on(record: Mapping[str, Any]) -> None:
-        out["alerts"].extend(alerts.evaluate(record))
+    def alert_on(record: Mapping[str, Any], source: str) -> None:
+        out["alerts"].extend(alerts.evaluate(record, source))
 
     def level2(record: dict[str, Any]) -> None:
         for result in books.update(record):
             if result.pop("valid", False):
                 out["book"].append(result)
-                alert_on(result)
+                alert_on(result, "book")
             else:
                 out["alerts"].append(book_problem_alert(result))
 
@@ -120,8 +120,8 @@ def market_records(products: Sequence[str], steps: int, *, start_ms: int, span_m
                 out["ticker_stats"].append(stats_row)
                 for v in vol.update(record):
                     out["volatility"].append(v)
-                    alert_on(v)
-                alert_on(record)
+                    alert_on(v, "volatility")
+                alert_on(record, "ticker")
             elif channel == "matches":
                 out["matches"].append(record)
                 out["trade_flow"].extend(flow.update(record))
@@ -139,7 +139,7 @@ def market_records(products: Sequence[str], steps: int, *, start_ms: int, span_m
                     "new_missed_trades": 0, "lag_ms_p50": 3, "lag_ms_max": 12, "last_message_ms": now_ms,
                     "silence_ms": 0}  # fmt: skip
             out["feed_health"].append(tick)
-            alert_on(tick)
+            alert_on(tick, "feed_health")
             next_tick += 1000
     return dict(out)
 

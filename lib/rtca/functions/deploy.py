@@ -159,7 +159,9 @@ def function_specs(settings: Settings, *, name_prefix: str = "") -> list[Functio
             inputs=(topic(t.ticker), topic(t.book), topic(t.volatility), topic(t.feed_health)),
             output=topic(t.alerts),
             user_config={"dead_letter": topic(t.dead_letter), "rules": alert_rules(settings),
-                         "state_topic": topic(t.alerts_state)},
+                         "state_topic": topic(t.alerts_state),
+                         "inputs": {topic(t.ticker): "ticker", topic(t.book): "book",
+                                    topic(t.volatility): "volatility", topic(t.feed_health): "feed_health"}},
             compact_output=True, state_topics=(topic(t.alerts_state),),
         ),
     ]  # fmt: skip
