@@ -237,7 +237,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def name_list(names: str | Iterable[str] | None) -> list[str] | None:
-    """Names given as a list or as one comma-separated string (a papermill `-p functions router` parameter, which
+    """Names given as a list or as one comma-separated string (a papermill `-p functions coinbase-router` parameter, which
     is a string: taken as a list it would be its letters); None stays None (all)."""
     if names is None:
         return None

@@ -11,7 +11,7 @@
   last output arrives (the identity function's rate is the Functions runtime's own limit).
 - `backlog`: messages not yet delivered to a topic's subscriptions (Pulsar's admin API).
 
-    python -m rtca.bench.pipeline serve-simulator --rate 1000 --products 20 --seed 1
+    python -m rtca.bench.pipeline serve-simulator --rate 1000 --products B00-USD,B01-USD --seed 1
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@
     function code        `rtca` from the virtualenv   uploaded zip of `rtca`        uploaded zip of `rtca`
     `rtca up`            starts local processes       `docker compose up`           checks that the URLs answer
 
-Sizes come from `settings.scale` when set (RTCA_SCALE__TOPIC_PARTITIONS=4 ...), the consumer factory from
+Sizes come from `settings.scale` when set (RTCA_SCALE__TOPIC_PARTITIONS=4 ...; partitions are made by `rtca.stack.
+remote.prepare`, on docker and external only: the local stack keeps single-partition topics), the consumer factory from
 `settings.pinot.consumer_factory` (e.g. an external Pinot 0.11 that runs rtca's plugin). Table configs and function
 deployment read these values through `profile(settings)`, never `settings.backend` directly.
 """

@@ -433,7 +433,7 @@ def dump_yaml(content: Mapping[str, Any]) -> str:
 
 def export_dashboards(settings: Settings, out_dir: Path | None = None, *,
                       dashboards: Iterable[str] | None = None) -> list[Path]:
-    """`rtca superset export [--out DIR]`: regenerate the bundle files from the running Superset.
+    """`rtca superset export [DIR]`: regenerate the bundle files from the running Superset.
 
     Exports every dashboard (or those whose slug, title or uuid is in `dashboards`) with the charts, datasets and
     database they use. The YAML files of the four folders under `out_dir` (default `infra/superset/`) are replaced
