@@ -593,3 +593,21 @@ def test_scaled_namespace_creates_partitioned_topics(stack_up: Settings, pulsar_
         client.close()
         delete_topic(pulsar_admin, scaled.topic("scaled"), partitioned=True)
         pulsar_admin.delete(f"/admin/v2/namespaces/{namespace}").raise_for_status()
+
+
+def test_down_stops_the_ingest_on_every_backend(tmp_path: Path) -> None:
+    """The ingest is a process of this machine on every backend; `rtca down` on external (whose clusters it does
+    not stop) still stops it, as on local (where it did already)."""
+    import sys
+
+    from rtca.feed.service import NAME, ingest_state
+    from rtca.stack import down
+    from rtca.stack.process import Launch, Service, Supervisor
+
+    settings = load_settings(backend="external", run_dir=tmp_path)
+    stand_in = Service(NAME, lambda: Launch([sys.executable, "-c", "import time; time.sleep(300)"]), url="")
+    process = Supervisor(settings).start(stand_in)
+    assert ingest_state(settings) is not None
+    assert down(settings) == [NAME]
+    assert not process.is_running() or process.status() == "zombie"
+    assert ingest_state(settings) is None and down(settings) == []

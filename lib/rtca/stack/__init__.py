@@ -35,7 +35,13 @@ def up(settings: Settings) -> list[ServiceState]:
 
 
 def down(settings: Settings, *, wipe: bool = False) -> list[str]:
-    return _backend(settings).down(settings, wipe=wipe)  # type: ignore[no-any-return]
+    """Stop the ingest, then the backend's services; the names of what was running. The ingest is a process of this
+    machine on every backend (`rtca ingest start`): left running, it would keep reconnecting to a stack that is
+    gone (docker) or keep publishing into clusters that outlive it (external)."""
+    from rtca.feed.service import NAME as INGEST, stop_ingest
+
+    stopped = [INGEST] if stop_ingest(settings) else []
+    return stopped + [name for name in _backend(settings).down(settings, wipe=wipe) if name != INGEST]
 
 
 def status(settings: Settings) -> list[ServiceState]:
