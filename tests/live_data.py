@@ -23,7 +23,9 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import orjson
 import pulsar
 
@@ -32,11 +34,12 @@ from rtca.feed.book import L2Book
 from rtca.feed.ingest import ingest_to_pulsar
 from rtca.feed.server import Faults
 from rtca.feed.sources import SourceSpec
-from rtca.functions.deploy import deploy_functions, function_specs
+from rtca.functions.deploy import ROUTER, TICKER_STATS, deploy_functions, function_specs
 from rtca.functions.samples import hostile_payloads
 from rtca.pinot.client import PinotClient
 from rtca.pinot.tables import apply_tables
 from rtca.settings import Settings
+from rtca.stack.remote import http_options
 from rtca.superset.bundle import apply_dashboards
 
 HOSTILE = 40
@@ -104,6 +107,7 @@ def _seed(settings: Settings) -> LiveData:
         data.ingests.append(str(asyncio.run(ingest_to_pulsar(settings, simulator, duration=65, silence_timeout=20))))
         _wait_settled(settings)
         records = data.records = {key: _drain(reader) for key, reader in readers.items()}
+        _wait_in_pinot(settings, records["ticker_stats"], since_ms=data.started_ms)
         produced = _function_outputs(settings)
         for key, make in STANDINS.items():
             topic = settings.topic(getattr(settings.topics, key))
@@ -145,18 +149,40 @@ def _produce(client: pulsar.Client, topic: str, records: Iterable[dict[str, Any]
 
 
 def _wait_settled(settings: Settings, *, timeout: float = 180.0) -> None:
-    """Until the router and the statistics function have caught up: the ticker-stats row count stops growing."""
+    """Until the router has taken every raw record published so far, then the statistics function every ticker the
+    router had published by then: each subscription's acknowledged position reaches its topic's last message as it
+    was when the wait began (a function acknowledges an input once its output is stored). Not until a table stops
+    growing, nor until a backlog is empty: an ingest left running beside the tests, as runbook 40's is on a reused
+    stack, keeps both moving."""
+    p = settings.pulsar
     deadline = time.monotonic() + timeout
-    last, stable = -1, 0
+    for name, topic in ((ROUTER, settings.topic(settings.topics.raw)),
+                        (TICKER_STATS, settings.topic(settings.topics.ticker))):  # fmt: skip
+        subscription = f"{p.tenant}/{p.namespace}/{name}"
+        with httpx.Client(base_url=p.admin_url, timeout=30, **http_options(settings, "pulsar")) as admin:
+            path = "/admin/v2/" + topic.replace("://", "/", 1)
+            last = admin.get(path + "/lastMessageId").raise_for_status().json()
+            target, taken = (last["ledgerId"], last["entryId"]), (-1, -1)
+            while taken < target:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{name} did not take {topic} up to {target} within {timeout:.0f} s "
+                                         f"(acknowledged up to {taken})")
+                time.sleep(1)
+                cursors = admin.get(path + "/internalStats").raise_for_status().json().get("cursors") or {}
+                cursor = cursors.get(quote(subscription, safe="")) or cursors.get(subscription) or {}
+                ledger, _, entry = str(cursor.get("markDeletePosition") or "-1:-1").partition(":")
+                taken = (int(ledger), int(entry))
+
+
+def _wait_in_pinot(settings: Settings, stats: list[dict[str, Any]], *, since_ms: int, timeout: float = 120.0) -> None:
+    """Until Pinot holds at least the statistics records of this run read from the topic (tests compare them)."""
+    expected = sum(1 for record in stats if (record.get("received_ms") or 0) >= since_ms)
+    deadline = time.monotonic() + timeout
     with PinotClient(settings) as pinot:
-        while time.monotonic() < deadline:
-            count = _count(pinot, settings.tables.ticker_stats)
-            stable = stable + 1 if count == last and count > 0 else 0
-            if stable >= 3:
-                return
-            last = count
-            time.sleep(2)
-    raise AssertionError(f"the ticker statistics did not settle within {timeout:.0f} s (last count {last})")
+        while (count := _count(pinot, settings.tables.ticker_stats, f"WHERE received_ms >= {since_ms}")) < expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Pinot has {count} statistics rows of this run, the topic {expected}")
+            time.sleep(1)
 
 
 def _count(pinot: PinotClient, table: str, where: str = "") -> int:
