@@ -56,6 +56,19 @@ def check_stack(settings: Settings) -> list[Any]:
     return states
 
 
+def check_stopped(settings: Settings) -> None:
+    """Nothing of ours left running after `rtca down`: no process rtca started (the ingest, on every backend), and
+    on docker no container answering (containers have no pid here). External clusters are not ours to stop."""
+    from rtca import stack
+    from rtca.feed.service import NAME, ingest_state
+
+    left = [s.name for s in stack.status(settings) if s.pid or (settings.backend == "docker" and s.healthy)]
+    if ingest_state(settings) is not None and NAME not in left:
+        left.append(NAME)
+    if left:
+        raise RunbookCheckFailed(f"still running: {', '.join(left)}", hint="`rtca status` shows them; `rtca down`")
+
+
 def check_functions(settings: Settings, names: str | Sequence[str] | None = None, *, timeout: float = 120
                     ) -> list[Any]:  # fmt: skip
     """Every function deployed (`names`, or all) has all its instances running; else which do not, and why."""

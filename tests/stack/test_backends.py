@@ -601,6 +601,7 @@ def test_down_stops_the_ingest_on_every_backend(tmp_path: Path) -> None:
     import sys
 
     from rtca.feed.service import NAME, ingest_state
+    from rtca.runbook import RunbookCheckFailed, check_stopped
     from rtca.stack import down
     from rtca.stack.process import Launch, Service, Supervisor
 
@@ -608,6 +609,9 @@ def test_down_stops_the_ingest_on_every_backend(tmp_path: Path) -> None:
     stand_in = Service(NAME, lambda: Launch([sys.executable, "-c", "import time; time.sleep(300)"]), url="")
     process = Supervisor(settings).start(stand_in)
     assert ingest_state(settings) is not None
+    with pytest.raises(RunbookCheckFailed, match=f"still running: {NAME}"):  # runbook 90's check
+        check_stopped(settings)
     assert down(settings) == [NAME]
     assert not process.is_running() or process.status() == "zombie"
     assert ingest_state(settings) is None and down(settings) == []
+    check_stopped(settings)  # the external clusters answering are not ours
