@@ -56,7 +56,9 @@ def test_feed_servers_and_recorder_have_commands() -> None:
 
 @pytest.mark.parametrize(("name", "value", "field"), [
     ("RTCA_PULSAR__WEB_PORT", "abc", "pulsar.web_port"),
+    ("RTCA_PULSAR__WEB_PORT", "70000", "pulsar.web_port"),
     ("RTCA_BACKEND", "foo", "backend"),
+    ("RTCA_PINOT", "{bad", "\"pinot\""),
 ])  # fmt: skip
 def test_invalid_settings_are_named_without_a_traceback(name: str, value: str, field: str,
                                                          monkeypatch: pytest.MonkeyPatch,
@@ -88,4 +90,23 @@ def test_a_run_directory_that_cannot_be_made_is_one_line_not_a_traceback(
     assert main(["status"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: Not a directory: /dev/full/run") and "RTCA_RUN_DIR" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["pinot", "status"], ["superset", "apply"]])
+def test_a_service_that_does_not_answer_is_one_line_not_a_traceback(command: list[str], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    for name in ("RTCA_PINOT__CONTROLLER_PORT", "RTCA_PINOT__BROKER_PORT", "RTCA_SUPERSET__PORT"):
+        monkeypatch.setenv(name, str(port))
+    monkeypatch.setenv("RTCA_SUPERSET__ADMIN_PASSWORD", "unused")
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach http://127.0.0.1:{port}: ConnectError") and "rtca up" in err, err
     assert "Traceback" not in err

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from rtca.cli import main
+from rtca.errors import ConfigError
 from rtca.runbook import RunbookCheckFailed
 from rtca.runbook import settings as runbook_settings
-from rtca.settings import Settings, name_list, setting_exists
+from rtca.settings import Settings, load_settings, name_list, setting_exists
 
 
 def test_environment_overrides_nested_fields(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,6 +45,26 @@ def test_setting_exists_tells_a_typo_from_a_setting() -> None:
 def test_a_runbook_env_typo_is_refused_not_ignored() -> None:
     with pytest.raises(RunbookCheckFailed, match="RTCA_PINOT_BROKER_PORT' names no setting"):
         runbook_settings("local", {"RTCA_PINOT_BROKER_PORT": "18099"})
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"RTCA_PINOT__BROKER_PORT": "abc"}, "pinot.broker_port"),
+    ({"RTCA_PINOT__BROKER_PORT": "70000"}, "pinot.broker_port"),  # would wrap around to port 4464
+    ({"RTCA_SUPERSET__PORT": "0"}, "superset.port"),
+])  # fmt: skip
+def test_a_runbook_env_value_of_the_wrong_type_or_range_is_named_and_not_kept(env: dict[str, str], named: str,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    key = next(iter(env))
+    monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ConfigError, match=f"invalid settings .*{named}"):
+        runbook_settings("local", env)
+    assert key not in os.environ  # the next cell's settings are not broken by it
+
+
+def test_a_section_given_as_json_that_does_not_parse_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RTCA_PINOT", "{bad")
+    with pytest.raises(ConfigError, match="invalid settings"):
+        load_settings()
 
 
 def test_name_lists_from_papermill_strings() -> None:

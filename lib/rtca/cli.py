@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+import httpx
 
 from rtca import stack
 from rtca.feed.protocol import COINBASE_WS_URL
@@ -398,6 +398,17 @@ FILESYSTEM_HINT = ("free disk space, or check the path and its permissions (the 
                    "`rtca config` shows it)")
 
 
+UNREACHABLE_HINT = "is the stack up? `rtca status` shows it, `rtca up` starts it; `rtca config` shows the URLs"
+
+
+def _where(exc: httpx.TransportError) -> str:
+    try:
+        url = exc.request.url
+    except RuntimeError:  # raised without a request
+        return "a service"
+    return f"{url.scheme}://{url.netloc.decode()}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides: dict[str, Any] = {"backend": args.backend} if args.backend else {}
@@ -407,9 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RtcaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except ValidationError as exc:  # RTCA_* values of the wrong type or range: name them, no traceback
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        print(f"error: invalid settings (RTCA_* environment variables): {problems}", file=sys.stderr)
+    except httpx.TransportError as exc:  # a service that does not answer: the stack is down, or a URL is wrong
+        print(f"error: cannot reach {_where(exc)}: {type(exc).__name__}: {exc}\n  hint: {UNREACHABLE_HINT}",
+              file=sys.stderr)
         return 1
     except OSError as exc:
         if exc.errno not in FILESYSTEM_ERRNOS:

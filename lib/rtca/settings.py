@@ -14,13 +14,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+from rtca.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The checkout (`lib/rtca/settings.py` -> repo root); `infra/` and the default run directory live under it."""
 
 Backend = Literal["local", "docker", "external"]
 
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+"""A TCP port (65536 and up would wrap around to another one)."""
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -29,9 +37,9 @@ class _Section(BaseModel):
 class PulsarSettings(_Section):
     version: str = "4.0.8"
     host: str = "127.0.0.1"
-    broker_port: int = 6650
-    web_port: int = 8080
-    bookie_port: int = 3181
+    broker_port: Port = 6650
+    web_port: Port = 8080
+    bookie_port: Port = 3181
     tenant: str = "feeds"
     namespace: str = "realtime"
     heap: str = "-Xms256m -Xmx768m -XX:MaxDirectMemorySize=384m"
@@ -56,12 +64,12 @@ class PinotSettings(_Section):
     version: str = "0.11.0"
     host: str = "127.0.0.1"
     cluster: str = "rtca"
-    zookeeper_port: int = 2191
-    controller_port: int = 9000
-    broker_port: int = 8099
-    server_port: int = 8098
-    server_admin_port: int = 8097
-    server_grpc_port: int = 8090
+    zookeeper_port: Port = 2191
+    controller_port: Port = 9000
+    broker_port: Port = 8099
+    server_port: Port = 8098
+    server_admin_port: Port = 8097
+    server_grpc_port: Port = 8090
     #: Heap and GC of each JVM; the serial collector suits the small ones (fewer threads competing at start).
     controller_heap: str = "-Xms128m -Xmx512m -XX:+UseSerialGC"
     broker_heap: str = "-Xms128m -Xmx512m -XX:+UseSerialGC"
@@ -91,7 +99,7 @@ class PinotSettings(_Section):
 class SupersetSettings(_Section):
     version: str = "6.1.0"
     host: str = "127.0.0.1"
-    port: int = 8088
+    port: Port = 8088
     admin_user: str = "admin"
     #: These (RTCA_SUPERSET__*), else SUPERSET_ADMIN_PASSWORD / SUPERSET_SECRET_KEY, else generated once; kept under
     #: the run dir (`rtca.stack.secrets`).
@@ -232,13 +240,22 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with explicit keyword overrides on top (used by the CLI and tests)."""
-    return Settings(**overrides)
+    """Settings from the environment, with explicit keyword overrides on top (used by the CLI and tests); values of
+    the wrong type or range are a `ConfigError` naming each, not pydantic's report."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings (RTCA_* environment variables): {problems}",
+                          hint="`rtca config` lists the settings and their types") from None
+    except SettingsError as exc:  # e.g. a section given as JSON that does not parse (RTCA_PINOT='{bad')
+        raise ConfigError(f"invalid settings (RTCA_* environment variables): {exc}",
+                          hint="`rtca config` lists the settings and their types") from None
 
 
 def name_list(names: str | Iterable[str] | None) -> list[str] | None:
-    """Names given as a list or as one comma-separated string (a papermill `-p functions coinbase-router` parameter, which
-    is a string: taken as a list it would be its letters); None stays None (all)."""
+    """Names given as a list or as one comma-separated string (a papermill `-p functions coinbase-router`
+    parameter, which is a string: taken as a list it would be its letters); None stays None (all)."""
     if names is None:
         return None
     if isinstance(names, str):
