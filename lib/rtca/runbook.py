@@ -20,6 +20,11 @@ class RunbookCheckFailed(RtcaError):
     pass
 
 
+class RunbookFailed(RtcaError):
+    """A runbook stopped at a cell: its error in one line; the executed copy has the cell, its output and the
+    traceback."""
+
+
 def settings(backend: str = "local", env: Mapping[str, str] | None = None) -> Settings:
     """Settings for a runbook: `env` holds extra RTCA_* overrides (ports, hosts, topic names) as parameters."""
     for key, value in (env or {}).items():
@@ -29,8 +34,17 @@ def settings(backend: str = "local", env: Mapping[str, str] | None = None) -> Se
             raise RunbookCheckFailed(f"runbook parameter env: '{key}' names no setting",
                                      hint="`rtca config` shows them: RTCA_<SECTION>__<FIELD>, e.g. "
                                           "RTCA_PINOT__BROKER_PORT (two underscores between the names)")
-        os.environ[key] = str(value)
-    return load_settings(backend=backend)
+    before = {key: os.environ.get(key) for key in env or {}}
+    os.environ.update({key: str(value) for key, value in (env or {}).items()})
+    try:
+        return load_settings(backend=backend)
+    except RtcaError:  # a value of the wrong type or range: named by load_settings; the environment as it was
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        raise
 
 
 def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 2.0) -> Any:
@@ -141,9 +155,11 @@ def run_runbooks(settings: Settings, names: Sequence[str] = UP_RUNBOOKS,
                  parameters: Mapping[str, Any] | None = None) -> list[Any]:
     """Execute runbooks with papermill, keeping the executed copies under `<run>/runbooks/` for users to open.
 
-    A failing runbook stops the sequence; papermill's error names the cell, and the executed copy shows it.
+    A failing runbook stops the sequence with `RunbookFailed`, naming the cell and its error; the executed copy
+    shows the rest.
     """
     import papermill
+    from papermill.exceptions import PapermillExecutionError
 
     from rtca.settings import PROJECT_ROOT
     from rtca.stack.progress import step
@@ -159,10 +175,15 @@ def run_runbooks(settings: Settings, names: Sequence[str] = UP_RUNBOOKS,
         params = {"backend": settings.backend, **(parameters or {})}
         with step(f"runbook {name} (executed copy: {target})"):
             # Cell output streams to the terminal as it comes, so long waits inside a runbook show progress.
-            papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(PROJECT_ROOT),
-                                       progress_bar=False, kernel_name="python3",
-                                       stdout_file=sys.stdout, stderr_file=sys.stderr,
-                                       # The kernel's own chatter (transport warning, shutdown interrupt) is noise.
-                                       extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+            try:
+                papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(PROJECT_ROOT),
+                                           progress_bar=False, kernel_name="python3",
+                                           stdout_file=sys.stdout, stderr_file=sys.stderr,
+                                           # The kernel's chatter (transport warning, shutdown interrupt) is noise.
+                                           extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+            except PapermillExecutionError as exc:
+                raise RunbookFailed(f"runbook {name} stopped at cell [{exc.exec_count}]: {exc.ename}: {exc.evalue}",
+                                    hint=f"the executed copy shows the cell, its output and traceback: {target}"
+                                    ) from None  # fmt: skip
         executed.append(target)
     return executed
