@@ -47,16 +47,33 @@ def settings(backend: str = "local", env: Mapping[str, str] | None = None) -> Se
         raise
 
 
-def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 2.0) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 2.0,
+               done: Callable[[Any], bool] = bool, note_every: float = 10.0) -> Any:
+    """Poll `check` until `done(value)`; fail with `what` and the last value after `timeout` seconds. A check that
+    raises an `RtcaError` (a service not ready yet) is tried again, and its error is the last value. A line every
+    `note_every` seconds says what it waits for (a runbook's cell would otherwise sit silent)."""
+    started = time.monotonic()
     last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
+    while True:
+        try:
+            last = check()
+        except RtcaError as exc:
+            last = exc
+        else:
+            if done(last):
+                return last
+        waited = time.monotonic() - started
+        if waited >= timeout:
+            raise RunbookCheckFailed(f"{what}: not true after {timeout:.0f} s (last: {_describe(last)})")
+        if int(waited / note_every) < int((waited + interval) / note_every):
+            print(f"  waiting until {what} ({waited + interval:.0f} s; last: {_describe(last)})", flush=True)
         time.sleep(interval)
-    raise RunbookCheckFailed(f"{what}: not true after {timeout:.0f} s (last value: {last!r})")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Exception):
+        return f"{type(value).__name__}: {str(value).splitlines()[0][:300] if str(value) else ''}"
+    return repr(value)
 
 
 def check_stack(settings: Settings) -> list[Any]:
@@ -118,16 +135,9 @@ def check_tables(settings: Settings, names: str | Sequence[str] | None = None) -
         for table in wanted:
             if pinot.table(table) is None:
                 raise RunbookCheckFailed(f"Pinot table {table} does not exist", hint="run runbooks/20-pinot-tables")
-            counts.append((table, wait_until(lambda t=table: _count(pinot, t), timeout=60,
-                                             what=f"{table} answers queries")[1]))
+            counts.append((table, wait_until(lambda t=table: pinot.count(t), timeout=60, done=lambda _: True,
+                                             what=f"{table} answers queries")))
     return counts
-
-
-def _count(pinot: Any, table: str, where: str = "") -> tuple[bool, int] | None:
-    try:
-        return True, pinot.count(table, where)
-    except RtcaError:
-        return None
 
 
 def check_rows(settings: Settings, table: str, *, at_least: int = 1, timeout: float = 120,
@@ -142,8 +152,8 @@ def check_rows(settings: Settings, table: str, *, at_least: int = 1, timeout: fl
         since = time.strftime("%H:%M:%S", time.localtime(received_since_ms / 1000))
         what += f" received since {since}"
     with PinotClient(settings) as pinot:
-        found = wait_until(lambda: (c := (_count(pinot, table, where) or (False, 0))[1]) >= at_least and c,
-                           timeout=timeout, what=what)
+        found = wait_until(lambda: pinot.count(table, where), done=lambda rows: rows >= at_least, timeout=timeout,
+                           what=what)
     return int(found)
 
 
