@@ -110,3 +110,35 @@ def test_a_service_that_does_not_answer_is_one_line_not_a_traceback(command: lis
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot reach http://127.0.0.1:{port}: ConnectError") and "rtca up" in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["record", "x.capture", "--duration", "-1"], ["record", "x.capture", "--duration",
+                                  "nan"], ["record", "x.capture", "--max-messages", "0"],
+                                  ["simulator", "serve", "--port", "99999"]])  # fmt: skip
+def test_values_that_would_do_nothing_or_wrap_are_refused_by_the_parser(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 2
+
+
+def test_serving_on_a_taken_port_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["simulator", "serve", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "Traceback" not in err, err
+
+
+def test_recording_nothing_fails_and_leaves_no_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "empty.capture"
+    assert main(["record", str(out), "--url", f"ws://127.0.0.1:{port}", "--duration", "1"]) == 1
+    assert "error: nothing recorded from" in capsys.readouterr().err and not out.exists()

@@ -90,6 +90,27 @@ def _rate(value: str) -> float | None:
     return rate
 
 
+def _seconds(value: str) -> float:
+    """`--duration`: seconds above 0 (0, negative or nan would end a run before it starts, saying nothing)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r}: a duration must be above 0 seconds")
+    return seconds
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r}: a port is 0 (any free one) to 65535")
+    return port
+
+
 def _positive(value: str) -> int:
     try:
         number = int(value)
@@ -112,8 +133,8 @@ INGEST_FLAGS: dict[str, dict[str, Any]] = {
     "--channels": {"help": "comma-separated channels (default: the source's)"},
     "--rate": {"type": _rate, "default": "100", "help": "simulator frames per second, or max"},
     "--seed": {"type": int, "default": 0, "help": "simulator seed"},
-    "--duration": {"type": float, "help": "stop after this many seconds"},
-    "--max-messages": {"type": int, "help": "stop after this many frames"},
+    "--duration": {"type": _seconds, "help": "stop after this many seconds"},
+    "--max-messages": {"type": _positive, "help": "stop after this many frames"},
 }
 
 
@@ -183,6 +204,10 @@ def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
     report = record(args.output, url=args.url, products=_split(args.products), channels=_split(args.channels),
                     duration=args.duration, max_messages=args.max_messages)
     print(report)
+    if report.frames == 0:
+        Path(args.output).unlink(missing_ok=True)
+        raise RtcaError(f"nothing recorded from {args.url} ({report.connections} connection(s)); no file written",
+                        hint="check the URL and the network: the connection's warnings are above")
     return 0
 
 
@@ -347,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
             ingest[action].add_argument(flag, **spec)
     serve_flags = {
         "--host": {"default": "127.0.0.1", "help": "address to listen on"},
-        "--port": {"type": int, "default": 0, "help": "port (default: a free one, printed at start)"},
+        "--port": {"type": _port, "default": 0, "help": "port (default: a free one, printed at start)"},
     }
     replay = group("replay", "a local server speaking Coinbase's protocol that replays a capture", {
         "serve": (cmd_replay_serve, "serve a capture until it ends or Ctrl-C (ingest it with --url)"),

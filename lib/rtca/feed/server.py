@@ -29,6 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
+from rtca.errors import ConfigError
 from rtca.feed.lifecycle import run_until, stop_on_signals
 from rtca.feed.protocol import (
     CHANNELS,
@@ -168,8 +169,11 @@ class FeedServer:
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> FeedServer:
-        # No compression: it would only cost CPU on loopback.
-        self._server = await serve(self._serve_client, self.host, self._requested_port, compression=None)
+        try:  # no compression: it would only cost CPU on loopback
+            self._server = await serve(self._serve_client, self.host, self._requested_port, compression=None)
+        except OSError as exc:  # the port is taken, the host does not resolve or is not this machine's
+            raise ConfigError(f"cannot listen on {self.host}:{self._requested_port}: {exc.strerror or exc}",
+                              hint="another --port (0: a free one) or --host") from None
         self._pump_task = asyncio.create_task(self._pump(), name="feed-server-pump")
         self._pump_task.add_done_callback(self._pump_done)
         return self
