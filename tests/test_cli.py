@@ -59,6 +59,7 @@ def test_feed_servers_and_recorder_have_commands() -> None:
     ("RTCA_PULSAR__WEB_PORT", "70000", "pulsar.web_port"),
     ("RTCA_BACKEND", "foo", "backend"),
     ("RTCA_PINOT", "{bad", "\"pinot\""),
+    ("RTCA_RUN_DIR", "", "run_dir: Value error, an empty path"),
 ])  # fmt: skip
 def test_invalid_settings_are_named_without_a_traceback(name: str, value: str, field: str,
                                                          monkeypatch: pytest.MonkeyPatch,
@@ -114,7 +115,8 @@ def test_a_service_that_does_not_answer_is_one_line_not_a_traceback(command: lis
 
 @pytest.mark.parametrize("argv", [["record", "x.capture", "--duration", "-1"], ["record", "x.capture", "--duration",
                                   "nan"], ["record", "x.capture", "--max-messages", "0"],
-                                  ["simulator", "serve", "--port", "99999"]])  # fmt: skip
+                                  ["simulator", "serve", "--port", "99999"], ["ingest", "start", "--speed", "abc"],
+                                  ["replay", "serve", "--speed", "0"]])  # fmt: skip
 def test_values_that_would_do_nothing_or_wrap_are_refused_by_the_parser(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as refused:
         main(argv)
@@ -142,3 +144,18 @@ def test_recording_nothing_fails_and_leaves_no_file(tmp_path: Path, capsys: pyte
     out = tmp_path / "empty.capture"
     assert main(["record", str(out), "--url", f"ws://127.0.0.1:{port}", "--duration", "1"]) == 1
     assert "error: nothing recorded from" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_missing_capture_is_named_before_pulsar_is_tried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import socket
+    import time
+
+    with socket.socket() as probe:  # no Pulsar there: trying it would take the client's timeouts
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("RTCA_PULSAR__BROKER_PORT", str(port))
+    started = time.monotonic()
+    assert main(["ingest", "run", "--source", "replay", "--capture", str(tmp_path / "nowhere.capture")]) == 1
+    assert "error: capture not found" in capsys.readouterr().err and time.monotonic() - started < 10

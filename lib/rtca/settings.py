@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, SecretStr
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
@@ -24,11 +24,20 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The checkout (`lib/rtca/settings.py` -> repo root); `infra/` and the default run directory live under it."""
 
 Backend = Literal["local", "docker", "external"]
-
-
-
 Port = Annotated[int, Field(ge=1, le=65535)]
 """A TCP port (65536 and up would wrap around to another one)."""
+
+
+def _not_empty(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("an empty path (unset the variable for the default)")
+    return value
+
+
+Folder = Annotated[Path, BeforeValidator(_not_empty)]
+"""A directory given by a non-empty path (an empty RTCA_RUN_DIR= would make the current directory the run
+directory)."""
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -182,9 +191,9 @@ class Settings(BaseSettings):
     )
 
     backend: Backend = "local"
-    run_dir: Path = PROJECT_ROOT / ".run"
-    cache_dir: Path = Path.home() / ".cache" / "rtca"
-    infra_dir: Path = PROJECT_ROOT / "infra"
+    run_dir: Folder = PROJECT_ROOT / ".run"
+    cache_dir: Folder = Path.home() / ".cache" / "rtca"
+    infra_dir: Folder = PROJECT_ROOT / "infra"
     #: Seconds a service may take to become healthy before `rtca up` gives up and names its log.
     start_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 240.0
     #: Extra options for every JVM of the local stack. The default compiles with C1 only: the five JVMs then

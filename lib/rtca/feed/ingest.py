@@ -305,7 +305,8 @@ async def ingest_to_pulsar(
     `announce` gets one line once Pulsar and the source are open (what a supervisor waits for)."""
     raw_topic = raw_topic or settings.topic(settings.topics.raw)
     health_topic = health_topic or settings.topic(settings.topics.feed_health)
-    async with pulsar_sinks(settings, raw_topic, health_topic) as (raw, health), open_source(spec) as endpoint:
+    # the source first: a capture that does not exist is named at once, not after Pulsar's connection attempts
+    async with open_source(spec) as endpoint, pulsar_sinks(settings, raw_topic, health_topic) as (raw, health):
         connection = FeedConnection(endpoint.url, endpoint.subscribe_frame(), silence_timeout=silence_timeout)
         log.info("ingesting %s (%s) into %s", spec.kind, endpoint.url, raw_topic)
         if announce is not None:
