@@ -141,6 +141,14 @@ def test_metrics_of_a_small_book() -> None:
     assert r["imbalance"] == pytest.approx((2 - 4) / 6)
 
 
+def test_a_spread_wider_than_the_band_has_no_depth_and_a_zero_imbalance_never_null() -> None:
+    """Pinot 0.11's per-minute SUM(imbalance) (the book-minute table) fails on a null and drops the row: an
+    illiquid product's wide spreads, the moments its spread chart is about, would be missing."""
+    t = BookTracker(depth_bps=50.0)
+    [r] = t.update(_snap(bids=[(98.0, 2.0)], asks=[(102.0, 1.0)]))  # 400 bps: both best levels beyond 50 bps
+    assert r["bid_depth"] == r["ask_depth"] == 0.0 and r["imbalance"] == 0.0 and r["spread_bps"] > 100
+
+
 def test_update_before_snapshot_is_reported_once_and_ignored() -> None:
     t = BookTracker()
     [p] = t.update(_upd([("buy", 99.0, 1.0)], 1_000))

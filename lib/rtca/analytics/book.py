@@ -12,7 +12,10 @@ the count again (its book is summarised whatever the last summary's time: one mo
 Summary (the ``coinbase_book`` columns): best bid/ask and their sizes, ``mid``, ``spread`` (ask - bid),
 ``spread_bps`` (spread / mid * 1e4), ``bid_depth``/``ask_depth`` = total size (base units) at prices within
 ``depth_bps`` (default 50) of mid on each side (inclusive), ``imbalance`` = (bid_depth - ask_depth) / (bid_depth +
-ask_depth); plus ``bid_depth_10bps``/``ask_depth_10bps`` (within 10 bps) and ``valid`` = True.
+ask_depth), 0 when neither side has size within the band (a spread wider than twice ``depth_bps``: no measurable
+imbalance; never null, since Pinot 0.11's per-minute SUM of the book-minute table fails on a null and drops the
+row), ``sequence`` (the frame's, when it has one: Coinbase's level2 frames do not), ``valid`` = True; plus
+``bid_depth_10bps``/``ask_depth_10bps`` (within 10 bps), on the topic for readers of it, not Pinot columns.
 
 Integrity: an ``l2update`` before any snapshot, or a book whose best bid >= best ask after a message, is reported
 once as a `BookProblem` (``no_snapshot`` / ``crossed``), the product's book is dropped and every further update is
@@ -120,7 +123,7 @@ class OrderBook:
             "best_bid": bid, "best_bid_size": self.bids[bid], "best_ask": ask, "best_ask_size": self.asks[ask],
             "mid": mid, "spread": spread, "spread_bps": spread / mid * 1e4,
             "bid_depth": bid_depth, "ask_depth": ask_depth,
-            "imbalance": (bid_depth - ask_depth) / total if total > 0 else None,
+            "imbalance": (bid_depth - ask_depth) / total if total > 0 else 0.0,
             "bid_depth_10bps": depth(self.bids, mid, NEAR_DEPTH_BPS, "buy"),
             "ask_depth_10bps": depth(self.asks, mid, NEAR_DEPTH_BPS, "sell"),
         }  # fmt: skip
