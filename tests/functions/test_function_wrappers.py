@@ -203,3 +203,24 @@ def test_publishing_identity_publishes_its_input_unchanged_then_acks(fake_contex
         ctx.run(function, payload, mid)
     assert [(p.topic, p.data) for p in ctx.published] == [(OUT, p) for p in payloads]
     assert ctx.acked == ids
+
+
+def test_a_start_that_fails_is_retried_not_handed_back(fake_context, message_ids, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Restoring state reads the output topic; when that read fails (a broker restarting), raising would hand the
+    input back to the runtime as failed: it would come again after later inputs, and be skipped as done (lost)."""
+    stream = list(tickers(3, {"A-USD": 10.0}, 3))
+    ctx, function = stats_context(fake_context), TickerStatsFunction()
+    failures = iter([TimeoutError("reader timed out")])
+    real_restore = TickerStatsFunction.restore
+
+    def flaky_restore(self, context):  # type: ignore[no-untyped-def]
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        real_restore(self, context)
+
+    monkeypatch.setattr(TickerStatsFunction, "restore", flaky_restore)
+    for _, _, data in stream:
+        ctx.run(function, data, next(message_ids))  # the first waits for the retried start: nothing raises
+    assert [r["price"] for r in outputs(ctx)] == [price for _, price, _ in stream] and len(ctx.acked) == 3
+    assert any("start failed (TimeoutError: reader timed out)" in line for line in ctx.logger.lines)

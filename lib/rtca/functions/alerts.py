@@ -37,8 +37,7 @@ class AlertsFunction(CheckpointedFunction):
     _source: str | None = None
 
     def process(self, input: Any, context: Context) -> None:  # noqa: A002 - the runtime's parameter name
-        if not self._ready:
-            self._start(context)  # reads `inputs`
+        self.ensure_started(context)  # reads `inputs`
         self._source = self._sources.get(_PARTITION.sub("", context.get_current_message_topic_name() or ""))
         super().process(input, context)
 

@@ -27,6 +27,7 @@ snapshot instead (`rtca.functions.book`), with the same frame and the same messa
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,7 +182,7 @@ class StatefulFunction(pulsar.Function):
 
     # --- the frame ---------------------------------------------------------------------------------------------------
     def _start(self, context: Context) -> None:
-        """Settings, engine, publisher and restored state; an error propagates (the next message retries)."""
+        """Settings, engine, publisher and restored state; an error propagates (`ensure_started` retries)."""
         freeze_startup_objects()
         self._output = context.get_output_topic()
         self._dead_letter = user_config(context, "dead_letter")
@@ -192,9 +193,22 @@ class StatefulFunction(pulsar.Function):
         self.restore(context)
         self._ready = True
 
+    def ensure_started(self, context: Context) -> None:
+        """Start before the first input, retrying until it works (a checkpoint topic's reader timing out while a
+        broker restarts). Raising would hand the input back to the runtime as failed: it would come again after
+        later inputs of its key, and be skipped then as already done, lost."""
+        delay = 0.5
+        while not self._ready:
+            try:
+                self._start(context)
+            except Exception as exc:  # noqa: BLE001 - retried; a lasting cause shows in the function's log
+                context.get_logger().warning("%s: start failed (%s: %s); retrying in %.1f s", self.name,
+                                             type(exc).__name__, exc, delay)  # fmt: skip
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     def process(self, input: Any, context: Context) -> None:  # noqa: A002 - the runtime's parameter name
-        if not self._ready:
-            self._start(context)
+        self.ensure_started(context)
         message_id = context.get_message_id()
         topic = context.get_current_message_topic_name()
         id_ = message_id_key(message_id)

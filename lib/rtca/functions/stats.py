@@ -107,8 +107,7 @@ class TickerStatsFunction(StatefulFunction):
                                   self._output)  # fmt: skip
 
     def process(self, input: Any, context: Context) -> None:  # noqa: A002 - the runtime's parameter name
-        if not self._ready:
-            self._start(context)  # an error here propagates: retried with the next message
+        self.ensure_started(context)
         books: StatsBooks = self.engine
         publisher: Publisher = self._publisher  # type: ignore[assignment]
         message_id = context.get_message_id()
