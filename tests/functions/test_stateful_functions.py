@@ -368,3 +368,27 @@ def test_a_record_that_breaks_a_kernel_unforeseen_is_a_dead_letter_and_the_strea
     assert dead["reason"] == "internal_error" and "ZeroDivisionError" in dead["detail"]
     assert [r["event_ms"] for r in records(ctx)] == [0]  # the window closed by the next ticker: the stream went on
     assert len(ctx.acked) == 3  # the poisoned input with its dead letter, the others with the window record
+
+
+@pytest.mark.parametrize("bad", [
+    {"type": "snapshot", "product_id": "", "event_ms": 1000, "bids": [[99.0, 1.0]], "asks": [[101.0, 1.0]]},
+    {"type": "snapshot", "product_id": "R", "event_ms": 1000, "bids": [[0.0, 1.0]], "asks": [[5e-324, 1.0]]},
+])  # fmt: skip
+def test_book_replay_skips_what_the_first_run_dead_lettered(fake_context, message_id_class, bad) -> None:  # type: ignore[no-untyped-def]
+    """A level2 record that `process` refused (an empty product; a price of 0, whose mid would divide by zero)
+    is skipped by the restart's replay too: no summary the first run had not, and no error stopping every input."""
+    snap = {"type": "snapshot", "product_id": "P", "event_ms": 0, "bids": [[99.0, 1.0]], "asks": [[101.0, 1.0]]}
+    update = {"type": "l2update", "product_id": "P", "event_ms": 3000, "changes": [["buy", 99.5, 2.0]]}
+    stream = [orjson.dumps(snap), orjson.dumps(bad)]
+    ids = [message_id_class(1, 1), message_id_class(1, 2), message_id_class(1, 3)]
+    broker: dict[str, list[bytes]] = {BOOK: list(stream)}
+    first = book_context(fake_context, broker)
+    first.message_ids[BOOK] = ids[:2]
+    function = OrderBookFunction()
+    for data, mid in zip(stream, ids):
+        first.run(function, data, mid)
+    assert [r["product_id"] for r in records(first, OUT)] == ["P"] and len(records(first, DEAD)) == 1
+    second = book_context(fake_context, broker)
+    second.message_ids[BOOK] = ids[:2]
+    second.run(OrderBookFunction(), orjson.dumps(update), ids[2])
+    assert [(r["product_id"], r["event_ms"]) for r in records(second, OUT)] == [("P", 0), ("P", 3000)]

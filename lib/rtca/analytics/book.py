@@ -138,16 +138,17 @@ def depth(levels: Mapping[float, float], mid: float, bps: float, side: str) -> f
     return sum(size for price, size in levels.items() if price <= cap)
 
 
-def _number(value: Any) -> float:
+def _number(value: Any, *, positive: bool = False) -> float:
+    """A finite number >= 0 (> 0 for a price: a mid of 0 would divide the spread by zero)."""
     number = float(value)
-    if not (math.isfinite(number) and number >= 0):
-        raise ValueError(f"not a finite number >= 0: {value!r:.40}")
+    if not (math.isfinite(number) and (number > 0 if positive else number >= 0)):
+        raise ValueError(f"not a finite number {'> 0' if positive else '>= 0'}: {value!r:.40}")
     return number
 
 
 def _levels(levels: Iterable[Any]) -> list[tuple[float, float]]:
     """A snapshot side's [price, size] pairs as numbers; ValueError / TypeError for any bad one."""
-    return [(_number(price), _number(size)) for price, size in levels]
+    return [(_number(price, positive=True), _number(size)) for price, size in levels]
 
 
 def _changes(changes: Iterable[Any]) -> list[tuple[str, float, float]]:
@@ -156,7 +157,7 @@ def _changes(changes: Iterable[Any]) -> list[tuple[str, float, float]]:
     for side, price, size in changes:
         if type(side) is not str or side not in ("buy", "sell"):
             raise ValueError(f"side must be 'buy' or 'sell', not {side!r:.40}")
-        out.append((side, _number(price), _number(size)))
+        out.append((side, _number(price, positive=True), _number(size)))
     return out
 
 

@@ -201,7 +201,8 @@ class StatefulFunction(pulsar.Function):
         while not self._ready:
             try:
                 self._start(context)
-            except Exception as exc:  # noqa: BLE001 - retried; a lasting cause shows in the function's log
+            except Exception as exc:  # noqa: BLE001 - retried; a lasting cause shows in its log and metrics
+                context.record_metric("start_failures", 1)
                 context.get_logger().warning("%s: start failed (%s: %s); retrying in %.1f s", self.name,
                                              type(exc).__name__, exc, delay)  # fmt: skip
                 time.sleep(delay)
