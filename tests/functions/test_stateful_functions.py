@@ -392,3 +392,47 @@ def test_book_replay_skips_what_the_first_run_dead_lettered(fake_context, messag
     second.message_ids[BOOK] = ids[:2]
     second.run(OrderBookFunction(), orjson.dumps(update), ids[2])
     assert [(r["product_id"], r["event_ms"]) for r in records(second, OUT)] == [("P", 0), ("P", 3000)]
+
+
+# --- redelivery to the running instance (a broker restart or topic unload redelivers what is unacknowledged) -------
+def test_a_redelivered_input_of_an_open_window_stays_unacknowledged_until_its_checkpoint(fake_context,
+                                                                                        message_id_class) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    """Acknowledged on redelivery, the open window's prices were lost when the instance later died before the
+    window closed: no stored checkpoint held them."""
+    prices = [orjson.dumps({"product_id": "P", "event_ms": t, "price": x}) for t, x in ((0, 1.0), (10, 1.1),
+                                                                                          (20, 1.2), (1000, 1.3))]
+    ids = [message_id_class(1, i + 1) for i in range(4)]
+    broker: dict[str, list[bytes]] = {}
+    config = {"dead_letter": DEAD, "window_ms": 1000}
+    first, function = fake_context(config, output_topic=OUT, input_topic=TICKER, topics=broker), VolatilityFunction()
+    for data, mid in [*zip(prices[:3], ids[:3]), *zip(prices[:3], ids[:3])]:  # the reconnect: all three again
+        first.run(function, data, mid)
+    assert first.acked == [] and records(first, OUT) == []
+    second = fake_context(config, output_topic=OUT, input_topic=TICKER, topics=broker)  # it died: a new instance
+    restarted = VolatilityFunction()
+    for data, mid in zip(prices, ids):  # everything unacknowledged comes again
+        second.run(restarted, data, mid)
+    [window] = records(second, OUT)
+    assert (window["event_ms"], window["n_prices"]) == (0, 3) and len(second.acked) == 4  # the record holds all
+
+
+def test_a_redelivered_book_input_is_not_applied_again(fake_context, message_id_class) -> None:  # type: ignore[no-untyped-def]
+    """A snapshot applied again would undo the updates after it: the later summary showed the old book."""
+    messages = [
+        {"type": "snapshot", "product_id": "P", "event_ms": 0, "bids": [[99.0, 1.0], [98.0, 1.0]],
+         "asks": [[101.0, 1.0]]},
+        {"type": "l2update", "product_id": "P", "event_ms": 1000, "changes": [["buy", 100.0, 5.0]]},
+        {"type": "l2update", "product_id": "P", "event_ms": 1500, "changes": [["buy", 100.0, 0.0], ["buy", 99.0, 0.0]]},
+        {"type": "l2update", "product_id": "P", "event_ms": 2000, "changes": [["sell", 102.0, 1.0]]},
+    ]  # fmt: skip
+    ids = [message_id_class(1, i + 1) for i in range(4)]
+    ctx = fake_context({"dead_letter": DEAD, "alerts": ALERTS, "cadence_ms": 1000, "ack_every": 64,
+                        "ack_after_ms": 1e9}, output_topic=OUT, input_topic=BOOK, topics={})  # fmt: skip
+    function = OrderBookFunction()
+    for index in (0, 1, 2, 0, 1, 2, 3):  # the first three again after a reconnect, then the next
+        ctx.run(function, orjson.dumps(messages[index]), ids[index])
+    tracker = BookTracker(1000)
+    expected = [r for m in messages for r in tracker.update(m)]
+    got = records(ctx, OUT)
+    assert [(r["event_ms"], r["best_bid"]) for r in got] == [(r["event_ms"], r["best_bid"]) for r in expected]
+    assert got[-1]["best_bid"] == 98.0

@@ -62,6 +62,7 @@ class OrderBookFunction(StatefulFunction):
         self._max_replay = int(config.get("max_replay", DEFAULT_MAX_REPLAY))
         self._snapshots: dict[str, list[int]] = {}  # product -> id of the snapshot of its current book
         self._replayed: dict[str, MessageIdKey] = {}  # input topic -> last message re-read at start
+        self._taken: dict[str, MessageIdKey] = {}  # input topic -> last message this instance took in
         return BookTracker(int(config.get("cadence_ms", DEFAULT_CADENCE_MS)),
                            float(config.get("depth_bps", DEFAULT_DEPTH_BPS)))  # fmt: skip
 
@@ -72,8 +73,14 @@ class OrderBookFunction(StatefulFunction):
         return product if topic == self._output else f"{product}/book"
 
     def already_done(self, key: str | None, topic: str, message_id: MessageIdKey) -> bool:
-        last = self._replayed.get(topic)
-        return last is not None and message_id <= last
+        """Re-read at start, or taken in already by this instance (a broker restart or topic unload redelivers what
+        is unacknowledged to the running instance: a snapshot applied again would undo the updates after it).
+        An input that is not is taken in now."""
+        for last in (self._replayed.get(topic), self._taken.get(topic)):
+            if last is not None and message_id <= last:
+                return True
+        self._taken[topic] = message_id
+        return False
 
     def compute(self, record: dict[str, Any], context: Context) -> list[Output]:
         return self._apply(record, context.get_current_message_topic_name(), id_list(context.get_message_id()),

@@ -173,6 +173,12 @@ class StatefulFunction(pulsar.Function):
         progress = self.progress.get(key) if key is not None else None
         return progress is not None and progress.already_done(topic, message_id)
 
+    def still_pending(self, key: str | None, topic: str, message_id: MessageIdKey) -> bool:
+        """True for an input this instance took in whose effect no stored checkpoint holds yet: redelivered to the
+        running instance (a broker restart or topic unload redelivers what is unacknowledged), acknowledging it
+        now would lose it should the instance die before that checkpoint is stored."""
+        return False
+
     def compute(self, record: dict[str, Any], context: Context) -> list[Output]:
         return [(self._output, out) for out in self.engine.update(record)]
 
@@ -219,7 +225,8 @@ class StatefulFunction(pulsar.Function):
                 raise TypeError("not a JSON object")
             key = self.key_of(record)
             if self.already_done(key, topic, id_):
-                ack_now(context)
+                if not self.still_pending(key, topic, id_):
+                    ack_now(context)  # else it is acknowledged with the checkpoint that will hold it
                 context.record_metric("redelivered_skipped", 1)
                 return
             outputs = self.compute(record, context)
@@ -284,6 +291,11 @@ class CheckpointedFunction(StatefulFunction):
 
     def changed(self) -> bool:
         return True
+
+    def still_pending(self, key: str | None, topic: str, message_id: MessageIdKey) -> bool:
+        progress = self.progress.get(key) if key is not None else None
+        return progress is not None and any(t == topic and message_id_key(m) == message_id
+                                            for m, t in progress.pending)  # fmt: skip
 
     def checkpoint_topics(self) -> list[str]:
         """Where its checkpoints are: the output topic (all of its records go there) and the state topic."""
