@@ -77,28 +77,25 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _rate(value: str) -> float | None:
-    """`--rate`: frames per second (> 0), or `max` (None: as fast as the client reads)."""
-    if value == "max":
-        return None
+def _above_zero(value: str, what: str) -> float:
+    """A finite number above 0, else the parser's error naming `what` (0, negative or nan would do nothing)."""
     try:
-        rate = float(value)
+        number = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of frames per second, nor 'max'") from None
-    if not 0 < rate < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value!r}: a rate must be above 0 (or 'max')")
-    return rate
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of {what}") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r}: a number of {what} above 0")
+    return number
+
+
+def _rate(value: str) -> float | None:
+    """`--rate`: frames per second, or `max` (None: as fast as the client reads)."""
+    return None if value == "max" else _above_zero(value, "frames per second (or 'max')")
 
 
 def _seconds(value: str) -> float:
-    """`--duration`: seconds above 0 (0, negative or nan would end a run before it starts, saying nothing)."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value!r}: a duration must be above 0 seconds")
-    return seconds
+    """`--duration`: seconds."""
+    return _above_zero(value, "seconds")
 
 
 def _speed(value: str) -> str:
