@@ -142,3 +142,8 @@ def test_status_and_tables_filled_by_the_pipeline(stack_up: Settings, pinot: Pin
                                       f"WHERE ts_ms >= {since} AND kind = 'tick'")
     print(f"dead letters {dead}, reconnects {reconnects}, gaps {gaps}")
     assert dead >= 1 and reconnects >= 1 and gaps >= 1
+    # and why the connection dropped, from the first tick after it on
+    errors = pinot.query(f"SELECT last_error FROM {stack_up.tables.feed_health} WHERE ts_ms >= {since} "
+                         f"AND kind = 'tick' AND reconnects >= 1 AND last_error IS NOT NULL LIMIT 1")
+    print("last error after the reconnect:", errors)
+    assert errors and errors[0][0] and errors[0][0] != "null", errors
