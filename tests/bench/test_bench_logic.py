@@ -421,3 +421,21 @@ def test_rate_search_descends_when_even_the_lowest_rate_fails() -> None:
         assert search.next() == rate
         search.record(rate, ok)
     assert search.next() == 600
+
+
+def test_functions_are_judged_against_the_identity_deployed_as_they_are() -> None:
+    """The goal's reference is the publishing identity (MANUAL, our Publisher); the runtime's own identity, slower
+    here, is context only: judged against it, a function doing more work than an identity came out at 122%."""
+    from rtca.bench.functions_e2e import PAIRS, REFERENCE, RUNTIME, Measured, summarise
+
+    rates = {"router": 600.0, "stats": 700.0, REFERENCE: 1000.0, RUNTIME: 500.0}
+    measured = {(who, kind): Measured(rates=[rates[who]], cpu_us=[1e6 / rates[who]])
+                for name, kind in PAIRS for who in (REFERENCE, RUNTIME, name)}  # fmt: skip
+    rounds = [{"ratios": {f"{name}_to_{who}": rates[name] / rates[who] for name, _ in PAIRS
+                          for who in (REFERENCE, RUNTIME)}}]  # fmt: skip
+    figures = summarise(measured, rounds)
+    assert figures["router_ratio"] == pytest.approx(0.6) and figures["stats_ratio"] == pytest.approx(0.7)
+    assert figures["router_identity_ratio"] == pytest.approx(1.2)
+    assert figures["router_raw_median"] == 600.0 and figures["publishing_raw_median"] == 1000.0
+    assert figures["identity_ticker_median"] == 500.0
+    assert figures["router_cpu_ratio"] == pytest.approx(0.6)  # the reference's CPU per message / ours

@@ -168,3 +168,19 @@ def test_cpu_times_are_cumulative_seconds_this_machine_counts() -> None:
     assert first["idle"] > 0 and "user" in first
     shares = cpu_shares(first, cpu_times() | {"idle": first["idle"] + 1.0})
     assert 0.0 <= shares["busy"] <= 1.0 and 0.0 <= shares["steal"] <= 1.0
+
+
+def test_a_goal_whose_conditions_the_run_did_not_hold_is_not_met_whatever_the_ratio() -> None:
+    from rtca.bench.report import notes, table_rows
+
+    held = Figure("freshness", "ticker p99", 100.0, "ms", reference="direct p99", reference_value=100.0,
+                  goal=Goal("<=", 1.5))  # fmt: skip
+    behind = Figure("freshness", "stats p99", 100.0, "ms", reference="direct p99", reference_value=100.0,
+                    goal=Goal("<=", 1.5), unmet_because="ingest held 562 of the 1,000 msg/s asked")  # fmt: skip
+    assert held.met is True and behind.met is False and behind.ratio == 1.0
+    result = BenchResult("freshness", started="", figures=[held, behind])
+    rows = {row[1]: row for row in table_rows([result])}
+    assert rows["ticker p99"][-1] == "yes" and rows["stats p99"][-1] == "NO *"
+    assert notes([result]) == ["* freshness, stats p99: not met: ingest held 562 of the 1,000 msg/s asked"]
+    again = BenchResult.from_json(json.loads(json.dumps(result.to_json())))
+    assert again.figures[1].met is False

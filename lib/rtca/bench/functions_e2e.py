@@ -1,19 +1,21 @@
 """Benchmark: end-to-end rate of the deployed router and ticker statistics against an identity function.
 
-    python -m rtca.bench.functions_e2e [--messages 10000] [--rounds 5] [--no-publishing-baseline] [--keep] [--out DIR]
+    python -m rtca.bench.functions_e2e [--messages 10000] [--rounds 5] [--keep] [--out DIR]
 
-Needs the stack (`rtca up`). Deploys, on topics of their own, the router, the statistics function and an identity
-function (same runtime, same input serde; it returns its input), all through `rtca.functions.deploy`. Each run
-produces N messages as fast as the client can and times from the first send to the last output received; the
-identity function gets the same input as the function it is compared with (raw capture frames for the router,
-typed tickers for the statistics). Each round runs identity and function back to back, in alternating order (ABBA),
-so both see the same load on a shared machine; the figure is the median over rounds of each round's ratio
-function / identity, with the absolute rates (median and best) beside it and the load average around each round.
-Goal: each function >= 90% of the identity's rate (our code is not the bottleneck of the Functions runtime).
+Needs the stack (`rtca up`). Deploys, on topics of their own, the router, the statistics function and two identity
+functions, all through `rtca.functions.deploy`. Each run produces N messages as fast as the client can and times
+from the first send to the last output received; an identity gets the same input as the function it is compared
+with (raw capture frames for the router, typed tickers for the statistics). Each round runs the identities and the
+function back to back, in alternating order (ABBA), so all see the same load on a shared machine; the figure is the
+median over rounds of each round's ratio function / reference, with the absolute rates (median and best) beside
+it and the load average around each round. Goal: each function >= 90% of the reference's rate (our processing is
+not the bottleneck of the Functions runtime).
 
-A second baseline, the publishing identity (`rtca.functions.identity.PublishingIdentity`: our `Publisher`, no
-processing), splits what a function costs beyond the identity into our way of publishing and acknowledging and
-our processing proper (``--no-publishing-baseline`` skips it).
+The reference is the identity deployed the way the router and the statistics are
+(`rtca.functions.identity.PublishingIdentity`: ``MANUAL`` guarantee, our `Publisher`, no processing), so the ratio
+is the cost of their processing alone. The runtime's own identity (`Identity`: it returns its input, the runtime
+publishes and acknowledges it, ``ATLEAST_ONCE``) is slower here than ours (it confirms every record with a callback
+of its own) and is reported beside it as context: measured against it, a function would look faster than it is.
 
 On a busy machine wall-clock rates swing by tens of percent from one run to the next, so it also prints the CPU
 time the function's instance process spent per message (local stack only, read with psutil): a load-robust view
@@ -45,12 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import psutil
 import pulsar
 
-from rtca.bench.pipeline import send_each
+from rtca.bench.pipeline import delete_topics_with_prefix, send_each
 from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
 from rtca.feed.sinks import pulsar_client
 from rtca.functions import routing
@@ -62,15 +63,17 @@ from rtca.functions.deploy import (
     deploy,
     function_specs,
     identity_spec,
+    publishing_identity_spec,
 )
 from rtca.settings import Settings, Topics, load_settings
-from rtca.stack.remote import http_options
 
 Batch = list[tuple[bytes, dict[str, str], str | None]]
 GOAL = 0.9
-#: (function, input kind) pairs measured, each against the identity on the same input.
+#: (function, input kind) pairs measured, each against the identities on the same input.
 PAIRS = (("router", "raw"), ("stats", "ticker"))
-IDENTITY, PUBLISHING = "identity", "publishing"
+#: The reference (the identity deployed as our functions are) and the runtime's own identity (context).
+REFERENCE, RUNTIME = "publishing", "identity"
+BASELINES = (REFERENCE, RUNTIME)
 
 
 @dataclass(frozen=True)
@@ -230,28 +233,13 @@ def targets(settings: Settings, tag: str) -> dict[str, Target]:
     ident_in, ident_out = s.topic(f"bench-{tag}-identity-in"), s.topic(f"bench-{tag}-identity-out")
     identity = identity_spec(f"bench-{tag}-identity", ident_in, ident_out)
     pub_in, pub_out = s.topic(f"bench-{tag}-publishing-in"), s.topic(f"bench-{tag}-publishing-out")
-    publishing = FunctionSpec(name=f"bench-{tag}-publishing-identity", module="rtca.functions.identity",
-                              class_name="PublishingIdentity", inputs=(pub_in,), output=pub_out)  # fmt: skip
+    publishing = publishing_identity_spec(f"bench-{tag}-publishing-identity", pub_in, pub_out)
     return {
         "router": Target("router", router, s.topic(t.raw), routed),
         "stats": Target("ticker stats", stats, ss.topic(ss.topics.ticker), (ss.topic(ss.topics.ticker_stats),)),
-        IDENTITY: Target("identity", identity, ident_in, (ident_out,)),
-        PUBLISHING: Target("publishing identity", publishing, pub_in, (pub_out,)),
+        RUNTIME: Target("runtime's identity", identity, ident_in, (ident_out,)),
+        REFERENCE: Target("identity", publishing, pub_in, (pub_out,)),
     }
-
-
-def delete_topics(settings: Settings, prefix: str) -> list[str]:
-    """Force-delete the namespace's topics whose short name starts with `prefix` (with their subscriptions)."""
-    p = settings.pulsar
-    deleted = []
-    with httpx.Client(base_url=p.admin_url, timeout=30, **http_options(settings, "pulsar")) as admin:
-        listed = admin.get(f"/admin/v2/persistent/{p.tenant}/{p.namespace}")
-        for topic in listed.json() if listed.is_success else []:
-            if topic.rsplit("/", 1)[-1].startswith(prefix):
-                response = admin.delete("/admin/v2/" + topic.replace("://", "/", 1), params={"force": "true"})
-                if response.is_success:
-                    deleted.append(topic)
-    return deleted
 
 
 # --- measurement ------------------------------------------------------------------------------------------------------
@@ -294,8 +282,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m rtca.bench.functions_e2e", description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--no-publishing-baseline", dest="publishing", action="store_false",
-                        help="skip the publishing identity (our Publisher without processing)")
     parser.add_argument("--keep", action="store_true", help="leave the benchmark's functions and topics in place")
     parser.add_argument("--out", type=Path, default=None, help="directory of the JSON result (<run dir>/bench)")
     args = parser.parse_args(argv)
@@ -303,11 +289,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     say: Callable[[str], None] = print
     tag = uuid.uuid4().hex[:6]
     bench = targets(settings, tag)
-    if not args.publishing:
-        del bench[PUBLISHING]
-    baselines = [b for b in (IDENTITY, PUBLISHING) if b in bench]
     inputs = {"raw": raw_frames(args.messages), "ticker": typed_tickers(args.messages)}
-    measured = {(who, kind): Measured() for name, kind in PAIRS for who in (*baselines, name)}
+    measured = {(who, kind): Measured() for name, kind in PAIRS for who in (*BASELINES, name)}
     rounds: list[dict[str, Any]] = []
     cpu = InstanceCpu()
     started_at, load_before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), load_average()
@@ -320,76 +303,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         for name, target in bench.items():
             endpoints[name] = Endpoint.open(client, target, tag)
         for name, kind in PAIRS:  # warm-up: instances loaded and their producers made, connections up
-            for who in (*baselines, name):
+            for who in (*BASELINES, name):
                 endpoints[who].run(inputs[kind][:500])
         for round_no in range(1, args.rounds + 1):
             load_start, rates = load_average(), {}
             for name, kind in PAIRS:
-                order = (*baselines, name) if round_no % 2 else (name, *reversed(baselines))  # ABBA
+                order = (*BASELINES, name) if round_no % 2 else (name, *reversed(BASELINES))  # ABBA
                 for who in order:
                     rates[(who, kind)] = measure(endpoints[who], inputs[kind], cpu, measured[(who, kind)])
-            ratios = {name: rates[(name, kind)] / rates[(IDENTITY, kind)] for name, kind in PAIRS}
+            ratios = {f"{name}_to_{who}": rates[(name, kind)] / rates[(who, kind)]
+                      for name, kind in PAIRS for who in BASELINES}  # fmt: skip
             rounds.append({"round": round_no, "load_start": load_start, "load_end": load_average(),
                            "rates": {f"{who}_{kind}": rate for (who, kind), rate in rates.items()},
                            "ratios": ratios})  # fmt: skip
             say(f"  round {round_no} (load {load_start[0]:.2f}): " + "; ".join(
-                f"{name} {rates[(name, kind)]:,.0f} / identity {rates[(IDENTITY, kind)]:,.0f} msg/s = "
-                f"{ratios[name]:.0%}" for name, kind in PAIRS))  # fmt: skip
+                f"{name} {rates[(name, kind)]:,.0f} / identity {rates[(REFERENCE, kind)]:,.0f} msg/s = "
+                f"{ratios[f'{name}_to_{REFERENCE}']:.0%}" for name, kind in PAIRS))  # fmt: skip
     finally:
         for endpoint in endpoints.values():
             endpoint.close()
         client.close()  # after its producers and consumers; nothing of Python stays registered in the client
         if not args.keep:
             delete_functions(settings, [t.spec.name for t in bench.values()], known_only=False)
-            delete_topics(settings, f"bench-{tag}-")
+            delete_topics_with_prefix(settings, f"bench-{tag}-")
     load_after = load_average()
-
-    figures: dict[str, float] = {}
-    for name, kind in PAIRS:
-        ours, ident = measured[(name, kind)], measured[(IDENTITY, kind)]
-        round_ratios = [r["ratios"][name] for r in rounds]
-        figures[f"{name}_ratio"] = statistics.median(round_ratios)
-        figures[f"{name}_ratio_min"], figures[f"{name}_ratio_max"] = min(round_ratios), max(round_ratios)
-        figures[f"{name}_{kind}"], figures[f"identity_{kind}"] = ours.best, ident.best
-        figures[f"{name}_{kind}_median"], figures[f"identity_{kind}_median"] = ours.median, ident.median
-        if PUBLISHING in baselines:
-            pub = measured[(PUBLISHING, kind)]
-            figures[f"publishing_{kind}_median"] = pub.median
-            figures[f"publishing_{kind}_ratio"] = statistics.median(
-                r["rates"][f"{PUBLISHING}_{kind}"] / r["rates"][f"{IDENTITY}_{kind}"] for r in rounds)
-        for who in (*baselines, name):
-            us = measured[(who, kind)].cpu_median
-            if us is not None:
-                figures[f"{who}_{kind}_cpu_us" if who in baselines else f"{name}_cpu_us"] = us
-        cpu_ratio = _ratio(figures.get(f"identity_{kind}_cpu_us"), figures.get(f"{name}_cpu_us"))
-        if cpu_ratio is not None:
-            figures[f"{name}_cpu_ratio"] = cpu_ratio
-
-    say(f"end to end, {args.messages:,} messages a run, {args.rounds} rounds; ratio = median over the rounds of "
-        f"function / identity (min-max); rates: median (best):")  # fmt: skip
-    for name, kind in PAIRS:
-        ours, ident, ratio = measured[(name, kind)], measured[(IDENTITY, kind)], figures[f"{name}_ratio"]
-        say(f"  {name:<6} {ratio:5.0%} of identity ({figures[f'{name}_ratio_min']:.0%}-"
-            f"{figures[f'{name}_ratio_max']:.0%}), goal >= {GOAL:.0%}: {'OK' if ratio >= GOAL else 'MISSED'};  "
-            f"{ours.median:,.0f} ({ours.best:,.0f}) vs identity on {kind} {ident.median:,.0f} ({ident.best:,.0f}) "
-            f"msg/s")  # fmt: skip
-    if PUBLISHING in baselines:
-        say("  publishing identity (our Publisher, no processing): " + ", ".join(
-            f"on {kind} {figures[f'publishing_{kind}_ratio']:.0%} of identity "
-            f"({figures[f'publishing_{kind}_median']:,.0f} msg/s)" for _, kind in PAIRS))  # fmt: skip
-    if any(f"{name}_cpu_us" in figures for name, _ in PAIRS):
-        say("  instance CPU per message (median; load-robust); identity's / ours:")
-        for name, kind in PAIRS:
-            if f"{name}_cpu_us" not in figures:
-                continue
-            line = (f"    {name:<6} {figures[f'{name}_cpu_us']:6.1f} us vs identity "
-                    f"{figures[f'identity_{kind}_cpu_us']:6.1f} us = {figures[f'{name}_cpu_ratio']:.0%}")  # fmt: skip
-            if f"publishing_{kind}_cpu_us" in figures:
-                pub_us = figures[f"publishing_{kind}_cpu_us"]
-                line += (f";  publishing identity {pub_us:6.1f} us: our processing "
-                         f"{figures[f'{name}_cpu_us'] - pub_us:+.1f} us, our publishing "
-                         f"{pub_us - figures[f'identity_{kind}_cpu_us']:+.1f} us against the runtime's")  # fmt: skip
-            say(line)
+    figures = summarise(measured, rounds)
+    report(figures, measured, args.messages, args.rounds, say)
     stale = {name: e.stale for name, e in endpoints.items() if e.stale}
     if stale:
         say(f"  stale outputs drained before runs (duplicates or late outputs): {stale}")
@@ -397,8 +336,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         f"{'/'.join(f'{x:.2f}' for x in load_after)} (1/5/15 min; {os.cpu_count()} CPUs)")  # fmt: skip
     result = {
         "schema": "rtca-bench/1", "bench": "functions_e2e", "started": started_at,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "parameters": {"messages": args.messages, "rounds": args.rounds, "goal": GOAL, "baselines": baselines},
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tag": tag,
+        "parameters": {"messages": args.messages, "rounds": args.rounds, "goal": GOAL, "reference": REFERENCE,
+                       "baselines": list(BASELINES)},
         "machine": {"nproc": os.cpu_count(), "load_before": load_before, "load_after": load_after},
         "figures": figures, "rounds": rounds, "stale_outputs": stale,
         "runs": {f"{who}_{kind}": {"rates": m.rates, "cpu_us": m.cpu_us} for (who, kind), m in measured.items()},
@@ -409,6 +349,53 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     say(f"  written {path}")
     return figures
+
+
+def summarise(measured: dict[tuple[str, str], Measured], rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """The figures: per function, the median (min, max) of its round ratios to the reference, the median of those
+    to the runtime's identity, median and best rates, and instance CPU per message."""
+    figures: dict[str, float] = {}
+    for name, kind in PAIRS:
+        for who in BASELINES:
+            per_round = [r["ratios"][f"{name}_to_{who}"] for r in rounds]
+            prefix = f"{name}_ratio" if who == REFERENCE else f"{name}_{who}_ratio"
+            figures[prefix] = statistics.median(per_round)
+            figures[f"{prefix}_min"], figures[f"{prefix}_max"] = min(per_round), max(per_round)
+        for who in (*BASELINES, name):
+            runs = measured[(who, kind)]
+            key = name if who == name else f"{who}_{kind}"
+            figures[f"{key}_{kind}_median" if who == name else f"{key}_median"] = runs.median
+            figures[f"{key}_{kind}" if who == name else key] = runs.best
+            if runs.cpu_median is not None:
+                figures[f"{key}_cpu_us"] = runs.cpu_median
+        cpu_ratio = _ratio(figures.get(f"{REFERENCE}_{kind}_cpu_us"), figures.get(f"{name}_cpu_us"))
+        if cpu_ratio is not None:
+            figures[f"{name}_cpu_ratio"] = cpu_ratio
+    return figures
+
+
+def report(figures: dict[str, float], measured: dict[tuple[str, str], Measured], messages: int, rounds: int,
+           say: Callable[[str], None]) -> None:  # fmt: skip
+    say(f"end to end, {messages:,} messages a run, {rounds} rounds; ratio = median over the rounds of function / "
+        f"identity (min-max); identity = ours (MANUAL, our Publisher, no processing); rates: median (best):")
+    for name, kind in PAIRS:
+        ours, ref, ratio = measured[(name, kind)], measured[(REFERENCE, kind)], figures[f"{name}_ratio"]
+        say(f"  {name:<6} {ratio:5.0%} of identity ({figures[f'{name}_ratio_min']:.0%}-"
+            f"{figures[f'{name}_ratio_max']:.0%}), goal >= {GOAL:.0%}: {'OK' if ratio >= GOAL else 'MISSED'};  "
+            f"{ours.median:,.0f} ({ours.best:,.0f}) vs identity on {kind} {ref.median:,.0f} ({ref.best:,.0f}) msg/s;"
+            f"  {figures[f'{name}_{RUNTIME}_ratio']:.0%} of the runtime's identity "
+            f"({figures[f'{RUNTIME}_{kind}_median']:,.0f} msg/s)")  # fmt: skip
+    if any(f"{name}_cpu_us" in figures for name, _ in PAIRS):
+        say("  instance CPU per message (median; load-robust):")
+        for name, kind in PAIRS:
+            if f"{name}_cpu_us" not in figures or f"{REFERENCE}_{kind}_cpu_us" not in figures:
+                continue
+            ours_us, ref_us = figures[f"{name}_cpu_us"], figures[f"{REFERENCE}_{kind}_cpu_us"]
+            line = (f"    {name:<6} {ours_us:6.1f} us vs identity {ref_us:6.1f} us: our processing "
+                    f"{ours_us - ref_us:+.1f} us")
+            if f"{RUNTIME}_{kind}_cpu_us" in figures:
+                line += f"; the runtime's identity {figures[f'{RUNTIME}_{kind}_cpu_us']:6.1f} us"
+            say(line)
 
 
 if __name__ == "__main__":

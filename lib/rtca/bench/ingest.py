@@ -10,8 +10,8 @@ Each round, on topics of the benchmark's own:
    one frame per line), unthrottled for 25 s (quick) or 45 s: Pulsar's own producer rate on this machine, read as
    the median of its 10-second interval rates after the first (the JVM warms up in the first); once per run.
 
-Ratios: ingest / pulsar-perf (the headline) and ingest / bare Python producer; the median of the rounds' ratios,
-best absolute rates beside them. Also, for context, the rate at which the simulator alone generates frames in
+Ratios: ingest / pulsar-perf (the headline) and ingest / bare Python producer, each of the median rates over the
+rounds (the median of the rounds' own ratios is in the figure's detail), best absolute rates beside them. Also, for context, the rate at which the simulator alone generates frames in
 this process: when it is not much above the ingest rate, the simulator is what limits the ingest figure.
 """
 

@@ -144,18 +144,8 @@ class BenchScope:
             for name in dict.fromkeys(self.tables):
                 pinot.delete_table(name)
 
-    def _delete_topics(self, timeout: float = 60.0) -> None:
-        """Delete every topic of the scope; a Pinot reader of a just-dropped table may re-create one, so retry."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = [t for t in namespace_topics(self.base) if t.rsplit("/", 1)[-1].startswith(self.topic_prefix)]
-            if not left:
-                return
-            if time.monotonic() > deadline:
-                raise BenchError(f"topics left: {', '.join(left)}")
-            for topic in left:
-                delete_topic(self.base, topic)
-            time.sleep(2)
+    def _delete_topics(self) -> None:
+        delete_topics_with_prefix(self.base, self.topic_prefix)
 
     def __enter__(self) -> BenchScope:
         return self
@@ -183,6 +173,21 @@ def namespace_topics(settings: Settings) -> list[str]:
 def delete_topic(settings: Settings, topic: str) -> None:
     with _admin(settings) as admin:
         admin.delete(_topic_path(topic), params={"force": "true"})
+
+
+def delete_topics_with_prefix(settings: Settings, prefix: str, timeout: float = 60.0) -> None:
+    """Delete every topic of the namespace whose short name starts with `prefix`. A reader of a just-dropped Pinot
+    table, or a function instance still stopping, may re-create one: retry until none is left for `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [t for t in namespace_topics(settings) if t.rsplit("/", 1)[-1].startswith(prefix)]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"topics left: {', '.join(left)}")
+        for topic in left:
+            delete_topic(settings, topic)
+        time.sleep(2)
 
 
 def topic_stats(settings: Settings, topic: str) -> dict[str, Any]:

@@ -90,6 +90,8 @@ class Figure:
     where "better" means smaller: the query benchmark's "4x better than untuned" is untuned p99 / tuned p99).
     `paired_ratio`, when given, is the ratio instead: e.g. the median of per-round ratios of a benchmark that
     measures both sides in each round, which the load's swings between rounds disturb less than a ratio of medians.
+    `unmet_because`, when given, says which condition of the goal the run did not hold (e.g. the rate it asks for):
+    the goal is then not met, whatever the ratio.
     """
 
     bench: str
@@ -104,6 +106,7 @@ class Figure:
     note: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
     paired_ratio: float | None = None
+    unmet_because: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -116,7 +119,9 @@ class Figure:
 
     @property
     def met(self) -> bool | None:
-        return self.goal.met(self.ratio) if self.goal else None
+        if self.goal is None:
+            return None
+        return False if self.unmet_because else self.goal.met(self.ratio)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,6 +130,7 @@ class Figure:
             "ratio_unit": self.ratio_unit, "inverse": self.inverse,
             "goal": None if self.goal is None else {"op": self.goal.op, "threshold": self.goal.threshold},
             "met": self.met, "note": self.note, "detail": dict(self.detail), "paired_ratio": self.paired_ratio,
+            "unmet_because": self.unmet_because,
         }  # fmt: skip
 
 
@@ -166,6 +172,7 @@ class BenchResult:
                 goal=Goal(goal["op"], float(goal["threshold"])) if goal else None,
                 ratio_unit=f.get("ratio_unit", "x"), inverse=bool(f.get("inverse")), note=f.get("note", ""),
                 detail=f.get("detail") or {}, paired_ratio=f.get("paired_ratio"),
+                unmet_because=f.get("unmet_because", ""),
             ))  # fmt: skip
         return cls(bench=data["bench"], started=data.get("started", ""), finished=data.get("finished", ""),
                    seconds=float(data.get("seconds") or 0), quick=bool(data.get("quick")),
@@ -278,7 +285,18 @@ def format_ratio(figure: Figure) -> str:
 
 
 def _verdict(figure: Figure) -> str:
-    return {True: "yes", False: "NO", None: ""}[figure.met]
+    verdict = {True: "yes", False: "NO", None: ""}[figure.met]
+    return f"{verdict} *" if figure.note or figure.unmet_because else verdict
+
+
+def notes(results: Sequence[BenchResult]) -> list[str]:
+    """`* bench, figure: why the goal is not met; note` for every figure marked with `*` in the table."""
+    lines = []
+    for f in (f for r in results for f in r.figures):
+        said = "; ".join(text for text in (f.unmet_because and f"not met: {f.unmet_because}", f.note) if text)
+        if said:
+            lines.append(f"* {f.bench}, {f.name}: {said}")
+    return lines
 
 
 COLUMNS = ("bench", "figure", "value", "reference (same run)", "ratio", "goal", "met")

@@ -173,10 +173,20 @@ def alert_rules(settings: Settings) -> list[dict[str, Any]]:
 
 
 def identity_spec(name: str, input_topic: str, output_topic: str) -> FunctionSpec:
-    """The benchmark's baseline: same runtime, same input serde, the runtime's own publish and auto-ack."""
+    """An identity function: same runtime, same input serde, the runtime's own publish and auto-ack (the smoke
+    test's function, and the benchmarks' second baseline)."""
     return FunctionSpec(
         name=name, module="rtca.functions.identity", class_name="Identity", inputs=(input_topic,),
         output=output_topic, processing_guarantees="ATLEAST_ONCE",
+    )  # fmt: skip
+
+
+def publishing_identity_spec(name: str, input_topic: str, output_topic: str) -> FunctionSpec:
+    """The benchmarks' reference: an identity deployed as the router and the statistics are (``MANUAL``, our
+    `Publisher`), so a ratio to it is the cost of their processing alone."""
+    return FunctionSpec(
+        name=name, module="rtca.functions.identity", class_name="PublishingIdentity", inputs=(input_topic,),
+        output=output_topic,
     )  # fmt: skip
 
 
