@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from rtca.errors import ConfigError
 from rtca.feed.capture import SHIPPED_CAPTURE, Capture, Received, read_capture, write_capture
-from rtca.feed.protocol import END_OF_STREAM, parse_time, subscribe_frame
+from rtca.feed.protocol import CHANNEL_OF_TYPE, END_OF_STREAM, parse_time, subscribe_frame
 from rtca.feed.replay import ReplaySource, parse_speed, replay_server
 from rtca.feed.server import Faults
 
@@ -237,3 +237,49 @@ def test_a_fast_looping_replay_never_dates_frames_after_now() -> None:
     assert all(stamp <= now + 1e-6 for stamp, now in stamps)  # looping at max speed never runs ahead
     times = [stamp for stamp, _ in stamps]
     assert times[-1] > times[0]
+
+
+def test_looping_never_sends_a_product_channel_time_back_from_one_pass_to_the_next() -> None:
+    """Each pass replays the `last_match` and first ticker the subscription started with, older than the capture:
+    shifted by the period only, they went back before what the previous pass sent (found at 1x with shift_time)."""
+    source = ReplaySource(read_capture(SHIPPED_CAPTURE), speed=None, loop=True, shift_time=True,
+                          clock=lambda: 1_800_000_000.0 + source._position())  # the clock of a 1x replay
+
+    async def play() -> list[tuple[int, dict[str, Any]]]:
+        sent = []
+        for _ in range(3 * len(source._entries)):
+            frame = await source.next()
+            assert frame is not None
+            sent.append((source.passes, orjson.loads(frame.text)))
+        return sent
+
+    latest: dict[tuple[Any, Any], float] = {}
+    back = []
+    for passes, obj in asyncio.run(play()):
+        if not isinstance(obj.get("time"), str):
+            continue
+        series, at = (obj.get("product_id"), CHANNEL_OF_TYPE.get(obj["type"])), parse_time(obj["time"]).timestamp()
+        if at < latest.get(series, at):
+            back.append((passes, *series, obj["type"], round(latest[series] - at, 3)))
+        latest[series] = max(at, latest.get(series, at))
+    print(f"{len(back)} times back:", back[:5])
+    assert source.passes == 2 and back == []
+
+
+def test_a_capture_whose_receive_times_go_back_still_loops_forward(tmp_path: Path) -> None:
+    """The period is the span of receive times, not the last frame's offset (a clock step while recording)."""
+    path = tmp_path / "clock-step.capture"
+    lines = [f'{at}: {{"type":"match","product_id":"X-USD","trade_id":{i},"sequence":{i},"side":"buy",'
+             f'"price":"1","size":"1","time":"2023-11-14T22:13:{20 + i:02d}.000000Z"}}'
+             for i, at in enumerate((1000.0, 1005.0, 998.0, 997.0))]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    source = ReplaySource(read_capture(path), speed=None, loop=True)
+
+    async def passes() -> list[float]:
+        return [parse_time(orjson.loads((await source.next()).text)["time"]).timestamp()  # type: ignore[union-attr]
+                for _ in range(12)]  # fmt: skip
+
+    times = asyncio.run(passes())
+    firsts = times[0::4]
+    print("each pass's first time:", firsts)
+    assert firsts == sorted(firsts) and len(set(firsts)) == 3

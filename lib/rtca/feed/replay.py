@@ -4,7 +4,10 @@ Frames keep their recorded spacing divided by `speed` (None: as fast as the clie
 `subscriptions` and `error` frames are not replayed: the server answers subscriptions itself. Frames are sent as
 recorded, byte for byte, unless something must change:
 - looping: each pass shifts `time` forward by the capture's period and offsets `sequence` and `trade_id` by their
-  per-product span, so that they keep increasing (trade ids stay consecutive across passes);
+  per-product span, so that they keep increasing (trade ids stay consecutive across passes). A frame older than
+  the capture (the `last_match` and first ticker a subscription starts with, replayed at each pass) is sent no
+  earlier than the latest time the earlier passes sent for its product and channel, so times never go back from
+  one pass to the next;
 - `shift_time`: times move by (now - capture start), so that they look live and freshness downstream means
   something (at speeds other than 1x they drift from the wall clock);
 - the `skip_trade_ids` / `sequence_jump` faults.
@@ -123,9 +126,12 @@ class ReplaySource:
         self.faults = faults or Faults()
         self._clock = clock
         self._spans = _spans(self._entries)
-        gaps = [b.offset - a.offset for a, b in zip(self._entries, self._entries[1:], strict=False)]
-        # One pass lasts the capture plus a typical gap, so the next pass does not start on the last frame's time.
-        self._period = self._entries[-1].offset + (sorted(gaps)[len(gaps) // 2] if gaps else 0.001)
+        pairs = zip(self._entries, self._entries[1:], strict=False)
+        gaps = sorted(gap for a, b in pairs if (gap := b.offset - a.offset) > 0)
+        # One pass lasts the capture plus a typical gap, so the next pass does not start on the last frame's time;
+        # from the earliest to the latest receive time (a clock step while recording can put them out of order).
+        offsets = [e.offset for e in self._entries]
+        self._period = max(offsets) - min(0.0, min(offsets)) + (gaps[len(gaps) // 2] if gaps else 0.001)
         self._start_us = int(capture.frames[0].at * 1e6)
         self.passes = 0
         self._index = 0
@@ -138,6 +144,10 @@ class ReplaySource:
         self._last: dict[tuple[str, str], Outgoing] = {}
         self._last_match: dict[str, dict[str, Any]] = {}
         self._last_status: Outgoing | None = None
+        self._sent_us: dict[tuple[str, str | None], int] = {}
+        """(product, channel) -> the latest time sent so far."""
+        self._floor_us: dict[tuple[str, str | None], int] = {}
+        """(product, channel) -> the latest time the earlier passes sent: no frame of this pass goes before it."""
 
     # --- FrameSource -------------------------------------------------------------------------------------------
     async def next(self) -> Outgoing | None:
@@ -190,6 +200,7 @@ class ReplaySource:
     def _start_pass(self) -> None:
         if self.passes:
             self._shift_us += int(self._period * 1e6)
+            self._floor_us = dict(self._sent_us)
         if self.shift_time:
             self._shift_us = max(self._shift_us, self._now_shift())
 
@@ -216,14 +227,19 @@ class ReplaySource:
                 offset = self.passes * self._spans.get(key, 0) + self._fault_offsets.get(key, 0)
                 if offset and isinstance(obj.get(name), int):
                     offsets[name] = obj[name] + offset
-        shift = self._shift_us if entry.time_us is not None else 0
-        if obj is None or not (offsets or shift):
-            return Outgoing(entry.text, entry.type, entry.channel, entry.product), obj
-        changed = {**obj, **offsets}
-        if shift and entry.time_field is not None and entry.time_us is not None:
-            moved = entry.time_us + shift
+        moved = None
+        if entry.time_us is not None and entry.time_field is not None:
+            series = (entry.product or "", entry.channel)
+            moved = max(entry.time_us + self._shift_us, self._floor_us.get(series, 0))
             if self.shift_time:  # never ahead of now: looping faster than recorded, later passes would run ahead
                 moved = min(moved, int(self._clock() * 1e6))  # of the clock (and a router refuses future times)
+            self._sent_us[series] = max(moved, self._sent_us.get(series, moved))
+            if moved == entry.time_us:
+                moved = None
+        if obj is None or not (offsets or moved is not None):
+            return Outgoing(entry.text, entry.type, entry.channel, entry.product), obj
+        changed = {**obj, **offsets}
+        if moved is not None and entry.time_field is not None:
             try:
                 changed[entry.time_field] = format_time_us(moved)
             except ValueError:  # a recorded time the shift takes past the year 9999: sent as recorded
