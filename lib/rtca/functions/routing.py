@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
