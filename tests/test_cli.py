@@ -159,3 +159,14 @@ def test_a_missing_capture_is_named_before_pulsar_is_tried(tmp_path: Path, monke
     started = time.monotonic()
     assert main(["ingest", "run", "--source", "replay", "--capture", str(tmp_path / "nowhere.capture")]) == 1
     assert "error: capture not found" in capsys.readouterr().err and time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:99999", "ws://[::1", "http://127.0.0.1:9/"])
+def test_recording_from_a_bad_url_is_one_line_and_keeps_an_earlier_capture(
+        url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    earlier = tmp_path / "earlier.capture"
+    earlier.write_text("1.0: {}\n")
+    assert main(["record", str(earlier), "--force", "--url", url, "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "websocket URL" in err and "Traceback" not in err, err
+    assert earlier.read_text() == "1.0: {}\n"

@@ -212,10 +212,13 @@ def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
     report = record(args.output, url=args.url, products=_split(args.products), channels=_split(args.channels),
                     duration=args.duration, max_messages=args.max_messages)
     print(report)
-    if report.frames == 0:
-        Path(args.output).unlink(missing_ok=True)
-        raise RtcaError(f"nothing recorded from {args.url} ({report.connections} connection(s)); no file written",
-                        hint="check the URL and the network: the connection's warnings are above")
+    if report.data == 0:
+        if report.connections:  # written from the first connection on; only the server's answers are no capture
+            Path(args.output).unlink(missing_ok=True)
+        said = f"; the server answered: {'; '.join(report.errors)}" if report.errors else ""
+        raise RtcaError(f"nothing recorded from {args.url} ({report.connections} connection(s)){said}; no file "
+                        f"written", hint="check the URL, the products and channels, and the network: the "
+                                          "connection's warnings are above")  # fmt: skip
     return 0
 
 
@@ -424,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 FILESYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
-                               errno.EISDIR, errno.ENAMETOOLONG})
+                               errno.EISDIR, errno.ENAMETOOLONG, errno.EFBIG})
 """Errors of the machine's files (a full disk, a read-only or misnamed run directory): the user's to fix, so a line
 that names the path instead of a traceback."""
 FILESYSTEM_HINT = ("free disk space, or check the path and its permissions (the run directory is RTCA_RUN_DIR, "

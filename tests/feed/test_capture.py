@@ -84,3 +84,24 @@ def test_a_capture_that_is_not_utf8_is_a_config_error_naming_the_line(tmp_path: 
     path.write_bytes(b'1.0: {"type":"heartbeat"}\n1.5: {"type":"\xff"}\n')
     with pytest.raises(ConfigError, match=r"bad.capture:2: not UTF-8"):
         read_capture(path)
+
+
+@pytest.mark.parametrize("line", ["nan: {}", "inf: {}", "ws://x <- -inf: {}", "ws://x <-> nan"])
+def test_a_time_that_is_no_number_is_a_bad_line(tmp_path: Path, line: str) -> None:
+    """`nan` and `inf` parse as floats; replayed, they crashed the server's pump and left its clients hanging."""
+    path = tmp_path / "nan.capture"
+    path.write_text(f'1.0: {{"type":"ticker"}}\n{line}\n')
+    with pytest.raises(ConfigError, match=r"nan.capture:2: not a capture line"):
+        read_capture(path)
+
+
+def test_the_writer_creates_the_file_with_its_first_event_only(tmp_path: Path) -> None:
+    """A recorder that never connects must leave an earlier capture of the same name (`--force`) as it was."""
+    path = tmp_path / "kept.capture"
+    path.write_text("1.0: {}\n")
+    with CaptureWriter(path) as writer:
+        assert not writer.written
+    assert path.read_text() == "1.0: {}\n"
+    with CaptureWriter(path) as writer:
+        writer.write(Received(2.0, "{}"))
+    assert path.read_text() == "2.0: {}\n"

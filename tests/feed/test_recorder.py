@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from rtca.feed.capture import Capture, Opened, Sent, read_capture
 from rtca.feed.protocol import parse_frame
@@ -62,3 +65,31 @@ def test_frames_that_cannot_be_one_line() -> None:
     assert _one_line(b'{"a":\n 1}') == '{"a":1}'
     assert _one_line(b"two\nlines, not json") is None
     assert _one_line(b"\xff\xfe") is None
+
+
+def test_a_session_the_server_refused_records_no_market_data_and_says_why(run: Run, small: Capture,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    """Coinbase answers an unknown product or an authenticated-only channel with an `error` frame: counted as a
+    recorded frame, it made `rtca record` succeed with a capture nothing can replay."""
+    async def session() -> RecordReport:
+        async with replay_server(small, speed="max") as server:
+            return await record_session(tmp_path / "refused.capture", url=server.url, products=["BTC-XYZ"],
+                                        channels=["ticker"], duration=1.5)  # fmt: skip
+
+    report = run(session())
+    print(report, report.errors)
+    assert report.frames >= 1 and report.data == 0
+    assert report.errors and "BTC-XYZ is not a valid product" in report.errors[0]
+
+
+def test_a_full_disk_while_connecting_stops_the_recorder_instead_of_reconnecting(run: Run, small: Capture) -> None:
+    """The connection lines are written when a connection opens: their OSError read as a connection failure, and
+    the recorder retried forever."""
+    async def session() -> RecordReport:
+        async with replay_server(small, speed="max") as server:
+            return await record_session("/dev/full", url=server.url, products=small.products,
+                                        channels=small.channels, duration=10)  # fmt: skip
+
+    with pytest.raises(OSError) as failed:
+        run(session())
+    assert failed.value.errno == errno.ENOSPC

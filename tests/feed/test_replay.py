@@ -93,6 +93,10 @@ def test_frames_are_sent_exactly_as_recorded(run: Run, shipped: Capture) -> None
         ({"type": "subscribe", "product_ids": ["BTC-XYZ"], "channels": ["ticker"]}, "BTC-XYZ is not a valid product"),
         ({"type": "subscribe", "product_ids": [], "channels": ["ticker"]}, "No product ids provided for ticker"),
         ({"type": "hello"}, "Type has to be either subscribe or unsubscribe"),
+        ({"type": "subscribe", "product_ids": ["SKL-USD"], "channels": ["full"]},  # else silence, and reconnects
+         "full requires authentication, which this server does not offer"),
+        ({"type": "subscribe", "product_ids": ["SKL-USD"], "channels": ["level3"]},
+         "level3 requires authentication, which this server does not offer"),
     ],
 )
 def test_bad_requests_get_an_error_and_the_connection_stays(run: Run, shipped: Capture, request_: dict[str, Any],
@@ -283,3 +287,32 @@ def test_a_capture_whose_receive_times_go_back_still_loops_forward(tmp_path: Pat
     firsts = times[0::4]
     print("each pass's first time:", firsts)
     assert firsts == sorted(firsts) and len(set(firsts)) == 3
+
+
+def test_a_client_that_stops_reading_is_dropped_and_the_others_keep_flowing(
+        run: Run, shipped: Capture, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The pump sent to each client in turn: one full send buffer stalled every client for ~30 s (until websockets'
+    keepalive gave up), long enough for their ingest to call the feed silent and reconnect."""
+    import rtca.feed.server
+
+    monkeypatch.setattr(rtca.feed.server, "SLOW_CLIENT_SECONDS", 1.0)
+
+    async def read_beside_a_stuck_client() -> tuple[int, float, int]:
+        async with replay_server(shipped, speed="max", loop=True) as server:
+            stuck = await connect(server.url, max_queue=1)  # subscribes, then never reads
+            await stuck.send(subscribe_frame(shipped.products, shipped.channels))
+            async with connect(server.url, close_timeout=0.1) as ws:
+                await ws.send(subscribe_frame(shipped.products, shipped.channels))
+                frames, longest, started = 0, 0.0, time.monotonic()
+                last = started
+                while time.monotonic() - started < 8:
+                    async with asyncio.timeout(20):
+                        await ws.recv()
+                    frames, now = frames + 1, time.monotonic()
+                    longest, last = max(longest, now - last), now
+            stuck.transport.abort()
+            return frames, longest, server.stats.connections
+
+    frames, longest, connections = run(read_beside_a_stuck_client())
+    print(f"{frames} frames in 8 s beside a client that stopped reading; longest wait {longest:.2f} s")
+    assert frames > 10_000 and longest < 4.0 and connections == 2

@@ -11,6 +11,7 @@ frames without the break and skips anything else).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -105,13 +106,21 @@ def parse_line(line: str) -> CaptureEvent:
     head, sep, text = line.partition(": ")
     parts = head.split(" ")
     if len(parts) == 1 and sep:
-        return Received(float(parts[0]), text)
+        return Received(_epoch(parts[0]), text)
     if len(parts) == 3 and parts[1] == "<-" and sep:
-        return Sent(parts[0], float(parts[2]), text)
+        return Sent(parts[0], _epoch(parts[2]), text)
     parts = line.split(" ")
     if len(parts) == 3 and parts[1] == "<->":
-        return Opened(parts[0], float(parts[2]))
+        return Opened(parts[0], _epoch(parts[2]))
     raise ValueError("not a capture line")
+
+
+def _epoch(text: str) -> float:
+    """Epoch seconds; `nan` and `inf` parse as floats but are no time (they broke the replay's pacing)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a time: {text}")
+    return value
 
 
 def format_event(event: CaptureEvent) -> str:
@@ -153,21 +162,30 @@ def read_capture(path: Path | str) -> Capture:
 
 
 class CaptureWriter:
-    """Appends events to a capture file, line by line (flushed, so a killed recorder leaves a valid file)."""
+    """Writes events to a capture file, line by line (flushed, so a killed recorder leaves a valid file). The file
+    is created (or replaced) by the first event only: a recorder that never connects leaves an earlier capture of
+    the same name as it was."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = self.path.open("w", encoding="utf-8", buffering=1)
+        self._file: IO[str] | None = None
 
     def write(self, event: CaptureEvent) -> None:
         text = format_event(event)
         if "\n" in text or "\r" in text:
             raise ValueError("a capture event cannot contain a line break")
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w", encoding="utf-8", buffering=1)
         self._file.write(text + "\n")
 
+    @property
+    def written(self) -> bool:
+        return self._file is not None
+
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
     def __enter__(self) -> CaptureWriter:
         return self

@@ -103,7 +103,13 @@ class FeedConnection:
     ) -> None:
         """`subscribe` is the subscribe frame's text, sent right after each connect (the exchange requires it
         within 5 s); `on_open(url, at, subscribe)` is called after it went out (the recorder writes it down)."""
-        if urlsplit(url).scheme not in ("ws", "wss"):
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises on a port out of range
+        except ValueError as exc:  # a port out of range, an unclosed IPv6 bracket
+            raise ConfigError(f"invalid websocket URL {url!r}: {exc}",
+                              hint="use ws://host:port or wss://host") from None
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ConfigError(f"not a websocket URL: {url!r}", hint="use ws://host:port or wss://host")
         self.url = url
         self.subscribe = subscribe
@@ -120,6 +126,7 @@ class FeedConnection:
         attempt = 0
         while True:
             delivered = False
+            hook_failed: BaseException | None = None
             try:
                 async with connect(
                     self.url,
@@ -132,7 +139,11 @@ class FeedConnection:
                     self.state.connected = True
                     self.state.connections += 1
                     if self.on_open is not None:
-                        self.on_open(self.url, time.time(), self.subscribe)
+                        try:
+                            self.on_open(self.url, time.time(), self.subscribe)
+                        except BaseException as exc:  # e.g. the recorder's disk is full: not a connection problem
+                            hook_failed = exc
+                            raise
                     while True:
                         try:
                             async with asyncio.timeout(self.silence_timeout):
@@ -154,6 +165,8 @@ class FeedConnection:
             except InvalidURI as exc:
                 raise ConfigError(f"invalid websocket URL {self.url!r}: {exc}") from exc
             except (OSError, TimeoutError, InvalidHandshake) as exc:
+                if exc is hook_failed:
+                    raise
                 self.state.failures += 1
                 self.state.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("%s: cannot connect: %s", self.url, self.state.last_error)

@@ -2,7 +2,9 @@
 
 Every connection (reconnects included) writes its `<->` and subscribe lines, then each frame as received. A frame
 with a line break cannot be stored as one line: a JSON frame is re-serialised without it, anything else (and a
-binary frame that is not UTF-8) is skipped and counted.
+binary frame that is not UTF-8) is skipped and counted. The server's `subscriptions` and `error` answers are
+recorded too but are no market data: a session that brought nothing else recorded nothing (`RecordReport.data`),
+and the errors' reasons say why (an unknown product, a channel that needs authentication).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class RecordReport:
     skipped: int
     connections: int
     seconds: float
+    data: int = 0
+    """Frames of market data (all but the server's `subscriptions` and `error` answers)."""
+    errors: tuple[str, ...] = ()
+    """The server's `error` answers: message and reason (the first few)."""
 
     def __str__(self) -> str:
         return (f"recorded {self.frames} frames from {self.url} to {self.path} in {self.seconds:.1f} s, "
@@ -54,6 +60,21 @@ def _one_line(data: bytes) -> str | None:
         return None
 
 
+def _server_answer(data: bytes) -> str | None:
+    """None for market data; "" for a `subscriptions` answer; message and reason of an `error` answer."""
+    if b'"subscriptions"' not in data and b'"error"' not in data:
+        return None  # the cheap test first: this runs for every frame
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or obj.get("type") not in ("subscriptions", "error"):
+        return None
+    if obj["type"] == "subscriptions":
+        return ""
+    return ": ".join(str(obj[k]) for k in ("message", "reason") if obj.get(k)) or "error"
+
+
 async def record_session(
     output: Path | str,
     *,
@@ -68,7 +89,8 @@ async def record_session(
     """Record until `duration`, `max_messages`, the end of a finite stream, or `stop`."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    frames = skipped = 0
+    frames = skipped = data = 0
+    errors: list[str] = []
     with CaptureWriter(output) as writer:
 
         def opened(at_url: str, at: float, subscribe: str) -> None:
@@ -79,7 +101,7 @@ async def record_session(
                                     on_open=opened)
 
         async def consume() -> str:
-            nonlocal frames, skipped
+            nonlocal frames, skipped, data
             async with aclosing(connection.frames()) as stream:
                 async for frame in stream:
                     line = _one_line(frame.data)
@@ -88,13 +110,18 @@ async def record_session(
                         continue
                     writer.write(Received(frame.received_at, line))
                     frames += 1
+                    answer = _server_answer(frame.data)
+                    if answer is None:
+                        data += 1
+                    elif answer and len(errors) < 5:
+                        errors.append(answer)
                     if max_messages is not None and frames >= max_messages:
                         return "max_messages"
             return "end_of_stream"
 
         ended = await run_until(consume(), duration=duration, stop=stop)
     report = RecordReport(writer.path, url, ended, frames, skipped, connection.state.connections,
-                          round(loop.time() - started, 3))
+                          round(loop.time() - started, 3), data, tuple(errors))
     log.info("%s", report)
     return report
 

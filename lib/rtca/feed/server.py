@@ -2,7 +2,9 @@
 server with different `FrameSource`s.
 
 Protocol, as on the exchange: a client must subscribe within `subscribe_timeout` seconds; each subscribe or
-unsubscribe is answered with the full subscription set (or an `error` frame); a client receives only the channels
+unsubscribe is answered with the full subscription set (or an `error` frame: an unknown product or channel, or one
+of the authenticated feed's, `full` and `level3`); a client that stops reading is dropped after
+`SLOW_CLIENT_SECONDS`, as the exchange drops slow consumers; a client receives only the channels
 and products it subscribed to (`level2_batch` is served from level2 data), and each newly subscribed
 (channel, product) first gets the current state: a level2 snapshot, the last ticker, the last match as
 `last_match`.
@@ -44,6 +46,12 @@ from rtca.feed.protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+SLOW_CLIENT_SECONDS = 5.0
+"""A client whose send buffer stays full this long is dropped, so one that stops reading does not stall the others
+(their ingest would call the feed silent and reconnect)."""
+UNSERVED_CHANNELS = frozenset({"full", "level3"})
+"""Channels of the exchange's authenticated feed: refused with an error, as the exchange refuses them without a key."""
 
 Subscribed = dict[str, tuple[str, ...]]
 """Channel name (as the client wrote it) -> products, in subscription order."""
@@ -199,7 +207,8 @@ class FeedServer:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"ws://{host}:{self.port}"
 
     @staticmethod
     def _pump_done(task: asyncio.Task[None]) -> None:
@@ -249,6 +258,8 @@ class FeedServer:
         for name, products in request.requested().items():
             if name not in CHANNELS:
                 raise MalformedFrame("bad_fields", f"{name} is not a valid channel")
+            if name in UNSERVED_CHANNELS:  # subscribed, they would only bring silence (and a client's reconnects)
+                raise MalformedFrame("bad_fields", f"{name} requires authentication, which this server does not offer")
             if name in PRODUCTLESS_CHANNELS:
                 continue
             if not products and request.type == "subscribe":
@@ -264,9 +275,15 @@ class FeedServer:
 
     async def _send(self, client: _Client, data: str | bytes, kind: str | None) -> bool:
         try:
-            await client.ws.send(data)
+            async with asyncio.timeout(SLOW_CLIENT_SECONDS):  # only a full send buffer makes it wait at all
+                await client.ws.send(data)
         except ConnectionClosed:
             self._forget(client)
+            return False
+        except TimeoutError:  # it stopped reading: drop it, as the exchange drops slow consumers, not the others
+            log.warning("dropping a client that has not read for %g s", SLOW_CLIENT_SECONDS)
+            self._forget(client)
+            client.ws.transport.abort()  # it would not read a close frame either
             return False
         self.stats.frames_sent += 1
         self.stats.sent_by_type[kind or "other"] += 1
