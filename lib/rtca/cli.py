@@ -26,12 +26,26 @@ def _print_states(states: list[ServiceState]) -> None:
     print(f"{'service':<18}{'health':<10}{'pid':>8}{'rss MB':>9}  url")
     for st in states:
         rss = f"{st.rss_bytes / 1024**2:.0f}" if st.rss_bytes else "-"
-        print(f"{st.name:<18}{'healthy' if st.healthy else 'DOWN':<10}{st.pid or '-':>8}{rss:>9}  {st.url}")
+        health = "healthy" if st.healthy else "not ready" if st.pid else "DOWN"  # running, still starting (or hung)
+        print(f"{st.name:<18}{health:<10}{st.pid or '-':>8}{rss:>9}  {st.url}")
     total = sum(st.rss_bytes or 0 for st in states)
     print(f"{'total':<18}{'':<10}{'':>8}{total / 1024**2:>9.0f}")
 
 
+def _terminate_like_ctrl_c() -> None:
+    """`kill PID` (SIGTERM) and a closed terminal (SIGHUP) clean up as Ctrl-C does, instead of leaving half of what
+    the command started running."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    _terminate_like_ctrl_c()
     _print_states(stack.up(settings))
     where = (f"password in {settings.secrets_dir / 'superset.json'}" if settings.backend == "local"
              else "password as configured")
@@ -67,9 +81,20 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
     if not log.exists():
         raise RtcaError(f"no log for '{args.service}' at {log}",
                         hint=f"logs present: {', '.join(p.stem for p in settings.logs_dir.glob('*.log')) or 'none'}")
-    lines = log.read_text(errors="replace").splitlines()
-    print("\n".join(lines[-args.lines:]))
+    print("\n".join(_last_lines(log, args.lines)))
     return 0
+
+
+def _last_lines(path: Path, count: int, block: int = 64 * 1024) -> list[str]:
+    """The last `count` lines, read from the end (Pulsar's log grows to hundreds of MB)."""
+    with path.open("rb") as f:
+        end = f.seek(0, 2)
+        data, start = b"", end
+        while start > 0 and data.count(b"\n") <= count:
+            start = max(0, start - block)
+            f.seek(start)
+            data = f.read(end - start)
+    return data.decode(errors="replace").splitlines()[-count:] if count > 0 else []
 
 
 def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -304,14 +329,9 @@ def cmd_runbooks(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    import signal
-
     from rtca.bench.suite import DEFAULT, run_suite, summary_lines
 
-    def interrupt(signum: int, frame: object) -> None:  # `kill PID` cleans up like Ctrl-C: the benchmarks'
-        raise KeyboardInterrupt  # topics, tables and functions are deleted on the way out
-
-    signal.signal(signal.SIGTERM, interrupt)
+    _terminate_like_ctrl_c()  # the benchmarks' topics, tables and functions are deleted on the way out
 
     options: dict[str, dict[str, Any]] = {name: {"products": args.products} for name in PRODUCT_BENCHES
                                           if args.products}  # fmt: skip

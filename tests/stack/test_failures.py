@@ -6,7 +6,12 @@ disturb it; each fails on purpose within seconds of starting.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +22,7 @@ from rtca import stack
 from rtca.errors import PortInUseError, PrerequisiteError, ServiceError
 from rtca.settings import Settings, load_settings
 from rtca.stack import local
-from rtca.stack.process import Supervisor
+from rtca.stack.process import Launch, Service, Supervisor
 
 
 def free_ports(count: int) -> list[int]:
@@ -115,3 +120,99 @@ def test_full_disk_is_a_prerequisite_error(monkeypatch: pytest.MonkeyPatch, tmp_
     with pytest.raises(PrerequisiteError) as raised:
         local.check_prerequisites(settings)
     assert "GB free" in str(raised.value) and "RTCA_RUN_DIR" in str(raised.value)
+
+
+def _web_service(port: int, name: str = "web") -> Service:
+    """A cheap stand-in for a stack service: Python's HTTP server (healthy once it answers)."""
+    argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    return Service(name, lambda: Launch(argv=argv), url=f"http://127.0.0.1:{port}",
+                   health_url=f"http://127.0.0.1:{port}/", ports=(port,))  # fmt: skip
+
+
+def test_two_starts_at_once_start_one_process(tmp_path: Path) -> None:
+    """Two `rtca up` at once each saw the service missing and each launched it: two JVMs of one service, one in no
+    pid file (found by review: two StartServer JVMs). The run directory's lock makes the second wait and find it."""
+    settings = isolated_settings(tmp_path)
+    service = _web_service(free_ports(1)[0])
+    launched: list[list[str]] = []
+
+    def up_once() -> None:
+        supervisor = Supervisor(settings)
+        with supervisor.exclusive():
+            started: list[str] = []
+            supervisor.start_all([service], timeout=60, started=started)
+            launched.append(started)
+
+    threads = [threading.Thread(target=up_once) for _ in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+        servers = [p for p in psutil.process_iter() if _serves(p, service)]
+        print("launched per call:", launched, "servers:", [p.pid for p in servers])
+        assert sorted(len(x) for x in launched) == [0, 0, 1]
+        running = Supervisor(settings).process("web")
+        assert len(servers) == 1 and running is not None and running.pid == servers[0].pid
+    finally:
+        Supervisor(settings).stop("web")
+
+
+def _serves(proc: psutil.Process, service: Service) -> bool:
+    try:
+        return "http.server" in " ".join(proc.cmdline()) and str(service.ports[0]) in proc.cmdline()
+    except psutil.Error:
+        return False
+
+
+def test_status_checks_every_service_at_once(tmp_path: Path) -> None:
+    """A JVM that accepts connections but does not answer yet costs a health check its whole timeout: one after
+    another, `rtca status` took half a minute while the stack started."""
+    settings = isolated_settings(tmp_path)
+    listeners = []
+    for _ in range(4):  # accept (the kernel's backlog does) and never answer
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listeners.append(listener)
+    services = [_web_service(int(lst.getsockname()[1]), f"mute-{i}") for i, lst in enumerate(listeners)]
+    try:
+        started = time.monotonic()
+        states = Supervisor(settings).states(services)
+        took = time.monotonic() - started
+    finally:
+        for listener in listeners:
+            listener.close()
+    print(f"4 services that do not answer, checked in {took:.1f} s (one check times out after 3 s)")
+    assert [s.healthy for s in states] == [False] * 4 and [s.name for s in states] == [s.name for s in services]
+    assert took < 9.0  # one after another: 12 s
+
+
+def test_a_port_only_service_is_checked_on_its_own_host(tmp_path: Path) -> None:
+    """Zookeeper's health (a listening port) was looked for on Pulsar's host."""
+    settings = isolated_settings(tmp_path)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.2", 0))
+        listener.listen()
+        port = int(listener.getsockname()[1])
+        zookeeper = Service("zk", lambda: Launch(argv=["true"]), url=f"127.0.0.2:{port}", ports=(port,),
+                            host="127.0.0.2")  # fmt: skip
+        assert settings.pulsar.host == "127.0.0.1" and Supervisor(settings).healthy(zookeeper)
+
+
+def test_stopping_cannot_be_interrupted_halfway() -> None:
+    with local.signals_ignored():
+        os.kill(os.getpid(), signal.SIGINT)  # ignored: no KeyboardInterrupt
+        time.sleep(0.1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_logs_are_read_from_the_end(tmp_path: Path) -> None:
+    from rtca.cli import _last_lines
+
+    log = tmp_path / "big.log"
+    log.write_text("".join(f"line {i}\n" for i in range(200_000)))
+    assert _last_lines(log, 3) == ["line 199997", "line 199998", "line 199999"]
+    assert _last_lines(log, 0) == [] and len(_last_lines(log, 10_000)) == 10_000
+    log.write_text("one\ntwo")
+    assert _last_lines(log, 5) == ["one", "two"]

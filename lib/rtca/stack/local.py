@@ -7,7 +7,10 @@ If start-up fails, what this call started is stopped again, so no half-started s
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rtca.errors import PrerequisiteError, RtcaError
@@ -45,6 +48,11 @@ def services(settings: Settings) -> list[Service]:
 
 def up(settings: Settings) -> list[ServiceState]:
     supervisor = Supervisor(settings)
+    with supervisor.exclusive():
+        return _up(settings, supervisor)
+
+
+def _up(settings: Settings, supervisor: Supervisor) -> list[ServiceState]:
     wanted = services(settings)
     missing = [s for s in wanted if not (supervisor.process(s.name) and supervisor.healthy(s))]
     if not missing:  # checked first: a healthy stack needs neither downloads nor free disk for them
@@ -68,28 +76,47 @@ def up(settings: Settings) -> list[ServiceState]:
                 say(f"- restarted functions the worker left stopped: {', '.join(revived)}")
     except (RtcaError, KeyboardInterrupt):
         if started:
-            say(f"start-up failed: stopping what this run started ({', '.join(started)})")
-            for name in reversed(started):
-                supervisor.stop(name)
+            say(f"start-up failed: stopping what this run started ({', '.join(started)}; up to 30 s each)")
+            with signals_ignored():  # a second Ctrl-C here would leave the rest running
+                for name in reversed(started):
+                    say(f"- stopping {name} ...")
+                    supervisor.stop(name)
         raise
     return status(settings, wanted)
 
 
 def status(settings: Settings, known: list[Service] | None = None) -> list[ServiceState]:
-    supervisor = Supervisor(settings)
-    return [supervisor.state(s) for s in (known if known is not None else services(settings))]
+    return Supervisor(settings).states(known if known is not None else services(settings))
 
 
 def down(settings: Settings, *, wipe: bool = False) -> list[str]:
     """Stop only what rtca started (by pid file); with `wipe`, delete the services' data too."""
     supervisor = Supervisor(settings)
     stopped = []
-    for name in (*AUXILIARY_NAMES, *reversed(SERVICE_NAMES)):
-        if supervisor.stop(name):
-            stopped.append(name)
-    if wipe:
-        data_dirs: list[Callable[[Settings], list[Path]]] = [pulsar.data_dirs, pinot.data_dirs, superset.data_dirs]
-        for folders in data_dirs:
-            for folder in folders(settings):
-                shutil.rmtree(folder, ignore_errors=True)
+    with supervisor.exclusive(), signals_ignored():  # interrupted halfway, it would leave a half-stopped stack
+        for name in (*AUXILIARY_NAMES, *reversed(SERVICE_NAMES)):
+            if supervisor.process(name) is not None:
+                say(f"- stopping {name} ...")
+            if supervisor.stop(name):
+                stopped.append(name)
+        if wipe:
+            data_dirs: list[Callable[[Settings], list[Path]]] = [pulsar.data_dirs, pinot.data_dirs,
+                                                                 superset.data_dirs]  # fmt: skip
+            for folders in data_dirs:
+                for folder in folders(settings):
+                    shutil.rmtree(folder, ignore_errors=True)
     return stopped
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP ignored inside (stopping services must finish); no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

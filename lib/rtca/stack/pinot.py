@@ -50,7 +50,7 @@ def services(settings: Settings) -> list[Service]:
     return [
         Service("pinot-zookeeper", lambda: _jvm(settings, p.zookeeper_heap, "StartZookeeper", "-zkPort",
                                                 str(p.zookeeper_port), "-dataDir", str(data / "zookeeper")),
-                url=zk, ports=(p.zookeeper_port,)),
+                url=zk, ports=(p.zookeeper_port,), host=p.host),
         # The controller's first start sets up the Helix cluster in Zookeeper; broker and server fail at once
         # without it. Once it exists (kept in Zookeeper's data), they need only Zookeeper: a faster warm start.
         Service("pinot-controller", lambda: _jvm(settings, p.controller_heap, "StartController", *cluster,
@@ -58,11 +58,11 @@ def services(settings: Settings) -> list[Service]:
                                                  str(p.controller_port), "-dataDir", str(data / "controller"),
                                                  plugin=True),
                 url=p.controller_url, health_url=f"{p.controller_url}/health", ports=(p.controller_port,),
-                after=("pinot-zookeeper",)),
+                after=("pinot-zookeeper",), host=p.host),
         Service("pinot-broker", lambda: _jvm(settings, p.broker_heap, "StartBroker", *cluster,
                                              "-brokerHost", p.host, "-brokerPort", str(p.broker_port)),
                 url=p.broker_url, health_url=f"{p.broker_url}/health", ports=(p.broker_port,),
-                after=cluster_dep),
+                after=cluster_dep, host=p.host),
         Service("pinot-server", lambda: _jvm(settings, p.server_heap, "StartServer", *cluster,
                                              "-serverHost", p.host, "-serverPort", str(p.server_port),
                                              "-serverAdminPort", str(p.server_admin_port),
@@ -70,7 +70,7 @@ def services(settings: Settings) -> list[Service]:
                                              "-dataDir", str(data / "server" / "index"),
                                              "-segmentDir", str(data / "server" / "segments"), plugin=True),
                 url=server_admin, health_url=f"{server_admin}/health",
-                ports=(p.server_port, p.server_admin_port, p.server_grpc_port), after=cluster_dep),
+                ports=(p.server_port, p.server_admin_port, p.server_grpc_port), after=cluster_dep, host=p.host),
     ]
 
 

@@ -7,13 +7,16 @@ counts only if the process with that PID was started at the recorded time (PIDs 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +58,8 @@ class Service:
     start_timeout: float | None = None
     #: A client that may end by itself (ingest with --duration): exiting with 0 during start-up is done, not failed.
     may_finish: bool = False
+    #: The host its `ports` are on (for the port checks; its URLs carry their own).
+    host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -104,14 +109,17 @@ class Supervisor:
                 return proc
         except (FileNotFoundError, ValueError, KeyError, psutil.Error):
             pass
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:  # a read-only run directory: `rtca status` still answers
+            pass
         return None
 
     def healthy(self, service: Service) -> bool:
         if service.health_url is not None:
             alive = http_ok(service.health_url)
         elif service.ports:  # no HTTP endpoint (Zookeeper): listening on its first port is the best sign
-            alive = port_open(self.settings.pulsar.host, service.ports[0])
+            alive = port_open(service.host, service.ports[0])
         else:  # a client process (ingest): running is healthy
             alive = self.process(service.name) is not None
         return alive and (service.ready is None or service.ready())
@@ -121,7 +129,7 @@ class Supervisor:
         running = self.process(service.name)
         if running is not None:
             return running
-        host = self.settings.pulsar.host
+        host = service.host
         for port in service.ports:
             if port_open(host, port):
                 raise PortInUseError(
@@ -166,10 +174,13 @@ class Supervisor:
                     del pending[name]
                 elif self.process(name) is None:
                     popen = self._started.get(name)
-                    if service.may_finish and popen is not None and popen.wait(timeout=5) == 0:
+                    code = popen.wait(timeout=5) if popen is not None else None
+                    if service.may_finish and code == 0:
                         say(f"  {name} finished (exit 0) after {time.monotonic() - begin:.0f} s")
                         del pending[name]
                         continue
+                    if code == -signal.SIGTERM and not self._pid_file(name).exists():
+                        raise ServiceError(name, "stopped by another command (`rtca down`?) during start-up")
                     raise ServiceError(name, "exited during start-up", log=self.log_file(name),
                                        hint=f"read the end of the log: rtca logs {name}")
             elapsed = time.monotonic() - begin
@@ -207,6 +218,27 @@ class Supervisor:
         psutil.wait_procs(alive, timeout=5)
         self._pid_file(name).unlink(missing_ok=True)
         return True
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the run directory's lock: two `rtca up` at once would each start the missing services (two JVMs of
+        one service, one of them in no pid file); the second waits for the first instead."""
+        with (self.settings.pids_dir / ".lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                say("another rtca command is starting or stopping this stack; waiting for it ...")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def states(self, services: Sequence[Service]) -> list[ServiceState]:
+        """Every service's state, checked at once: one after another, the health checks of services still starting
+        (a JVM that accepts but does not answer yet) added up to half a minute."""
+        with ThreadPoolExecutor(max_workers=max(1, len(services))) as pool:
+            return list(pool.map(self.state, services))
 
     def state(self, service: Service) -> ServiceState:
         proc = self.process(service.name)

@@ -54,7 +54,7 @@ def service(settings: Settings) -> Service:
     p = settings.pulsar
     return Service(name="pulsar", launch=lambda: _launch(settings), url=p.service_url,
                    ports=(p.broker_port, p.web_port, p.bookie_port), health_url=f"{p.admin_url}/admin/v2/clusters",
-                   ready=lambda: _worker_ready(settings))
+                   ready=lambda: _worker_ready(settings), host=p.host)
 
 
 def _launch(settings: Settings) -> Launch:

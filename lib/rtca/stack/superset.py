@@ -45,7 +45,7 @@ def service(settings: Settings) -> Service:
     s = settings.superset
     first = not _init_marker(settings).exists()
     return Service("superset", lambda: _launch(settings), url=s.url, health_url=f"{s.url}/health", ports=(s.port,),
-                   start_timeout=settings.start_timeout + FIRST_START_GRACE if first else None)
+                   start_timeout=settings.start_timeout + FIRST_START_GRACE if first else None, host=s.host)
 
 
 def _init_marker(settings: Settings) -> Path:
