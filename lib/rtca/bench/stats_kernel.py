@@ -5,15 +5,16 @@
 Both run on the same interleaved (product, price) messages. The seed's method, per message: append the price to
 its product's deque(maxlen=20), build a pandas Series of the deque, take ewm(span=10, adjust=False) mean/std/var and
 rolling(5) mean/std/var, keep the last values. Ours: `TickerStats.update` (constant work, no pandas). Printed:
-messages/s of each, the ratio (goal >= 30x), and the agreement checks: rolling values equal the seed's, EWMA values
-differ by design (the seed restarted its EWMA on each 20-price window; ours runs over the whole history and equals
-pandas on it). Also the whole per-message work of the function (decode, update, state, encode).
+messages/s of each (the median of three runs of each), the ratio (goal >= 30x), and the agreement checks: rolling
+values equal the seed's, EWMA values differ by design (the seed restarted its EWMA on each 20-price window; ours runs
+over the whole history and equals pandas on it). Also the whole per-message work of the function (decode, update, state, encode).
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -87,14 +88,14 @@ def function_work(records: Sequence[bytes]) -> int:
     return size
 
 
-def best_rate(run: Callable[[], Any], count: int, *, repeat: int) -> float:
-    """Messages per second of the fastest of `repeat` runs."""
-    best = float("inf")
+def median_rate(run: Callable[[], Any], count: int, *, repeat: int) -> float:
+    """Messages per second of the median of `repeat` runs (both sides of a ratio are timed alike)."""
+    seconds = []
     for _ in range(repeat):
         started = time.perf_counter()
         run()
-        best = min(best, time.perf_counter() - started)
-    return count / best
+        seconds.append(time.perf_counter() - started)
+    return count / statistics.median(seconds)
 
 
 def per_product(stream: Sequence[Message], rows: Sequence[StatsRow]) -> dict[str, tuple[list[float], list[StatsRow]]]:
@@ -122,13 +123,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     print(f"stats kernel vs the seed's method: {n} messages, {args.products} products interleaved (seed {args.seed})")
 
     seed_rows = seed_method(stream[:50])  # warm pandas up
-    seed_rate = best_rate(lambda: seed_method(stream), n, repeat=1)
+    seed_rate = median_rate(lambda: seed_method(stream), n, repeat=3)
     seed_rows = seed_method(stream)
-    kernel_rate = best_rate(lambda: kernel_method(stream), n, repeat=5)
+    kernel_rate = median_rate(lambda: kernel_method(stream), n, repeat=3)
     rows = kernel_method(stream)
     records = [orjson.dumps({"type": "ticker", "product_id": p, "price": x, "sequence": i, "event_ms": i})
                for i, (p, x) in enumerate(stream)]  # fmt: skip
-    work_rate = best_rate(lambda: function_work(records), n, repeat=5)
+    work_rate = median_rate(lambda: function_work(records), n, repeat=3)
 
     ratio = kernel_rate / seed_rate
     print(f"  seed method (pandas per message)   {seed_rate:>12,.0f} msg/s  ({1e6 / seed_rate:,.1f} us/msg)")
