@@ -13,6 +13,7 @@ from pathlib import Path
 from rtca.settings import Settings
 from rtca.stack.artifacts import superset_venv
 from rtca.stack.process import Launch, Service
+from rtca.stack.progress import say
 from rtca.stack.secrets import superset_secrets
 from rtca.superset.client import SupersetClient
 
@@ -63,6 +64,8 @@ def _launch(settings: Settings) -> Launch:
     secrets = superset_secrets(settings)
     bin_dir = venv / "bin"
     marker = _init_marker(settings)
+    if not marker.exists():
+        say("  superset: first start, it sets up its database and admin user first (a few minutes)")
     # sh expands $SUPERSET_ADMIN_PASSWORD itself, so the password never appears in the logged command line.
     init = " && ".join([
         f"{bin_dir / 'superset'} db upgrade",
