@@ -208,3 +208,14 @@ def test_schema_differences_by_field() -> None:
     have["metricFieldSpecs"] = [{"name": "m", "dataType": "LONG"}, {"name": "old", "dataType": "LONG"}]
     want["dimensionFieldSpecs"].append({"name": "new", "dataType": "STRING"})
     assert schema_differences(want, have) == ["+new", "-old", "m.dataType"]
+
+
+def test_a_changed_primary_key_or_a_dropped_section_is_a_difference() -> None:
+    """Found by review: both read "unchanged", so the change never reached Pinot."""
+    assert schema_differences({"primaryKeyColumns": ["a"]}, {"primaryKeyColumns": ["b"]}) == ["primaryKeyColumns"]
+    assert schema_differences({"primaryKeyColumns": []}, {}) == []
+    stored = {"tableName": "t", "upsertConfig": {"mode": "FULL"}, "routing": {"instanceSelectorType": "x"},
+              "ingestionConfig": {"transformConfigs": [], "aggregationConfigs": [{"columnName": "n"}]}}
+    desired = {"tableName": "t", "ingestionConfig": {"transformConfigs": []}}
+    assert config_differences(desired, stored) == ["-/upsertConfig", "-/routing", "-/ingestionConfig/aggregationConfigs"]
+    assert config_differences(stored, stored) == []

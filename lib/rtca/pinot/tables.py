@@ -143,6 +143,11 @@ def render_tables(settings: Settings, keys: Iterable[str] | None = None) -> list
 
 
 # --- comparing with what Pinot has ---------------------------------------------------------------------------------
+SCHEMA_KEYS = ("primaryKeyColumns",)
+"""Schema keys besides the fields that a change of ours must reach Pinot with (an upsert table's key)."""
+OPTIONAL_SECTIONS = (("upsertConfig",), ("dedupConfig",), ("routing",), ("ingestionConfig", "aggregationConfigs"),
+                     ("ingestionConfig", "filterConfig"))  # fmt: skip
+"""Table sections only some tables set: one Pinot has and the rendered config no longer sets is a change too."""
 def _fields(schema: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {spec["name"]: {"kind": kind, **spec}
             for kind in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
@@ -160,19 +165,26 @@ def schema_differences(desired: Mapping[str, Any], existing: Mapping[str, Any]) 
     for name in want.keys() & have.keys():
         changed = sorted(k for k, v in want[name].items() if have[name].get(k) != v)
         diffs += [f"{name}.{k}" for k in changed]
+    diffs += [key for key in SCHEMA_KEYS if (desired.get(key) or None) != (existing.get(key) or None)]
     return sorted(diffs)
 
 
 def config_differences(desired: Any, existing: Any, path: str = "") -> list[str]:
-    """Paths where `desired` is not contained in `existing` (keys Pinot added and we never set are ignored).
+    """Paths where `desired` is not contained in `existing` (keys Pinot added and we never set are ignored), and
+    the optional sections (`OPTIONAL_SECTIONS`) Pinot has that `desired` dropped.
 
     Every list the template sets (index columns, transforms) is set explicitly, even empty, so removing an index
     shows up as a changed list rather than as a key we stopped mentioning.
     """
+    if not path:
+        dropped = [f"-/{'/'.join(keys)}" for keys in OPTIONAL_SECTIONS
+                   if _at(existing, keys) is not None and _at(desired, keys) is None]  # fmt: skip
+        return dropped + config_differences(desired, existing, "/")
     if isinstance(desired, Mapping):
         if not isinstance(existing, Mapping):
             return [path or "/"]
-        return [d for k, v in desired.items() for d in config_differences(v, existing.get(k), f"{path}/{k}")]
+        return [d for k, v in desired.items()
+                for d in config_differences(v, existing.get(k), f"{path.rstrip('/')}/{k}")]  # fmt: skip
     if desired != existing and not (_scalar(desired) and str(desired) == str(existing)):
         return [path or "/"]
     return []
@@ -180,6 +192,12 @@ def config_differences(desired: Any, existing: Any, path: str = "") -> list[str]
 
 def _scalar(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool))
+
+
+def _at(config: Any, keys: Sequence[str]) -> Any:
+    for key in keys:
+        config = config.get(key) if isinstance(config, Mapping) else None
+    return config
 
 
 # --- applying ------------------------------------------------------------------------------------------------------

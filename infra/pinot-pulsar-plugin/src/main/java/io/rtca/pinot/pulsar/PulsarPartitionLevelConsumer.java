@@ -5,6 +5,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import org.apache.pinot.spi.stream.MessageBatch;
 import org.apache.pinot.spi.stream.PartitionLevelConsumer;
+import org.apache.pinot.spi.stream.PermanentConsumerException;
 import org.apache.pinot.spi.stream.StreamPartitionMsgOffset;
 import org.apache.pinot.spi.stream.TransientConsumerException;
 import org.apache.pulsar.client.api.Message;
@@ -20,7 +21,12 @@ import org.slf4j.LoggerFactory;
  *
  * <p>The reader is opened at the requested start offset <em>inclusive</em> and kept open across fetches as long as
  * each fetch starts where the previous one ended; any other start offset (Pinot stopped inside a batch, or went back
- * after an error) closes it and opens a new one there.
+ * after an error) closes it and opens a new one there. After a reconnect (a topic unloaded, a broker restart) the
+ * client hands an inclusive reader the last message it delivered again: every message before the position already
+ * covered is dropped, not only one before the fetch's start.
+ *
+ * <p>Errors a retry cannot fix (the topic or its namespace does not exist, authentication or authorization failed)
+ * are {@link PermanentConsumerException}s, so Pinot reports them at once instead of retrying them as transient.
  */
 public class PulsarPartitionLevelConsumer implements PartitionLevelConsumer {
 
@@ -75,40 +81,98 @@ public class PulsarPartitionLevelConsumer implements PartitionLevelConsumer {
     PulsarMessageBatch batch = new PulsarMessageBatch(start);
     try {
       positionReaderAt(start);
-      PulsarMsgOffset position = start;
-      while (batch.getMessageCount() < MAX_MESSAGES_PER_BATCH) {
-        long waitMillis = batch.getMessageCount() == 0 ? Math.max(0L, deadline - System.currentTimeMillis()) : 0L;
-        Message<byte[]> message = _reader.readNext((int) Math.min(Integer.MAX_VALUE, waitMillis),
-            TimeUnit.MILLISECONDS);
-        if (message == null) {
-          break;
-        }
-        PulsarMsgOffset messagePosition = PulsarMsgOffset.positionOf(message.getMessageId());
-        PulsarMsgOffset next = PulsarMsgOffset.nextAfter(message.getMessageId());
-        if (messagePosition.comparePosition(start) < 0) {
-          // Cannot happen with an inclusive start; never hand Pinot a message before its start offset.
-          LOGGER.warn("Pulsar consumer {} skips message {} before start offset {}", _clientId, messagePosition,
-              start);
-          position = next;
-          continue;
-        }
-        if (end != null && messagePosition.comparePosition(end) >= 0) {
-          // The reader is past this message now: the next fetch must reopen it.
-          closeReader();
-          break;
-        }
-        batch.add(message.getData(), next, message.getPublishTime());
-        position = next;
+      Reader<byte[]> reader = _reader;
+      Filled filled = fill(batch,
+          waitMillis -> reader.readNext((int) Math.min(Integer.MAX_VALUE, waitMillis), TimeUnit.MILLISECONDS),
+          start, end, deadline);
+      if (filled._pastEnd) {
+        closeReader(); // the reader is past the end offset now: the next fetch must reopen it
+      } else {
+        _readerPosition = filled._position;
       }
-      if (_reader != null) {
-        _readerPosition = position;
+      if (filled._dropped > 0) {
+        LOGGER.info("Pulsar consumer {} dropped {} message(s) handed again before {} (a reconnect)", _clientId,
+            filled._dropped, filled._position);
       }
-    } catch (PulsarClientException e) {
+    } catch (PulsarClientException | IllegalStateException e) {
       // Start over at the requested offset on the next fetch; Pinot retries transient errors.
       closeReader();
+      if (isPermanent(e)) {
+        throw new PermanentConsumerException(e);
+      }
+      if (e instanceof IllegalStateException) {
+        throw (IllegalStateException) e;
+      }
       throw new TransientConsumerException(e);
     }
     return batch;
+  }
+
+  /** The next message, waiting up to {@code waitMillis} for it; null if none came. */
+  interface MessageSource {
+    Message<byte[]> next(long waitMillis)
+        throws PulsarClientException;
+  }
+
+  /** Where {@link #fill} stopped. */
+  static final class Filled {
+    /** The offset after the last message taken (the fetch's start if none). */
+    final PulsarMsgOffset _position;
+    /** The source went past the end offset: it is not at {@link #_position}. */
+    final boolean _pastEnd;
+    /** Messages dropped because they came before what was already covered. */
+    final int _dropped;
+
+    Filled(PulsarMsgOffset position, boolean pastEnd, int dropped) {
+      _position = position;
+      _pastEnd = pastEnd;
+      _dropped = dropped;
+    }
+  }
+
+  /**
+   * Adds to {@code batch} the messages of {@code source} from {@code start} (inclusive) to {@code end} (exclusive, or
+   * null): waits until {@code deadline} for the first, then takes only what has already arrived. A message before the
+   * position covered so far (the start, then the offset after the last message taken) is dropped, never handed to
+   * Pinot twice.
+   */
+  static Filled fill(PulsarMessageBatch batch, MessageSource source, PulsarMsgOffset start, PulsarMsgOffset end,
+      long deadline)
+      throws PulsarClientException {
+    PulsarMsgOffset position = start;
+    int dropped = 0;
+    while (batch.getMessageCount() < MAX_MESSAGES_PER_BATCH) {
+      long waitMillis = batch.getMessageCount() == 0 ? Math.max(0L, deadline - System.currentTimeMillis()) : 0L;
+      Message<byte[]> message = source.next(waitMillis);
+      if (message == null) {
+        break;
+      }
+      PulsarMsgOffset messagePosition = PulsarMsgOffset.positionOf(message.getMessageId());
+      if (messagePosition.comparePosition(position) < 0) {
+        dropped++;
+        continue;
+      }
+      if (end != null && messagePosition.comparePosition(end) >= 0) {
+        return new Filled(position, true, dropped);
+      }
+      PulsarMsgOffset next = PulsarMsgOffset.nextAfter(message.getMessageId());
+      batch.add(message.getData(), next, message.getPublishTime());
+      position = next;
+    }
+    return new Filled(position, false, dropped);
+  }
+
+  /** An error no retry fixes: a topic or namespace that does not exist, credentials refused. */
+  static boolean isPermanent(Throwable error) {
+    for (Throwable e = error; e != null; e = e.getCause() == e ? null : e.getCause()) {
+      if (e instanceof PulsarClientException.TopicDoesNotExistException
+          || e instanceof PulsarClientException.NotFoundException
+          || e instanceof PulsarClientException.AuthenticationException
+          || e instanceof PulsarClientException.AuthorizationException) {
+        return true;
+      }
+    }
+    return false;
   }
 
   private void positionReaderAt(PulsarMsgOffset start)
