@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -316,3 +317,35 @@ def test_a_client_that_stops_reading_is_dropped_and_the_others_keep_flowing(
     frames, longest, connections = run(read_beside_a_stuck_client())
     print(f"{frames} frames in 8 s beside a client that stopped reading; longest wait {longest:.2f} s")
     assert frames > 10_000 and longest < 4.0 and connections == 2
+
+
+def test_a_feed_server_whose_source_fails_stops_with_the_error_instead_of_hanging() -> None:
+    """The pump died and the server listened on: its clients waited for frames forever."""
+    from rtca.errors import RtcaError
+    from rtca.feed.server import FeedServer, Outgoing, serve_foreground
+
+    class Broken:
+        products = frozenset({"X-USD"})
+
+        async def next(self) -> Outgoing | None:
+            raise ValueError("a frame this source cannot make")
+
+        def state(self, channel: str, product: str | None) -> list[Outgoing]:
+            return []
+
+        def resume(self) -> None:
+            pass
+
+    server = FeedServer(Broken())
+
+    def subscribe(url: str) -> None:  # a client, so the pump asks the source for a frame
+        async def client() -> None:
+            async with connect(url) as ws:
+                await ws.send(subscribe_frame(["X-USD"], ["ticker"]))
+                async for _ in ws:  # until the server closes
+                    pass
+
+        threading.Thread(target=lambda: asyncio.run(client()), daemon=True).start()
+
+    with pytest.raises(RtcaError, match="the feed server stopped: ValueError: a frame this source cannot make"):
+        serve_foreground(server, announce=subscribe)

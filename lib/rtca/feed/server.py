@@ -31,7 +31,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from rtca.errors import ConfigError
+from rtca.errors import ConfigError, RtcaError
 from rtca.feed.lifecycle import run_until, stop_on_signals
 from rtca.feed.protocol import (
     CHANNELS,
@@ -168,6 +168,8 @@ class FeedServer:
         self.subscribe_timeout = subscribe_timeout
         self.stats = ServerStats()
         self.finished = asyncio.Event()
+        self.failure: BaseException | None = None
+        """Why the pump stopped, if it failed (the server is then finished, its clients closed with 1011)."""
         self._clients: set[_Client] = set()
         self._changes: deque[tuple[_Client, Subscribed]] = deque()
         self._wake = asyncio.Event()
@@ -210,10 +212,15 @@ class FeedServer:
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
         return f"ws://{host}:{self.port}"
 
-    @staticmethod
-    def _pump_done(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("feed server pump failed", exc_info=task.exception())
+    def _pump_done(self, task: asyncio.Task[None]) -> None:
+        """A failed pump finishes the server: listening on, it would leave its clients waiting for frames forever."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.failure = task.exception()
+        log.error("feed server pump failed", exc_info=self.failure)
+        self.finished.set()
+        for client in list(self._clients):
+            asyncio.ensure_future(client.ws.close(CloseCode.INTERNAL_ERROR, "the feed server failed"))
 
     # --- one connection ----------------------------------------------------------------------------------------
     async def _serve_client(self, ws: ServerConnection) -> None:
@@ -383,6 +390,10 @@ def serve_foreground(server: FeedServer, *, announce: Callable[[str], None] = pr
             async with server:
                 announce(server.url)
                 await run_until(until_finished(), stop=stop)
+        if server.failure is not None:
+            failure = server.failure
+            raise RtcaError(f"the feed server stopped: {type(failure).__name__}: {failure}",
+                            hint="its log has the traceback; a capture's frames are checked when it is read")
         return server.stats
 
     return asyncio.run(main())
