@@ -337,15 +337,23 @@ def test_a_feed_server_whose_source_fails_stops_with_the_error_instead_of_hangin
             pass
 
     server = FeedServer(Broken())
+    codes: list[int | None] = []
+    threads: list[threading.Thread] = []
 
     def subscribe(url: str) -> None:  # a client, so the pump asks the source for a frame
         async def client() -> None:
             async with connect(url) as ws:
                 await ws.send(subscribe_frame(["X-USD"], ["ticker"]))
-                async for _ in ws:  # until the server closes
-                    pass
+                try:
+                    async for _ in ws:
+                        pass
+                except ConnectionClosed as closed:
+                    codes.append(closed.rcvd.code if closed.rcvd else None)
 
-        threading.Thread(target=lambda: asyncio.run(client()), daemon=True).start()
+        threads.append(threading.Thread(target=lambda: asyncio.run(client()), daemon=True))
+        threads[0].start()
 
     with pytest.raises(RtcaError, match="the feed server stopped: ValueError: a frame this source cannot make"):
         serve_foreground(server, announce=subscribe)
+    threads[0].join(10)
+    assert codes == [1011]  # told, not left waiting
