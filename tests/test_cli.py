@@ -170,3 +170,20 @@ def test_recording_from_a_bad_url_is_one_line_and_keeps_an_earlier_capture(
     err = capsys.readouterr().err
     assert "websocket URL" in err and "Traceback" not in err, err
     assert earlier.read_text() == "1.0: {}\n"
+
+
+def test_nohup_keeps_ignoring_sighup() -> None:
+    """`nohup rtca bench &` must survive the terminal closing; SIGTERM still cleans up like Ctrl-C."""
+    import signal
+
+    from rtca.cli import _terminate_like_ctrl_c
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        _terminate_like_ctrl_c()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert callable(signal.getsignal(signal.SIGTERM))
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

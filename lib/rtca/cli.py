@@ -40,8 +40,9 @@ def _terminate_like_ctrl_c() -> None:
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGHUP, interrupt)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup rtca ...` ignores SIGHUP, and keeps ignoring it
+            signal.signal(sig, interrupt)
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -86,15 +87,20 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _last_lines(path: Path, count: int, block: int = 64 * 1024) -> list[str]:
-    """The last `count` lines, read from the end (Pulsar's log grows to hundreds of MB)."""
+    """The last `count` lines, read from the end in blocks (Pulsar's log grows to hundreds of MB)."""
+    if count <= 0:
+        return []
+    blocks: list[bytes] = []
     with path.open("rb") as f:
-        end = f.seek(0, 2)
-        data, start = b"", end
-        while start > 0 and data.count(b"\n") <= count:
-            start = max(0, start - block)
+        start = f.seek(0, 2)
+        newlines = 0
+        while start > 0 and newlines <= count:
+            size = min(block, start)
+            start -= size
             f.seek(start)
-            data = f.read(end - start)
-    return data.decode(errors="replace").splitlines()[-count:] if count > 0 else []
+            blocks.append(f.read(size))
+            newlines += blocks[-1].count(b"\n")
+    return b"".join(reversed(blocks)).decode(errors="replace").splitlines()[-count:]
 
 
 def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -422,8 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("output", help="capture file to write (the format of lib/rtca/feed/captures; replay it "
                                        "with `rtca replay serve --capture`)")
     record.add_argument("--url", default=COINBASE_WS_URL, help="websocket to record (default: Coinbase Exchange)")
-    for flag in ("--products", "--channels", "--duration", "--max-messages"):
+    for flag in ("--products", "--channels", "--duration"):
         record.add_argument(flag, **INGEST_FLAGS[flag])
+    record.add_argument("--max-messages", **{**INGEST_FLAGS["--max-messages"],
+                                             "help": "stop after this many frames of market data"})  # fmt: skip
     record.add_argument("--force", action="store_true", help="overwrite the file if it exists")
     functions = group("functions", "Pulsar Functions", {
         "deploy": (cmd_functions_deploy, "create or update the functions (idempotent)"),

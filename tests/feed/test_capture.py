@@ -99,9 +99,10 @@ def test_the_writer_creates_the_file_with_its_first_event_only(tmp_path: Path) -
     """A recorder that never connects must leave an earlier capture of the same name (`--force`) as it was."""
     path = tmp_path / "kept.capture"
     path.write_text("1.0: {}\n")
-    with CaptureWriter(path) as writer:
+    with CaptureWriter(path, lazy=True) as writer:
         assert not writer.written
     assert path.read_text() == "1.0: {}\n"
-    with CaptureWriter(path) as writer:
+    with CaptureWriter(path, lazy=True) as writer:
         writer.write(Received(2.0, "{}"))
     assert path.read_text() == "2.0: {}\n"
+    assert write_capture(path, []) == path and path.read_text() == ""  # not lazy: an empty capture is a file

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from rtca.feed.capture import Capture
 from rtca.feed.connection import Backoff, FeedConnection, Frame
@@ -218,3 +220,49 @@ def test_simulator_frames_ingest_cleanly(run: Run) -> None:
     assert {"subscriptions", "snapshot", "status", "l2update", "match", "last_match", "ticker"} <= set(keys)
     assert all(r.properties.get("product") in {"AAA-USD", "BBB-USD", "CCC-EUR"} for r in raw.records
                if r.key not in ("subscriptions", "status"))
+
+
+def test_an_in_process_source_that_fails_stops_the_ingest_instead_of_looking_like_the_end(run: Run) -> None:
+    """A reconnecting client of a failed server was told the stream had ended (4000): ingest stopped as if the
+    source were done. It is told 1011, and ingest stops on the server's `failed` event."""
+    from rtca.feed.server import FeedServer, Outgoing
+
+    class FailsAfterThree:
+        products = frozenset({"X-USD"})
+
+        def __init__(self) -> None:
+            self.sent = 0
+
+        async def next(self) -> Outgoing | None:
+            self.sent += 1
+            if self.sent > 3:
+                raise ValueError("a frame this source cannot make")
+            text = orjson.dumps({"type": "ticker", "product_id": "X-USD", "price": "1", "sequence": self.sent})
+            return Outgoing(text.decode(), "ticker", "ticker", "X-USD")
+
+        def state(self, channel: str, product: str | None) -> list[Outgoing]:
+            return []
+
+        def resume(self) -> None:
+            pass
+
+    async def session() -> tuple[IngestReport, FeedServer, list[int | None]]:
+        raw, health = MemorySink(), MemorySink()
+        async with FeedServer(FailsAfterThree()) as server:
+            connection = FeedConnection(server.url, subscribe_frame(["X-USD"], ["ticker"]),
+                                        backoff=Backoff(initial=0.05, maximum=0.1))
+            report = await ingest(connection, raw, health, source="simulator", stop=[server.failed], duration=20)
+            codes = []
+            async with connect(server.url) as ws:  # a client that comes after the failure
+                await ws.send(subscribe_frame(["X-USD"], ["ticker"]))
+                try:
+                    async for _ in ws:
+                        pass
+                except ConnectionClosed as closed:
+                    codes.append(closed.rcvd.code if closed.rcvd else None)
+        return report, server, codes
+
+    report, server, codes = run(session())
+    print(report)
+    assert report.ended == "stopped" and report.received == 1 + 3  # the subscriptions answer and three tickers
+    assert isinstance(server.failure, ValueError) and codes == [1011]

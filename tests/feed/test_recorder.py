@@ -55,7 +55,7 @@ def test_record_the_simulator_for_a_number_of_frames(run: Run, tmp_path: Path) -
 
     report = run(session())
     capture = read_capture(report.path)
-    assert report.ended == "max_messages" and len(capture.frames) == 300
+    assert report.ended == "max_messages" and report.data == 300 and len(capture.frames) == 1 + 300  # subscriptions
     assert all(parse_frame(f.text) for f in capture.frames)
     assert set(capture.channels) == {"level2", "matches", "ticker", "heartbeat"}
 
@@ -93,3 +93,14 @@ def test_a_full_disk_while_connecting_stops_the_recorder_instead_of_reconnecting
     with pytest.raises(OSError) as failed:
         run(session())
     assert failed.value.errno == errno.ENOSPC
+
+
+def test_max_messages_counts_market_data_not_the_servers_answer(run: Run, small: Capture, tmp_path: Path) -> None:
+    """`--max-messages 1` stopped at the subscriptions answer, then failed as "nothing recorded"."""
+    async def session() -> RecordReport:
+        async with replay_server(small, speed="max") as server:
+            return await record_session(tmp_path / "one.capture", url=server.url, products=small.products,
+                                        channels=small.channels, max_messages=1)  # fmt: skip
+
+    report = run(session())
+    assert report.ended == "max_messages" and report.data == 1 and report.frames == 2

@@ -214,5 +214,6 @@ def test_logs_are_read_from_the_end(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(200_000)))
     assert _last_lines(log, 3) == ["line 199997", "line 199998", "line 199999"]
     assert _last_lines(log, 0) == [] and len(_last_lines(log, 10_000)) == 10_000
+    assert _last_lines(log, 150_000)[0] == "line 50000"  # many lines: block by block, not the tail again each time
     log.write_text("one\ntwo")
     assert _last_lines(log, 5) == ["one", "two"]

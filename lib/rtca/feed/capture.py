@@ -162,22 +162,26 @@ def read_capture(path: Path | str) -> Capture:
 
 
 class CaptureWriter:
-    """Writes events to a capture file, line by line (flushed, so a killed recorder leaves a valid file). The file
-    is created (or replaced) by the first event only: a recorder that never connects leaves an earlier capture of
-    the same name as it was."""
+    """Writes events to a capture file, line by line (flushed, so a killed recorder leaves a valid file). With
+    `lazy`, the file is created (or replaced) by the first event only: a recorder that never connects leaves an
+    earlier capture of the same name as it was."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, lazy: bool = False) -> None:
         self.path = Path(path)
         self._file: IO[str] | None = None
+        if not lazy:
+            self._open()
+
+    def _open(self) -> IO[str]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("w", encoding="utf-8", buffering=1)
+        return self._file
 
     def write(self, event: CaptureEvent) -> None:
         text = format_event(event)
         if "\n" in text or "\r" in text:
             raise ValueError("a capture event cannot contain a line break")
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("w", encoding="utf-8", buffering=1)
-        self._file.write(text + "\n")
+        (self._file or self._open()).write(text + "\n")
 
     @property
     def written(self) -> bool:

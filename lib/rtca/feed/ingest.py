@@ -37,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from rtca.errors import RtcaError
 from rtca.feed.connection import ConnectionState, FeedConnection, Frame
 from rtca.feed.gaps import GapDetector, TradeGap
 from rtca.feed.lifecycle import run_until, stop_on_signals
@@ -259,7 +260,7 @@ async def ingest(
     source: str,
     duration: float | None = None,
     max_messages: int | None = None,
-    stop: asyncio.Event | None = None,
+    stop: asyncio.Event | Sequence[asyncio.Event] | None = None,
     health_interval: float = 1.0,
     max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     drain_timeout: float = 60.0,
@@ -311,8 +312,15 @@ async def ingest_to_pulsar(
         log.info("ingesting %s (%s) into %s", spec.kind, endpoint.url, raw_topic)
         if announce is not None:
             announce(f"{STARTED} {spec.kind} ({endpoint.url}) into {raw_topic}")
-        return await ingest(connection, raw, health, source=spec.kind, duration=duration, max_messages=max_messages,
-                            stop=stop)
+        server = endpoint.server
+        stops = [*([stop] if stop else []), *([server.failed] if server else [])]
+        report = await ingest(connection, raw, health, source=spec.kind, duration=duration,
+                              max_messages=max_messages, stop=stops)  # fmt: skip
+    if server is not None and server.failure is not None:  # what was received is in Pulsar; the source is dead
+        failure = server.failure
+        raise RtcaError(f"the {spec.kind} source failed: {type(failure).__name__}: {failure}",
+                        hint=f"ingest published {report.acked} records before it; the log has the traceback")
+    return report
 
 
 def run_ingest(

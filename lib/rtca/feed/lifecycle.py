@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,18 +27,20 @@ def stop_on_signals() -> Iterator[asyncio.Event]:
 
 
 async def run_until(
-    work: Coroutine[Any, Any, str], *, duration: float | None = None, stop: asyncio.Event | None = None
-) -> str:
-    """Await `work`, which returns why it ended, unless `duration` seconds pass first ("duration") or `stop` is
-    set ("stopped"): then it is cancelled. An exception of `work` propagates."""
+    work: Coroutine[Any, Any, str], *, duration: float | None = None,
+    stop: asyncio.Event | Sequence[asyncio.Event] | None = None,
+) -> str:  # fmt: skip
+    """Await `work`, which returns why it ended, unless `duration` seconds pass first ("duration") or `stop` (or
+    one of several) is set ("stopped"): then it is cancelled. An exception of `work` propagates."""
+    events = [stop] if isinstance(stop, asyncio.Event) else list(stop or [])
     task = asyncio.create_task(work)
-    stopper = asyncio.create_task((stop or asyncio.Event()).wait())
+    stoppers = [asyncio.create_task(event.wait()) for event in events]
     try:
-        await asyncio.wait({task, stopper}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, *stoppers}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for pending in (task, stopper):
+        for pending in (task, *stoppers):
             pending.cancel()
-        await asyncio.gather(task, stopper, return_exceptions=True)
+        await asyncio.gather(task, *stoppers, return_exceptions=True)
     if not task.cancelled():
         return task.result()
-    return "stopped" if not stopper.cancelled() else "duration"
+    return "stopped" if any(not s.cancelled() for s in stoppers) else "duration"

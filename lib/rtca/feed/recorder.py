@@ -91,7 +91,7 @@ async def record_session(
     started = loop.time()
     frames = skipped = data = 0
     errors: list[str] = []
-    with CaptureWriter(output) as writer:
+    with CaptureWriter(output, lazy=True) as writer:
 
         def opened(at_url: str, at: float, subscribe: str) -> None:
             writer.write(Opened(at_url, at))
@@ -115,7 +115,7 @@ async def record_session(
                         data += 1
                     elif answer and len(errors) < 5:
                         errors.append(answer)
-                    if max_messages is not None and frames >= max_messages:
+                    if max_messages is not None and data >= max_messages:  # frames of market data
                         return "max_messages"
             return "end_of_stream"
 

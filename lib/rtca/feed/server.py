@@ -170,6 +170,8 @@ class FeedServer:
         self.finished = asyncio.Event()
         self.failure: BaseException | None = None
         """Why the pump stopped, if it failed (the server is then finished, its clients closed with 1011)."""
+        self.failed = asyncio.Event()
+        """Set with `failure`: an in-process ingest stops on it (reconnecting would find the same dead server)."""
         self._clients: set[_Client] = set()
         self._changes: deque[tuple[_Client, Subscribed]] = deque()
         self._wake = asyncio.Event()
@@ -218,6 +220,7 @@ class FeedServer:
             return
         self.failure = task.exception()
         log.error("feed server pump failed", exc_info=self.failure)
+        self.failed.set()
         self.finished.set()
         for client in list(self._clients):
             asyncio.ensure_future(client.ws.close(CloseCode.INTERNAL_ERROR, "the feed server failed"))
@@ -253,8 +256,9 @@ class FeedServer:
             return
         client.subscribed = _apply(client.subscribed, request)
         await self._send(client, subscriptions_frame(client.subscribed), "subscriptions")
-        if self.finished.is_set():
-            await client.ws.close(END_OF_STREAM, "end of stream")
+        if self.finished.is_set():  # a failed server must not look like a stream that ended
+            await client.ws.close(*((CloseCode.INTERNAL_ERROR, "the feed server failed") if self.failure
+                                    else (END_OF_STREAM, "end of stream")))  # fmt: skip
             return
         self._changes.append((client, client.subscribed))
         self._wake.set()

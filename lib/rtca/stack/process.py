@@ -78,6 +78,16 @@ def http_ok(url: str, *, timeout: float = 3.0) -> bool:
         return False
 
 
+def _exit_code(popen: subprocess.Popen[bytes] | None, *, wait: float) -> int | None:
+    """The exit code of a process this supervisor started, waiting up to `wait` s; None if unknown or running."""
+    if popen is None:
+        return None
+    try:
+        return popen.wait(timeout=wait) if wait > 0 else popen.poll()
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
@@ -174,7 +184,7 @@ class Supervisor:
                     del pending[name]
                 elif self.process(name) is None:
                     popen = self._started.get(name)
-                    code = popen.wait(timeout=5) if popen is not None else None
+                    code = _exit_code(popen, wait=5.0 if service.may_finish else 0.0)
                     if service.may_finish and code == 0:
                         say(f"  {name} finished (exit 0) after {time.monotonic() - begin:.0f} s")
                         del pending[name]
