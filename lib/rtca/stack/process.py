@@ -79,11 +79,12 @@ def http_ok(url: str, *, timeout: float = 3.0) -> bool:
 
 
 def _exit_code(popen: subprocess.Popen[bytes] | None, *, wait: float) -> int | None:
-    """The exit code of a process this supervisor started, waiting up to `wait` s; None if unknown or running."""
+    """The exit code of a process this supervisor started, waiting up to `wait` s; None if unknown or running (its
+    pid file can be gone while it runs: a half-written one read by `rtca status`)."""
     if popen is None:
         return None
     try:
-        return popen.wait(timeout=wait) if wait > 0 else popen.poll()
+        return popen.wait(timeout=wait)
     except subprocess.TimeoutExpired:
         return None
 
@@ -183,14 +184,10 @@ class Supervisor:
                     say(f"  {name} healthy after {time.monotonic() - begin:.0f} s")
                     del pending[name]
                 elif self.process(name) is None:
-                    popen = self._started.get(name)
-                    code = _exit_code(popen, wait=5.0 if service.may_finish else 0.0)
-                    if service.may_finish and code == 0:
+                    if service.may_finish and _exit_code(self._started.get(name), wait=5.0) == 0:
                         say(f"  {name} finished (exit 0) after {time.monotonic() - begin:.0f} s")
                         del pending[name]
                         continue
-                    if code == -signal.SIGTERM and not self._pid_file(name).exists():
-                        raise ServiceError(name, "stopped by another command (`rtca down`?) during start-up")
                     raise ServiceError(name, "exited during start-up", log=self.log_file(name),
                                        hint=f"read the end of the log: rtca logs {name}")
             elapsed = time.monotonic() - begin
