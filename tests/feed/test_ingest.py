@@ -10,8 +10,6 @@ from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from rtca.feed.capture import Capture
 from rtca.feed.connection import Backoff, FeedConnection, Frame
@@ -21,6 +19,7 @@ from rtca.feed.replay import replay_server
 from rtca.feed.server import Faults, ServerStats
 from rtca.feed.simulator import simulator_server
 from rtca.feed.sinks import MemorySink
+from test_replay import close_code
 
 Run = Callable[..., Any]
 
@@ -252,14 +251,7 @@ def test_an_in_process_source_that_fails_stops_the_ingest_instead_of_looking_lik
             connection = FeedConnection(server.url, subscribe_frame(["X-USD"], ["ticker"]),
                                         backoff=Backoff(initial=0.05, maximum=0.1))
             report = await ingest(connection, raw, health, source="simulator", stop=[server.failed], duration=20)
-            codes = []
-            async with connect(server.url) as ws:  # a client that comes after the failure
-                await ws.send(subscribe_frame(["X-USD"], ["ticker"]))
-                try:
-                    async for _ in ws:
-                        pass
-                except ConnectionClosed as closed:
-                    codes.append(closed.rcvd.code if closed.rcvd else None)
+            codes = [await close_code(server.url, ["X-USD"], ["ticker"])]  # a client that comes after the failure
         return report, server, codes
 
     report, server, codes = run(session())

@@ -24,6 +24,18 @@ from rtca.feed.server import Faults
 Run = Callable[..., Any]
 
 
+async def close_code(url: str, products: list[str], channels: list[str]) -> int | None:
+    """Subscribe and read until the server closes the connection: the code it closed with."""
+    async with connect(url) as ws:
+        await ws.send(subscribe_frame(products, channels))
+        try:
+            async for _ in ws:
+                pass
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+    return ws.close_code
+
+
 async def collect(ws: ClientConnection, limit: int | None = None) -> tuple[list[dict[str, Any]], int | None]:
     """Frames until the server closes (or `limit`), and the close code."""
     frames: list[dict[str, Any]] = []
@@ -342,13 +354,7 @@ def test_a_feed_server_whose_source_fails_stops_with_the_error_instead_of_hangin
 
     def subscribe(url: str) -> None:  # a client, so the pump asks the source for a frame
         async def client() -> None:
-            async with connect(url) as ws:
-                await ws.send(subscribe_frame(["X-USD"], ["ticker"]))
-                try:
-                    async for _ in ws:
-                        pass
-                except ConnectionClosed as closed:
-                    codes.append(closed.rcvd.code if closed.rcvd else None)
+            codes.append(await close_code(url, ["X-USD"], ["ticker"]))
 
         threads.append(threading.Thread(target=lambda: asyncio.run(client()), daemon=True))
         threads[0].start()
