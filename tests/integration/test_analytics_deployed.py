@@ -23,7 +23,7 @@ import pandas as pd
 import pulsar
 import pytest
 from references import pandas_flow, pandas_vol
-from test_functions_deployed import client, isolated, paced, produce, read  # noqa: F401 - client: a fixture
+from test_functions_deployed import client, isolated, paced, produce, read, undeploy  # noqa: F401 - client: a fixture
 from waiting import wait_for
 
 from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
@@ -34,8 +34,6 @@ from rtca.functions.deploy import (
     TRADE_FLOW,
     VOLATILITY,
     FunctionSpec,
-    _admin,
-    delete_functions,
     deploy,
     function_specs,
     function_status,
@@ -67,21 +65,7 @@ def deployed(stack: Settings) -> Iterator[dict[str, tuple[Settings, FunctionSpec
         out[key] = (settings, replace(spec, user_config={**spec.user_config, **config}))
     deploy(stack, [spec for _, spec in out.values()])
     yield out
-    names = [spec.name for _, spec in out.values()]
-    delete_functions(stack, names, known_only=False)
-    wait_for(lambda: not any(s.deployed for s in function_status(stack, names, known_only=False)), timeout=60,
-             what="the functions to be deleted")  # fmt: skip
-    topics = {settings.topic(name) for settings, _ in out.values() for name in settings.topics.model_dump().values()}
-
-    def deleted() -> bool:  # a consumer still closing may create its topic again: until none is listed
-        with _admin(stack) as admin:
-            listed = admin.get(f"/admin/v2/persistent/{stack.pulsar.tenant}/{stack.pulsar.namespace}")
-            left = topics & set(listed.json()) if listed.is_success else topics
-            for topic in left:
-                admin.delete(f"/admin/v2/{topic.replace('://', '/', 1)}", params={"force": "true"})
-        return not left
-
-    wait_for(deleted, timeout=60, what="the test topics to be deleted", interval=2)
+    undeploy(stack, out.values())
 
 
 def typed_messages(records: Iterable[dict[str, Any]]) -> Iterator[tuple[bytes, dict[str, str], str | None]]:

@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import orjson
 import pulsar
 import pytest
+from cleanup import drop_topics
 
 from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
 from rtca.feed.connection import Backoff, FeedConnection
@@ -21,7 +21,6 @@ from rtca.feed.server import Faults, ServerStats
 from rtca.feed.sinks import pulsar_client, pulsar_sinks
 from rtca.feed.sources import SourceSpec, open_source
 from rtca.settings import Settings
-from rtca.stack.remote import http_options
 
 pytestmark = pytest.mark.stack
 
@@ -35,9 +34,7 @@ def topics(stack: Settings, unique: str) -> Iterator[tuple[str, str]]:
     namespace keeps inactive topics)."""
     names = stack.topic(f"feedtest-{unique}-raw"), stack.topic(f"feedtest-{unique}-health")
     yield names
-    for name in names:
-        httpx.delete(f"{stack.pulsar.admin_url}/admin/v2/{name.replace('://', '/')}", params={"force": "true"},
-                     timeout=30, **http_options(stack, "pulsar"))
+    drop_topics(stack, names)
 
 
 def read_topic(settings: Settings, topic: str, *, idle: float = 3.0) -> list[pulsar.Message]:

@@ -34,7 +34,9 @@ from rtca.functions.deploy import (
 from rtca.functions.samples import hostile_payloads
 from rtca.settings import Settings, Topics
 
+from cleanup import drop_topics
 from references import random_walks
+from waiting import wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -57,8 +59,20 @@ def deployed(stack: Settings) -> Iterator[dict[str, tuple[Settings, FunctionSpec
     stats = next(s for s in function_specs(stats_settings, name_prefix=f"it-{tag}-")
                  if s.name.endswith(TICKER_STATS))  # fmt: skip
     deploy(stack, [router, stats])
-    yield {"router": (router_settings, router), "stats": (stats_settings, stats)}
-    delete_functions(stack, [router.name, stats.name], known_only=False)
+    deployed = {"router": (router_settings, router), "stats": (stats_settings, stats)}
+    yield deployed
+    undeploy(stack, deployed.values())
+
+
+def undeploy(stack: Settings, deployed: Iterable[tuple[Settings, FunctionSpec]]) -> None:
+    """Delete test functions, then their topics (an instance still stopping would re-create one)."""
+    deployed = list(deployed)
+    names = [spec.name for _, spec in deployed]
+    delete_functions(stack, names, known_only=False)
+    wait_for(lambda: not any(s.deployed for s in function_status(stack, names, known_only=False)), timeout=60,
+             what="the functions to be deleted")  # fmt: skip
+    drop_topics(stack, {settings.topic(name) for settings, _ in deployed
+                        for name in settings.topics.model_dump().values()})
 
 
 @pytest.fixture(scope="module")

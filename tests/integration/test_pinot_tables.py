@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cleanup import drop_topics
 
 from rtca.pinot.client import PinotClient
 from rtca.pinot.queries import candles_sql
@@ -51,22 +52,7 @@ def scratch(stack_up: Settings, tmp_path: Path, unique: str) -> Iterator[Setting
     })
     yield settings
     delete_tables(settings, ["ticker_stats"])
-    _delete_topic(stack_up, settings.topic(settings.topics.ticker_stats))
-
-
-def _delete_topic(settings: Settings, topic: str, *, timeout: float = 60.0) -> None:
-    """Delete a test topic; Pinot's reader of a just-dropped table may reconnect once and re-create it, so retry
-    until the namespace no longer lists it."""
-    short = topic.removeprefix("persistent://")
-    namespace = f"{settings.pulsar.admin_url}/admin/v2/persistent/{settings.pulsar.tenant}/{settings.pulsar.namespace}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        httpx.delete(f"{settings.pulsar.admin_url}/admin/v2/persistent/{short}", params={"force": "true"},
-                     timeout=30)
-        time.sleep(3)
-        if topic not in httpx.get(namespace, timeout=30).json():
-            return
-    print(f"warning: could not delete {topic}")
+    drop_topics(stack_up, [settings.topic(settings.topics.ticker_stats)])
 
 
 def test_a_changed_schema_or_table_is_updated(scratch: Settings, pinot: PinotClient) -> None:

@@ -33,6 +33,7 @@ from rtca.settings import PROJECT_ROOT, Settings, load_settings
 from rtca.stack import docker, external, profiles, remote
 from rtca.stack.process import ServiceState
 from rtca.superset.client import SupersetClient
+from cleanup import drop_topics
 from waiting import wait_for
 
 COMPOSE = PROJECT_ROOT / "infra" / "docker" / "compose.yaml"
@@ -492,23 +493,9 @@ def test_external_deploy_table_and_dashboards_database(remote_settings: Settings
         finally:
             client.close()
             pinot.delete_table(name)
-            delete_topic(pulsar_admin, topic)
+            drop_topics(remote_settings, [topic])
     with SupersetClient.from_settings(remote_settings) as superset:
         assert superset.database_id(remote_settings.superset.database_name) is not None
-
-
-def delete_topic(admin: httpx.Client, topic: str, *, partitioned: bool = False) -> None:
-    """Remove a test topic from the shared stack. A just-deleted function or table may still hold it for a moment
-    and re-create it on reconnect, so delete until it stays gone."""
-    path = f"/admin/v2/{topic.replace('://', '/')}" + ("/partitions" if partitioned else "")
-    namespace = "/admin/v2/persistent/" + topic.removeprefix("persistent://").rsplit("/", 1)[0]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        admin.delete(path, params={"force": "true"})
-        time.sleep(3)
-        if not any(t == topic or t.startswith(f"{topic}-partition-") for t in admin.get(namespace).json()):
-            return
-    raise AssertionError(f"{topic} keeps coming back after deletion")
 
 
 def _count(pinot: PinotClient, name: str) -> int:
@@ -566,8 +553,7 @@ def test_external_functions_run_from_the_uploaded_package(remote_settings: Setti
     finally:
         pulsar_admin.delete(path)
         client.close()
-        for topic in (inputs, output):
-            delete_topic(pulsar_admin, topic)
+        drop_topics(remote_settings, [inputs, output])
 
 
 @pytest.mark.stack
@@ -591,7 +577,7 @@ def test_scaled_namespace_creates_partitioned_topics(stack_up: Settings, pulsar_
         assert metadata["partitions"] == 3
     finally:
         client.close()
-        delete_topic(pulsar_admin, scaled.topic("scaled"), partitioned=True)
+        drop_topics(scaled, [scaled.topic("scaled")])
         pulsar_admin.delete(f"/admin/v2/namespaces/{namespace}").raise_for_status()
 
 

@@ -41,6 +41,7 @@ from rtca.feed.protocol import subscribe_frame
 from rtca.feed.simulator import SimulatedMarket
 from rtca.feed.sinks import Done, Record, Sink, pulsar_client, pulsar_sinks
 from rtca.settings import Settings, Tables, Topics
+from rtca.stack.pulsar import delete_topics
 from rtca.stack.remote import http_options
 
 log = logging.getLogger(__name__)
@@ -163,31 +164,11 @@ def _topic_path(topic: str) -> str:
     return "/admin/v2/" + topic.replace("://", "/", 1)
 
 
-def namespace_topics(settings: Settings) -> list[str]:
-    p = settings.pulsar
-    with _admin(settings) as admin:
-        response = admin.get(f"/admin/v2/persistent/{p.tenant}/{p.namespace}")
-        return list(response.json()) if response.is_success else []
-
-
-def delete_topic(settings: Settings, topic: str) -> None:
-    with _admin(settings) as admin:
-        admin.delete(_topic_path(topic), params={"force": "true"})
-
-
 def delete_topics_with_prefix(settings: Settings, prefix: str, timeout: float = 60.0) -> None:
-    """Delete every topic of the namespace whose short name starts with `prefix`. A reader of a just-dropped Pinot
-    table, or a function instance still stopping, may re-create one: retry until none is left for `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [t for t in namespace_topics(settings) if t.rsplit("/", 1)[-1].startswith(prefix)]
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            raise BenchError(f"topics left: {', '.join(left)}")
-        for topic in left:
-            delete_topic(settings, topic)
-        time.sleep(2)
+    """Delete every topic of the namespace whose short name starts with `prefix` (retried, see `delete_topics`)."""
+    left = delete_topics(settings, lambda topic: topic.rsplit("/", 1)[-1].startswith(prefix), timeout=timeout)
+    if left:
+        raise BenchError(f"topics left: {', '.join(left)}")
 
 
 def topic_stats(settings: Settings, topic: str) -> dict[str, Any]:

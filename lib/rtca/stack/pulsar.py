@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -131,6 +133,44 @@ def ensure_namespace(settings: Settings) -> None:
                              "inactiveTopicDeleteMode": "delete_when_no_subscriptions"}),
             f"disable inactive-topic deletion on {ns}")
         _ok(admin.post(f"/admin/v2/namespaces/{ns}/deduplication", json=True), f"enable deduplication on {ns}")
+
+
+_PARTITION = re.compile(r"-partition-\d+$")
+
+
+def delete_topics(settings: Settings, wanted: Callable[[str], bool], *, timeout: float = 60.0,
+                  request_timeout: float = 30.0, interval: float = 2.0) -> list[str]:
+    """Delete the topics of the settings' namespace that `wanted` picks (a partitioned topic whole, picked by its
+    own name) until the namespace lists none of them; returns those still listed after `timeout`.
+
+    For clean-ups (tests, benchmarks): a function instance or a Pinot reader still closing re-creates a topic when it
+    reconnects, and a loaded broker can take longer than a request's timeout to delete one; both are retried until
+    the deadline instead of failing the clean-up. A namespace never listed is a ServiceError.
+    """
+    from rtca.stack.remote import http_options
+
+    p = settings.pulsar
+    namespace = f"{p.tenant}/{p.namespace}"
+    deadline = time.monotonic() + timeout
+    left: list[str] | None = None
+    with httpx.Client(base_url=p.admin_url, timeout=request_timeout, **http_options(settings, "pulsar")) as admin:
+        while True:
+            try:
+                listed = admin.get(f"/admin/v2/persistent/{namespace}").raise_for_status().json()
+                left = sorted(t for t in listed if wanted(_PARTITION.sub("", t)))
+                if not left:
+                    return []
+                partitioned = {_PARTITION.sub("", t) for t in left if _PARTITION.search(t)}
+                for topic in sorted({_PARTITION.sub("", t) for t in left}):
+                    suffix = "/partitions" if topic in partitioned else ""
+                    admin.delete(f"/admin/v2/{topic.replace('://', '/', 1)}{suffix}", params={"force": "true"})
+            except httpx.HTTPError as exc:  # a timeout or a broker restarting: the next round asks again
+                error = exc
+            if time.monotonic() > deadline:
+                if left is None:
+                    raise ServiceError("pulsar", f"could not list the topics of {namespace}: {error}")
+                return left
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
 def _auth_headers(settings: Settings) -> dict[str, str]:
