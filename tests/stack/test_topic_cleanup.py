@@ -3,67 +3,42 @@ a slow broker is retried until the deadline instead of failing the clean-up (a t
 
 from __future__ import annotations
 
-import json
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pulsar
 import pytest
+from fake_http import SlowHandler, serving
 
 from rtca.errors import ServiceError
 from rtca.settings import Settings, load_settings
 from rtca.stack.pulsar import delete_topics
 
 
-class SlowAdmin(BaseHTTPRequestHandler):
-    """Pulsar's admin API for one namespace: the first `slow` requests answer after the client's timeout."""
+class SlowAdmin(SlowHandler):
+    """Pulsar's admin API for one namespace: lists `topics`, deletes from them."""
 
     topics: list[str] = []
-    slow = 0
     deletes: list[str] = []
     delete_ignored = False  # a topic a closing consumer re-creates at once
 
-    def _answer(self, body: object) -> None:
-        if SlowAdmin.slow > 0:
-            SlowAdmin.slow -= 1
-            time.sleep(0.6)
-        data = json.dumps(body).encode() if body is not None else b""
-        try:
-            self.send_response(200 if data else 204)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client timed out first: that is the point
-
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        self._answer(list(SlowAdmin.topics))
+        self.answer(200, list(SlowAdmin.topics))
 
     def do_DELETE(self) -> None:  # noqa: N802
         path = self.path.split("?")[0]
         SlowAdmin.deletes.append(path)
-        if SlowAdmin.delete_ignored:
-            return self._answer(None)
         name = "persistent://" + path.removeprefix("/admin/v2/persistent/").removesuffix("/partitions")
-        SlowAdmin.topics = [t for t in SlowAdmin.topics if t != name and not t.startswith(f"{name}-partition-")]
-        self._answer(None)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        if not SlowAdmin.delete_ignored:
+            SlowAdmin.topics = [t for t in SlowAdmin.topics if t != name and not t.startswith(f"{name}-partition-")]
+        self.answer(204)
 
 
 @pytest.fixture
 def slow_admin(default_env: None) -> Iterator[Settings]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowAdmin)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    SlowAdmin.deletes = []
-    yield load_settings(pulsar={"admin_url_override": f"http://127.0.0.1:{server.server_address[1]}"})
-    server.shutdown()
-    server.server_close()
+    SlowAdmin.deletes, SlowAdmin.slow = [], 0
+    with serving(SlowAdmin) as url:
+        yield load_settings(pulsar={"admin_url_override": url})
 
 
 def test_timeouts_are_retried_until_the_topics_are_gone(slow_admin: Settings) -> None:

@@ -71,13 +71,20 @@ class PinotClient:
         else:
             self._check(self._controller.put(f"/tables/{name}", json=dict(table)), f"update table {name}")
 
-    def delete_table(self, name: str) -> None:
-        response = self._controller.delete(f"/tables/{name}", params={"type": "realtime"})
-        if response.status_code not in (200, 404):
-            self._check(response, f"delete table {name}")
-        schema = self._controller.delete(f"/schemas/{name}")
-        if schema.status_code not in (200, 404):
-            self._check(schema, f"delete schema {name}")
+    def delete_table(self, name: str, *, attempts: int = 3) -> None:
+        """Delete a table and its schema. A loaded controller can take longer than the timeout to drop a table's
+        segments: the delete is asked again (it answers 404 once the first one finished)."""
+        steps = ((f"/tables/{name}", {"type": "realtime"}, "table"), (f"/schemas/{name}", {}, "schema"))
+        for path, params, what in steps:
+            for attempt in range(1, attempts + 1):
+                try:
+                    response = self._controller.delete(path, params=params)
+                    break
+                except httpx.TimeoutException:
+                    if attempt == attempts:
+                        raise
+            if response.status_code not in (200, 404):
+                self._check(response, f"delete {what} {name}")
 
     def segments(self, table: str) -> dict[str, dict[str, str]]:
         """Segment name -> {server: state} from the external view (CONSUMING or ONLINE)."""

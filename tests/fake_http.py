@@ -1,0 +1,47 @@
+"""A slow HTTP peer on loopback, for what a client does when an admin API answers after its timeout. Only for unit
+tests of the retrying; the integration tests use the real services."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class SlowHandler(BaseHTTPRequestHandler):
+    """Subclasses set `slow` (how many of the next answers come late) and call `answer`."""
+
+    slow = 0
+    delay = 0.6
+
+    def answer(self, status: int, body: object = None) -> None:
+        if type(self).slow > 0:
+            type(self).slow -= 1
+            time.sleep(self.delay)
+        data = json.dumps(body).encode() if body is not None else b""
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client timed out first: that is the point
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serving(handler: type[SlowHandler]) -> Iterator[str]:
+    """The handler on a free loopback port; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
