@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rtca.bench.capacity import Hold, RateSearch, backlog_growing, slope
+from rtca.bench.capacity import Hold, RateSearch, backlog_growing, best_sustained, slope
 from rtca.bench.freshness import Visibility, direct_table
 from rtca.bench.ingest import perf_rate
 from rtca.bench.pipeline import BenchScope, product_names, simulator_payloads
@@ -156,6 +156,18 @@ def test_hold_reasons() -> None:
     assert bad.reasons == ["ingest took 700 msg/s", "p99 1,500 ms", "router backlog growing", "3 rows missing"]
     assert Hold(1000, 1000, None, None, 0, {}, {}).reasons == ["no statistics rows seen"]
     assert bad.to_json()["sustained"] is False
+
+
+def test_capacity_is_the_rate_ingest_held_not_the_rate_asked() -> None:
+    def hold(rate: float, ingest: float, p99: float = 400.0) -> Hold:
+        return Hold(rate, ingest, p99, 100.0, 0, {"stats": False}, {"stats": 0})
+
+    held_short, failed = hold(1000, 960), hold(1200, 1190, p99=1500.0)
+    assert held_short.sustained and held_short.held == 960
+    assert hold(500, 510).held == 500  # a burst over the rate is not capacity
+    assert best_sustained([hold(500, 500), held_short, failed]) is held_short
+    assert best_sustained([hold(990, 985), hold(1000, 955)]).rate == 990  # more messages, though asked less
+    assert best_sustained([failed]) is None
 
 
 def test_rate_search_climbs_then_bisects_once() -> None:

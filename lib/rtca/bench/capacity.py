@@ -97,10 +97,20 @@ class Hold:
     def sustained(self) -> bool:
         return not self.reasons
 
+    @property
+    def held(self) -> float:
+        """The rate the pipeline was given: ingest may fall up to 5% short of the rate asked and still sustain."""
+        return min(self.rate, self.ingest_rate)
+
     def to_json(self) -> dict[str, Any]:
         return {"rate": self.rate, "ingest_rate": self.ingest_rate, "p99_ms": self.p99_ms, "p50_ms": self.p50_ms,
                 "missing": self.missing, "growing": self.growing, "backlog_last": self.backlog_last,
                 "sustained": self.sustained, "reasons": self.reasons}  # fmt: skip
+
+
+def best_sustained(holds: Sequence[Hold]) -> Hold | None:
+    """The sustained hold that carried the most messages (by what ingest held, not what was asked)."""
+    return max((h for h in holds if h.sustained), key=lambda h: h.held, default=None)
 
 
 class RateSearch:
@@ -216,13 +226,14 @@ def run(settings: Settings, *, quick: bool = False, keep: bool = False, say: Say
             say(f"    ingest {outcome.ingest_rate:,.0f} msg/s, stats p99 {p99}, backlog {outcome.backlog_last}: "
                 f"{verdict}")
             search.record(rate, outcome.sustained)
-    best = search.best
-    result.add(Figure("capacity", f"highest sustained rate ({hold:.0f} s holds)", best or 0.0, "msg/s",
-                      reference="identity function end to end", reference_value=reference, goal=GOAL,
-                      ratio_unit="%", note="" if best else "no rate tried was sustained",
-                      detail={"tried": [h.rate for h in holds]}))  # fmt: skip
+    best = best_sustained(holds)
+    result.add(Figure("capacity", f"highest sustained rate, as ingest held it ({hold:.0f} s holds)",
+                      best.held if best else 0.0, "msg/s", reference="identity function end to end",
+                      reference_value=reference, goal=GOAL, ratio_unit="%",
+                      note="" if best else "no rate tried was sustained",
+                      detail={"tried": [h.rate for h in holds], "asked": best.rate if best else None}))  # fmt: skip
     if holds:
-        top = max((h for h in holds if h.sustained), key=lambda h: h.rate, default=holds[0])
+        top = best or holds[0]
         if top.p99_ms is not None:
             result.add(Figure("capacity", f"stats p99 freshness at {top.rate:,.0f} msg/s", top.p99_ms, "ms",
                               reference="limit", reference_value=MAX_P99_MS))  # fmt: skip
