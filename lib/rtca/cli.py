@@ -26,8 +26,8 @@ def _print_states(states: list[ServiceState]) -> None:
     print(f"{'service':<18}{'health':<10}{'pid':>8}{'rss MB':>9}  url")
     for st in states:
         rss = f"{st.rss_bytes / 1024**2:.0f}" if st.rss_bytes else "-"
-        health = "healthy" if st.healthy else "not ready" if st.pid else "DOWN"  # running, still starting (or hung)
-        print(f"{st.name:<18}{health:<10}{st.pid or '-':>8}{rss:>9}  {st.url}")
+        health = "healthy" if st.healthy else "not ready" if st.pid else "ended" if st.note else "DOWN"
+        print(f"{st.name:<18}{health:<10}{st.pid or '-':>8}{rss:>9}  {st.url}" + (f"  ({st.note})" if st.note else ""))
     total = sum(st.rss_bytes or 0 for st in states)
     print(f"{'total':<18}{'':<10}{'':>8}{total / 1024**2:>9.0f}")
 
@@ -64,10 +64,10 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from rtca.feed.service import ingest_state
+    from rtca.feed.service import ended_ingest, ingest_state
 
     states = stack.status(settings)
-    ingest = ingest_state(settings)
+    ingest = ingest_state(settings) or ended_ingest(settings)
     _print_states(states + ([ingest] if ingest else []))
     return 0 if all(st.healthy for st in states) else 3
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from rtca.errors import ConfigError, ServiceError
-from rtca.feed.service import start_ingest, stop_ingest
+from rtca.feed.service import ended_ingest, start_ingest, stop_ingest
 from rtca.settings import Settings
 from rtca.stack.process import Supervisor
 from waiting import wait_for
@@ -65,3 +65,18 @@ def test_invalid_options_are_refused_before_a_running_ingest_is_touched(stack_up
         start_ingest(stack_up, ["--source", "cionbase"], name=name)
     process = Supervisor(stack_up).process(name)
     assert process is not None and process.pid == first.pid  # still the one that ran
+
+
+def test_status_shows_how_an_ingest_ended_until_it_is_stopped(stack_up: Settings, name: str) -> None:
+    start_ingest(stack_up, ["--source", "simulator", "--products", "TEST-USD", "--max-messages", "20",
+                            "--rate", "200"], name=name)  # fmt: skip
+    wait_for(lambda: Supervisor(stack_up).process(name) is None, timeout=30, what="the short ingest ends")
+    ended = ended_ingest(stack_up, name=name)
+    assert ended is not None and ended.note.startswith("finished (max_messages)")
+    assert stop_ingest(stack_up, name=name) is False  # it was not running; no longer shown as ended
+    assert ended_ingest(stack_up, name=name) is None
+
+    with pytest.raises(ServiceError):
+        start_ingest(stack_up, ["--source", "replay", "--capture", f"/nonexistent-{name}.capture"], name=name)
+    ended = ended_ingest(stack_up, name=name)
+    assert ended is not None and ended.note.startswith("exited: ") and "capture not found" in ended.note

@@ -11,12 +11,13 @@ import io
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import orjson
 import psutil
 
 from rtca.errors import ConfigError
 from rtca.feed.ingest import STARTED
 from rtca.settings import Settings
-from rtca.stack.process import Launch, Service, ServiceState, Supervisor
+from rtca.stack.process import STOPPED, Launch, Service, ServiceState, Supervisor
 
 NAME = "ingest"
 
@@ -25,17 +26,10 @@ def ingest_service(settings: Settings, run_args: Sequence[str] = (), *, name: st
     """The ingest as a supervised service: started once its log says it publishes (`rtca.feed.ingest.STARTED`),
     so that one ending at once (a bad capture, Pulsar unreachable) fails the start, naming its log."""
     argv = [str(settings.venv_dir / "bin" / "rtca"), "ingest", "run", *run_args]
-    log = Supervisor(settings).log_file(name)
+    supervisor = Supervisor(settings)
 
     def settled() -> bool:
-        try:
-            with log.open("rb") as text:
-                text.seek(max(0, log.stat().st_size - 65536))
-                tail = text.read().decode("utf-8", "replace")
-        except OSError:
-            return False
-        this_run = tail[tail.rfind(f" starting {name}: "):]  # the supervisor's line before each start
-        return f"\n{STARTED} " in this_run
+        return f"\n{STARTED} " in (supervisor.last_run_log(name) or "")
 
     return Service(name, lambda: Launch(argv=argv), url=settings.topic(settings.topics.raw), ready=settled,
                    may_finish=True)
@@ -90,10 +84,37 @@ def _options(run_args: Sequence[str]) -> dict[str, Any]:
 
 
 def stop_ingest(settings: Settings, *, name: str = NAME) -> bool:
-    return Supervisor(settings).stop(name)
+    """Stop the ingest; True if it was running. One that had ended by itself is then no longer shown as ended."""
+    supervisor = Supervisor(settings)
+    if supervisor.stop(name):
+        return True
+    if ended_ingest(settings, name=name) is not None:
+        supervisor.mark_stopped(name)
+    return False
 
 
 def ingest_state(settings: Settings) -> ServiceState | None:
     """The running ingest's state, or None when it is not running."""
     supervisor = Supervisor(settings)
     return supervisor.state(ingest_service(settings)) if supervisor.process(NAME) else None
+
+
+def ended_ingest(settings: Settings, *, name: str = NAME) -> ServiceState | None:
+    """The ingest that ended by itself since it was last started, not stopped by rtca: finished (its report is the
+    last line) or exited (a crash, a kill): `rtca status` shows it, so it does not look as if never started."""
+    supervisor = Supervisor(settings)
+    run = supervisor.last_run_log(name)
+    if run is None or supervisor.process(name) is not None or f" {STOPPED} {name}" in run:
+        return None
+    lines = [line for line in run.splitlines()[1:] if line.strip()]
+    try:
+        ended = orjson.loads(lines[-1]).get("ended") if lines else None
+    except (orjson.JSONDecodeError, AttributeError):
+        ended = None
+    if ended == "stopped":  # a signal asked it to (`kill`, an older rtca's stop): not an end of its own
+        return None
+    errors = [line for line in lines if line.startswith("error: ")]  # the CLI's; a hint line follows it
+    last = (errors or lines or ["without a word"])[-1]
+    why = f"finished ({ended})" if ended else f"exited: {last[:100]}"
+    return ServiceState(name, None, False, ingest_service(settings, name=name).url, None,
+                        note=f"{why}; `rtca logs {name}`")

@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,10 @@ class Service:
     host: str = "127.0.0.1"
 
 
+#: The supervisor's own lines in a service's log, around what the service printed.
+STARTING, STOPPED = "starting", "stopped by rtca"
+
+
 @dataclass(frozen=True)
 class ServiceState:
     name: str
@@ -69,6 +73,8 @@ class ServiceState:
     healthy: bool
     url: str
     rss_bytes: int | None
+    #: Why a service that is not running is not (an ingest that ended by itself): shown by `rtca status`.
+    note: str = ""
 
 
 def http_ok(url: str, *, timeout: float = 3.0) -> bool:
@@ -126,6 +132,19 @@ class Supervisor:
             pass
         return None
 
+    def last_run_log(self, name: str, *, tail: int = 65536) -> str | None:
+        """What the service's log holds since its last start (within the last `tail` bytes), the supervisor's
+        start line first; None without a log or a start in that tail."""
+        log = self.log_file(name)
+        try:
+            with log.open("rb") as text:
+                text.seek(max(0, log.stat().st_size - tail))
+                last = text.read().decode("utf-8", "replace")
+        except OSError:
+            return None
+        start = last.rfind(f" {STARTING} {name}: ")
+        return None if start < 0 else last[start:]
+
     def healthy(self, service: Service) -> bool:
         if service.health_url is not None:
             alive = http_ok(service.health_url)
@@ -150,7 +169,7 @@ class Supervisor:
         launch = service.launch()
         log = self.log_file(service.name)
         with log.open("ab") as out:
-            out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {service.name}: "
+            out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {STARTING} {service.name}: "
                       f"{' '.join(launch.argv)}\n".encode())
             out.flush()
             popen = subprocess.Popen(list(launch.argv), stdout=out, stderr=subprocess.STDOUT,
@@ -224,7 +243,13 @@ class Supervisor:
                 pass
         psutil.wait_procs(alive, timeout=5)
         self._pid_file(name).unlink(missing_ok=True)
+        self.mark_stopped(name)
         return True
+
+    def mark_stopped(self, name: str) -> None:
+        """Say in the service's log that its last run ended by rtca's hand (a stop, not a crash)."""
+        with suppress(OSError), self.log_file(name).open("ab") as out:
+            out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {STOPPED} {name}\n".encode())
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
