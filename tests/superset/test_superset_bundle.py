@@ -174,3 +174,93 @@ def test_export_puts_other_settings_back_too(files: dict[str, dict[str, Any]], s
     exported = normalise_export(_as_superset_exports(rendered, moved), moved)
     assert exported["databases/pinot.yaml"] == (bundle_dir(settings) / "databases/pinot.yaml").read_text()
     assert exported["datasets/ticker.yaml"] == (bundle_dir(settings) / "datasets/ticker.yaml").read_text()
+
+
+def test_export_keys_chart_metadata_by_the_stable_chart_ids(files: dict[str, dict[str, Any]]) -> None:
+    """`expanded_slices` (a chart's description shown on the dashboard) and legacy `filter_scopes` are keyed by chart
+    id: Superset's importer maps each key through the position's ids (`id_map[int(key)]`, a KeyError and an HTTP 500
+    otherwise), so after export they must use the same stable ids as the position."""
+    from rtca.superset.bundle import normalise_dashboard, stable_chart_id
+
+    dashboard = copy.deepcopy(files["dashboards/order_book.yaml"])
+    real: dict[int, str] = {}
+    for i, item in enumerate(c for c in dashboard["position"].values()
+                             if isinstance(c, dict) and c.get("type") == "CHART"):
+        item["meta"]["chartId"] = 100 + i  # the instance's ids, as Superset exports them
+        real[100 + i] = item["meta"]["uuid"]
+    dashboard["metadata"]["expanded_slices"] = {"100": True, "555": True}  # 555: a chart no longer on it
+    dashboard["metadata"]["filter_scopes"] = {"101": {"product_id": {"scope": ["ROOT_ID"], "immune": [102]}}}
+    out = normalise_dashboard(dashboard)
+    placed = {item["meta"]["chartId"] for item in out["position"].values()
+              if isinstance(item, dict) and item.get("type") == "CHART"}
+    for key in ("expanded_slices", "filter_scopes"):
+        assert {int(k) for k in out["metadata"][key]} <= placed, f"{key} keys are not the position's chart ids"
+    assert out["metadata"]["expanded_slices"] == {str(stable_chart_id(real[100])): True}
+    scopes = out["metadata"]["filter_scopes"][str(stable_chart_id(real[101]))]
+    assert scopes["product_id"]["immune"] == [stable_chart_id(real[102])]
+
+
+def test_export_leaves_out_dashboards_on_other_databases(files: dict[str, dict[str, Any]],
+                                                         settings: Settings) -> None:
+    """`rtca superset export` sees every dashboard in Superset: one a user built on another database must not land in
+    the bundle, or `rtca superset apply` refuses the bundle from then on (`bundle_problems`)."""
+    exports = _as_superset_exports(files, settings)
+    root = next(iter(exports)).split("/")[0]
+    foreign = {
+        "databases/examples.yaml": {"database_name": "examples", "sqlalchemy_uri": "sqlite:///x.db",
+                                    "uuid": "00000000-0000-4000-8000-000000000001", "version": "1.0.0"},
+        "datasets/examples/sales.yaml": {"table_name": "sales", "database_uuid": "00000000-0000-4000-8000-000000000001",
+                                         "uuid": "00000000-0000-4000-8000-000000000002", "columns": [], "metrics": []},
+        "charts/Sales_900.yaml": {"slice_name": "Sales", "viz_type": "table", "params": {},
+                                  "dataset_uuid": "00000000-0000-4000-8000-000000000002",
+                                  "uuid": "00000000-0000-4000-8000-000000000003"},
+        "dashboards/Sales_9.yaml": {"dashboard_title": "Sales", "slug": "sales", "metadata": {},
+                                    "uuid": "00000000-0000-4000-8000-000000000004",
+                                    "position": {"CHART-1": {"type": "CHART", "id": "CHART-1", "meta": {
+                                        "chartId": 900, "uuid": "00000000-0000-4000-8000-000000000003"}}}},
+    }
+    exports.update({f"{root}/{name}": yaml.safe_dump(content).encode() for name, content in foreign.items()})
+    exported = normalise_export(exports, settings)
+    assert sorted(exported) == sorted(files), "the other database's dashboard, chart, dataset or database was kept"
+    skipped: list[str] = []
+    normalise_export(exports, settings, skipped=skipped)
+    assert skipped == ["Sales"]
+
+
+def test_apply_names_the_objects_edited_in_superset(files: dict[str, dict[str, Any]], settings: Settings) -> None:
+    """`apply` overwrites by uuid: a chart edited in the UI and not exported yet must be named (and saved) first,
+    and an untouched Superset must give no such warning."""
+    from rtca.superset.bundle import drifted
+
+    exports = _as_superset_exports(files, settings)
+    assert drifted(normalise_export(exports, settings), files, settings) == {}
+    name = next(n for n in exports if "/charts/Spread" in n)
+    chart = yaml.safe_load(exports[name])
+    chart["params"]["time_range"] = "Last week"  # the user's edit
+    exports[name] = yaml.safe_dump(chart, sort_keys=False).encode()
+    changed = drifted(normalise_export(exports, settings), files, settings)
+    assert sorted(changed) == ["charts/spread_bps.yaml"]
+    assert "Last week" in changed["charts/spread_bps.yaml"]
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda d: d["dashboards/order_book.yaml"]["position"]["CHART-book_spread"].update(meta=None),
+    lambda d: d["dashboards/order_book.yaml"]["metadata"].update(native_filter_configuration=["Product"]),
+    lambda d: d["dashboards/order_book.yaml"].update(position=["CHART-book_spread"]),
+    lambda d: d["charts/spread_bps.yaml"].pop("uuid"),
+], ids=["meta null", "filter not a mapping", "position a list", "no uuid"])
+def test_a_malformed_file_is_a_problem_not_a_traceback(files: dict[str, dict[str, Any]], settings: Settings,
+                                                       break_it: Any) -> None:
+    broken = copy.deepcopy(files)
+    break_it(broken)
+    problems = bundle_problems(broken, settings)
+    assert problems and all(p.startswith(("dashboards/order_book.yaml", "charts/spread_bps.yaml")) for p in problems)
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    from rtca.errors import ConfigError
+
+    (tmp_path / "charts").mkdir()
+    (tmp_path / "charts" / "x.yaml").write_bytes(b"slice_name: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="x.yaml"):
+        read_bundle(tmp_path)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -70,8 +71,8 @@ def read_bundle(root: Path) -> Bundle:
         for path in sorted((root / FOLDERS[kind]).glob("*.yaml")):
             try:
                 content = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path} is not valid YAML (UTF-8): {exc}") from None
             if not isinstance(content, dict):
                 raise ConfigError(f"{path}: expected a mapping at the top")
             files[f"{FOLDERS[kind]}/{path.name}"] = content
@@ -104,13 +105,26 @@ def of_kind(files: Bundle, kind: Kind) -> dict[str, dict[str, Any]]:
 def chart_uuids_of(dashboard: Mapping[str, Any]) -> list[str]:
     """Chart uuids a dashboard places, in position order."""
     return [item["meta"]["uuid"] for item in (dashboard.get("position") or {}).values()
-            if isinstance(item, dict) and item.get("type") == "CHART" and "uuid" in item.get("meta", {})]
+            if isinstance(item, dict) and item.get("type") == "CHART" and isinstance(item.get("meta"), dict)
+            and "uuid" in item["meta"]]
 
 
 def bundle_problems(files: Bundle, settings: Settings) -> list[str]:
     """Why Superset would import the bundle wrongly or not at all: broken uuid links, duplicate uuids, a database
     other than the one the stack registers, a dataset on a table the workbench does not define. Empty = fine."""
-    problems: list[str] = []
+    problems: list[str] = [f"{name}: no uuid" for name, c in files.items() if not c.get("uuid")]
+    for name, dash in of_kind(files, "dashboard").items():
+        if not isinstance(dash.get("position"), dict) or not isinstance(dash.get("metadata") or {}, dict):
+            problems.append(f"{name}: position and metadata must be mappings")
+        elif not all(isinstance(native, dict)
+                     for native in (dash.get("metadata") or {}).get("native_filter_configuration") or []):
+            problems.append(f"{name}: every native_filter_configuration item must be a mapping")
+        else:
+            problems += [f"{name}: position item {key} is a CHART without meta.uuid" for key, item
+                         in dash["position"].items() if isinstance(item, dict) and item.get("type") == "CHART"
+                         and not (isinstance(item.get("meta"), dict) and item["meta"].get("uuid"))]
+    if problems:
+        return problems
     uuids = Counter(c.get("uuid") for c in files.values())
     problems += [f"uuid {u} used by {n} files" for u, n in uuids.items() if n > 1]
     databases = {c.get("uuid") for c in of_kind(files, "database").values()}
@@ -189,6 +203,7 @@ def apply_dashboards(settings: Settings, *, root: Path | None = None,
     to_import = for_import(files)
     results: list[BundleResult] = []
     with SupersetClient.from_settings(settings) as client:
+        _back_up_edits(client, settings, files, say)
         for position, kind in enumerate(KINDS):
             before = existing_uuids(client, kind)
             # each import carries what its objects reference (the importer resolves uuids inside the zip)
@@ -206,6 +221,42 @@ def apply_dashboards(settings: Settings, *, root: Path | None = None,
                                             after.get(uuid)))
         _check_dashboards(client, files, {r.uuid: r.id for r in results if r.kind == "dashboard"})
     return results
+
+
+def drifted(current: Mapping[str, str], files: Bundle, settings: Settings) -> dict[str, str]:
+    """Superset's version (`normalise_export` texts) of each bundle object that differs from its file: bundle path ->
+    Superset's text. Objects Superset does not hold, or holds as in the files, are not in it."""
+    by_uuid = {str(content.get("uuid")): (name, content) for name, content in files.items()}
+    values = placeholders(settings)
+    out: dict[str, str] = {}
+    for path, text in current.items():
+        content = fill(yaml.load(text, Loader=_Loader), values, path)
+        name, wanted = by_uuid.get(str(content.get("uuid")), (None, None))
+        if name is not None and content != wanted:
+            out[name] = text
+    return out
+
+
+def _back_up_edits(client: SupersetClient, settings: Settings, files: Bundle, say: Callable[[str], None]) -> None:
+    """Before the import overwrites them: save and name the bundle's objects that Superset holds in another version
+    than the files' (edited in Superset and not exported yet, or edited in the files), so no edit is lost unseen."""
+    ours = {str(content.get("uuid")) for content in files.values()}
+    exported: dict[str, bytes] = {}
+    for kind in ("dashboard", "dataset"):  # a dashboard's export brings its charts and database
+        ids = [i for uuid, i in existing_uuids(client, kind).items() if uuid in ours]
+        if ids:
+            exported.update({f"{kind}_export/{k.split('/', 1)[1]}": v
+                             for k, v in client.export_bundle(kind, ids).items()})
+    changed = drifted(normalise_export(exported, settings), files, settings)
+    if not changed:
+        return
+    backup = settings.run_dir / "superset-backups" / time.strftime("%Y%m%dT%H%M%S")
+    for name, text in sorted(changed.items()):
+        path = backup / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        say(f"- {name} differs in Superset (edited there and not exported?): overwriting it; Superset's version "
+            f"is saved as {path}")
 
 
 def _check_dashboards(client: SupersetClient, files: Bundle, ids: Mapping[str, int | None]) -> None:
@@ -299,6 +350,11 @@ def normalise_chart(chart: dict[str, Any]) -> dict[str, Any]:
     return chart
 
 
+#: Metadata mappings keyed by chart id (as a string). The importer maps each key through the dashboard's position
+#: (`id_map[int(key)]`, a KeyError for a key it cannot map), so the keys must be the stable ids too.
+_KEYED_BY_CHART = ("chart_configuration", "expanded_slices", "filter_scopes")
+
+
 def _remap_ids(value: Any, id_map: Mapping[int, int]) -> Any:
     """Chart ids inside dashboard metadata -> stable ids; lists of chart ids computed by the frontend (chartsInScope)
     are dropped, since the importer would not remap them and the frontend recomputes them from the scope."""
@@ -307,12 +363,13 @@ def _remap_ids(value: Any, id_map: Mapping[int, int]) -> Any:
         for key, item in value.items():
             if key == "chartsInScope":
                 continue
-            if key == "chart_configuration" and isinstance(item, dict):
-                out[key] = {str(id_map.get(int(k), k)) if str(k).isdigit() else k: _remap_ids(v, id_map)
-                            for k, v in item.items()}
+            if key in _KEYED_BY_CHART and isinstance(item, dict):
+                # a key of a chart no longer on the dashboard would make the import fail: left out
+                out[key] = {str(id_map[int(k)]) if str(k).isdigit() else k: _remap_ids(v, id_map)
+                            for k, v in item.items() if not str(k).isdigit() or int(k) in id_map}
             elif key in ("id", "chartId") and isinstance(item, int):
                 out[key] = id_map.get(item, item)
-            elif key in ("excluded", "timed_refresh_immune_slices") and isinstance(item, list):
+            elif key in ("excluded", "immune", "timed_refresh_immune_slices") and isinstance(item, list):
                 out[key] = [id_map.get(i, i) if isinstance(i, int) else i for i in item]
             else:
                 out[key] = _remap_ids(item, id_map)
@@ -400,10 +457,15 @@ def file_name(kind: Kind, content: Mapping[str, Any], settings: Settings) -> str
     return f"{FOLDERS[kind]}/{stem}.yaml"
 
 
-def normalise_export(files: Mapping[str, bytes], settings: Settings) -> dict[str, str]:
+def normalise_export(files: Mapping[str, bytes], settings: Settings, *,
+                     skipped: list[str] | None = None) -> dict[str, str]:
     """Superset's export zip -> the bundle's files (path -> YAML text): no root folder, no metadata.yaml, no
-    instance ids, settings as placeholders, names stable."""
-    out: dict[str, str] = {}
+    instance ids, settings as placeholders, names stable.
+
+    Only what `apply_dashboards` accepts back is kept (`bundle_problems`): a dashboard with a chart or a filter on a
+    dataset that is not a workbench table of the registered database (another database, a virtual dataset) is left
+    out, with its charts, datasets and database; its title goes to `skipped`."""
+    parsed: list[tuple[Kind, dict[str, Any]]] = []
     seen: set[Any] = set()
     for path, raw in sorted(files.items()):
         parts = path.split("/")
@@ -420,6 +482,12 @@ def normalise_export(files: Mapping[str, bytes], settings: Settings) -> dict[str
         if content.get("uuid") in seen:
             continue
         seen.add(content.get("uuid"))
+        parsed.append((kind, content))
+    keep = _workbench_uuids(parsed, settings, skipped if skipped is not None else [])
+    out: dict[str, str] = {}
+    for kind, content in parsed:
+        if str(content.get("uuid")) not in keep:
+            continue
         name = file_name(kind, content, settings)
         if name in out:
             name = name.replace(".yaml", f"_{str(content.get('uuid'))[:8]}.yaml")
@@ -427,17 +495,41 @@ def normalise_export(files: Mapping[str, bytes], settings: Settings) -> dict[str
     return out
 
 
+def _workbench_uuids(parsed: list[tuple[Kind, dict[str, Any]]], settings: Settings, skipped: list[str]) -> set[str]:
+    """uuids of the exported objects that belong in the bundle; titles of the dashboards left out go to `skipped`."""
+    tables = set(settings.tables.model_dump().values())
+    datasets = {str(c.get("uuid")) for k, c in parsed if k == "dataset"
+                and str(c.get("database_uuid")) == settings.superset.database_uuid and c.get("table_name") in tables}
+    chart_dataset = {str(c.get("uuid")): str(c.get("dataset_uuid")) for k, c in parsed if k == "chart"}
+    keep = set(datasets) | {settings.superset.database_uuid}
+    for kind, dash in parsed:
+        if kind != "dashboard":
+            continue
+        charts = set(chart_uuids_of(dash))
+        used = {chart_dataset.get(u) for u in charts}
+        natives = (dash.get("metadata") or {}).get("native_filter_configuration") or []
+        used |= {str(target["datasetUuid"]) for native in natives for target in native.get("targets") or []
+                 if target.get("datasetUuid")}
+        if used <= datasets:
+            keep |= charts | {str(dash.get("uuid"))}
+        else:
+            skipped.append(str(dash.get("dashboard_title")))
+    return keep
+
+
 def dump_yaml(content: Mapping[str, Any]) -> str:
     return yaml.dump(dict(content), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
 
 
 def export_dashboards(settings: Settings, out_dir: Path | None = None, *,
-                      dashboards: Iterable[str] | None = None) -> list[Path]:
+                      dashboards: Iterable[str] | None = None, say: Callable[[str], None] = print) -> list[Path]:
     """`rtca superset export [DIR]`: regenerate the bundle files from the running Superset.
 
-    Exports every dashboard (or those whose slug, title or uuid is in `dashboards`) with the charts, datasets and
-    database they use. The YAML files of the four folders under `out_dir` (default `infra/superset/`) are replaced
-    by the export, so a chart deleted in Superset disappears from the files too; other files there stay.
+    Exports every workbench dashboard (or those whose slug, title or uuid is in `dashboards`) with the charts,
+    datasets and database they use; dashboards on other datasets are left out, named through `say`. When exporting
+    every dashboard, the YAML files of the four folders under `out_dir` (default `infra/superset/`) are replaced by
+    the export, so a chart deleted in Superset disappears from the files too; other files there stay. A selective
+    export only writes its dashboards' files (the others' would be lost).
     """
     out_dir = out_dir or bundle_dir(settings)
     wanted = set(dashboards) if dashboards is not None else None
@@ -455,8 +547,14 @@ def export_dashboards(settings: Settings, out_dir: Path | None = None, *,
         if ours:
             exported.update({f"datasets_export/{k.split('/', 1)[1]}": v
                              for k, v in client.export_bundle("dataset", ours).items()})
-    files = normalise_export(exported, settings)
-    for folder in FOLDERS.values():
+    skipped: list[str] = []
+    files = normalise_export(exported, settings, skipped=skipped)
+    for title in skipped:
+        say(f"- left out dashboard {title!r}: it uses datasets other than the workbench tables of database "
+            f"{settings.superset.database_name!r}, which `rtca superset apply` would refuse")
+    if not of_kind({name: {} for name in files}, "dashboard"):
+        raise DeployError("no workbench dashboard to export (every one found uses other datasets)")
+    for folder in FOLDERS.values() if wanted is None else ():
         for old in (out_dir / folder).glob("*.yaml"):
             old.unlink()
     written = []

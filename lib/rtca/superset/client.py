@@ -22,7 +22,10 @@ from rtca.settings import Settings
 
 class SupersetClient:
     def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 60.0) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers={"Referer": base_url})
+        # Accept: JSON, or Superset answers a failed command (an import that does not validate) with its HTML
+        # error page and status 500 rather than the JSON errors and 422 (`*/*` counts as accepting text/html)
+        self._http = httpx.Client(base_url=base_url, timeout=timeout,
+                                  headers={"Referer": base_url, "Accept": "application/json"})
         token = self._login(username, password)
         self._http.headers["Authorization"] = f"Bearer {token}"
         csrf = self._check(self._http.get("/api/v1/security/csrf_token/"), "fetch a CSRF token")["result"]
@@ -37,13 +40,24 @@ class SupersetClient:
 
     def _login(self, username: str, password: str) -> str:
         payload = {"username": username, "password": password, "provider": "db", "refresh": True}
-        return str(self._check(self._http.post("/api/v1/security/login", json=payload), "log in")["access_token"])
+        response = self._http.post("/api/v1/security/login", json=payload)
+        if response.status_code == 401:
+            raise DeployError(f"Superset at {self._http.base_url} rejected user {username!r} and its password",
+                              hint="the password is RTCA_SUPERSET__ADMIN_PASSWORD, else SUPERSET_ADMIN_PASSWORD, else "
+                                   "the one in <run dir>/secrets/superset.json: it must be the one Superset's admin "
+                                   "was created with (on its first start)")
+        return str(self._check(response, "log in")["access_token"])
 
     @staticmethod
     def _check(response: httpx.Response, what: str) -> Any:
         if not response.is_success:
-            raise DeployError(f"Superset could not {what}: HTTP {response.status_code} {response.text[:500]}")
-        return response.json()
+            raise DeployError(f"Superset could not {what}: HTTP {response.status_code} {_reason(response)}")
+        try:
+            return response.json()
+        except ValueError:
+            raise DeployError(f"Superset could not {what}: HTTP {response.status_code} but not JSON "
+                              f"({response.headers.get('content-type')}): is {response.url.host}:"
+                              f"{response.url.port} Superset?") from None
 
     def get(self, path: str, **params: Any) -> Any:
         return self._check(self._http.get(path, params=params or None), f"GET {path}")
@@ -102,3 +116,20 @@ class SupersetClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _reason(response: httpx.Response) -> str:
+    """What an error response says: Superset's JSON message or errors, else the status phrase (a 500 is an HTML page
+    that says nothing; the traceback is in Superset's log)."""
+    try:
+        body = response.json()
+    except ValueError:
+        hint = " (an error inside Superset: its log has the traceback)" if response.status_code >= 500 else ""
+        return f"{response.reason_phrase}{hint}"
+    if isinstance(body, dict):
+        messages = [str(e.get("message")) for e in body.get("errors") or [] if isinstance(e, dict)]
+        if body.get("message"):
+            messages.insert(0, str(body["message"]))
+        if messages:
+            return "; ".join(messages)[:2000]
+    return response.text[:500]
