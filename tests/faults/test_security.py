@@ -67,6 +67,26 @@ def test_generated_secrets_are_per_run_directory_private_and_never_printed(tmp_p
     assert first.admin_password not in repr(first) and first.secret_key not in repr(first)
 
 
+def test_the_environment_overrides_the_stored_secrets_without_replacing_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stored = superset_secrets(load_settings(run_dir=tmp_path))
+    monkeypatch.setenv("SUPERSET_ADMIN_PASSWORD", "a-mistyped-password")
+    monkeypatch.setenv("SUPERSET_SECRET_KEY", "another-key-" * 4)
+    used = superset_secrets(load_settings(run_dir=tmp_path))
+    assert (used.admin_password, used.secret_key) == ("a-mistyped-password", "another-key-" * 4)
+    monkeypatch.delenv("SUPERSET_ADMIN_PASSWORD")
+    monkeypatch.delenv("SUPERSET_SECRET_KEY")
+    assert superset_secrets(load_settings(run_dir=tmp_path)) == stored  # what Superset was set up with
+
+
+def test_on_a_first_run_the_environment_s_secrets_are_the_ones_kept(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPERSET_ADMIN_PASSWORD", "chosen-by-the-user")
+    superset_secrets(load_settings(run_dir=tmp_path))
+    monkeypatch.delenv("SUPERSET_ADMIN_PASSWORD")
+    assert superset_secrets(load_settings(run_dir=tmp_path)).admin_password == "chosen-by-the-user"
+
+
 # --- the running stack ----------------------------------------------------------------------------------------------
 def stack_processes(settings: Settings) -> dict[str, list[psutil.Process]]:
     """Service name -> its process and their children (function instances run under the Pulsar process)."""

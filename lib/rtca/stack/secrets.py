@@ -23,7 +23,11 @@ class SupersetSecrets:
 
 
 def superset_secrets(settings: Settings) -> SupersetSecrets:
-    """Explicit settings (RTCA_SUPERSET__*) or SUPERSET_SECRET_KEY / SUPERSET_ADMIN_PASSWORD win over the file."""
+    """Explicit settings (RTCA_SUPERSET__*) or SUPERSET_SECRET_KEY / SUPERSET_ADMIN_PASSWORD win over the file.
+
+    The file records what Superset was first set up with: a value is written once (generated, or the environment's
+    on the first run) and never replaced, so one run with a mistyped variable cannot lose the stored password or
+    the key Superset encrypts its database credentials with."""
     path = settings.secrets_dir / "superset.json"
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     configured = settings.superset
@@ -34,10 +38,11 @@ def superset_secrets(settings: Settings) -> SupersetSecrets:
         or os.environ.get("SUPERSET_ADMIN_PASSWORD") or stored.get("admin_password")
         or secrets.token_urlsafe(12),
     }
-    if values != stored:
+    kept = {key: stored.get(key) or value for key, value in values.items()}
+    if kept != stored:
         settings.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            json.dump(values, out)
+            json.dump(kept, out)
         os.chmod(path, 0o600)
     return SupersetSecrets(**values)
