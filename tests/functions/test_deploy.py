@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -149,3 +150,161 @@ def test_unreachable_admin_is_a_deploy_error(monkeypatch: pytest.MonkeyPatch) ->
         base_url="http://admin", transport=httpx.MockTransport(refuse)))
     with pytest.raises(DeployError, match="refused"):
         fdeploy.deploy_functions(Settings(), say=lambda _: None)
+
+
+class PackagesAdmin(FakeAdmin):
+    """FakeAdmin plus Pulsar's package management as standalone runs it: a function's code is stored as package
+    `name@version` on create (version 0) and update, and deleting the function leaves its packages
+    (apache/pulsar#20930), which then blocks a create of the same name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.packages: dict[str, set[int]] = {}
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        parts = request.url.path.split("/")
+        if request.url.path.startswith("/admin/v3/packages/function/"):  # .../function/t/ns/name[/version[/metadata]]
+            versions = self.packages.setdefault(parts[7], set())
+            if len(parts) == 8:
+                return httpx.Response(200, json=[str(v) for v in sorted(versions)])
+            exists = int(parts[8]) in versions
+            if request.method == "DELETE":
+                versions.discard(int(parts[8]))
+                return httpx.Response(204 if exists else 404)
+            return httpx.Response(200 if exists else 404, json={})
+        if request.url.path.startswith("/admin/v3/functions/") and len(parts) == 7 and request.method in ("POST",
+                                                                                                    "PUT"):
+            versions = self.packages.setdefault(parts[6], set())
+            if request.method == "POST" and parts[6] not in self.functions:
+                if 0 in versions:
+                    return httpx.Response(500, json={"reason": f"Package 'function://t/ns/{parts[6]}@0' metadata "
+                                                               f"already exists"})
+                versions.add(0)
+            elif request.method == "PUT":
+                versions.add(max(versions, default=-1) + 1)
+        return super().handler(request)
+
+
+@pytest.fixture
+def packages_admin(monkeypatch: pytest.MonkeyPatch) -> PackagesAdmin:
+    fake = PackagesAdmin()
+    monkeypatch.setattr(fdeploy, "_admin", lambda settings, timeout=60.0: httpx.Client(
+        base_url="http://admin", transport=httpx.MockTransport(fake.handler)))
+    monkeypatch.setattr(fdeploy.time, "sleep", lambda s: None)
+    return fake
+
+
+def test_a_deleted_function_can_be_deployed_again(packages_admin: PackagesAdmin) -> None:
+    """`rtca functions delete NAME` then `rtca functions deploy NAME` (what a refused update's hint says to do)."""
+    settings = Settings()
+    quiet = {"say": lambda _: None}
+    fdeploy.deploy_functions(settings, ["coinbase-router"], **quiet)
+    fdeploy.deploy_functions(Settings(topics=Topics(dead_letter="moved")), ["coinbase-router"], **quiet)  # @1
+    assert fdeploy.delete_functions(settings, ["coinbase-router"]) == ["coinbase-router"]
+    assert not any(packages_admin.packages["coinbase-router"]), "the deleted function's code packages are gone"
+    assert [r.action for r in fdeploy.deploy_functions(settings, ["coinbase-router"], **quiet)] == ["created"]
+
+
+def test_deploy_heals_a_name_blocked_by_a_package_left_behind(packages_admin: PackagesAdmin) -> None:
+    """A function deleted without its package (pulsar-admin, an older rtca) is created again all the same."""
+    packages_admin.packages["coinbase-book"] = {0}
+    assert [r.action for r in fdeploy.deploy_functions(Settings(), ["coinbase-book"], say=lambda _: None)] == [
+        "created"]
+
+
+@pytest.mark.parametrize("text, said", [
+    ("rules:\n  - name: wide\n    kind: spread_bp\n    threshold: 50\n", "unknown kind 'spread_bp'"),
+    ("rules:\n  - name: wide\n    kind: spread_bps\n    threshold: 50\n    clear: 60\n", "clear 60.0 is above"),
+    ("rules:\n  - name: wide\n    kind: spread_bps\n    treshold: 50\n", "unknown keys"),
+    ("rules:\n  - name: wide\n    kind: spread_bps\n", "threshold"),
+    ("rules:\n  - name: x\n    kind: spread_bps\n  threshold: 1\n", "not valid YAML"),
+    ("rule:\n  - name: x\n", "under `rules:`"),
+    (None, "cannot read the alert rules"),
+])  # fmt: skip
+def test_bad_alert_rules_are_a_config_error_before_anything_is_deployed(
+    admin: FakeAdmin, tmp_path: Path, text: str | None, said: str
+) -> None:
+    """A rule the alerts function cannot parse would keep it from ever starting while deploy reports it running."""
+    if text is not None:
+        (tmp_path / "alerts.yaml").write_text(text)
+    settings = Settings(infra_dir=tmp_path)
+    with pytest.raises(ConfigError, match=said):
+        fdeploy.deploy_functions(settings, say=lambda _: None)
+    assert not admin.functions
+
+
+def test_status_and_delete_do_not_need_the_alert_rules(admin: FakeAdmin, tmp_path: Path) -> None:
+    """A broken or missing infra/alerts.yaml concerns deploying the alerts function, not looking at or removing any
+    function."""
+    fdeploy.deploy_functions(Settings(), ["coinbase-router"], say=lambda _: None)
+    broken = Settings(infra_dir=tmp_path)  # no alerts.yaml there
+    assert [s.deployed for s in fdeploy.function_status(broken, ["coinbase-router", "coinbase-alerts"])] == [True,
+                                                                                                          False]
+    assert len(fdeploy.function_status(broken)) == len(function_specs(Settings()))
+    assert fdeploy.delete_functions(broken, ["coinbase-router"]) == ["coinbase-router"]
+    with pytest.raises(ConfigError, match="unknown function"):
+        fdeploy.function_status(broken, ["nope"])
+
+
+def test_names_are_the_specs_names() -> None:
+    assert fdeploy.NAMES == tuple(spec.name for spec in function_specs(Settings()))
+
+
+def test_deploy_waits_for_every_instance_the_scale_setting_asks_for(admin: FakeAdmin,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """RTCA_SCALE__FUNCTION_PARALLELISM=3: deployed with 3 instances, so not done while only 1 of them runs."""
+    handler = admin.handler
+
+    def one_running(request: httpx.Request) -> httpx.Response:
+        response = handler(request)
+        if request.url.path.endswith("/status") and response.status_code == 200:
+            wanted = admin.functions[request.url.path.split("/")[6]]["parallelism"]
+            return httpx.Response(200, json={"numInstances": wanted, "numRunning": 1, "instances": []})
+        return response
+
+    monkeypatch.setattr(fdeploy, "_admin", lambda settings, timeout=60.0: httpx.Client(
+        base_url="http://admin", transport=httpx.MockTransport(one_running)))
+    scaled = Settings(scale={"function_parallelism": 3})
+    with pytest.raises(DeployError, match=r"not running after .*\(1/3 running\)"):
+        fdeploy.deploy_functions(scaled, ["coinbase-router"], wait=0.05, say=lambda _: None)
+    assert admin.functions["coinbase-router"]["parallelism"] == 3
+
+
+@pytest.mark.parametrize("exists, verb", [(False, "create"), (True, "update")])
+def test_a_refused_create_or_update_says_which(monkeypatch: pytest.MonkeyPatch, exists: bool, verb: str) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"userConfig": {}}) if exists else httpx.Response(404)
+        return httpx.Response(400, json={"reason": "Namespace does not exist"})
+
+    monkeypatch.setattr(fdeploy, "_admin", lambda settings, timeout=60.0: httpx.Client(
+        base_url="http://admin", transport=httpx.MockTransport(refuse)))
+    with pytest.raises(DeployError, match=rf"^{verb} function coinbase-router: HTTP 400"):
+        fdeploy.deploy_functions(Settings(), ["coinbase-router"], say=lambda _: None)
+
+
+def test_a_crash_looping_function_shows_its_restarts_and_its_log(admin: FakeAdmin, monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """An instance that cannot start (a class name typo, an import error) is restarted every few seconds: the wait
+    says so as it happens, and its timeout names the instance log and what the log says last."""
+    handler, restarts = admin.handler, iter(range(1, 10_000))
+
+    def crash_loop(request: httpx.Request) -> httpx.Response:
+        response = handler(request)
+        if request.url.path.endswith("/status") and response.status_code == 200:
+            return httpx.Response(200, json={"numInstances": 1, "numRunning": 0, "instances": [
+                {"instanceId": 0, "status": {"running": False, "error": "UNAVAILABLE: io exception",
+                                             "numRestarts": next(restarts)}}]})  # fmt: skip
+        return response
+
+    monkeypatch.setattr(fdeploy, "_admin", lambda settings, timeout=60.0: httpx.Client(
+        base_url="http://admin", transport=httpx.MockTransport(crash_loop)))
+    settings = Settings(run_dir=tmp_path)
+    folder = settings.logs_dir / "functions" / "functions" / "feeds" / "realtime" / "coinbase-router"
+    folder.mkdir(parents=True)
+    (folder / "coinbase-router-0.log").write_text("starting\nNameError: Could not import User Function Module x\n")
+    lines: list[str] = []
+    with pytest.raises(DeployError) as raised:
+        fdeploy.deploy_functions(settings, ["coinbase-router"], wait=0.05, say=lines.append)
+    assert any("restarted 1 times" in line for line in lines) and any("restarted 2 times" in line for line in lines)
+    assert "Could not import User Function Module x" in str(raised.value) and str(folder) in str(raised.value)

@@ -262,3 +262,18 @@ def paced(messages: Iterable[Any], *, per_second: float) -> Iterator[Any]:
         if delay > 0:
             time.sleep(delay)
         yield message
+
+
+def test_a_deleted_function_is_deployed_again_under_its_name(stack: Settings) -> None:
+    """Pulsar keeps a deleted function's code package, and then refuses a function of the same name (apache/pulsar
+    #20930): `rtca functions delete` then `deploy` is what a refused update's hint tells users to do."""
+    tag = uuid.uuid4().hex[:8]
+    settings = isolated(stack, f"{tag}-again")
+    spec = next(s for s in function_specs(settings, name_prefix=f"it-{tag}-") if s.name.endswith(ROUTER))
+    try:
+        (first,) = deploy(stack, [spec])
+        assert delete_functions(stack, [spec.name], known_only=False) == [spec.name]
+        (again,) = deploy(stack, [spec])
+        assert (first.action, again.action, again.running) == ("created", "created", 1)
+    finally:
+        undeploy(stack, [(settings, spec)])

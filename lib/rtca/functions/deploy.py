@@ -88,7 +88,7 @@ class FunctionSpec:
             "py": upload_name,
             "className": f"{self.module}.{self.class_name}",
             "inputSpecs": {topic: {"serdeClassName": RAW_SERDE} for topic in self.inputs},
-            "parallelism": max(self.parallelism, profile(settings).function_parallelism),
+            "parallelism": self.instances(settings),
             "processingGuarantees": self.processing_guarantees,
             "retainOrdering": self.retain_ordering,
             "subscriptionPosition": self.subscription_position,
@@ -103,6 +103,10 @@ class FunctionSpec:
             digest.update(path.read_bytes())
         config["userConfig"][FINGERPRINT_KEY] = digest.hexdigest()[:16]
         return config
+
+    def instances(self, settings: Settings) -> int:
+        """How many instances it runs: its own parallelism, or the backend's (`RTCA_SCALE__FUNCTION_PARALLELISM`)."""
+        return max(self.parallelism, profile(settings).function_parallelism)
 
     @property
     def upload_name(self) -> str:
@@ -120,6 +124,9 @@ BOOK = "coinbase-book"
 TRADE_FLOW = "coinbase-trade-flow"
 VOLATILITY = "coinbase-volatility"
 ALERTS = "coinbase-alerts"
+#: The functions `rtca functions` manages, in `function_specs` order: status and delete need their names only, not
+#: their specs (which read infra/alerts.yaml).
+NAMES = (ROUTER, TICKER_STATS, BOOK, TRADE_FLOW, VOLATILITY, ALERTS)
 
 
 def function_specs(settings: Settings, *, name_prefix: str = "") -> list[FunctionSpec]:
@@ -168,8 +175,29 @@ def function_specs(settings: Settings, *, name_prefix: str = "") -> list[Functio
 
 
 def alert_rules(settings: Settings) -> list[dict[str, Any]]:
-    """The rules of `infra/alerts.yaml`, passed in the function's config (a worker need not have the file)."""
-    return list(yaml.safe_load((settings.infra_dir / "alerts.yaml").read_text())["rules"])
+    """The rules of `infra/alerts.yaml`, passed in the function's config (a worker need not have the file).
+
+    Checked here as the function parses them: a rule it cannot parse would keep it from starting, for good (it
+    retries its start before every record, processing none, and counts no failure).
+    """
+    from rtca.analytics.alerts import parse_rules
+
+    path = settings.infra_dir / "alerts.yaml"
+    hint = "fix the file (its header describes each rule kind and key); RTCA_INFRA_DIR sets the infra directory"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the alert rules: {exc.strerror}: {path}", hint=hint) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"alert rules {path}: not valid YAML: {exc}", hint=hint) from None
+    rules = data.get("rules") if isinstance(data, dict) else None
+    if not isinstance(rules, list) or not all(isinstance(rule, dict) for rule in rules):
+        raise ConfigError(f"alert rules {path}: expected a list of rules (mappings) under `rules:`", hint=hint)
+    try:
+        parse_rules(rules)
+    except (TypeError, ValueError) as exc:  # TypeError: a rule without name, kind or threshold
+        raise ConfigError(f"alert rules {path}: {exc}", hint=hint) from None
+    return rules
 
 
 def identity_spec(name: str, input_topic: str, output_topic: str) -> FunctionSpec:
@@ -287,12 +315,16 @@ def deploy(
             }
             send = admin.post if existing is None else admin.put
             response = _request(lambda: send(_path(settings, spec.name), files=files), f"deploy {spec.name}")
+            if existing is None and _stale_package(response):  # deleted before its package was (older rtca)
+                say(f"  {spec.name}: deleting the code package a deleted function of this name left in Pulsar")
+                _delete_packages(admin, settings, spec.name)
+                response = _request(lambda: send(_path(settings, spec.name), files=files), f"deploy {spec.name}")
             if not response.is_success:
                 hint = None
                 if existing is not None and response.status_code == 400:
                     hint = (f"Pulsar refuses to change some settings of a running function: "
                             f"`rtca functions delete {spec.name}` then deploy again")  # fmt: skip
-                raise _fail(f"{action[:-1]}e function {spec.name}", response, hint)
+                raise _fail(f"{'create' if existing is None else 'update'} function {spec.name}", response, hint)
             results.append((spec, action))
         for spec in specs:
             for topic in (*([spec.output] if spec.compact_output and spec.output else []), *spec.state_topics):
@@ -320,27 +352,46 @@ def _wait_running(
     say: Callable[[str], None],
 ) -> DeployResult:  # fmt: skip
     started = time.monotonic()
+    wanted = spec.instances(settings)
     if action != "unchanged":
         time.sleep(1.0)  # the worker (re)schedules asynchronously: don't read the old instance's status
     last = ""
     while True:
         status = _status_json(admin, settings, spec.name)
         running = int(status.get("numRunning") or 0) if status else 0
-        errors = [i["status"].get("error") for i in (status or {}).get("instances", []) if i.get("status", {}).get(
-            "error")]  # fmt: skip
-        if running >= spec.parallelism:
-            say(f"  {spec.name}: {running}/{spec.parallelism} running ({time.monotonic() - started:.1f} s)")
+        instances = [i.get("status") or {} for i in (status or {}).get("instances") or []]
+        errors = [i["error"] for i in instances if i.get("error")]
+        restarts = sum(int(i.get("numRestarts") or 0) for i in instances)  # a crash loop: each restart is news
+        if running >= wanted:
+            say(f"  {spec.name}: {running}/{wanted} running ({time.monotonic() - started:.1f} s)")
             return DeployResult(spec.name, action, running, int(status.get("numInstances") or 0))
-        now = f"{running}/{spec.parallelism} running" + (f", last error: {errors[-1][:200]}" if errors else "")
+        now = (f"{running}/{wanted} running" + (f", restarted {restarts} times" if restarts else "")
+               + (f", last error: {errors[-1][:200]}" if errors else ""))  # fmt: skip
         if now != last:
             say(f"  {spec.name}: {now} ...")
             last = now
         if time.monotonic() - started > wait:
-            raise DeployError(f"function {spec.name} not running after {wait:.0f} s ({now})",
-                              hint=f"the worker's log: `rtca logs pulsar`; instance logs under the Pulsar logs "
-                                   f"directory, functions/{settings.pulsar.tenant}/{settings.pulsar.namespace}/"
-                                   f"{spec.name}")  # fmt: skip
+            logs, logged = _instance_logs(settings, spec.name)
+            raise DeployError(f"function {spec.name} not running after {wait:.0f} s ({now})"
+                              + (f"; its log ends: {logged}" if logged else ""),
+                              hint=f"the worker's log: `rtca logs pulsar`; the instances' logs: {logs}")
         time.sleep(1.0)
+
+
+def _instance_logs(settings: Settings, name: str) -> tuple[str, str]:
+    """Where a function's instances log (on the local backend: the folder, and the last line of instance 0's log,
+    where an instance that cannot start says why; the status only has the worker's "UNAVAILABLE")."""
+    where = f"functions/{settings.pulsar.tenant}/{settings.pulsar.namespace}/{name}"
+    if profile(settings).backend != "local":
+        return f"under the Pulsar logs directory, {where}", ""
+    folder = settings.logs_dir / "functions" / where  # the worker's logDirectory is <logs>/functions
+    try:
+        with (folder / f"{name}-0.log").open("rb") as log:
+            log.seek(max(0, log.seek(0, 2) - 4096))
+            lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    return str(folder), lines[-1][-300:] if lines else ""
 
 
 def _status_json(admin: httpx.Client, settings: Settings, name: str) -> dict[str, Any] | None:
@@ -353,22 +404,21 @@ def _status_json(admin: httpx.Client, settings: Settings, name: str) -> dict[str
 
 
 def _select(settings: Settings, names: str | Iterable[str] | None) -> list[FunctionSpec]:
-    specs = function_specs(settings)
-    wanted = name_list(names)
-    if wanted is None:
-        return specs
-    known = {spec.name: spec for spec in specs}
-    unknown = [n for n in wanted if n not in known]
-    if unknown:
-        raise ConfigError(f"unknown function(s): {', '.join(unknown)}", hint=f"known: {', '.join(known)}")
+    wanted = _names(settings, names, known_only=True)
+    known = {spec.name: spec for spec in function_specs(settings)}
     return [known[n] for n in wanted]
 
 
-def _names(settings: Settings, names: Iterable[str] | None, known_only: bool) -> list[str]:
+def _names(settings: Settings, names: str | Iterable[str] | None, known_only: bool) -> list[str]:
     """The workbench's function names (checked), or with `known_only=False` any names (tests, benchmarks)."""
-    if known_only or names is None:
-        return [spec.name for spec in _select(settings, names)]
-    return list(names)
+    wanted = name_list(names)
+    if wanted is None:
+        return list(NAMES)
+    if known_only:
+        unknown = [n for n in wanted if n not in NAMES]
+        if unknown:
+            raise ConfigError(f"unknown function(s): {', '.join(unknown)}", hint=f"known: {', '.join(NAMES)}")
+    return wanted
 
 
 def deploy_functions(
@@ -522,9 +572,35 @@ def delete_functions(
     with _admin(settings) as admin:
         for name in wanted:
             response = _request(lambda n=name: admin.delete(_path(settings, n)), f"delete {name}")  # type: ignore[misc]
-            if response.status_code == 404:
-                continue
-            if not response.is_success:
+            if response.status_code != 404 and not response.is_success:
                 raise _fail(f"delete function {name}", response)
-            deleted.append(name)
+            _delete_packages(admin, settings, name)  # also a deleted function's, left by an older rtca
+            if response.status_code != 404:
+                deleted.append(name)
     return deleted
+
+
+def _stale_package(response: httpx.Response) -> bool:
+    """Whether a create was refused for the code package of a function deleted earlier (apache/pulsar#20930)."""
+    return response.status_code == 500 and "metadata already exists" in response.text
+
+
+def _delete_packages(admin: httpx.Client, settings: Settings, name: str) -> None:
+    """Delete the code packages (`function://tenant/namespace/name@version`) Pulsar keeps when a function is deleted.
+
+    With package management on (`pulsar standalone` turns it on) Pulsar does not delete them (apache/pulsar#20930)
+    and then refuses to create a function of the same name again (HTTP 500 "Package ...@0 metadata already
+    exists"). Without package management the listing is refused and the code went with the function.
+    """
+    base = f"/admin/v3/packages/function/{settings.pulsar.tenant}/{settings.pulsar.namespace}/{name}"
+    listed = _request(lambda: admin.get(base), f"list the code packages of {name}")
+    if not listed.is_success:  # package management disabled
+        return
+    for version in listed.json():
+        # A deleted version's folder stays in the package storage, listed, its metadata gone.
+        path = f"{base}/{version}"
+        if _request(lambda: admin.get(f"{path}/metadata"), f"package {name}@{version}").status_code != 200:
+            continue
+        response = _request(lambda: admin.delete(path), f"delete package {name}@{version}")
+        if not (response.is_success or response.status_code == 404):
+            raise _fail(f"delete the code package {name}@{version}", response)
