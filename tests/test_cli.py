@@ -187,3 +187,20 @@ def test_nohup_keeps_ignoring_sighup() -> None:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def test_functions_status_exits_3_unless_every_instance_runs(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from rtca.functions import deploy
+    from rtca.functions.deploy import FunctionStatus, InstanceStatus
+
+    def instance(running: bool) -> InstanceStatus:
+        return InstanceStatus(0, running, "" if running else "UNAVAILABLE", 0, 5, 5, 0, 0, None)
+
+    answers = {"up": [FunctionStatus("a", True, (instance(True),))],
+               "down": [FunctionStatus("a", True, (instance(True),)), FunctionStatus("b", True, (instance(False),))],
+               "missing": [FunctionStatus("a", False)]}
+    for case, expected in (("up", 0), ("down", 3), ("missing", 3)):
+        monkeypatch.setattr(deploy, "function_status", lambda settings, names=None, c=case: answers[c])
+        assert main(["functions", "status"]) == expected, case
+    assert "b: 0/1 running" in capsys.readouterr().out

@@ -271,9 +271,11 @@ def cmd_functions_deploy(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_functions_status(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.functions.deploy import function_status
 
-    for status in function_status(settings, names=args.names or None):
+    statuses = function_status(settings, names=args.names or None)
+    for status in statuses:
         print(status)
-    return 0
+    # like `rtca status`: 3 when one is not deployed or not all of its instances run (scripts can act on it)
+    return 0 if all(s.deployed and s.instances and s.running == len(s.instances) for s in statuses) else 3
 
 
 def cmd_functions_delete(settings: Settings, args: argparse.Namespace) -> int:
