@@ -73,11 +73,18 @@ _PERMANENT = frozenset({pulsar.Result.MessageTooBig, pulsar.Result.InvalidMessag
                         pulsar.Result.AuthorizationError, pulsar.Result.InvalidTopicName})
 
 
+#: Long enough for a restarted broker to answer a producer's reconnection: it replays the topic's deduplication
+#: state first (11 s for the raw topic on a loaded machine). A reconnection that times out is retried by the C++
+#: client while the broker creates the first one late; the retry is refused ("already connected") and the producer
+#: stays disconnected for good, its records pending (seen in the broker-restart test at 15 s).
+OPERATION_TIMEOUT_S = 60
+
+
 def pulsar_client(settings: Settings) -> pulsar.Client:
     """A client for the configured cluster, token and TLS included (C++ logs warnings and up, to stdout)."""
     return pulsar.Client(
         settings.pulsar.service_url,
-        operation_timeout_seconds=15,
+        operation_timeout_seconds=OPERATION_TIMEOUT_S,
         logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
         **pulsar_client_options(settings),
     )
