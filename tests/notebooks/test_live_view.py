@@ -125,3 +125,125 @@ def test_the_product_dropdown_offers_products_with_rows_in_the_window(stack_up: 
                                     f"event_time > ago('PT15M')")["n"][0] for p in recent]
     print(dict(zip(recent, counts)))
     assert recent and all(n > 0 for n in counts)  # (their order may change as rows keep coming)
+
+
+def test_the_broker_gets_the_sql_as_written_percent_signs_included() -> None:
+    """pinotdb treats a query as a `%` template: `%(` in a product name is no KeyError, `%%` does not become `%`."""
+    import json
+
+    from fake_http import SlowHandler, serving
+
+    received: list[str] = []
+
+    class Broker(SlowHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["sql"])
+            table = {"dataSchema": {"columnNames": ["n"], "columnDataTypes": ["LONG"]}, "rows": [[0]]}
+            self.answer(200, {"resultTable": table, "exceptions": [], "numServersQueried": 1,
+                              "numServersResponded": 1})
+
+    sql = "SELECT COUNT(*) AS n FROM t WHERE product_id IN ('A%(x)s', '100%%', 'B%') OR MOD(n, 2) = 0"
+    with serving(Broker) as url:
+        frame = pinot_frame(Settings(pinot={"broker_url_override": url}), sql)  # type: ignore[arg-type]
+    assert received == [sql] and frame["n"].tolist() == [0]
+
+
+def test_a_refresh_whose_second_query_fails_leaves_the_figure_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the price of the product just chosen under the volume and title of the one before."""
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    answers = {"A": 1.0, "B": 2.0}
+
+    def frame(settings: Settings, sql: str) -> pd.DataFrame:
+        product = sql.split("'")[1]
+        if "volume" in sql and product == "B":
+            raise ServiceError("pinot-broker", "query failed: a blip")
+        return pd.DataFrame({"t": [1_700_000_000_000], "y": [answers[product]]})
+
+    monkeypatch.setattr(live, "pinot_frame", frame)
+    traces = [Trace("price", "SELECT price '{product}'", "t", "y"),
+              Trace("volume", "SELECT volume '{product}'", "t", "y", row=2, kind="bar")]
+    view = live_chart(Settings(), "mixed", traces, product_table=None, product="A")
+    view.refresh()
+    view.controls.product.options = ["A", "B"]
+    view.controls.product.value = "B"
+    with pytest.raises(ServiceError):
+        view.refresh()
+    assert [list(trace.y) for trace in view.figure.data] == [[1.0], [1.0]]
+
+
+def test_the_background_loop_ends_when_its_cell_runs_again_or_its_widget_is_closed() -> None:
+    """Running the cell that builds a view again (then `view.run()`, no `start()`) leaves the earlier figure out of
+    the notebook, and a closed widget shows nothing: their loops must not query Pinot on, unseen."""
+
+    async def scenario() -> tuple[bool, bool]:
+        earlier = _view("Market", lambda v: 0)
+        earlier.start()
+        await asyncio.sleep(0.1)
+        _view("Market", lambda v: 0).run(refreshes=1)  # the cell ran again
+        closed = _view("Feed health", lambda v: 0)
+        closed.start()
+        await asyncio.sleep(0.1)
+        closed.widget.close()
+        await asyncio.sleep(0.2)
+        running = (earlier.refreshing, closed.refreshing)
+        earlier.stop()
+        closed.stop()
+        return running
+
+    assert asyncio.run(scenario()) == (False, False)
+
+
+def test_the_title_names_the_product_as_chosen_not_as_quoted_for_sql(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    sent: list[str] = []
+    monkeypatch.setattr(live, "products", lambda *args, **kwargs: [])
+    monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: sent.append(sql) or pd.DataFrame())
+    view = live_chart(Settings(), "Market", [Trace("price", "WHERE product_id = '{product}'", "t", "y")],
+                      product_table="prices", product="O'Brien-USD")
+    view.refresh()
+    assert sent == ["WHERE product_id = 'O''Brien-USD'"]
+    assert view.figure.layout.title.text == "Market: O'Brien-USD (last 15 min)"
+
+
+def test_a_window_with_more_rows_than_the_limit_shows_its_newest_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ORDER BY event_time LIMIT n` keeps the oldest n rows of the window: the chart would stop short of now."""
+    import numpy as np
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    sent: list[str] = []
+
+    def frame(settings: Settings, sql: str) -> pd.DataFrame:  # newest first, as asked
+        sent.append(sql)
+        times = [1_700_000_003_000, 1_700_000_002_000, 1_700_000_001_000]
+        columns = ["price", "ewma_mean", "upper", "lower", "volume", "spread_bps", "imbalance", "buy_volume",
+                   "sell_volume", "realized_vol", "value", "msg_rate", "new_reconnects", "new_missed_trades",
+                   "lag_ms_p50", "lag_ms_max"]
+        return pd.DataFrame({"product_id": ["A"] * 3, "event_time": times, "minute": times,
+                             **{column: [3.0, 2.0, 1.0] for column in columns}})
+
+    monkeypatch.setattr(live, "pinot_frame", frame)
+    settings = Settings()
+    for build in (live.live_market, live.live_book_and_flow, live.live_volatility, live.live_feed_health):
+        view = build(settings)
+        view.refresh()
+        for trace in view.figure.data:
+            assert list(np.diff(np.asarray(trace.x, dtype="datetime64[ms]").astype("int64"))) == [1000, 1000]
+            assert list(trace.y) == [1.0, 2.0, 3.0]
+    charted = [sql for sql in sent if "product_id, COUNT(*)" not in sql]
+    assert charted and all(" DESC LIMIT " in sql for sql in charted), charted
+
+
+@pytest.mark.parametrize(("minutes", "interval"), [(15, 0.0), (15, -1.0), (0, 5.0)])
+def test_a_window_or_interval_no_slider_can_hold_is_refused(minutes: int, interval: float) -> None:
+    from rtca.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at least 1 minute"):
+        Controls.create(["BTC-USD"], product=None, minutes=minutes, interval=interval)

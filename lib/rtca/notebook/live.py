@@ -21,13 +21,25 @@ import pinotdb.exceptions
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from rtca.errors import RtcaError, ServiceError
+from rtca.errors import ConfigError, RtcaError, ServiceError
 from rtca.settings import Settings
 from rtca.stack.remote import http_options
 
 
 QUERY_TIMEOUT_S = 10.0
 """A query that takes longer fails the refresh (with a message) instead of hanging the cell."""
+
+
+class _Percent:
+    """pinotdb formats every query as a DB-API `%` template, after an escaping that turns `%%` into `%` and leaves
+    `%(` as a placeholder (a product named `A%(x)s` is a KeyError, `'100%%'` is sent as `'100%'`): each `%` of the
+    SQL is passed as a parameter (not quoted: it is no str), so the broker gets the SQL as written."""
+
+    def __str__(self) -> str:
+        return "%"
+
+
+_PERCENT = {"percent": _Percent()}
 
 
 def pinot_frame(settings: Settings, sql: str) -> pd.DataFrame:
@@ -40,7 +52,7 @@ def pinot_frame(settings: Settings, sql: str) -> pd.DataFrame:
                                      path=url.path.rstrip("/") + "/query/sql", scheme=url.scheme, session=session)
         try:
             cursor = connection.cursor()
-            cursor.execute(sql)
+            cursor.execute(sql.replace("%", "%(percent)s"), _PERCENT)
             columns = [column[0] for column in cursor.description or []]
             return pd.DataFrame(cursor.fetchall(), columns=columns)
         except (httpx.HTTPError, pinotdb.exceptions.Error) as exc:
@@ -81,7 +93,11 @@ class Controls:
     @classmethod
     def create(cls, options: Sequence[str], *, product: str | None, minutes: int, interval: float) -> Controls:
         # the product asked for stays chosen even without rows yet (its chart is empty until they come), and
-        # values beyond the sliders' usual range widen it rather than being cut to it
+        # values beyond the sliders' usual range widen it rather than being cut to it; values no slider can hold
+        # are refused (a negative interval fails `run()` after a refresh, 0 queries back to back, 0 minutes shows 1)
+        if not interval > 0 or not minutes >= 1:
+            raise ConfigError(f"minutes={minutes!r}, interval={interval!r}: the window is at least 1 minute and "
+                              f"refreshes are some seconds apart", hint="e.g. minutes=15, interval=5.0")
         choices = list(options) if not product or product in options else [product, *options]
         return cls(
             product=widgets.Dropdown(options=choices, value=product or (choices[0] if choices else None),
@@ -115,6 +131,14 @@ class LiveView:
         self.last_rows = 0
         self._task: asyncio.Task[None] | None = None
         self.widget = widgets.VBox([controls.box(), figure])
+        earlier = _BACKGROUND.get(kind)
+        if earlier is not None:  # the cell that built it ran again: its figure left the notebook, its loop ends
+            earlier.stop()
+
+    @property
+    def closed(self) -> bool:
+        """Whether `view.widget` or `view.figure` was closed: nothing would show a refresh, the loop ends."""
+        return self.widget.comm is None or self.figure.comm is None
 
     def refresh(self) -> int:
         """Query once and redraw; returns the number of rows drawn (tests and runbooks check it)."""
@@ -140,7 +164,7 @@ class LiveView:
 
         async def loop() -> None:
             count = 0
-            while refreshes is None or count < refreshes:
+            while (refreshes is None or count < refreshes) and not self.closed:
                 try:
                     await asyncio.get_running_loop().run_in_executor(None, self.refresh)
                 except Exception as exc:  # a broker blip or odd rows: say so in the status, try again next time
@@ -171,7 +195,9 @@ class LiveView:
 
 @dataclass(frozen=True)
 class Trace:
-    """One trace of a live figure: a SQL query (placeholders {product}, {minutes}, {since}) and its columns."""
+    """One trace of a live figure: a SQL query (placeholders {product}, {minutes}, {since}) and its columns. A query
+    with a LIMIT orders newest first (`ORDER BY ... DESC`): a window with more rows than the limit then shows its
+    newest ones, not a chart that stops short of now; the rows are drawn in `x` order."""
 
     name: str
     sql: str
@@ -211,20 +237,22 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
             if found:
                 view.controls.product.options = found
                 view.controls.product.value = product if product in found else found[0]
-        product_id = str(view.controls.product.value or "").replace("'", "''")
+        chosen = str(view.controls.product.value or "")
         window = int(view.controls.minutes.value)
-        values = {"product": product_id, "minutes": window, "since": f"event_time > ago('PT{window}M')"}
+        since = f"event_time > ago('PT{window}M')"
+        values = {"product": chosen.replace("'", "''"), "minutes": window, "since": since}  # quoted for SQL only
         frames: dict[str, pd.DataFrame] = {}  # traces that share a query run it once per refresh
-        shown = 0
-        for trace, data in zip(traces, view.figure.data, strict=True):
-            sql = trace.sql.format(**values)
+        for trace in traces:  # every query before any trace changes: one that fails leaves the figure as it was,
+            sql = trace.sql.format(**values)  # not half of it on the product just chosen and half on the one before
             if sql not in frames:
                 frames[sql] = pinot_frame(settings, sql)
-                shown += len(frames[sql])
-            frame = frames[sql]
+        shown = sum(len(frame) for frame in frames.values())
+        for trace, data in zip(traces, view.figure.data, strict=True):
+            frame = frames[trace.sql.format(**values)]  # the window's newest rows (DESC LIMIT), drawn oldest first
+            frame = frame.sort_values(trace.x, kind="stable") if not frame.empty else frame
             data.x = to_datetime(frame[trace.x]) if not frame.empty else []
             data.y = frame[trace.y] if not frame.empty else []
-        view.figure.layout.title = f"{title}{': ' + product_id if product_table else ''} (last {window} min)"
+        view.figure.layout.title = f"{title}{': ' + chosen if product_table else ''} (last {window} min)"
         return shown
 
     return LiveView(figure, controls, update, kind=title)
@@ -237,10 +265,10 @@ def live_market(settings: Settings, *, product: str | None = None, minutes: int 
     band = (f"SELECT event_time, price, ewma_mean, ewma_mean + 2 * ewma_std AS upper, "
             f"ewma_mean - 2 * ewma_std AS lower FROM {stats} WHERE product_id = '{{product}}' AND {{since}} "
             f"AND ewma_std IS NOT NULL "  # null while the statistics warm up
-            f"ORDER BY event_time LIMIT 100000")
+            f"ORDER BY event_time DESC LIMIT 100000")
     volume = (f"SELECT DATETRUNC('MINUTE', event_time) AS minute, SUM(size) AS volume FROM {matches} "
               f"WHERE product_id = '{{product}}' AND {{since}} GROUP BY DATETRUNC('MINUTE', event_time) "
-              f"ORDER BY DATETRUNC('MINUTE', event_time) LIMIT 10000")
+              f"ORDER BY DATETRUNC('MINUTE', event_time) DESC LIMIT 10000")
     return live_chart(settings, "Market", [
         Trace("EWMA + 2σ", band, "event_time", "upper"),
         Trace("EWMA - 2σ", band, "event_time", "lower", kind="band"),
@@ -255,9 +283,9 @@ def live_book_and_flow(settings: Settings, *, product: str | None = None, minute
     """Spread and depth imbalance from the order-book table; taker buy and sell volume from trade flow."""
     book, flow = settings.tables.book, settings.tables.trade_flow
     book_sql = (f"SELECT event_time, spread_bps, imbalance FROM {book} WHERE product_id = '{{product}}' "
-                f"AND {{since}} ORDER BY event_time LIMIT 100000")
+                f"AND {{since}} ORDER BY event_time DESC LIMIT 100000")
     flow_sql = (f"SELECT event_time, buy_volume, sell_volume, imbalance FROM {flow} WHERE product_id = "
-                f"'{{product}}' AND {{since}} ORDER BY event_time LIMIT 100000")
+                f"'{{product}}' AND {{since}} ORDER BY event_time DESC LIMIT 100000")
     return live_chart(settings, "Order book and trade flow", [
         Trace("spread (bps)", book_sql, "event_time", "spread_bps"),
         Trace("book imbalance", book_sql, "event_time", "imbalance", row=2),
@@ -271,11 +299,11 @@ def live_volatility(settings: Settings, *, product: str | None = None, minutes: 
     """Realised volatility per closed window, and the alerts that fired for the product."""
     vol, alerts = settings.tables.volatility, settings.tables.alerts
     vol_sql = (f"SELECT event_time, realized_vol FROM {vol} WHERE product_id = '{{product}}' AND {{since}} "
-               f"AND realized_vol IS NOT NULL ORDER BY event_time LIMIT 100000")  # null: under 2 returns
+               f"AND realized_vol IS NOT NULL ORDER BY event_time DESC LIMIT 100000")  # null: under 2 returns
     return live_chart(settings, "Volatility and alerts", [
         Trace("realised volatility", vol_sql, "event_time", "realized_vol"),
         Trace("alert value", f"SELECT event_time, \"value\" FROM {alerts} WHERE product_id = '{{product}}' "
-                             f"AND {{since}} ORDER BY event_time LIMIT 10000", "event_time", "value", row=2,
+                             f"AND {{since}} ORDER BY event_time DESC LIMIT 10000", "event_time", "value", row=2,
               kind="bar"),
     ], product_table=vol, product=product, minutes=minutes, interval=interval)
 
@@ -286,9 +314,9 @@ def live_feed_health(settings: Settings, *, minutes: int = 15, interval: float =
     start again at 0)."""
     health = settings.tables.feed_health
     ticks = (f"SELECT event_time, msg_rate, new_reconnects, new_missed_trades FROM {health} "
-             f"WHERE kind = 'tick' AND {{since}} ORDER BY event_time LIMIT 100000")
+             f"WHERE kind = 'tick' AND {{since}} ORDER BY event_time DESC LIMIT 100000")
     lags = (f"SELECT event_time, lag_ms_p50, lag_ms_max FROM {health} WHERE kind = 'tick' AND {{since}} "
-            f"AND lag_ms_p50 IS NOT NULL ORDER BY event_time LIMIT 100000")  # null: no timed frame that second
+            f"AND lag_ms_p50 IS NOT NULL ORDER BY event_time DESC LIMIT 100000")  # null: no timed frame that second
     return live_chart(settings, "Feed health", [
         Trace("messages / s", ticks, "event_time", "msg_rate"),
         Trace("lag p50 (ms)", lags, "event_time", "lag_ms_p50", row=2),
