@@ -15,10 +15,11 @@ class SlowHandler(BaseHTTPRequestHandler):
     """Subclasses set `slow` (how many of the next answers come late) and call `answer`."""
 
     slow = 0
+    slow_method: str | None = None  # only answers to this method are late (None: any)
     delay = 0.6
 
     def answer(self, status: int, body: object = None) -> None:
-        if type(self).slow > 0:
+        if type(self).slow > 0 and self.slow_method in (None, self.command):
             type(self).slow -= 1
             time.sleep(self.delay)
         data = json.dumps(body).encode() if body is not None else b""

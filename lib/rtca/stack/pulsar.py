@@ -11,6 +11,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 import httpx
@@ -157,19 +158,22 @@ def delete_topics(settings: Settings, wanted: Callable[[str], bool], *, timeout:
         while True:
             try:
                 listed = admin.get(f"/admin/v2/persistent/{namespace}").raise_for_status().json()
+            except httpx.HTTPError as exc:  # a timeout or a broker restarting: the next round asks again
+                if time.monotonic() > deadline:
+                    if left is None:
+                        raise ServiceError("pulsar", f"could not list the topics of {namespace}: {exc}") from None
+                    return left  # as the last listing that answered showed them
+            else:
                 left = sorted(t for t in listed if wanted(_PARTITION.sub("", t)))
                 if not left:
                     return []
+                if time.monotonic() > deadline:  # a listing after the last round's deletes decides
+                    return left
                 partitioned = {_PARTITION.sub("", t) for t in left if _PARTITION.search(t)}
                 for topic in sorted({_PARTITION.sub("", t) for t in left}):
                     suffix = "/partitions" if topic in partitioned else ""
-                    admin.delete(f"/admin/v2/{topic.replace('://', '/', 1)}{suffix}", params={"force": "true"})
-            except httpx.HTTPError as exc:  # a timeout or a broker restarting: the next round asks again
-                error = exc
-            if time.monotonic() > deadline:
-                if left is None:
-                    raise ServiceError("pulsar", f"could not list the topics of {namespace}: {error}")
-                return left
+                    with suppress(httpx.HTTPError):  # done late, or not: the next listing tells
+                        admin.delete(f"/admin/v2/{topic.replace('://', '/', 1)}{suffix}", params={"force": "true"})
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
