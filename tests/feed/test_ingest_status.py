@@ -69,3 +69,11 @@ def test_an_ingest_stopped_by_a_signal_is_not_shown(settings: Settings) -> None:
     stand_in(settings, 'print(\'{"source": "replay", "ended": "stopped"}\')')  # its report after a SIGTERM
     wait_for(lambda: Supervisor(settings).process(NAME) is None, timeout=10, what="the ingest to end")
     assert ended_ingest(settings) is None
+
+
+def test_an_ingest_that_logged_much_before_failing_is_still_shown(settings: Settings) -> None:
+    stand_in(settings, 'import sys; [print("BTC-USD: missed trades 11..20 (10)") for _ in range(3000)]; '
+                       'print("error: the feed went away", file=sys.stderr); sys.exit(1)')  # 100 KB, over the tail
+    wait_for(lambda: Supervisor(settings).process(NAME) is None, timeout=10, what="the ingest to end")
+    ended = ended_ingest(settings)
+    assert ended is not None and ended.note.startswith("exited: error: the feed went away")

@@ -133,8 +133,8 @@ class Supervisor:
         return None
 
     def last_run_log(self, name: str, *, tail: int = 65536) -> str | None:
-        """What the service's log holds since its last start (within the last `tail` bytes), the supervisor's
-        start line first; None without a log or a start in that tail."""
+        """What the service's log holds since its last start (within the last `tail` bytes), from the supervisor's
+        start line, or from a partial line when the start is further back; None without a log or a start."""
         log = self.log_file(name)
         try:
             with log.open("rb") as text:
@@ -143,7 +143,9 @@ class Supervisor:
         except OSError:
             return None
         start = last.rfind(f" {STARTING} {name}: ")
-        return None if start < 0 else last[start:]
+        if start < 0:  # started further back than the tail: the whole tail is its last run (a partial first line)
+            return last if len(last) >= tail else None
+        return last[start:]
 
     def healthy(self, service: Service) -> bool:
         if service.health_url is not None:
