@@ -204,3 +204,22 @@ def test_functions_status_exits_3_unless_every_instance_runs(monkeypatch: pytest
         monkeypatch.setattr(deploy, "function_status", lambda settings, names=None, c=case: answers[c])
         assert main(["functions", "status"]) == expected, case
     assert "b: 0/1 running" in capsys.readouterr().out
+
+
+def test_ingest_against_an_unreachable_pulsar_fails_at_once_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The client's operation timeout is a minute (a restarted broker's producers need it): without a broker to
+    connect to, the ingest says so at once instead of waiting for it."""
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("RTCA_PULSAR__BROKER_PORT", str(port))
+    started = time.monotonic()
+    assert main(["ingest", "run", "--source", "simulator", "--products", "T-USD", "--duration", "30"]) == 1
+    assert time.monotonic() - started < 20
+    err = capsys.readouterr().err
+    assert f"pulsar: no broker answers at pulsar://127.0.0.1:{port}" in err and "Traceback" not in err, err

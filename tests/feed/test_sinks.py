@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from rtca.feed.sinks import Done, MemorySink, PermanentSendError, Publisher, Record
+import pytest
+
+from rtca.errors import ServiceError
+from rtca.feed.sinks import Done, MemorySink, PermanentSendError, Publisher, Record, require_reachable
 
 Run = Callable[..., Any]
 
@@ -99,3 +103,16 @@ def test_permanent_errors_are_not_retried(run: Run) -> None:
         return publisher.failed, publisher.retried, publisher.pending
 
     assert run(scenario()) == (1, 0, 0)
+
+
+def test_a_broker_is_reachable_if_any_host_of_the_url_accepts() -> None:
+    with socket.socket() as listening, socket.socket() as closed:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
+        up, down = listening.getsockname()[1], closed.getsockname()[1]
+        require_reachable(f"pulsar://127.0.0.1:{down},127.0.0.1:{up}")
+        require_reachable(f"pulsar://127.0.0.1:{up}/")
+        for url in (f"pulsar://127.0.0.1:{down}", "pulsar://127.0.0.1:notaport", "pulsar://"):
+            with pytest.raises(ServiceError, match="no broker answers"):
+                require_reachable(url, timeout=1)

@@ -16,6 +16,7 @@ import psutil
 
 from rtca.errors import ConfigError
 from rtca.feed.ingest import STARTED
+from rtca.feed.sinks import OPERATION_TIMEOUT_S
 from rtca.settings import Settings
 from rtca.stack.process import STOPPED, Launch, Service, ServiceState, Supervisor
 
@@ -62,7 +63,8 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
             return supervisor.state(service), "running"
         supervisor.stop(name)
         done = "restarted"
-    supervisor.start_all([service], timeout=30, started=[])
+    # a broker that answers but is slow (just restarted) may take the client's operation timeout to take a producer
+    supervisor.start_all([service], timeout=OPERATION_TIMEOUT_S + 15, started=[])
     if supervisor.process(name) is None:
         done = "finished"  # a short run (--duration, --max-messages) ended well within its start-up
     return supervisor.state(service), done

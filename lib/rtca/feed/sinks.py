@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import pulsar
 
@@ -214,9 +216,26 @@ def _settle_group(group: list[Done], result: pulsar.Result, _message_id: object,
             log.exception("ack callback failed")
 
 
+def require_reachable(service_url: str, *, timeout: float = 5.0) -> None:
+    """A ServiceError at once when no broker of `service_url` accepts a connection: the client would only fail
+    after its whole operation timeout (a minute, `OPERATION_TIMEOUT_S`)."""
+    scheme, _, hosts = service_url.partition("://")
+    default_port = 6651 if scheme.endswith("+ssl") else 6650
+    for address in hosts.split("/", 1)[0].split(","):  # pulsar://host1:6650,host2:6650
+        try:
+            broker = urlsplit(f"//{address}")
+            socket.create_connection((broker.hostname or "", broker.port or default_port), timeout=timeout).close()
+            return
+        except (OSError, ValueError):  # refused, unresolvable, or not a host:port
+            continue
+    raise ServiceError("pulsar", f"no broker answers at {service_url}",
+                       hint="is Pulsar up? `rtca status` (`rtca up` starts the stack)")
+
+
 @asynccontextmanager
 async def pulsar_sinks(settings: Settings, *topics: str) -> AsyncIterator[list[PulsarSink]]:
     """One sink per topic on one client, closed (with its producers) on exit."""
+    await asyncio.to_thread(require_reachable, settings.pulsar.service_url)
     client = pulsar_client(settings)
     try:
         yield [await PulsarSink.open(client, topic) for topic in topics]
