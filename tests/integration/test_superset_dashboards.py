@@ -80,8 +80,15 @@ def test_every_chart_returns_rows(stack_up: Settings) -> None:
 def test_export_regenerates_the_files(stack_up: Settings, tmp_path: Path) -> None:
     apply_dashboards(stack_up, say=lambda _: None)
     slugs = [d["slug"] for d in of_kind(load_bundle(stack_up), "dashboard").values()]
+    # a file of an exported chart under its old name (renamed since), and one of something not exported
+    chart = next(iter(of_kind(load_bundle(stack_up), "chart").values()))
+    (tmp_path / "charts").mkdir()
+    (tmp_path / "charts" / "renamed_since.yaml").write_text(f"uuid: {chart['uuid']}\n")
+    (tmp_path / "charts" / "not_exported.yaml").write_text("uuid: 00000000-0000-4000-8000-00000000abcd\n")
     written = export_dashboards(stack_up, tmp_path, dashboards=slugs)
     print(f"exported {len(written)} files")
+    assert not (tmp_path / "charts" / "renamed_since.yaml").exists()  # two files of one uuid: apply would refuse
+    (tmp_path / "charts" / "not_exported.yaml").unlink()  # kept by a selective export
     for folder in FOLDERS.values():
         ours = sorted(p.name for p in (bundle_dir(stack_up) / folder).glob("*.yaml"))
         exported = sorted(p.name for p in (tmp_path / folder).glob("*.yaml"))

@@ -235,6 +235,6 @@ def run(settings: Settings, *, quick: bool = False, keep: bool = False, say: Say
     if holds:
         top = best or holds[0]
         if top.p99_ms is not None:
-            result.add(Figure("capacity", f"stats p99 freshness at {top.rate:,.0f} msg/s", top.p99_ms, "ms",
+            result.add(Figure("capacity", f"stats p99 freshness at {top.held:,.0f} msg/s", top.p99_ms, "ms",
                               reference="limit", reference_value=MAX_P99_MS))  # fmt: skip
     return result

@@ -247,7 +247,11 @@ def _back_up_edits(client: SupersetClient, settings: Settings, files: Bundle, sa
         if ids:
             exported.update({f"{kind}_export/{k.split('/', 1)[1]}": v
                              for k, v in client.export_bundle(kind, ids).items()})
-    changed = drifted(normalise_export(exported, settings), files, settings)
+    skipped: list[str] = []
+    changed = drifted(normalise_export(exported, settings, skipped=skipped), files, settings)
+    for title in skipped:  # not comparable with the files, so not saved: said, at least
+        say(f"- dashboard {title!r} in Superset now uses datasets outside the workbench (edited there?): "
+            "overwriting it with the files' version, which is not saved")
     if not changed:
         return
     backup = settings.run_dir / "superset-backups" / time.strftime("%Y%m%dT%H%M%S")
@@ -517,6 +521,14 @@ def _workbench_uuids(parsed: list[tuple[Kind, dict[str, Any]]], settings: Settin
     return keep
 
 
+def _file_uuid(path: Path) -> str | None:
+    try:
+        content = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return str(content.get("uuid")) if isinstance(content, dict) else None
+
+
 def dump_yaml(content: Mapping[str, Any]) -> str:
     return yaml.dump(dict(content), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
 
@@ -554,9 +566,11 @@ def export_dashboards(settings: Settings, out_dir: Path | None = None, *,
             f"{settings.superset.database_name!r}, which `rtca superset apply` would refuse")
     if not of_kind({name: {} for name in files}, "dashboard"):
         raise DeployError("no workbench dashboard to export (every one found uses other datasets)")
-    for folder in FOLDERS.values() if wanted is None else ():
-        for old in (out_dir / folder).glob("*.yaml"):
-            old.unlink()
+    exported_uuids = {str(yaml.load(text, Loader=_Loader).get("uuid")) for text in files.values()}
+    for folder in FOLDERS.values():  # all files, or (a selective export) those of what it exported: a renamed
+        for old in (out_dir / folder).glob("*.yaml"):  # chart would otherwise leave two files of one uuid
+            if wanted is None or _file_uuid(old) in exported_uuids:
+                old.unlink()
     written = []
     for name, text in files.items():
         path = out_dir / name
