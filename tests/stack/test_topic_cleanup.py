@@ -57,11 +57,13 @@ def test_timeouts_are_retried_until_the_topics_are_gone(slow_admin: Settings) ->
 def test_deletes_answered_after_the_timeout_are_checked_by_listing_again(slow_admin: Settings) -> None:
     ns = f"persistent://{slow_admin.pulsar.tenant}/{slow_admin.pulsar.namespace}"
     SlowAdmin.topics = [f"{ns}/it-a", f"{ns}/it-b"]
-    SlowAdmin.slow, SlowAdmin.slow_method = 2, "DELETE"  # both deletes are done, but answered too late
+    # both deletes are done at once but answered late: together they take the client past the deadline
+    SlowAdmin.slow, SlowAdmin.slow_method, SlowAdmin.delay = 2, "DELETE", 3.0
     try:
-        left = delete_topics(slow_admin, lambda t: "/it-" in t, timeout=0.2, request_timeout=0.3, interval=0.1)
+        left = delete_topics(slow_admin, lambda t: "/it-" in t, timeout=1.5, request_timeout=1.0, interval=0.1)
     finally:
-        SlowAdmin.slow, SlowAdmin.slow_method = 0, None
+        SlowAdmin.slow, SlowAdmin.slow_method, SlowAdmin.delay = 0, None, SlowHandler.delay
+    assert len(SlowAdmin.deletes) == 2  # one round (a first listing later than the deadline would delete nothing)
     assert left == [] and SlowAdmin.topics == []  # past the deadline: a fresh listing, not the one before
 
 
