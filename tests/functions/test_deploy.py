@@ -95,13 +95,17 @@ class FakeAdmin:
         return httpx.Response(500)
 
 
-@pytest.fixture
-def admin(monkeypatch: pytest.MonkeyPatch) -> FakeAdmin:
-    fake = FakeAdmin()
+def use_admin(monkeypatch: pytest.MonkeyPatch, fake: FakeAdmin) -> FakeAdmin:
+    """`deploy`'s admin API is `fake` (and its waits do not sleep)."""
     monkeypatch.setattr(fdeploy, "_admin", lambda settings, timeout=60.0: httpx.Client(
         base_url="http://admin", transport=httpx.MockTransport(fake.handler)))
     monkeypatch.setattr(fdeploy.time, "sleep", lambda s: None)
     return fake
+
+
+@pytest.fixture
+def admin(monkeypatch: pytest.MonkeyPatch) -> FakeAdmin:
+    return use_admin(monkeypatch, FakeAdmin())
 
 
 def test_deploy_creates_then_is_a_no_op_then_updates(admin: FakeAdmin) -> None:
@@ -188,9 +192,7 @@ class PackagesAdmin(FakeAdmin):
 @pytest.fixture
 def packages_admin(monkeypatch: pytest.MonkeyPatch) -> PackagesAdmin:
     fake = PackagesAdmin()
-    monkeypatch.setattr(fdeploy, "_admin", lambda settings, timeout=60.0: httpx.Client(
-        base_url="http://admin", transport=httpx.MockTransport(fake.handler)))
-    monkeypatch.setattr(fdeploy.time, "sleep", lambda s: None)
+    use_admin(monkeypatch, fake)
     return fake
 
 
