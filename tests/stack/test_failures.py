@@ -23,6 +23,7 @@ from rtca.errors import PortInUseError, PrerequisiteError, ServiceError
 from rtca.settings import Settings, load_settings
 from rtca.stack import local
 from rtca.stack.process import Launch, Service, Supervisor
+from waiting import wait_for
 
 
 def free_ports(count: int) -> list[int]:
@@ -217,3 +218,20 @@ def test_logs_are_read_from_the_end(tmp_path: Path) -> None:
     assert _last_lines(log, 150_000)[0] == "line 50000"  # many lines: block by block, not the tail again each time
     log.write_text("one\ntwo")
     assert _last_lines(log, 5) == ["one", "two"]
+
+
+def test_a_large_log_is_moved_aside_when_its_service_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtca.stack import process
+
+    monkeypatch.setattr(process, "ROTATE_BYTES", 1000)
+    supervisor = Supervisor(load_settings(backend="external", run_dir=tmp_path))
+    log = supervisor.log_file("chatty")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("old line\n" * 200)  # 1,800 bytes
+    service = Service("chatty", lambda: Launch([sys.executable, "-c", "print('new run')"]), url="", may_finish=True)
+    supervisor.start(service)
+    assert log.with_name("chatty.log.1").read_text() == "old line\n" * 200
+    assert "old line" not in log.read_text() and f"{process.STARTING} chatty" in log.read_text()
+    wait_for(lambda: supervisor.process("chatty") is None, timeout=10, what="the first run to end")
+    supervisor.start(service)  # small now: appended to, not moved
+    assert log.read_text().count(f"{process.STARTING} chatty") == 2

@@ -65,6 +65,10 @@ class Service:
 #: The supervisor's own lines in a service's log, around what the service printed.
 STARTING, STOPPED = "starting", "stopped by rtca"
 
+#: A log larger than this when its service starts is moved aside to `<name>.log.1` (replacing the one before): logs
+#: are appended to across starts, and Pulsar's grows by hundreds of MB a day of work.
+ROTATE_BYTES = 100 * 1024**2
+
 
 @dataclass(frozen=True)
 class ServiceState:
@@ -93,6 +97,12 @@ def _exit_code(popen: subprocess.Popen[bytes] | None, *, wait: float) -> int | N
         return popen.wait(timeout=wait)
     except subprocess.TimeoutExpired:
         return None
+
+
+def _rotate(log: Path) -> None:
+    with suppress(OSError):  # no log yet, or a read-only run directory: append as before
+        if log.stat().st_size > ROTATE_BYTES:
+            log.replace(log.with_name(f"{log.name}.1"))
 
 
 def port_open(host: str, port: int) -> bool:
@@ -170,6 +180,7 @@ class Supervisor:
                          "another port with the RTCA_* settings (`rtca config` shows them)")
         launch = service.launch()
         log = self.log_file(service.name)
+        _rotate(log)
         with log.open("ab") as out:
             out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {STARTING} {service.name}: "
                       f"{' '.join(launch.argv)}\n".encode())
