@@ -8,10 +8,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pulsar
 import pytest
 
 from rtca.errors import ServiceError
-from rtca.feed.sinks import Done, MemorySink, PermanentSendError, Publisher, Record, require_reachable
+from rtca.feed.sinks import Done, MemorySink, PermanentSendError, Publisher, PulsarSink, Record, require_reachable
 
 Run = Callable[..., Any]
 
@@ -116,3 +117,98 @@ def test_a_broker_is_reachable_if_any_host_of_the_url_accepts() -> None:
         for url in (f"pulsar://127.0.0.1:{down}", "pulsar://127.0.0.1:notaport", "pulsar://"):
             with pytest.raises(ServiceError, match="no broker answers"):
                 require_reachable(url, timeout=1)
+
+
+class StrandedProducer:
+    """The C++ producer's surface as `PulsarSink` uses it. Unless `confirms`, sends are held (no callback runs) and
+    a flush waits, until closed, which fails them as the client does; confirming, sends are stored in order."""
+
+    def __init__(self, *, connected: bool, confirms: bool | None = None) -> None:
+        self.connected = connected
+        self.confirms = connected if confirms is None else confirms
+        self.stored: list[bytes] = []
+        self.held: list[tuple[bytes, Any]] = []
+        self._closed = threading.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def topic(self) -> str:
+        return "persistent://t/n/raw"
+
+    def is_connected(self) -> bool:
+        return self.connected and not self.closed
+
+    def send_async(self, value: bytes, callback: Any, **_: Any) -> None:
+        if self.closed:
+            raise pulsar.PulsarException("AlreadyClosed")  # type: ignore[call-arg]
+        if not self.confirms:
+            self.held.append((value, callback))
+            return
+        self.stored.append(value)
+        if callback is not None:
+            callback(pulsar.Result.Ok, None)
+
+    def flush(self) -> None:
+        if not self.confirms:
+            self._closed.wait()
+            raise pulsar.PulsarException("AlreadyClosed")  # type: ignore[call-arg]
+
+    def close(self) -> None:
+        self._closed.set()
+        held, self.held = self.held, []
+        for _, callback in held:
+            if callback is not None:
+                callback(pulsar.Result.AlreadyClosed, None)
+
+
+def test_a_stranded_producer_is_replaced_and_its_records_resent(run: Run) -> None:
+    """Disconnected while the broker answers, past `stranded_after`: every record it held, in a confirmed group or
+    still waiting for one, is stored by the new producer."""
+    stranded, fresh = StrandedProducer(connected=False), StrandedProducer(connected=True)
+
+    async def reopen() -> StrandedProducer:
+        return fresh
+
+    async def scenario() -> tuple[int, int, int]:
+        sink = PulsarSink(stranded, confirm_every=8, reopen=reopen,  # type: ignore[arg-type]
+                          stranded_after=0.2, check_every=0.02)
+        publisher = Publisher(sink, retry_delay=0.01)
+        for number in range(20):  # two confirmed groups of 8 held by the old producer, 4 waiting for a third
+            publisher.publish(record(number))
+        assert await publisher.drain(5.0)
+        await sink.close()
+        return sink.replaced, publisher.acked, publisher.failed
+
+    assert run(scenario()) == (1, 20, 0)
+    assert stranded.closed and not stranded.stored
+    assert sorted(fresh.stored) == sorted(record(n).value for n in range(20))
+
+
+@pytest.mark.parametrize("connected, broker_answers", [(True, True), (False, False)])
+def test_a_producer_is_kept_while_connected_or_while_the_broker_is_away(run: Run, connected: bool,
+                                                                        broker_answers: bool) -> None:  # fmt: skip
+    """Slow confirmations from a connected producer, or a broker that refuses connections (an outage the client
+    rides out by itself): no replacement, the records stay in flight."""
+    producer = StrandedProducer(connected=connected, confirms=False)
+    reopened: list[bool] = []
+
+    async def reopen() -> StrandedProducer:
+        reopened.append(True)
+        return StrandedProducer(connected=True)
+
+    async def scenario() -> tuple[int, int, bool]:
+        sink = PulsarSink(producer, reopen=reopen, broker_answers=lambda: broker_answers,  # type: ignore[arg-type]
+                          stranded_after=0.05, check_every=0.01)
+        publisher = Publisher(sink)
+        for number in range(5):
+            publisher.publish(record(number))
+        await asyncio.sleep(0.3)
+        await sink.close()
+        outcome = publisher.pending, sink.replaced, producer.closed
+        producer.close()  # ends the sweep's flush, waiting in a worker thread
+        return outcome
+
+    assert run(scenario()) == (5, 0, False)
+    assert not reopened

@@ -1,5 +1,6 @@
 """Ingest's Pulsar sink with grouped confirmations, against the real broker: every record settled exactly as it was
-stored, on a busy feed, a quiet one, and when the client refuses one record of a group."""
+stored, on a busy feed, a quiet one, when the client refuses one record of a group, and across a replaced
+producer."""
 
 from __future__ import annotations
 
@@ -80,3 +81,28 @@ def test_a_refused_record_fails_alone_and_its_group_is_still_confirmed(stack: Se
     print(f"sent {sent}, acked {acked}, failed {failed}, stored {len(stored)}")
     assert (sent, acked, failed) == (200, 199, 1)
     assert stored == [str(i) for i in range(200) if i != 63]
+
+
+def test_records_in_flight_when_the_producer_is_replaced_are_all_stored(stack: Settings,
+                                                                        topics: tuple[str, str]) -> None:  # fmt: skip
+    """What the watchdog does to a stranded producer, done to a live one mid-stream: the real client fails what the
+    closed producer held and the publisher resends it on the new one; nothing is acked that is not stored."""
+
+    async def run() -> tuple[int, int, int, int]:
+        async with pulsar_sinks(stack, topics[0]) as (sink,):
+            assert isinstance(sink, PulsarSink)
+            publisher = Publisher(sink, retry_delay=0.05)
+            batch = records(3_000, "replaced")
+            for number, record in enumerate(batch):
+                publisher.publish(record)
+                if number == 1_500:
+                    await sink.replace_producer()
+                await publisher.wait_capacity()
+            assert await publisher.drain(60)
+            return publisher.sent, publisher.acked, publisher.failed, sink.replaced
+
+    sent, acked, failed, replaced = asyncio.run(run())
+    stored = [int(m.properties()["i"]) for m in read_topic(stack, topics[0])]
+    print(f"sent {sent}, acked {acked}, failed {failed}, stored {len(stored)} ({len(set(stored))} distinct)")
+    assert (sent, acked, failed, replaced) == (3_000, 3_000, 0, 1)
+    assert set(stored) == set(range(3_000))

@@ -15,7 +15,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -81,6 +81,10 @@ _PERMANENT = frozenset({pulsar.Result.MessageTooBig, pulsar.Result.InvalidMessag
 #: stays disconnected for good, its records pending (seen in the broker-restart test at 15 s).
 OPERATION_TIMEOUT_S = 60
 
+#: A producer disconnected this long while its broker accepts connections is taken as stranded (the C++ client
+#: gave up reconnecting it, see `OPERATION_TIMEOUT_S`) and replaced (`PulsarSink`).
+STRANDED_AFTER_S = 2 * OPERATION_TIMEOUT_S
+
 
 def pulsar_client(settings: Settings) -> pulsar.Client:
     """A client for the configured cluster, token and TLS included (C++ logs warnings and up, to stdout)."""
@@ -109,22 +113,42 @@ class PulsarSink:
     to 17,000 msg/s). A timer settles a group that waits longer (a quiet feed) by flushing the producer. Records
     large enough to be refused on their own (`_SOLO_BYTES`; ingest cuts frames well below Pulsar's limit) carry a
     callback of their own, so a refusal can never hide in a group.
+
+    A watchdog replaces a stranded producer: one disconnected for `stranded_after` seconds while `broker_answers()`
+    (the C++ client can give up reconnecting for good, `OPERATION_TIMEOUT_S`). The old producer is closed, which
+    fails its pending records; the publisher resends them on the new one (at least once: a record the broker had
+    stored before the disconnection, its receipt lost, is stored twice, as the new producer has a new name).
     """
 
-    def __init__(self, producer: pulsar.Producer, *, confirm_every: int = 64, confirm_after: float = 0.02) -> None:
+    def __init__(
+        self,
+        producer: pulsar.Producer,
+        *,
+        confirm_every: int = 64,
+        confirm_after: float = 0.02,
+        reopen: Callable[[], Awaitable[pulsar.Producer]] | None = None,
+        broker_answers: Callable[[], bool] = lambda: True,
+        stranded_after: float = STRANDED_AFTER_S,
+        check_every: float = 5.0,
+    ) -> None:
         self._producer = producer
         self.confirm_every = confirm_every
         self.confirm_after = confirm_after
+        self.replaced = 0
         self._loop = asyncio.get_running_loop()
         self._waiting: list[Done] = []
         self._marked = time.monotonic()
         self._sweep_at: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
+        self._reopen = reopen
+        self._watchdog = None if reopen is None else self._loop.create_task(
+            self._watch(broker_answers, stranded_after, check_every), name="pulsar-producer-watchdog")
 
     @classmethod
-    async def open(cls, client: pulsar.Client, topic: str, *, max_pending: int = 20_000) -> PulsarSink:
-        try:
-            producer = await asyncio.to_thread(
+    async def open(cls, client: pulsar.Client, topic: str, *, max_pending: int = 20_000,
+                   broker_answers: Callable[[], bool] = lambda: True) -> PulsarSink:  # fmt: skip
+        async def create() -> pulsar.Producer:
+            return await asyncio.to_thread(
                 client.create_producer,
                 topic,
                 batching_enabled=True,
@@ -133,11 +157,54 @@ class PulsarSink:
                 block_if_queue_full=False,
                 send_timeout_millis=0,
             )
+
+        try:
+            producer = await create()
         except Exception as exc:
             raise ServiceError(
                 "pulsar", f"cannot create a producer on {topic}: {exc}", hint="is the stack up? `rtca up`"
             ) from exc
-        return cls(producer)
+        return cls(producer, reopen=create, broker_answers=broker_answers)
+
+    async def close(self) -> None:
+        """Stop the watchdog (the client's close closes the producer)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+
+    async def _watch(self, broker_answers: Callable[[], bool], stranded_after: float, check_every: float) -> None:
+        disconnected_since: float | None = None
+        while True:
+            await asyncio.sleep(check_every)
+            if self._producer.is_connected():
+                disconnected_since = None
+                continue
+            now = time.monotonic()
+            disconnected_since = disconnected_since or now
+            if now - disconnected_since < stranded_after or not await asyncio.to_thread(broker_answers):
+                continue
+            try:
+                await self.replace_producer()
+            except Exception as exc:  # noqa: BLE001 - the old producer stays; tried again at the next check
+                log.warning("cannot replace the disconnected producer on %s: %s", self._producer.topic(), exc)
+            disconnected_since = None
+
+    async def replace_producer(self) -> None:
+        """Send on a new producer from now on; what the old one had not confirmed fails, so the publisher resends
+        it. The records waiting for a group's confirmation belong to the old producer: they fail with it."""
+        if self._reopen is None:
+            raise RuntimeError("this sink cannot open a producer")
+        new = await self._reopen()
+        old, self._producer = self._producer, new
+        orphans, self._waiting, self._marked = self._waiting, [], time.monotonic()
+        self.replaced += 1
+        log.warning("replaced the producer on %s, disconnected while its broker answers; resending what it held",
+                    new.topic())
+        try:
+            await asyncio.to_thread(old.close)  # fails its pending sends (their callbacks: AlreadyClosed)
+        except Exception as exc:  # noqa: BLE001 - closed or not, its records are resent below and by callbacks
+            log.info("closing the replaced producer: %s", exc)
+        _settle_group(orphans, pulsar.Result.AlreadyClosed, None)
 
     def send(self, record: Record, done: Done) -> None:
         """Runs on the loop's thread (the publisher's); `done` may be called from the client's thread."""
@@ -186,9 +253,13 @@ class PulsarSink:
         task.add_done_callback(self._flushes.discard)
 
     async def _flush_group(self, group: list[Done]) -> None:
-        """Flush returns once everything sent before it is stored (or raises): the group's outcome."""
+        """Flush returns once everything sent before it is stored (or raises): the group's outcome. A flush that
+        ends after its producer was replaced proves nothing (the records may have failed with it): resent."""
+        producer = self._producer
         try:
-            await asyncio.to_thread(self._producer.flush)
+            await asyncio.to_thread(producer.flush)
+            if producer is not self._producer:
+                raise ConnectionError("the producer was replaced")
         except Exception as exc:  # noqa: BLE001 - reported per record; the publisher retries them
             _settle_group(group, pulsar.Result.UnknownError, None, error=ConnectionError(f"pulsar flush: {exc}"))
             return
@@ -237,9 +308,22 @@ async def pulsar_sinks(settings: Settings, *topics: str) -> AsyncIterator[list[P
     """One sink per topic on one client, closed (with its producers) on exit."""
     await asyncio.to_thread(require_reachable, settings.pulsar.service_url)
     client = pulsar_client(settings)
+
+    def broker_answers() -> bool:
+        try:
+            require_reachable(settings.pulsar.service_url)
+        except ServiceError:
+            return False
+        return True
+
+    sinks: list[PulsarSink] = []
     try:
-        yield [await PulsarSink.open(client, topic) for topic in topics]
+        for topic in topics:
+            sinks.append(await PulsarSink.open(client, topic, broker_answers=broker_answers))
+        yield sinks
     finally:
+        for sink in sinks:
+            await sink.close()
         await asyncio.to_thread(client.close)
 
 
