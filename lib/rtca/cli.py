@@ -58,8 +58,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     stopped = stack.down(settings, wipe=args.wipe)
-    print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}"
-          + ("; data wiped" if args.wipe else ""))
+    wiped = args.wipe and settings.backend != "external"  # external: --wipe deletes nothing (the backend says so)
+    print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}" + ("; data wiped" if wiped else ""))
     return 0
 
 

@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, SecretStr
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
@@ -39,6 +40,38 @@ Folder = Annotated[Path, BeforeValidator(_not_empty)]
 directory)."""
 
 
+def _base_url(value: Any) -> Any:
+    """`http://host:9000/` and `http://host:9000` are one base URL: paths are appended to it (`{url}/health`), and a
+    trailing slash would make them `//health`, which Pinot answers with 404."""
+    return value.strip().rstrip("/") if isinstance(value, str) else value
+
+
+def _checked_url(schemes: tuple[str, ...]) -> Any:
+    def check(value: str) -> str:
+        if not value:  # an empty variable (RTCA_PINOT__BROKER_URL_OVERRIDE=) means no override, as before
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in schemes or not rest:
+            raise ValueError(f"{value!r} is not a {' or '.join(s + '://' for s in schemes)} URL")
+        for address in rest.split("/", 1)[0].split(","):  # pulsar://host1:6650,host2:6650
+            try:
+                parts = urlsplit(f"//{address}")
+                parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+            except ValueError as exc:
+                raise ValueError(f"{value!r}: {exc}") from None
+            if not parts.hostname:
+                raise ValueError(f"{value!r} names no host")
+        return value
+
+    return AfterValidator(check)
+
+
+BaseUrl = Annotated[str, BeforeValidator(_base_url), _checked_url(("http", "https"))]
+"""An http(s) base URL given in the environment; stored without trailing slashes."""
+PulsarUrl = Annotated[str, BeforeValidator(_base_url), _checked_url(("pulsar", "pulsar+ssl"))]
+"""A Pulsar service URL (one or more brokers)."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -56,8 +89,8 @@ class PulsarSettings(_Section):
     #: 1 GB more resident for a standalone that needs a fraction of it).
     gc: str = "-XX:+UseG1GC -XX:+PerfDisableSharedMem"
     #: Set for the external backend: full URLs that win over host/port.
-    service_url_override: str | None = None
-    admin_url_override: str | None = None
+    service_url_override: PulsarUrl | None = None
+    admin_url_override: BaseUrl | None = None
     auth_token: SecretStr | None = None
 
     @property
@@ -84,8 +117,8 @@ class PinotSettings(_Section):
     broker_heap: str = "-Xms128m -Xmx512m -XX:+UseSerialGC"
     server_heap: str = "-Xms256m -Xmx1g"
     zookeeper_heap: str = "-Xms64m -Xmx256m -XX:+UseSerialGC"
-    controller_url_override: str | None = None
-    broker_url_override: str | None = None
+    controller_url_override: BaseUrl | None = None
+    broker_url_override: BaseUrl | None = None
     #: Basic auth of a secured Pinot (external backend): sent to the controller and the broker.
     username: str | None = None
     password: SecretStr | None = None
@@ -117,7 +150,7 @@ class SupersetSettings(_Section):
     database_name: str = "Pinot"
     #: Stable so that the import bundle under infra/superset/ updates the registered database instead of colliding.
     database_uuid: str = "5b1c7a4e-2f7d-4c59-9a51-7d0f1d2c3a10"
-    url_override: str | None = None
+    url_override: BaseUrl | None = None
 
     @property
     def url(self) -> str:

@@ -32,6 +32,7 @@ from rtca.functions import routing
 from rtca.functions.runtime import RAW_SERDE
 from rtca.settings import Settings, name_list
 from rtca.stack.profiles import build_function_package, profile
+from rtca.stack.remote import http_options
 from rtca.stack.progress import say
 
 Guarantee = Literal["ATLEAST_ONCE", "ATMOST_ONCE", "EFFECTIVELY_ONCE", "MANUAL"]
@@ -252,9 +253,7 @@ def code_files(module: str) -> list[Path]:
 
 # --- admin API ------------------------------------------------------------------------------------------------------
 def _admin(settings: Settings, timeout: float = 60.0) -> httpx.Client:
-    token = settings.pulsar.auth_token
-    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
-    return httpx.Client(base_url=settings.pulsar.admin_url, timeout=timeout, headers=headers)
+    return httpx.Client(base_url=settings.pulsar.admin_url, timeout=timeout, **http_options(settings, "pulsar"))
 
 
 def _path(settings: Settings, name: str = "", suffix: str = "") -> str:

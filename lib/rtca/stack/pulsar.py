@@ -20,6 +20,7 @@ from rtca.errors import ServiceError
 from rtca.settings import Settings
 from rtca.stack.artifacts import bind_env, pulsar_home
 from rtca.stack.process import Launch, Service
+from rtca.stack.remote import http_options
 
 #: Retention -1 = unlimited: Pinot reads with a Reader, which is not a subscription, so nothing else keeps data.
 _BROKER_OVERRIDES = {
@@ -122,7 +123,7 @@ def ensure_namespace(settings: Settings) -> None:
     """
     p = settings.pulsar
     ns = f"{p.tenant}/{p.namespace}"
-    with httpx.Client(base_url=p.admin_url, timeout=30, headers=_auth_headers(settings)) as admin:
+    with httpx.Client(base_url=p.admin_url, timeout=30, **http_options(settings, "pulsar")) as admin:
         clusters = admin.get("/admin/v2/clusters").raise_for_status().json()
         _ok(admin.put(f"/admin/v2/tenants/{p.tenant}", json={"allowedClusters": clusters, "adminRoles": []}),
             f"create tenant {p.tenant}")
@@ -148,8 +149,6 @@ def delete_topics(settings: Settings, wanted: Callable[[str], bool], *, timeout:
     reconnects, and a loaded broker can take longer than a request's timeout to delete one; both are retried until
     the deadline instead of failing the clean-up. A namespace never listed is a ServiceError.
     """
-    from rtca.stack.remote import http_options
-
     p = settings.pulsar
     namespace = f"{p.tenant}/{p.namespace}"
     deadline = time.monotonic() + timeout
@@ -175,11 +174,6 @@ def delete_topics(settings: Settings, wanted: Callable[[str], bool], *, timeout:
                     with suppress(httpx.HTTPError):  # done late, or not: the next listing tells
                         admin.delete(f"/admin/v2/{topic.replace('://', '/', 1)}{suffix}", params={"force": "true"})
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-
-
-def _auth_headers(settings: Settings) -> dict[str, str]:
-    token = settings.pulsar.auth_token
-    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
 
 
 def _ok(response: httpx.Response, what: str) -> None:

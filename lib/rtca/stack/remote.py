@@ -37,8 +37,13 @@ def verify_option(settings: Settings) -> ssl.SSLContext | bool:
         return False
     if tls.ca_file is not None:
         if not tls.ca_file.is_file():
-            raise ConfigError(f"TLS CA file {tls.ca_file} does not exist", hint="fix RTCA_TLS__CA_FILE")
-        return ssl.create_default_context(cafile=str(tls.ca_file))
+            raise ConfigError(f"TLS CA file {tls.ca_file} does not exist or is not a file",
+                              hint="fix RTCA_TLS__CA_FILE")
+        try:
+            return ssl.create_default_context(cafile=str(tls.ca_file))
+        except (ssl.SSLError, OSError) as exc:  # not PEM, no certificate in it, unreadable
+            raise ConfigError(f"TLS CA file {tls.ca_file} holds no usable CA certificate: {exc}",
+                              hint="RTCA_TLS__CA_FILE must be a PEM bundle of the cluster's CA(s)") from None
     return True
 
 
@@ -100,16 +105,21 @@ def _http_probe(settings: Settings, service: str, url: str, *, expect_json_list:
 
 def _tcp_probe(service_url: str) -> Callable[[], str | None]:
     def probe() -> str | None:
-        first = service_url.split(",")[0]
-        parts = urlsplit(first)
-        default_port = 6651 if parts.scheme == "pulsar+ssl" else 6650
-        if parts.scheme not in ("pulsar", "pulsar+ssl") or not parts.hostname:
+        # pulsar://host1:6650,host2:6650/: the client takes any broker of the list, so one answering is enough
+        scheme, _, hosts = service_url.partition("://")
+        default_port = 6651 if scheme == "pulsar+ssl" else 6650
+        addresses = [a for a in hosts.split("/", 1)[0].split(",") if a]
+        if scheme not in ("pulsar", "pulsar+ssl") or not addresses:
             return f"{service_url} is not a pulsar:// or pulsar+ssl:// URL"
-        try:
-            with socket.create_connection((parts.hostname, parts.port or default_port), timeout=5.0):
-                return None
-        except OSError as exc:
-            return f"{service_url} did not answer: {exc}"
+        failures = []
+        for address in addresses:
+            try:
+                parts = urlsplit(f"//{address}")
+                with socket.create_connection((parts.hostname or "", parts.port or default_port), timeout=5.0):
+                    return None
+            except (OSError, ValueError) as exc:
+                failures.append(f"{address}: {exc}")
+        return f"{service_url} did not answer: {'; '.join(failures)}"
 
     return probe
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from urllib.parse import quote
 
 from rtca.settings import Settings
 from rtca.stack.artifacts import superset_venv
@@ -33,8 +34,24 @@ FEATURE_FLAGS = {{"DASHBOARD_NATIVE_FILTERS": True}}
 '''
 
 
+#: What Superset's importer takes for "the password given separately" (superset.constants.PASSWORD_MASK).
+PASSWORD_MASK = "X" * 10
+
+
 def pinot_sqlalchemy_uri(settings: Settings) -> str:
-    return f"pinot+{settings.pinot.broker_url}/query/sql?controller={settings.pinot.controller_url}/"
+    """pinotdb's URI; with Pinot basic auth (RTCA_PINOT__USERNAME) it names the user and a masked password, which
+    the import replaces with `pinot_passwords(...)` (pinotdb sends both to the broker and the controller)."""
+    broker = settings.pinot.broker_url
+    if settings.pinot.username:
+        scheme, rest = broker.split("://", 1)
+        broker = f"{scheme}://{quote(settings.pinot.username, safe='')}:{PASSWORD_MASK}@{rest}"
+    return f"pinot+{broker}/query/sql?controller={settings.pinot.controller_url}/"
+
+
+def pinot_passwords(settings: Settings, bundle_path: str) -> dict[str, str]:
+    """The import API's `passwords` form field for the Pinot database file at `bundle_path` (empty without auth)."""
+    password = settings.pinot.password
+    return {bundle_path: password.get_secret_value()} if settings.pinot.username and password else {}
 
 
 #: Seconds added to the start timeout for Superset's first start: migrating its database, creating the admin
@@ -106,7 +123,8 @@ def register_pinot(settings: Settings) -> None:
         "version": "1.0.0",
     }
     with SupersetClient.from_settings(settings) as client:
-        client.import_bundle("database", {f"databases/{s.database_name}.yaml": database})
+        path = f"databases/{s.database_name}.yaml"
+        client.import_bundle("database", {path: database}, passwords=pinot_passwords(settings, path))
 
 
 def data_dirs(settings: Settings) -> list[Path]:

@@ -201,6 +201,13 @@ def apply_dashboards(settings: Settings, *, root: Path | None = None,
         raise ConfigError("the Superset bundle is inconsistent:\n  " + "\n  ".join(problems),
                           hint=f"fix the files under {root or bundle_dir(settings)}")
     to_import = for_import(files)
+    from rtca.stack.superset import pinot_passwords, pinot_sqlalchemy_uri
+
+    passwords: dict[str, str] = {}
+    for name in of_kind(to_import, "database"):
+        if settings.pinot.username:  # the file's URI has no user: the one `rtca deploy` registers does
+            to_import[name] = {**to_import[name], "sqlalchemy_uri": pinot_sqlalchemy_uri(settings)}
+        passwords.update(pinot_passwords(settings, name))
     results: list[BundleResult] = []
     with SupersetClient.from_settings(settings) as client:
         _back_up_edits(client, settings, files, say)
@@ -210,7 +217,7 @@ def apply_dashboards(settings: Settings, *, root: Path | None = None,
             subset = {n: c for n, c in to_import.items() if any(n.startswith(FOLDERS[k] + "/")
                                                                 for k in KINDS[:position + 1])}
             say(f"- importing {len(of_kind(files, kind))} {FOLDERS[kind]} ...")
-            client.import_bundle(kind, subset)
+            client.import_bundle(kind, subset, passwords=passwords)
             after = existing_uuids(client, kind)
             for name, content in of_kind(files, kind).items():
                 uuid = str(content["uuid"])

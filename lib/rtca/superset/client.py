@@ -21,10 +21,11 @@ from rtca.settings import Settings
 
 
 class SupersetClient:
-    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 60.0,
+                 verify: Any = True) -> None:
         # Accept: JSON, or Superset answers a failed command (an import that does not validate) with its HTML
         # error page and status 500 rather than the JSON errors and 422 (`*/*` counts as accepting text/html)
-        self._http = httpx.Client(base_url=base_url, timeout=timeout,
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, verify=verify,
                                   headers={"Referer": base_url, "Accept": "application/json"})
         token = self._login(username, password)
         self._http.headers["Authorization"] = f"Bearer {token}"
@@ -33,10 +34,19 @@ class SupersetClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SupersetClient:
+        from rtca.errors import ConfigError  # rtca.stack imports this module: its modules are imported here
+        from rtca.stack.profiles import profile
+        from rtca.stack.remote import http_options, superset_password_known
         from rtca.stack.secrets import superset_secrets
 
+        # A Superset rtca did not start has the password it was set up with: generating (and storing) one here
+        # would only fail the login, and make the next `rtca deploy` believe the password is configured.
+        if not profile(settings).manages_services and not superset_password_known(settings):
+            raise ConfigError("Superset's admin password is not configured",
+                              hint="set RTCA_SUPERSET__ADMIN_PASSWORD (and RTCA_SUPERSET__ADMIN_USER if not 'admin')")
         secrets = superset_secrets(settings)
-        return cls(settings.superset.url, settings.superset.admin_user, secrets.admin_password)
+        return cls(settings.superset.url, settings.superset.admin_user, secrets.admin_password,
+                   verify=http_options(settings, "superset")["verify"])
 
     def _login(self, username: str, password: str) -> str:
         payload = {"username": username, "password": password, "provider": "db", "refresh": True}
