@@ -278,3 +278,18 @@ def test_a_product_id_with_braces_gets_its_alert(product: str) -> None:
     [a] = e.evaluate({**ticker(103.0, 1_000), "product_id": product})
     assert a["product_id"] == product and a["message"].startswith(f"{product} moved 3.000%")
     assert e.evaluate({**ticker(104.0, 2_000), "product_id": product}) == []  # disarmed by the alert
+
+
+@pytest.mark.parametrize("rule", [
+    {"kind": "vol_zscore", "threshold": 3, "history": 30.0},  # a float: "an integer is required" on every record
+    {"kind": "vol_zscore", "threshold": 3, "min_history": 0},
+    {"kind": "price_move", "threshold": 1, "window_s": -60},  # every ticker a dead letter
+    {"kind": "price_move", "threshold": float("nan"), "window_s": 60},  # never fires, says nothing
+    {"kind": "spread_bps", "threshold": 20, "clear": float("inf")},
+    {"kind": "vol_zscore", "threshold": 3, "history": True},
+])  # fmt: skip
+def test_rules_that_parse_but_cannot_work_are_refused(rule: dict) -> None:
+    """Refused by `parse_rules`, so by deploy's check too, instead of failing or silencing the rule on every
+    record (each then blamed on the record)."""
+    with pytest.raises(ValueError, match="rule 'r'"):
+        parse_rules([{"name": "r", **rule}])

@@ -138,3 +138,56 @@ def test_a_refused_level2_record_of_a_new_product_keeps_nothing_of_it() -> None:
     with pytest.raises(ValueError):
         books.update({"type": "l2update", "product_id": "Q", "event_ms": 0, "changes": [["bid", 1.0, 1.0]]})
     assert books.products == {}
+
+
+@pytest.mark.parametrize("engine, record", [
+    (lambda: TradeFlow(1_000), match(0, 1)),
+    (lambda: Volatility(1_000), ticker(0, 10.0)),
+])  # fmt: skip
+@pytest.mark.parametrize("event_ms", [-2**63, -1, 2**53, 1_000 + 5 * 60_000 + 1])
+def test_a_window_kernel_refuses_an_event_time_it_cannot_window(engine: Any, record: dict[str, Any],
+                                                                event_ms: int) -> None:  # fmt: skip
+    """Out of [0, 2**53), or more than 5 minutes after its receipt (as the router allows): a window at such a time
+    would not encode (64-bit) or make every later record of its product late. Refused before anything changes."""
+    kernel = engine()
+    kernel.update({**record, "event_ms": 500, "received_ms": 500})
+    before = copy.deepcopy(kernel.state())
+    with pytest.raises((TypeError, ValueError)):
+        kernel.update({**record, "event_ms": event_ms, "received_ms": 1_000})
+    assert kernel.state() == before
+    later = {**record, "event_ms": 1_500, "received_ms": 1_500, **({"trade_id": 2} if "trade_id" in record else {})}
+    assert len(kernel.update(later)) == 1  # and the product goes on
+
+
+def test_trade_flow_refuses_prices_and_sizes_whose_notional_overflows() -> None:
+    """1e200 x 1e200 is inf, stored as JSON null: the resumed state could then not add to it."""
+    flow = TradeFlow(1_000)
+    for fields in ({"price": 1e200, "size": 1e200}, {"price": 10.0, "size": 1e100}):
+        with pytest.raises(ValueError):
+            flow.update(match(0, 1, **fields))
+    flow.update(match(0, 1))
+    resumed = TradeFlow.from_state(flow.state())
+    [window] = resumed.update(match(1_000, 2))
+    assert window["buy_notional"] == 10.0
+
+
+@pytest.mark.parametrize("window", [{"start_ms": 0, "buy_notional": None}, {"start_ms": 0, "buy_volume": "1"},
+                                    {"start_ms": 0, "sell_notional": float("inf")}, {"start_ms": None}])
+def test_a_window_state_that_is_not_finite_numbers_is_not_resumed(window: dict[str, Any]) -> None:
+    flow = TradeFlow(1_000)
+    with pytest.raises((TypeError, ValueError)):
+        flow.resume_product("P", {"late": 0, "window": window})
+    assert "P" not in flow.products
+    flow.resume_product("P", {"late": 0, "window": {"start_ms": 0, "last_price": None}})  # None where it starts so
+
+
+def test_a_book_summary_carries_a_sequence_only_as_pinot_can_store_it() -> None:
+    """coinbase_book.sequence is a LONG: Pinot drops a row whose value is a string and mis-stores an object."""
+    books = BookTracker(cadence_ms=1)
+    books.update({"type": "snapshot", "product_id": "P", "event_ms": 0, "bids": [[9.0, 1.0]], "asks": [[11.0, 1.0]]})
+    got = []
+    for t, sequence in enumerate((5, "5", {"x": 1}, 2**63, None), start=1):
+        [summary] = books.update({"type": "l2update", "product_id": "P", "event_ms": t, "sequence": sequence,
+                                  "changes": [["buy", 9.0, float(t)]]})  # fmt: skip
+        got.append(summary["sequence"])
+    assert got == [5, None, None, None, None]

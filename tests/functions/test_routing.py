@@ -201,3 +201,12 @@ def test_an_integer_field_written_as_a_float_is_refused_as_ingest_refuses_it(val
         assert raw_record(Frame(orjson.dumps(message), RECEIVED / 1000, 1))[0].key == "malformed"
         out = routed(message)
         assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.INVALID_FIELD, (kind, field)
+
+
+@pytest.mark.parametrize("kind", ["l2update", "snapshot"])
+def test_a_level2_sequence_that_is_not_an_integer_is_a_dead_letter(kind: str) -> None:
+    """coinbase_book.sequence is a LONG column: Pinot would drop the book's row (or mis-store it) without a word."""
+    assert routed({**SAMPLES[kind], "sequence": 42}).record["sequence"] == 42
+    for bad in ("not-a-number", {"x": 1}, 1.5):
+        out = routed({**SAMPLES[kind], "sequence": bad})
+        assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.INVALID_FIELD, bad

@@ -436,3 +436,43 @@ def test_a_redelivered_book_input_is_not_applied_again(fake_context, message_id_
     got = records(ctx, OUT)
     assert [(r["event_ms"], r["best_bid"]) for r in got] == [(r["event_ms"], r["best_bid"]) for r in expected]
     assert got[-1]["best_bid"] == 98.0
+
+
+# --- what a restarted function reads back ------------------------------------------------------------------------------
+SHORT_ID = {"product_id": "P", "window_ms": 1000, "state": {"late": 0, "window": None}, "sources": {TICKER: [7]},
+            "version": 5}  # fmt: skip
+SUMMARY_SOURCE = {"topic": BOOK, "message_id": [7, 2, -1, -1]}
+
+
+def _stats_record() -> dict[str, Any]:
+    from rtca.analytics.stats import TickerStats
+
+    stats = TickerStats(10, 5)
+    stats.update(1.0)
+    return {"product_id": "P", "state": stats.state(), "source": {"topic": TICKER, "message_id": [7]}}
+
+
+@pytest.mark.parametrize("make, topic, corrupt", [
+    (TradeFlowFunction, OUT, SHORT_ID),
+    (VolatilityFunction, OUT, SHORT_ID),
+    (TradeFlowFunction, OUT, {**SHORT_ID, "sources": {TICKER: [7, 1, -1]},
+                              "state": {"late": 0, "window": {"start_ms": 0, "buy_notional": None}}}),
+    (AlertsFunction, STATE, {**SHORT_ID, "state": {}}),
+    (OrderBookFunction, OUT, {"product_id": "P", "valid": True, "event_ms": 0, "snapshot_id": [7, 1],
+                              "source": SUMMARY_SOURCE}),
+    (OrderBookFunction, OUT, {"valid": True, "event_ms": 0, "snapshot_id": [7, 1, -1, -1], "source": SUMMARY_SOURCE}),
+    ("stats", OUT, "stats"),
+])  # fmt: skip
+def test_a_corrupt_record_read_back_at_start_is_passed_over(fake_context, message_ids, make, topic,  # type: ignore[no-untyped-def]
+                                                           corrupt) -> None:  # fmt: skip
+    """A record of another format (or corrupt) on a function's output or state topic defines no state; it failed
+    the start before, which the function retries for ever: every input stalled, for every product."""
+    if make == "stats":
+        from rtca.functions.stats import TickerStatsFunction
+
+        make, corrupt = TickerStatsFunction, _stats_record()
+    ctx = fake_context({"dead_letter": DEAD, "alerts": ALERTS, "state_topic": STATE, "inputs": SOURCES},
+                       output_topic=OUT, topics={topic: [orjson.dumps(corrupt)]})
+    function = make()
+    function._start(ctx)
+    assert function._ready and "P" not in function.progress

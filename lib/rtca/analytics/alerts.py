@@ -52,6 +52,18 @@ class Rule:
     min_history: int = 10
 
     def __post_init__(self) -> None:
+        # Checked here, at deploy (`rtca.functions.deploy.alert_rules`) and at start: a value that parses but is not
+        # usable would otherwise fail (or silence) the rule on every record, each blamed on the record.
+        for name in ("threshold", "window_s", *(("clear",) if self.clear is not None else ())):
+            value = getattr(self, name)
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise ValueError(f"rule {self.name!r}: {name} must be a finite number, not {value!r}")
+        if self.window_s <= 0:
+            raise ValueError(f"rule {self.name!r}: window_s must be > 0, not {self.window_s!r}")
+        for name in ("history", "min_history"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"rule {self.name!r}: {name} must be a whole number >= 1, not {value!r}")
         if self.kind not in KINDS:
             raise ValueError(f"rule {self.name!r}: unknown kind {self.kind!r} (one of {', '.join(KINDS)})")
         if self.clear is not None and self.clear > self.threshold:

@@ -234,8 +234,11 @@ class BookTracker:
         if summary is None:
             return []  # a side is empty: nothing valid to publish yet
         state.last_bucket = bucket
+        sequence = record.get("sequence")
+        if type(sequence) is not int or not 0 <= sequence < 2**63:
+            sequence = None  # a LONG column: Pinot drops a row whose value it cannot convert (or mis-stores it)
         return [{"product_id": product, "event_ms": event_ms, "received_ms": received_ms,
-                 "sequence": record.get("sequence"), **summary, "valid": True}]  # fmt: skip
+                 "sequence": sequence, **summary, "valid": True}]  # fmt: skip
 
     def _problem(self, state: ProductState, product: str, event_ms: Any, received_ms: Any, problem: str,
                  detail: str) -> dict[str, Any]:  # fmt: skip

@@ -22,12 +22,11 @@ State is a few numbers per product (`rtca.analytics.windows`: round-trips throug
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rtca.analytics.windows import DEFAULT_WINDOW_MS, WindowsByProduct
+from rtca.analytics.windows import DEFAULT_WINDOW_MS, MAX_VALUE, WindowsByProduct, event_time
 
 __all__ = ["DEFAULT_WINDOW_MS", "FlowWindow", "TradeFlow"]
 
@@ -96,14 +95,12 @@ class TradeFlow(WindowsByProduct):
 
     def update(self, match: Mapping[str, Any]) -> list[dict[str, Any]]:
         product = match["product_id"]
-        event_ms = match["event_ms"]
-        if type(event_ms) is not int:
-            raise TypeError("event_ms must be an int")
+        event_ms = event_time(match)
         side = match["side"]
         if type(side) is not str or side not in ("buy", "sell"):
             raise ValueError(f"side must be 'buy' or 'sell', not {side!r:.40}")
         price, size = float(match["price"]), float(match["size"])
-        if not (math.isfinite(price) and price > 0 and math.isfinite(size) and size >= 0):
+        if not (0 < price < MAX_VALUE and 0 <= size < MAX_VALUE):  # also false for NaN and inf
             raise ValueError(f"price must be finite and > 0, size finite and >= 0, not {price!r}, {size!r}")
         received_ms, trade_id = match.get("received_ms"), match.get("trade_id")
         if received_ms is not None and type(received_ms) is not int:  # all checked before any state changes

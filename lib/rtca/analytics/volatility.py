@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rtca.analytics.windows import DEFAULT_WINDOW_MS, WindowsByProduct
+from rtca.analytics.windows import DEFAULT_WINDOW_MS, WindowsByProduct, event_time
 
 __all__ = ["DEFAULT_WINDOW_MS", "SECONDS_PER_YEAR", "Volatility", "VolWindow"]
 SECONDS_PER_YEAR = 365 * 24 * 3600
@@ -78,9 +78,7 @@ class Volatility(WindowsByProduct):
 
     def update(self, ticker: Mapping[str, Any]) -> list[dict[str, Any]]:
         product = ticker["product_id"]
-        event_ms = ticker["event_ms"]
-        if type(event_ms) is not int:
-            raise TypeError("event_ms must be an int")
+        event_ms = event_time(ticker)
         price = float(ticker["price"])
         if not (math.isfinite(price) and price > 0):
             raise ValueError(f"price must be finite and > 0, not {ticker['price']!r}")

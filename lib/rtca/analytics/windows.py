@@ -9,11 +9,35 @@ per product (`product_state` / `resume_product`, what a restarted function resum
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Self
 
 DEFAULT_WINDOW_MS = 60_000
+#: Event times a window takes: from 0 to 2**53 (exact as a float). Outside, a window's bounds no longer fit the
+#: 64-bit integers JSON encoding and Pinot's LONG columns allow (orjson raises on them, out of `process`).
+MAX_EVENT_MS = 2**53
+#: At most this far after its receipt (`received_ms`), as the router allows: one record far in the future would make
+#: every later record of its product late (dropped), and keep those unacknowledged until its window closes.
+MAX_AHEAD_MS = 5 * 60_000
+#: Prices and sizes stay below this (as the router's `MAX_DECIMAL`): their products and sums stay finite, so no
+#: window holds an infinity (written as JSON null, which the restarted function's state could not take back).
+MAX_VALUE = 1e100
+
+
+def event_time(record: Mapping[str, Any]) -> int:
+    """A record's ``event_ms``, checked: an int in [0, MAX_EVENT_MS), at most MAX_AHEAD_MS after ``received_ms``
+    when the record has one; TypeError / ValueError otherwise (before any state changes)."""
+    event_ms = record["event_ms"]
+    if type(event_ms) is not int:
+        raise TypeError("event_ms must be an int")
+    if not 0 <= event_ms < MAX_EVENT_MS:
+        raise ValueError(f"event_ms out of range: {event_ms}")
+    received_ms = record.get("received_ms")
+    if type(received_ms) is int and event_ms > received_ms + MAX_AHEAD_MS:
+        raise ValueError(f"event_ms {event_ms} is {(event_ms - received_ms) / 1000:.0f} s after received_ms")
+    return event_ms
 
 
 @dataclass(slots=True)
@@ -56,9 +80,20 @@ class WindowsByProduct:
         return {"late": p.late, "window": asdict(p.window) if p.window else None}
 
     def resume_product(self, product: str, state: Mapping[str, Any]) -> None:
-        """Take one product's state from `product_state`."""
+        """Take one product's state from `product_state`; TypeError / ValueError (nothing taken) for a state whose
+        window fields are not finite numbers (None only where the field allows it): such a window would fail every
+        later record of the product."""
         window = state["window"]
-        self.products[product] = ProductWindow(self.window_class(**window) if window else None, int(state["late"]))
+        late = int(state["late"])
+        if window:
+            for name, spec in self.window_class.__dataclass_fields__.items():
+                value = window.get(name)
+                if value is None:
+                    if name in window and spec.default is not None:  # only fields that start as None may be
+                        raise TypeError(f"window.{name} must not be null")
+                elif type(value) not in (int, float) or not math.isfinite(value):
+                    raise TypeError(f"window.{name} must be a finite number, not {str(value)[:40]}")
+        self.products[product] = ProductWindow(self.window_class(**window) if window else None, late)
 
     def state(self) -> dict[str, Any]:
         return {"window_ms": self.window_ms, "products": {p: self.product_state(p) for p in self.products}}

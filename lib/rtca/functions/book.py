@@ -109,13 +109,18 @@ class OrderBookFunction(StatefulFunction):
         client = context.get_pulsar_client()
         last: dict[str, dict[str, Any]] = {}
         for record in json_records(read_topic(client, self._output)):
-            if record.get("valid") and record.get("snapshot_id") and isinstance(record.get("source"), dict):
-                last[record["product_id"]] = record
+            product = record.get("product_id")
+            if (record.get("valid") and record.get("snapshot_id") and isinstance(record.get("source"), dict)
+                    and isinstance(product, str) and product):  # fmt: skip
+                last[product] = record
         by_topic: dict[str, dict[str, LastSummary]] = {}
         starts: dict[str, list[int]] = {}
         for product, record in last.items():
-            try:
+            try:  # a summary that is not one of ours (corrupt, foreign, older format) defines no book
                 topic, snapshot = record["source"]["topic"], [int(v) for v in record["snapshot_id"]]
+                if not isinstance(topic, str) or not topic or len(snapshot) != 4:
+                    raise ValueError("not a summary's source / snapshot id")
+                id_key(snapshot)
                 summary = LastSummary(snapshot, id_key(record["source"]["message_id"]),
                                       int(record["event_ms"]) // self.engine.cadence_ms)  # fmt: skip
             except (*DECODE_ERRORS, IndexError):

@@ -99,7 +99,11 @@ def id_list(message_id: Any) -> list[int]:
 
 
 def id_key(value: Sequence[int]) -> MessageIdKey:
-    """The ordering key of an id from a record ([ledger, entry, batch, ...])."""
+    """The ordering key of an id from a record ([ledger, entry, batch, ...]); ValueError (a `DECODE_ERRORS`) for
+    anything else, so that a corrupt or foreign record read back at start is passed over instead of failing the
+    start, which `ensure_started` would retry for ever."""
+    if not isinstance(value, (list, tuple)) or len(value) < 3:
+        raise ValueError(f"not a message id: {str(value)[:40]}")
     return (int(value[0]), int(value[1]), int(value[2]))
 
 
@@ -134,6 +138,8 @@ class Progress:
         """The progress a checkpoint record carries (``sources`` and ``version``)."""
         progress = cls(version=int(record["version"]))
         for topic, value in record["sources"].items():
+            if not isinstance(topic, str):
+                raise TypeError("sources: topic names must be strings")
             progress.done[topic] = id_key(value)
             progress.ids[topic] = [int(v) for v in value]
         return progress

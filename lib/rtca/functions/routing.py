@@ -352,8 +352,10 @@ SHAPES: dict[str, Shape] = {
                    integers=("trade_id", "sequence"), fields=_TRADE, time_required=True),
     "last_match": Shape("matches", required=_TRADE_REQUIRED, prices=("price",), decimals=("size",),
                         integers=("trade_id", "sequence"), fields=_TRADE, time_required=True),
-    "l2update": Shape("level2", required=("changes",), fields={"changes": _changes}, time_required=True),
-    "snapshot": Shape("level2", required=("bids", "asks"), fields={"bids": _levels, "asks": _levels}),
+    "l2update": Shape("level2", required=("changes",), integers=("sequence",), fields={"changes": _changes},
+                      time_required=True),
+    "snapshot": Shape("level2", required=("bids", "asks"), integers=("sequence",),
+                      fields={"bids": _levels, "asks": _levels}),
     "heartbeat": Shape("heartbeat", required=("sequence", "last_trade_id"), integers=("sequence", "last_trade_id"),
                        time_required=True),
     "status": Shape(
