@@ -25,9 +25,55 @@ class RunbookFailed(RtcaError):
     traceback."""
 
 
-def settings(backend: str = "local", env: Mapping[str, str] | None = None) -> Settings:
-    """Settings for a runbook: `env` holds extra RTCA_* overrides (ports, hosts, topic names) as parameters."""
-    for key, value in (env or {}).items():
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def flag(name: str, value: Any) -> bool:
+    """A yes/no runbook parameter as a bool. papermill's `-p NAME False` passes a bool, but `-p NAME false`, `-r`
+    and many schedulers pass a string, and any non-empty string is true: refused unless it clearly says which."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in (*_TRUE, *_FALSE):
+        return value.strip().lower() in _TRUE
+    raise RunbookCheckFailed(f"runbook parameter {name}: {value!r} is neither true nor false",
+                             hint=f"papermill: -p {name} True, -p {name} False (or -y '{name}: false')")
+
+
+def env_parameter(env: Any) -> dict[str, str]:
+    """The `env` parameter as a mapping: a dict (papermill -y / -f), or a string (papermill -p passes one) holding
+    a JSON or YAML mapping, or KEY=VALUE pairs separated by commas; anything else is refused, naming the form."""
+    if env is None or env == "":
+        return {}
+    if isinstance(env, str):
+        import yaml
+
+        try:
+            parsed: Any = yaml.safe_load(env)
+        except yaml.YAMLError:
+            parsed = None
+        if not isinstance(parsed, Mapping):
+            pairs = [item.strip() for item in env.split(",") if item.strip()]
+            if not pairs or not all("=" in pair for pair in pairs):
+                raise RunbookCheckFailed(f"runbook parameter env: {env!r} is not a mapping of RTCA_* variables",
+                                         hint="-y 'env: {RTCA_PINOT__BROKER_PORT: 18099}', or -p env "
+                                              "'{\"RTCA_PINOT__BROKER_PORT\": \"18099\"}', or -p env "
+                                              "RTCA_PINOT__BROKER_PORT=18099,RTCA_TOPICS__RAW=my-feed")
+            parsed = dict(pair.split("=", 1) for pair in pairs)
+        env = parsed
+    if not isinstance(env, Mapping):
+        raise RunbookCheckFailed(f"runbook parameter env: a {type(env).__name__}, not a mapping of RTCA_* variables",
+                                 hint="-y 'env: {RTCA_PINOT__BROKER_PORT: 18099}'")
+    return {str(key).strip(): str(value) for key, value in env.items()}
+
+
+def settings(backend: str = "local", env: Mapping[str, str] | str | None = None) -> Settings:
+    """Settings for a runbook: `env` holds extra RTCA_* overrides (ports, hosts, topic names) as parameters: a
+    mapping, or the string papermill's `-p env ...` passes (`env_parameter`)."""
+    env = env_parameter(env)
+    for key, value in env.items():
         if not key.startswith(("RTCA_", "SUPERSET_")):
             raise RunbookCheckFailed(f"runbook parameter env: '{key}' is not an RTCA_* or SUPERSET_* variable")
         if key.startswith("RTCA_") and not setting_exists(key):
@@ -140,6 +186,39 @@ def check_tables(settings: Settings, names: str | Sequence[str] | None = None) -
     return counts
 
 
+def ingest_args(*, source: str, speed: Any = "1", loop: Any = True, shift_time: Any = True,
+                products: str | Sequence[str] | None = None, channels: str | Sequence[str] | None = None,
+                rate: Any = 100.0) -> list[str]:
+    """The 40-ingest runbook's parameters as `rtca ingest run` flags (lists or comma-separated strings for products
+    and channels; yes/no parameters checked by `flag`)."""
+    args = ["--source", str(source), "--speed", str(speed), "--rate", str(rate)]
+    args += ["--loop"] * flag("loop", loop) + ["--shift-time"] * flag("shift_time", shift_time)
+    for option, value in (("--products", products), ("--channels", channels)):
+        names = name_list(value)
+        if names:
+            args += [option, ",".join(names)]
+    return args
+
+
+#: The table each channel reaches first, with a `received_ms` column (the ingest check counts this run's rows).
+_CHANNEL_TABLES = (("ticker", "ticker"), ("matches", "matches"), ("level2", "book"))
+
+
+def check_ingest(settings: Settings, channels: str | Sequence[str] | None, *, received_since_ms: int,
+                 timeout: float = 180) -> tuple[str, int]:
+    """Data of this ingest reaches Pinot: the table of the first ingested channel that has one (the ticker table
+    for the sources' default channels)."""
+    wanted = name_list(channels)
+    for channel, key in _CHANNEL_TABLES:
+        if wanted is None or channel in wanted:
+            table = getattr(settings.tables, key)
+            return table, check_rows(settings, table, at_least=1, timeout=timeout,
+                                     received_since_ms=received_since_ms)
+    raise RunbookCheckFailed(f"channels {', '.join(wanted)}: none of them reaches a Pinot table this runbook can "
+                             f"check (it checks {', '.join(c for c, _ in _CHANNEL_TABLES)})",
+                             hint="include ticker, matches or level2 in `channels`")
+
+
 def check_rows(settings: Settings, table: str, *, at_least: int = 1, timeout: float = 120,
                received_since_ms: int | None = None) -> int:
     """Data flows: `table` holds at least `at_least` rows within `timeout` seconds; with `received_since_ms`, rows
@@ -174,13 +253,18 @@ def run_runbooks(settings: Settings, names: Sequence[str] = UP_RUNBOOKS,
     from rtca.settings import PROJECT_ROOT
     from rtca.stack.progress import step
 
+    folder = PROJECT_ROOT / "runbooks"
+    # every name checked before any runbook runs: a typo in the last must not leave the first ones done
+    sources = [folder / f"{name.removesuffix('.ipynb')}.ipynb" for name in names]
+    missing = [name for name, source in zip(names, sources) if not source.exists()]
+    if missing:
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.ipynb")))
+        raise RunbookCheckFailed(f"no runbook named {', '.join(missing)} in {folder}", hint=f"runbooks: {known}")
     out_dir = settings.run_dir / "runbooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = []
-    for name in names:
-        source = PROJECT_ROOT / "runbooks" / f"{name}.ipynb"
-        if not source.exists():
-            raise RunbookCheckFailed(f"no runbook named {name} in {source.parent}")
+    for name, source in zip(names, sources):
+        name = source.stem
         target = out_dir / source.name
         params = {"backend": settings.backend, **(parameters or {})}
         with step(f"runbook {name} (executed copy: {target})"):

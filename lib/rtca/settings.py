@@ -301,8 +301,11 @@ def name_list(names: str | Iterable[str] | None) -> list[str] | None:
     if names is None:
         return None
     if isinstance(names, str):
-        return [name.strip() for name in names.split(",") if name.strip()]
-    return list(names)
+        names = [name.strip() for name in names.split(",") if name.strip()]
+    wanted = [str(name).strip() for name in names if str(name).strip()]
+    if not wanted:  # an empty papermill parameter would otherwise select nothing and report success
+        raise ConfigError("an empty selection of names", hint="leave the parameter as None for all, or name some")
+    return wanted
 
 
 def setting_exists(variable: str) -> bool:

@@ -80,3 +80,25 @@ def test_status_shows_how_an_ingest_ended_until_it_is_stopped(stack_up: Settings
         start_ingest(stack_up, ["--source", "replay", "--capture", f"/nonexistent-{name}.capture"], name=name)
     ended = ended_ingest(stack_up, name=name)
     assert ended is not None and ended.note.startswith("exited: ") and "capture not found" in ended.note
+
+
+def test_a_running_ingest_under_other_settings_is_restarted(stack_up: Settings, name: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The same flags with another raw topic (the runbook's `env`) is another ingest: leaving the running one alone
+    reported `running` while it published to the old topic."""
+    first, _ = start_ingest(stack_up, NOWHERE, name=name)
+    monkeypatch.setenv("RTCA_TOPICS__RAW", f"{first.url.rsplit('/', 1)[-1]}-other")
+    other, done = start_ingest(stack_up, NOWHERE, name=name)
+    assert done == "restarted" and other.pid not in (None, first.pid)
+    process = Supervisor(stack_up).process(name)
+    assert process is not None and process.environ()["RTCA_TOPICS__RAW"].endswith("-other")
+    again, done = start_ingest(stack_up, NOWHERE, name=name)
+    assert (done, again.pid) == ("running", other.pid)
+
+
+def test_an_unknown_channel_is_refused_before_a_running_ingest_is_touched(stack_up: Settings, name: str) -> None:
+    first, _ = start_ingest(stack_up, NOWHERE, name=name)
+    with pytest.raises(ConfigError, match="unknown channel"):
+        start_ingest(stack_up, [*NOWHERE, "--channels", "tickr"], name=name)
+    process = Supervisor(stack_up).process(name)
+    assert process is not None and process.pid == first.pid

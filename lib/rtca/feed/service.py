@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import orjson
@@ -59,6 +60,10 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
             same = "run" in current and _options(current[current.index("run") + 1:]) == wanted
         except ConfigError:  # flags of another version: not the same
             same = False
+        try:  # the same flags under other settings (another raw topic, another Pulsar) is another ingest
+            same = same and _settings_env(running.environ()) == _settings_env(os.environ)
+        except psutil.Error:
+            same = False
         if same:
             return supervisor.state(service), "running"
         supervisor.stop(name)
@@ -73,16 +78,29 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
 def _options(run_args: Sequence[str]) -> dict[str, Any]:
     """`rtca ingest run` flags as the options they mean (defaults filled in: `--speed 1` is no flag at all);
     invalid ones are a ConfigError with argparse's reason."""
-    from rtca.cli import build_parser
+    from rtca.cli import _split, build_parser
+    from rtca.feed.sources import SourceSpec
 
     reason = io.StringIO()
     try:
         with contextlib.redirect_stderr(reason):
-            return vars(build_parser().parse_args(["ingest", "run", *run_args]))
+            options = vars(build_parser().parse_args(["ingest", "run", *run_args]))
     except SystemExit:
         said = reason.getvalue().strip().splitlines()
         raise ConfigError(f"invalid ingest options: {said[-1] if said else ' '.join(run_args)}",
                           hint="`rtca ingest run --help` lists them") from None
+    try:  # what `rtca ingest run` would refuse at once (an unknown channel), refused before anything is stopped
+        SourceSpec.build(options["source"], url=options["url"], capture=options["capture"], speed=options["speed"],
+                         products=_split(options["products"]), channels=_split(options["channels"]),
+                         rate=options["rate"], seed=options["seed"])
+    except ConfigError as exc:
+        raise ConfigError(f"invalid ingest options: {exc.args[0]}", hint=exc.hint) from None
+    return options
+
+
+def _settings_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment that makes the ingest's settings (Superset's variables do not concern it)."""
+    return {key: value for key, value in environ.items() if key.startswith("RTCA_")}
 
 
 def stop_ingest(settings: Settings, *, name: str = NAME) -> bool:
