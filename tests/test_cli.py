@@ -223,3 +223,33 @@ def test_ingest_against_an_unreachable_pulsar_fails_at_once_naming_it(tmp_path: 
     assert time.monotonic() - started < 20
     err = capsys.readouterr().err
     assert f"pulsar: no broker answers at pulsar://127.0.0.1:{port}" in err and "Traceback" not in err, err
+
+
+def test_a_variable_that_names_no_setting_is_warned_about(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """One underscore instead of two: the settings would ignore it without a word."""
+    monkeypatch.setenv("RTCA_PINOT_BROKER_PORT", "18099")
+    monkeypatch.setenv("RTCA_PINOT__BROKER_PORT", "18099")
+    monkeypatch.setenv("RTCA_KEEP_STACK", "1")  # the tests' own, not a setting
+    assert main(["config"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [warnings[0]] and "RTCA_PINOT_BROKER_PORT names no setting" in warnings[0]
+
+
+def test_invalid_settings_do_not_send_the_user_to_a_command_that_fails_the_same_way(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.setenv("RTCA_PINOT__BROKER_PORT", "abc")
+    assert main(["config"]) == 1
+    err = capsys.readouterr().err
+    assert "pinot.broker_port" in err and "lib/rtca/settings.py" in err
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rtca pinot status | head -3`: the reader closed the pipe; rtca stops writing, without a traceback."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with open(write_end, "w", buffering=1) as closed_pipe:  # line-buffered: the first line meets the closed end
+        monkeypatch.setattr("sys.stdout", closed_pipe)
+        assert main(["config"]) == 0

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import errno
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ import httpx
 from rtca import stack
 from rtca.feed.protocol import COINBASE_WS_URL
 from rtca.errors import RtcaError
-from rtca.settings import Settings, load_settings
+from rtca.settings import Settings, load_settings, unknown_variables
 from rtca.stack.process import ServiceState, Supervisor
 
 Handler = Callable[[Settings, argparse.Namespace], int]
@@ -478,6 +479,9 @@ def _where(exc: httpx.TransportError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides: dict[str, Any] = {"backend": args.backend} if args.backend else {}
+    for variable in unknown_variables(os.environ):
+        print(f"warning: {variable} names no setting and is ignored (sections and fields are separated by two "
+              f"underscores: RTCA_PINOT__BROKER_PORT)", file=sys.stderr)
     try:
         settings = load_settings(**overrides)
         return int(args.handler(settings, args))
@@ -488,6 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot reach {_where(exc)}: {type(exc).__name__}: {exc}\n  hint: {UNREACHABLE_HINT}",
               file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `rtca pinot status | head -3`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except OSError as exc:
         if exc.errno not in FILESYSTEM_ERRNOS:
             raise  # anything else is a bug to report, with its traceback

@@ -8,7 +8,7 @@ hard-codes them. Each field can be overridden from the environment with the `RTC
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -288,11 +288,24 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings (RTCA_* environment variables): {problems}",
-                          hint="`rtca config` lists the settings and their types") from None
+        raise ConfigError(f"invalid settings (RTCA_* environment variables): {problems}", hint=_SETTINGS_HINT) from None
     except SettingsError as exc:  # e.g. a section given as JSON that does not parse (RTCA_PINOT='{bad')
-        raise ConfigError(f"invalid settings (RTCA_* environment variables): {exc}",
-                          hint="`rtca config` lists the settings and their types") from None
+        raise ConfigError(f"invalid settings (RTCA_* environment variables): {exc}", hint=_SETTINGS_HINT) from None
+
+
+#: Not `rtca config`: it reads the same settings and fails the same way.
+_SETTINGS_HINT = ("fix or unset the variable named; the settings and their defaults are in lib/rtca/settings.py "
+                  "(`rtca config` prints them once they load)")
+
+#: `RTCA_*` variables that are not settings: set by rtca for its own processes, or read by the tests.
+NOT_SETTINGS = frozenset({"RTCA_BIND_HOST", "RTCA_KEEP_STACK"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """`RTCA_*` variables that name no setting (a typo: `RTCA_PINOT_BROKER_PORT` for `RTCA_PINOT__BROKER_PORT`),
+    which the settings would ignore without a word."""
+    return sorted(key for key in environ if key.startswith("RTCA_") and key not in NOT_SETTINGS
+                  and not setting_exists(key))
 
 
 def name_list(names: str | Iterable[str] | None) -> list[str] | None:
