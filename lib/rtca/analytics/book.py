@@ -193,6 +193,8 @@ class BookTracker:
         kind = record.get("type")
         event_ms = record.get("event_ms")
         received_ms = record.get("received_ms")
+        if type(event_ms) is not int:  # the cadence runs on it: an update without one would be applied unseen
+            raise TypeError(f"event_ms must be an int, not {event_ms!r:.40}")
         if kind == "snapshot":  # every level checked before any state changes
             bids, asks = _levels(record["bids"]), _levels(record["asks"])
         elif kind == "l2update":
@@ -225,8 +227,6 @@ class BookTracker:
                                     f"best bid {bid} >= best ask {ask}: waiting for the next snapshot")  # fmt: skip
             problem["best_bid"], problem["best_ask"] = bid, ask
             return [problem]
-        if type(event_ms) is not int:
-            return []
         bucket = event_ms // self.cadence_ms
         if state.last_bucket is not None and bucket <= state.last_bucket:
             return []
