@@ -18,6 +18,9 @@ def candles_sql(settings: Settings, product: str, *, minutes: int = 60, size: st
     if not product:
         raise ConfigError("no product to chart candles for", hint="the matches table has no rows yet: start the "
                                                                   "ingest (runbooks/40-ingest) and rerun the cell")
+    if not minutes >= 1:  # Pinot's ago() takes whole minutes: PT7.5M is a query error
+        raise ConfigError(f"candles over {minutes!r} minutes", hint="a window of at least 1 minute")
+    minutes = int(minutes)
     unit = CANDLE_UNITS.get(size)
     if unit is None:
         raise ConfigError(f"unknown candle size {size!r}", hint=f"one of: {', '.join(CANDLE_UNITS)}")
