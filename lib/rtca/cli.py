@@ -27,7 +27,7 @@ def _print_states(states: list[ServiceState]) -> None:
     print(f"{'service':<18}{'health':<10}{'pid':>8}{'rss MB':>9}  url")
     for st in states:
         rss = f"{st.rss_bytes / 1024**2:.0f}" if st.rss_bytes else "-"
-        health = "healthy" if st.healthy else "not ready" if st.pid else "ended" if st.note else "DOWN"
+        health = "healthy" if st.healthy else "not ready" if st.pid else "ended" if st.ended else "DOWN"
         print(f"{st.name:<18}{health:<10}{st.pid or '-':>8}{rss:>9}  {st.url}" + (f"  ({st.note})" if st.note else ""))
     total = sum(st.rss_bytes or 0 for st in states)
     print(f"{'total':<18}{'':<10}{'':>8}{total / 1024**2:>9.0f}")

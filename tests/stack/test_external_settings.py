@@ -181,3 +181,17 @@ def test_down_wipe_on_external_says_nothing_was_wiped(tmp_path: Path) -> None:
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "deletes nothing" in done.stdout + done.stderr and "data wiped" not in done.stdout
+
+
+def test_status_of_an_endpoint_that_does_not_answer_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    from rtca.cli import _print_states
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
+        port = closed.getsockname()[1]
+        settings = load_settings(backend="external", pulsar={"service_url_override": f"pulsar://127.0.0.1:{port}"})
+        broker = next(state for state in remote.status(settings) if state.url == f"pulsar://127.0.0.1:{port}")
+    assert not broker.healthy and "did not answer" in broker.note
+    _print_states([broker])
+    line = capsys.readouterr().out.splitlines()[1]
+    assert " DOWN " in line and "did not answer" in line

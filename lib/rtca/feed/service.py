@@ -137,4 +137,4 @@ def ended_ingest(settings: Settings, *, name: str = NAME) -> ServiceState | None
     last = (errors or lines or ["without a word"])[-1]
     why = f"finished ({ended})" if ended else f"exited: {last[:100]}"
     return ServiceState(name, None, False, ingest_service(settings, name=name).url, None,
-                        note=f"{why}; `rtca logs {name}`")
+                        note=f"{why}; `rtca logs {name}`", ended=True)

@@ -77,8 +77,10 @@ class ServiceState:
     healthy: bool
     url: str
     rss_bytes: int | None
-    #: Why a service that is not running is not (an ingest that ended by itself): shown by `rtca status`.
+    #: Why a service is not healthy (an endpoint's failed check, how an ingest ended): shown by `rtca status`.
     note: str = ""
+    #: Not running because it finished by itself (an ingest), not because it is down.
+    ended: bool = False
 
 
 def http_ok(url: str, *, timeout: float = 3.0) -> bool:

@@ -147,7 +147,8 @@ def check(settings: Settings) -> list[tuple[ServiceState, str | None]]:
     results = []
     for endpoint in endpoints(settings):
         problem = endpoint.probe()
-        results.append((ServiceState(endpoint.name, None, problem is None, endpoint.url, None), problem))
+        results.append((ServiceState(endpoint.name, None, problem is None, endpoint.url, None, note=problem or ""),
+                        problem))
     return results
 
 
