@@ -92,6 +92,13 @@ def test_live_market_notebook_renders_plotly_in_jupyterlab(jupyterlab: str, stac
         plot = WebDriverWait(driver, 180).until(
             ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-OutputArea .js-plotly-plot")))
         WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .scatterlayer"))
+        # every cell ran, not only the one that displays the figure: `view.run()` takes some 10 s, then the candles
+        # (an error in either would otherwise come after the checks below)
+        WebDriverWait(driver, 180).until(lambda d: d.find_elements(
+            By.CSS_SELECTOR, ".jp-Notebook .jp-Cell:last-child .jp-OutputArea-output"))
+        points = driver.execute_script(
+            "return Array.from(document.querySelectorAll('.jp-OutputArea .js-plotly-plot'))"
+            ".map(g => (g.data || []).map(t => (t.x || []).length))")
         driver.execute_script("arguments[0].scrollIntoView();", plot)
         time.sleep(2)
         driver.save_screenshot(str(shots / "jupyterlab-01-live-market.png"))
@@ -99,6 +106,7 @@ def test_live_market_notebook_renders_plotly_in_jupyterlab(jupyterlab: str, stac
         tracebacks = [e.text for e in errors if "Traceback" in e.text or "Error" in e.text]
         assert not tracebacks, tracebacks
         assert plot.size["height"] > 200
+        assert points and any(n > 0 for n in points[0]), points  # seeded data drawn, not axes around empty traces
     except Exception:
         driver.save_screenshot(str(shots / "jupyterlab-01-live-market-FAILED.png"))
         raise

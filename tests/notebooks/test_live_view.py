@@ -127,6 +127,26 @@ def test_the_product_dropdown_offers_products_with_rows_in_the_window(stack_up: 
     assert recent and all(n > 0 for n in counts)  # (their order may change as rows keep coming)
 
 
+@pytest.mark.stack
+@pytest.mark.parametrize("view", ["live_market", "live_book_and_flow", "live_volatility", "live_feed_health"])
+def test_every_notebook_view_draws_rows_of_the_seeded_data(stack_up: Settings, view: str) -> None:
+    """nbval runs the notebooks with --nbval-lax: a view whose SQL finds nothing (a wrong column, a bucket no row
+    falls in) would pass there with empty axes. Here each view draws rows from the real tables, for its default
+    product: the most traded one with rows in its window."""
+    from live_data import seed_live_data
+
+    from rtca.notebook import live
+
+    seed_live_data(stack_up)
+    chart = getattr(live, view)(stack_up, interval=0.5)
+    try:
+        rows = chart.refresh()
+    finally:
+        chart.stop()
+    print(f"{view}: {rows} rows for {chart.controls.product.value!r}")
+    assert rows > 0
+
+
 def test_the_broker_gets_the_sql_as_written_percent_signs_included() -> None:
     """pinotdb treats a query as a `%` template: `%(` in a product name is no KeyError, `%%` does not become `%`."""
     import json
@@ -225,8 +245,8 @@ def test_a_window_with_more_rows_than_the_limit_shows_its_newest_rows(monkeypatc
         times = [1_700_000_003_000, 1_700_000_002_000, 1_700_000_001_000]
         columns = ["price", "ewma_mean", "upper", "lower", "volume", "spread_bps", "imbalance", "buy_volume",
                    "sell_volume", "realized_vol", "value", "msg_rate", "new_reconnects", "new_missed_trades",
-                   "lag_ms_p50", "lag_ms_max"]
-        return pd.DataFrame({"product_id": ["A"] * 3, "event_time": times, "minute": times,
+                   "lag_ms_p50", "lag_ms_max", "rate", "reconnects_new", "missed_new", "p50", "worst"]
+        return pd.DataFrame({"product_id": ["A"] * 3, "event_time": times, "minute": times, "second": times,
                              **{column: [3.0, 2.0, 1.0] for column in columns}})
 
     monkeypatch.setattr(live, "pinot_frame", frame)
@@ -247,3 +267,34 @@ def test_a_window_or_interval_no_slider_can_hold_is_refused(minutes: int, interv
 
     with pytest.raises(ConfigError, match="at least 1 minute"):
         Controls.create(["BTC-USD"], product=None, minutes=minutes, interval=interval)
+
+
+def test_a_control_changed_after_the_refreshes_redraws_at_once() -> None:
+    """After the notebook's `view.run()` no loop refreshes: choosing a product or a window must still redraw."""
+    seen: list[tuple[str, int]] = []
+
+    def update(view: LiveView) -> int:
+        seen.append((view.controls.product.value, view.controls.minutes.value))
+        return 1
+
+    controls = Controls.create(["BTC-USD", "ETH-USD"], product=None, minutes=15, interval=0.05)
+    view = LiveView(go.FigureWidget(), controls, update, kind="controls")
+    view.run(refreshes=1)
+    controls.product.value = "ETH-USD"
+    controls.minutes.value = 5
+    assert seen == [("BTC-USD", 15), ("ETH-USD", 15), ("ETH-USD", 5)] and view.refreshed == 3
+
+
+def test_a_table_that_does_not_exist_says_how_to_create_it() -> None:
+    """The stack is up, the tables are not applied yet: `rtca up` would not help."""
+    from fake_http import SlowHandler, serving
+
+    class Broker(SlowHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.answer(200, {"exceptions": [{"errorCode": 190, "message": "TableDoesNotExistError"}],
+                              "numServersQueried": 0, "numServersResponded": 0})
+
+    with serving(Broker) as url, pytest.raises(ServiceError, match="TableDoesNotExistError") as failure:
+        pinot_frame(Settings(pinot={"broker_url_override": url}), "SELECT 1 FROM nope")  # type: ignore[arg-type]
+    assert "rtca pinot apply" in str(failure.value.hint)

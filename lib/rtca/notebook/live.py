@@ -56,9 +56,12 @@ def pinot_frame(settings: Settings, sql: str) -> pd.DataFrame:
             columns = [column[0] for column in cursor.description or []]
             return pd.DataFrame(cursor.fetchall(), columns=columns)
         except (httpx.HTTPError, pinotdb.exceptions.Error) as exc:
+            missing = "TableDoesNotExistError" in str(exc)  # errorCode 190: the broker answers, the table is not there
             raise ServiceError("pinot-broker", f"query failed at {settings.pinot.broker_url}: "
                                f"{type(exc).__name__}: {str(exc)[:300]}",
-                               hint="`rtca status` shows the stack, `rtca up` starts what is down") from None
+                               hint="the table does not exist yet: `rtca pinot apply` (or runbooks/20-pinot-tables) "
+                                    "creates the tables" if missing else
+                                    "`rtca status` shows the stack, `rtca up` starts what is down") from None
         finally:
             connection.close()
 
@@ -70,17 +73,24 @@ def to_datetime(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values)
 
 
-def products(settings: Settings, table: str, *, limit: int = 50, minutes: int | None = None) -> list[str]:
+def products(settings: Settings, table: str, *, limit: int = 50, minutes: int | None = None,
+             rank_table: str | None = None) -> list[str]:
     """Products seen in `table`, most active first (for the product dropdown): those of the last `minutes` when
     any are (the chart shows that window: the busiest product of last week's data would show an empty chart),
-    else all."""
-    def busiest(where: str) -> list[str]:
-        frame = pinot_frame(settings, f"SELECT product_id, COUNT(*) AS n FROM {table} {where} GROUP BY product_id "
-                                      f"ORDER BY COUNT(*) DESC LIMIT {limit}")
+    else all. With `rank_table` (the trades), "most active" is its row count: a table of one record per product
+    and second (book) or minute (volatility) ranks every product alike, an arbitrary one first."""
+    def busiest(source: str, where: str) -> list[str]:
+        frame = pinot_frame(settings, f"SELECT product_id, COUNT(*) AS n FROM {source} {where} GROUP BY product_id "
+                                      f"ORDER BY COUNT(*) DESC, product_id LIMIT {limit}")
         return [str(p) for p in frame["product_id"]] if not frame.empty else []
 
-    recent = busiest(f"WHERE event_time > ago('PT{int(minutes)}M')") if minutes else []
-    return recent or busiest("")
+    recent_where = f"WHERE event_time > ago('PT{int(minutes)}M')" if minutes else ""
+    recent = busiest(table, recent_where) if minutes else []
+    found, where = (recent, recent_where) if recent else (busiest(table, ""), "")
+    if rank_table and found:
+        ranked = busiest(rank_table, where)
+        found = [p for p in ranked if p in found] + [p for p in found if p not in ranked]
+    return found
 
 
 @dataclass
@@ -130,10 +140,24 @@ class LiveView:
         self.refreshed = 0
         self.last_rows = 0
         self._task: asyncio.Task[None] | None = None
+        self._refreshing_now = False
         self.widget = widgets.VBox([controls.box(), figure])
         earlier = _BACKGROUND.get(kind)
         if earlier is not None:  # the cell that built it ran again: its figure left the notebook, its loop ends
             earlier.stop()
+        # a product or window chosen in the controls is drawn at once, not at a next refresh that never comes
+        # once `run()` is over and no `start()` loop runs
+        controls.product.observe(self._on_control, names="value")
+        controls.minutes.observe(self._on_control, names="value")
+
+    def _on_control(self, change: object) -> None:
+        if self._refreshing_now:  # the refresh itself filled the dropdown (an empty table when the view was built)
+            return
+        try:
+            self.refresh()
+        except Exception as exc:  # an observer's exception would only reach the kernel log
+            reason = str(exc) if isinstance(exc, RtcaError) else f"{type(exc).__name__}: {exc}"
+            self.controls.status.value = f"refresh failed ({time.strftime('%H:%M:%S')}): {reason}"[:300]
 
     @property
     def closed(self) -> bool:
@@ -143,8 +167,12 @@ class LiveView:
     def refresh(self) -> int:
         """Query once and redraw; returns the number of rows drawn (tests and runbooks check it)."""
         started = time.perf_counter()
-        with self.figure.batch_update():
-            self.last_rows = self._update(self)
+        self._refreshing_now = True
+        try:
+            with self.figure.batch_update():
+                self.last_rows = self._update(self)
+        finally:
+            self._refreshing_now = False
         self.refreshed += 1
         self.controls.status.value = (f"refresh {self.refreshed}: {self.last_rows} rows in "
                                       f"{(time.perf_counter() - started) * 1000:.0f} ms")
@@ -208,12 +236,14 @@ class Trace:
 
 
 def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, product_table: str | None,
-               product: str | None = None, minutes: int = 15, interval: float = 5.0) -> LiveView:
+               product: str | None = None, minutes: int = 15, interval: float = 5.0,
+               rank_table: str | None = None) -> LiveView:
     """A FigureWidget with one subplot row per distinct `Trace.row`, refreshed from Pinot.
 
-    With `product_table`, a product dropdown (filled from that table) fills `{product}` in every query.
+    With `product_table`, a product dropdown (filled from that table, most traded first with `rank_table`) fills
+    `{product}` in every query.
     """
-    options = products(settings, product_table, minutes=minutes) if product_table else []
+    options = products(settings, product_table, minutes=minutes, rank_table=rank_table) if product_table else []
     controls = Controls.create(options, product=product, minutes=minutes, interval=interval)
     controls.product.layout.display = None if product_table else "none"
     rows = max(t.row for t in traces)
@@ -233,7 +263,7 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
 
     def update(view: LiveView) -> int:
         if product_table and not view.controls.product.options:  # an empty table when the view was built
-            found = products(settings, product_table, minutes=int(view.controls.minutes.value))
+            found = products(settings, product_table, minutes=int(view.controls.minutes.value), rank_table=rank_table)
             if found:
                 view.controls.product.options = found
                 view.controls.product.value = product if product in found else found[0]
@@ -275,7 +305,8 @@ def live_market(settings: Settings, *, product: str | None = None, minutes: int 
         Trace("EWMA", band, "event_time", "ewma_mean"),
         Trace("price", band, "event_time", "price"),
         Trace("volume / min", volume, "minute", "volume", row=2, kind="bar"),
-    ], product_table=stats, product=product, minutes=minutes, interval=interval)
+    ], product_table=stats, product=product, minutes=minutes, interval=interval,
+       rank_table=settings.tables.matches)
 
 
 def live_book_and_flow(settings: Settings, *, product: str | None = None, minutes: int = 15,
@@ -291,7 +322,8 @@ def live_book_and_flow(settings: Settings, *, product: str | None = None, minute
         Trace("book imbalance", book_sql, "event_time", "imbalance", row=2),
         Trace("taker buy volume", flow_sql, "event_time", "buy_volume", row=3, kind="bar"),
         Trace("taker sell volume", flow_sql, "event_time", "sell_volume", row=3, kind="bar"),
-    ], product_table=book, product=product, minutes=minutes, interval=interval)
+    ], product_table=book, product=product, minutes=minutes, interval=interval,
+       rank_table=settings.tables.matches)
 
 
 def live_volatility(settings: Settings, *, product: str | None = None, minutes: int = 60,
@@ -305,25 +337,42 @@ def live_volatility(settings: Settings, *, product: str | None = None, minutes: 
         Trace("alert value", f"SELECT event_time, \"value\" FROM {alerts} WHERE product_id = '{{product}}' "
                              f"AND {{since}} ORDER BY event_time DESC LIMIT 10000", "event_time", "value", row=2,
               kind="bar"),
-    ], product_table=vol, product=product, minutes=minutes, interval=interval)
+    ], product_table=vol, product=product, minutes=minutes, interval=interval,
+       rank_table=settings.tables.matches)
 
 
 def live_feed_health(settings: Settings, *, minutes: int = 15, interval: float = 5.0) -> LiveView:
     """The ingest's own per-second health: message rate, exchange-to-receive lag, and the reconnects and missed
     trades of each second (the ticks' increments, which stay right across ingest restarts; the running counters
-    start again at 0)."""
+    start again at 0). Per second of all the ingests writing health (a background replay and a foreground
+    `rtca ingest run`, say): rates and counts add up, the lags are the worst ingest's; one tick per row would
+    draw their ticks as one line jumping between them."""
     health = settings.tables.feed_health
-    ticks = (f"SELECT event_time, msg_rate, new_reconnects, new_missed_trades FROM {health} "
-             f"WHERE kind = 'tick' AND {{since}} ORDER BY event_time DESC LIMIT 100000")
-    lags = (f"SELECT event_time, lag_ms_p50, lag_ms_max FROM {health} WHERE kind = 'tick' AND {{since}} "
-            f"AND lag_ms_p50 IS NOT NULL ORDER BY event_time DESC LIMIT 100000")  # null: no timed frame that second
+    second = "DATETRUNC('SECOND', event_time)"  # aliases differ from columns: Pinot 0.11 substitutes them in WHERE
+    ticks = (f"SELECT {second} AS second, SUM(msg_rate) AS rate, SUM(new_reconnects) AS reconnects_new, "
+             f"SUM(new_missed_trades) AS missed_new FROM {health} WHERE kind = 'tick' AND {{since}} "
+             f"GROUP BY {second} ORDER BY {second} DESC LIMIT 100000")
+    lags = (f"SELECT {second} AS second, MAX(lag_ms_p50) AS p50, MAX(lag_ms_max) AS worst "
+            f"FROM {health} WHERE kind = 'tick' AND {{since}} AND lag_ms_p50 IS NOT NULL "  # null: no timed frame
+            f"GROUP BY {second} ORDER BY {second} DESC LIMIT 100000")
     return live_chart(settings, "Feed health", [
-        Trace("messages / s", ticks, "event_time", "msg_rate"),
-        Trace("lag p50 (ms)", lags, "event_time", "lag_ms_p50", row=2),
-        Trace("lag max (ms)", lags, "event_time", "lag_ms_max", row=2),
-        Trace("reconnects", ticks, "event_time", "new_reconnects", row=3, kind="bar"),
-        Trace("missed trades", ticks, "event_time", "new_missed_trades", row=3, kind="bar"),
+        Trace("messages / s", ticks, "second", "rate"),
+        Trace("lag p50 (ms)", lags, "second", "p50", row=2),
+        Trace("lag max (ms)", lags, "second", "worst", row=2),
+        Trace("reconnects", ticks, "second", "reconnects_new", row=3, kind="bar"),
+        Trace("missed trades", ticks, "second", "missed_new", row=3, kind="bar"),
     ], product_table=None, minutes=minutes, interval=interval)
+
+
+def candles(settings: Settings, product: str | None, *, minutes: int = 60, size: str = "1m") -> pd.DataFrame:
+    """OHLCV and VWAP candles (`rtca.pinot.queries.candles_sql`), oldest first, `bucket` as a time (UTC), not the
+    epoch milliseconds DATETRUNC returns."""
+    from rtca.pinot.queries import candles_sql
+
+    frame = pinot_frame(settings, candles_sql(settings, product or "", minutes=int(minutes), size=size))
+    if not frame.empty:
+        frame["bucket"] = to_datetime(frame["bucket"])
+    return frame
 
 
 def show(view: LiveView) -> None:
