@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 
 from rtca.errors import ServiceError
 from rtca.feed.sinks import Done, MemorySink, PermanentSendError, Publisher, PulsarSink, Record, require_reachable
+from ports import open_and_refusing_ports
 
 Run = Callable[..., Any]
 
@@ -107,11 +107,7 @@ def test_permanent_errors_are_not_retried(run: Run) -> None:
 
 
 def test_a_broker_is_reachable_if_any_host_of_the_url_accepts() -> None:
-    with socket.socket() as listening, socket.socket() as closed:
-        listening.bind(("127.0.0.1", 0))
-        listening.listen()
-        closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
-        up, down = listening.getsockname()[1], closed.getsockname()[1]
+    with open_and_refusing_ports() as (up, down):
         require_reachable(f"pulsar://127.0.0.1:{down},127.0.0.1:{up}")
         require_reachable(f"pulsar://127.0.0.1:{up}/")
         for url in (f"pulsar://127.0.0.1:{down}", "pulsar://127.0.0.1:notaport", "pulsar://"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from rtca.settings import Settings, load_settings
 from rtca.stack import pulsar, remote
 from rtca.stack.superset import pinot_passwords, pinot_sqlalchemy_uri
 from rtca.superset.client import SupersetClient
+from ports import open_and_refusing_ports
 
 
 class AdminPeer(BaseHTTPRequestHandler):
@@ -166,11 +166,7 @@ def test_superset_reaches_a_pinot_with_basic_auth(tmp_path: Path) -> None:
 
 def test_a_pulsar_url_of_several_brokers_is_healthy_when_one_answers() -> None:
     """The client takes any broker of the list; the health check did only look at the first."""
-    with socket.socket() as listening, socket.socket() as closed:
-        listening.bind(("127.0.0.1", 0))
-        listening.listen()
-        closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
-        up, down = listening.getsockname()[1], closed.getsockname()[1]
+    with open_and_refusing_ports() as (up, down):
         assert remote._tcp_probe(f"pulsar://127.0.0.1:{down},127.0.0.1:{up}")() is None
         assert "did not answer" in (remote._tcp_probe(f"pulsar://127.0.0.1:{down}")() or "")
 
@@ -186,9 +182,7 @@ def test_down_wipe_on_external_says_nothing_was_wiped(tmp_path: Path) -> None:
 def test_status_of_an_endpoint_that_does_not_answer_says_why(capsys: pytest.CaptureFixture[str]) -> None:
     from rtca.cli import _print_states
 
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
-        port = closed.getsockname()[1]
+    with open_and_refusing_ports() as (_, port):
         settings = load_settings(backend="external", pulsar={"service_url_override": f"pulsar://127.0.0.1:{port}"})
         broker = next(state for state in remote.status(settings) if state.url == f"pulsar://127.0.0.1:{port}")
     assert not broker.healthy and "did not answer" in broker.note
