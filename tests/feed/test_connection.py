@@ -95,3 +95,62 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
 def test_a_non_websocket_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         FeedConnection("http://example.com", "{}")
+
+
+@pytest.mark.parametrize("location", ["http://example.invalid/", "ws://[::1", "ftp://example.invalid/feed"])
+def test_a_redirect_to_a_non_websocket_url_is_a_failed_attempt_not_a_crash(run: Run, location: str) -> None:
+    """A proxy or hostile server answering the handshake with a redirect must not stop ingest (nor blame the
+    user's URL): the attempt fails and is retried with backoff."""
+
+    async def attempts() -> tuple[int, str | None]:
+        async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(redirect, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-B"], ["ticker"]), backoff=FAST)
+            async with aclosing(connection.frames()) as frames:
+                try:
+                    async with asyncio.timeout(0.8):
+                        async for _ in frames:
+                            pass
+                except TimeoutError:
+                    pass
+            return connection.state.failures, connection.state.last_error
+
+    failures, last_error = run(attempts())
+    print("failed attempts in 0.8 s:", failures, last_error)
+    assert failures >= 2 and last_error
+
+
+def test_a_server_that_answers_then_drops_us_at_once_gets_a_growing_backoff(run: Run) -> None:
+    """E.g. an `error` frame ("Failed to subscribe") then a close, on every connection: one frame delivered must
+    not reset the backoff, or the client reconnects every `initial` seconds forever."""
+    from websockets.asyncio.server import serve
+
+    async def connections() -> int:
+        async def answer_and_close(ws: Any) -> None:
+            await ws.recv()
+            await ws.send('{"type":"error","message":"Failed to subscribe","reason":"A-B is not a valid product"}')
+            await ws.close()
+
+        async with serve(answer_and_close, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-B"], ["ticker"]),
+                                        backoff=Backoff(initial=0.05, maximum=1.0, jitter=0.0))
+            async with aclosing(connection.frames()) as frames:
+                try:
+                    async with asyncio.timeout(2.5):
+                        async for _ in frames:
+                            pass
+                except TimeoutError:
+                    pass
+            return connection.state.connections
+
+    opened = run(connections())
+    print("connections in 2.5 s:", opened)
+    assert opened <= 10  # 0.05, 0.1, 0.2, 0.4, 0.8, 1.0 s apart; without growth ~40

@@ -70,6 +70,29 @@ def test_in_flight_records_are_bounded(run: Run) -> None:
     assert run(scenario()) == (True, True)
 
 
+def test_in_flight_bytes_are_bounded(run: Run) -> None:
+    """Large frames (a hostile server's, or full snapshots) while the broker confirms nothing: the reader must
+    wait long before the records held reach 10,000 x a few MB."""
+
+    async def scenario() -> tuple[int, bool]:
+        sink = HeldSink()
+        publisher = Publisher(sink, max_in_flight_bytes=8 * 1024 * 1024)
+        big = Record(b"x" * (1024 * 1024), "test")
+        published = 0
+        while published < 100:
+            try:
+                await asyncio.wait_for(publisher.wait_capacity(), 0.05)
+            except TimeoutError:
+                break
+            publisher.publish(big)
+            published += 1
+        sink.release()
+        await asyncio.wait_for(publisher.wait_capacity(), 1.0)
+        return published, await publisher.drain(5.0)
+
+    assert run(scenario()) == (8, True)
+
+
 def test_failures_are_retried_and_finite_retries_give_up(run: Run) -> None:
     async def scenario(retries: int | None) -> tuple[int, int, int, int]:
         sink = MemorySink(fail_first=6)

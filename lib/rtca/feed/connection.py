@@ -1,9 +1,10 @@
 """The websocket client: connect, subscribe, yield frames; reconnect with backoff; close a silent connection.
 
 Transport only: frames come out as the exact bytes received, stamped with the receive time; what they mean is
-ingest's business. A connection that delivered at least one frame resets the backoff. A server closing with
-`END_OF_STREAM` (our replay server and simulator, at the end of a finite stream) ends the iteration instead of
-reconnecting.
+ingest's business. A connection that delivered at least one frame and stayed open `stable_after` seconds resets
+the backoff (one that answers, e.g. with an `error` frame, and drops us at once must not be retried in a tight
+loop). A server closing with `END_OF_STREAM` (our replay server and simulator, at the end of a finite stream) ends
+the iteration instead of reconnecting.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.uri import parse_uri
 
 from rtca.errors import ConfigError
 from rtca.feed.protocol import END_OF_STREAM
@@ -97,6 +99,7 @@ class FeedConnection:
         silence_timeout: float = 10.0,
         backoff: Backoff | None = None,
         open_timeout: float = 10.0,
+        stable_after: float = 10.0,
         max_size: int = MAX_FRAME_BYTES,
         on_open: Callable[[str, float, str], None] | None = None,
         rng: random.Random | None = None,
@@ -111,11 +114,17 @@ class FeedConnection:
                               hint="use ws://host:port or wss://host") from None
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ConfigError(f"not a websocket URL: {url!r}", hint="use ws://host:port or wss://host")
+        try:
+            parse_uri(url)
+        except InvalidURI as exc:
+            raise ConfigError(f"invalid websocket URL {url!r}: {exc}",
+                              hint="use ws://host:port or wss://host") from None
         self.url = url
         self.subscribe = subscribe
         self.silence_timeout = silence_timeout
         self.backoff = backoff or Backoff()
         self.open_timeout = open_timeout
+        self.stable_after = stable_after
         self.max_size = max_size
         self.on_open = on_open
         self.state = ConnectionState(url)
@@ -126,6 +135,7 @@ class FeedConnection:
         attempt = 0
         while True:
             delivered = False
+            opened_at: float | None = None
             hook_failed: BaseException | None = None
             try:
                 async with connect(
@@ -135,6 +145,7 @@ class FeedConnection:
                     close_timeout=1.0,  # we stop reading before closing: do not wait long for the handshake
                     proxy=None if _is_loopback(self.url) else True,
                 ) as ws:
+                    opened_at = time.monotonic()
                     await ws.send(self.subscribe)
                     self.state.connected = True
                     self.state.connections += 1
@@ -153,25 +164,28 @@ class FeedConnection:
                             self.state.last_error = f"no frame for {self.silence_timeout:g} s"
                             log.warning("%s: silent for %g s, reconnecting", self.url, self.silence_timeout)
                             break
-                        if not delivered:
-                            delivered, attempt = True, 0
+                        delivered = True
                         yield Frame(data, time.time(), self.state.connections)
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code == END_OF_STREAM:
                     log.info("%s: end of stream", self.url)
                     return
+                if not self.state.connected:  # closed before our subscription went out: an attempt that failed
+                    self.state.failures += 1
                 self.state.last_error = str(exc)
                 log.warning("%s: connection closed: %s", self.url, exc)
-            except InvalidURI as exc:
-                raise ConfigError(f"invalid websocket URL {self.url!r}: {exc}") from exc
-            except (OSError, TimeoutError, InvalidHandshake) as exc:
-                if exc is hook_failed:
+            except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ValueError) as exc:
+                # InvalidURI / ValueError: the URL was checked in __init__, so the server redirected to a URL
+                # that is not a websocket one (or not a URL): a connection failure like any other, retried.
+                if exc is hook_failed or (isinstance(exc, ValueError) and self.state.connected):
                     raise
                 self.state.failures += 1
                 self.state.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("%s: cannot connect: %s", self.url, self.state.last_error)
             finally:
                 self.state.connected = False
+            if delivered and opened_at is not None and time.monotonic() - opened_at >= self.stable_after:
+                attempt = 0  # a connection that worked for a while: the next one is tried at once
             delay = self.backoff.delay(attempt, self._rng)
             attempt += 1
             await asyncio.sleep(delay)

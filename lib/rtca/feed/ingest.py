@@ -9,14 +9,17 @@ not_object, no_type, bad_fields, oversized) and `detail` for malformed ones, plu
 
 Feed health (JSON, to the health topic, key = kind):
 - kind "tick", every `health_interval` seconds, also while the feed is silent, and a last one after the flush:
-  ts_ms, source, url, connected, connections, reconnects, messages (frames received so far), msg_rate (frames/s
+  ts_ms, source, url, connected, connections, reconnects, failures (connection attempts that failed before the
+  subscription went out: refused, handshake timeout or error, closed at once), silences (connections the
+  watchdog closed), messages (frames received so far), msg_rate (frames/s
   over the last interval), acked (raw records Pulsar confirmed), pending, failed (given up after retries),
   malformed, unknown, missed_trades, gaps, out_of_order (frames whose sequence went back), lag_ms_p50 and
   lag_ms_max (receive time minus exchange time over the interval; null when no frame had a time),
   new_reconnects, new_gaps, new_missed_trades (since the previous tick: they sum per minute across ingest
   restarts, where the running counters start again at 0),
   last_message_ms, silence_ms (since the last frame; null before the first), last_error (why the connection
-  last dropped or failed, null if never).
+  last dropped or failed, null if never), server_errors (`error` frames received, e.g. "Failed to subscribe"),
+  last_server_error (the last one's message and reason, null if none).
 - kind "gap", as soon as missed trades are detected: ts_ms, source, product_id, first_missing, last_missing,
   missed, detected_by (match | heartbeat).
 """
@@ -41,7 +44,7 @@ from rtca.errors import RtcaError
 from rtca.feed.connection import ConnectionState, FeedConnection, Frame
 from rtca.feed.gaps import GapDetector, TradeGap
 from rtca.feed.lifecycle import run_until, stop_on_signals
-from rtca.feed.protocol import MalformedFrame, Message, Unknown, frame_product, parse_frame
+from rtca.feed.protocol import Error, MalformedFrame, Message, Unknown, frame_product, parse_frame
 from rtca.feed.sinks import Publisher, Record, Sink, pulsar_sinks
 from rtca.feed.sources import SourceKind, SourceSpec, open_source
 from rtca.settings import Settings
@@ -161,6 +164,9 @@ class Ingest:
         self.by_key: Counter[str] = Counter()
         self.received = self.malformed = self.unknown = 0
         self.last_message_ms: int | None = None
+        self.server_errors = 0
+        self.last_server_error: str | None = None
+        self._logged_error: tuple[int, str] | None = None
         self._interval_messages = 0
         self._interval_lags: list[int] = []
         self._interval_start = time.monotonic()
@@ -178,6 +184,8 @@ class Ingest:
             return
         if isinstance(parsed, Unknown):
             self.unknown += 1
+        if isinstance(parsed, Error):
+            self._server_error(parsed, frame.connection)
         if parsed.event_time is not None and record.event_ms is not None:  # lag only from the exchange's time
             self._interval_lags.append(frame.received_ms - record.event_ms)
         gap = self.gaps.observe(parsed)
@@ -185,6 +193,16 @@ class Ingest:
             log.warning("%s: missed trades %d..%d (%d)", gap.product_id, gap.first_missing, gap.last_missing,
                         gap.missed)
             self._publish_health("gap", self._gap_fields(gap))
+
+    def _server_error(self, error: Error, connection: int) -> None:
+        """An `error` frame (a subscription the exchange refused): said in the log, once per connection and text,
+        and in feed health; it is on the raw topic like every frame."""
+        self.server_errors += 1
+        text = (f"{error.message}: {error.reason}" if error.reason else error.message)[:300]
+        self.last_server_error = text
+        if self._logged_error != (connection, text):
+            self._logged_error = (connection, text)
+            log.warning("%s: the server answered with an error: %s", self.connection.url, text)
 
     async def receive(self, connection: FeedConnection, max_messages: int | None) -> str:
         """Frames -> records until the stream ends or `max_messages`; back-pressure when Pulsar lags."""
@@ -218,6 +236,8 @@ class Ingest:
             "connected": state.connected,
             "connections": state.connections,
             "reconnects": state.reconnects,
+            "failures": state.failures,
+            "silences": state.silences,
             "messages": self.received,
             "msg_rate": round(messages / elapsed, 3) if elapsed > 0 else 0.0,
             "acked": self.raw.acked,
@@ -236,6 +256,8 @@ class Ingest:
             "last_message_ms": self.last_message_ms,
             "silence_ms": None if self.last_message_ms is None else max(0, now_ms - self.last_message_ms),
             "last_error": state.last_error,
+            "server_errors": self.server_errors,
+            "last_server_error": self.last_server_error,
         }, now_ms)
 
     def _publish_health(self, kind: str, fields: dict[str, Any], now_ms: int | None = None) -> None:

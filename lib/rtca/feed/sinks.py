@@ -3,8 +3,8 @@
 A `Sink` takes a record without blocking and reports, once per record and from any thread, whether it is stored.
 `PulsarSink` is a batching Pulsar producer; `MemorySink` keeps records in a list (unit tests, dry runs).
 `Publisher` sits in front of a sink: a record only counts as acked when the sink confirmed it, failed sends are
-retried, in-flight records are bounded (back-pressure on the websocket reader), and `drain()` waits for all of
-them (flush on exit).
+retried, in-flight records are bounded in number and in bytes (back-pressure on the websocket reader), and
+`drain()` waits for all of them (flush on exit).
 """
 
 from __future__ import annotations
@@ -340,12 +340,14 @@ class Publisher:
         sink: Sink,
         *,
         max_in_flight: int = 10_000,
+        max_in_flight_bytes: int = 256 * 1024 * 1024,
         retries: int | None = None,
         retry_delay: float = 1.0,
         max_retry_delay: float = 10.0,
     ) -> None:
         self.sink = sink
         self.max_in_flight = max_in_flight
+        self.max_in_flight_bytes = max_in_flight_bytes
         self.retries = retries
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
@@ -354,6 +356,7 @@ class Publisher:
         self.retried = 0
         self.failed = 0
         self._in_flight = 0
+        self._in_flight_bytes = 0
         self._settled = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._outcomes: deque[tuple[Record, int, BaseException | None]] = deque()
@@ -367,10 +370,12 @@ class Publisher:
         """Hand a record over now (never waits: a cancelled caller loses nothing it received)."""
         self.sent += 1
         self._in_flight += 1
+        self._in_flight_bytes += len(record.value)
         self._send(record, 0)
 
     async def wait_capacity(self) -> None:
-        while self._in_flight >= self.max_in_flight:
+        # in bytes too: 10,000 frames of a few MB each (a hostile server, a stalled broker) are tens of GB
+        while self._in_flight >= self.max_in_flight or self._in_flight_bytes >= self.max_in_flight_bytes:
             await self._next_settlement()
 
     async def drain(self, timeout: float) -> bool:
@@ -425,4 +430,5 @@ class Publisher:
             self.failed += 1
             log.error("record with key %s lost after %d attempts: %s", record.key, attempt + 1, error)
         self._in_flight -= 1
+        self._in_flight_bytes -= len(record.value)
         self._settled.set()
