@@ -205,6 +205,31 @@ def test_a_stranded_producer_is_replaced_and_its_records_resent(run: Run) -> Non
     assert sorted(fresh.stored) == sorted(record(n).value for n in range(20))
 
 
+def test_a_group_swept_just_before_a_replacement_is_not_confirmed_by_the_new_producer(run: Run) -> None:
+    """The sweep's flush task starts a loop iteration after the sweep: a replacement in between must not let the new
+    producer's flush confirm records the old one held (they were never stored)."""
+    import time
+
+    stranded, fresh = StrandedProducer(connected=False), StrandedProducer(connected=True)
+
+    async def reopen() -> StrandedProducer:
+        return fresh
+
+    async def scenario() -> tuple[int, int]:
+        sink = PulsarSink(stranded, reopen=reopen, stranded_after=3600)  # type: ignore[arg-type]
+        publisher = Publisher(sink, retry_delay=0.01)
+        for number in range(4):
+            publisher.publish(record(number))  # all waiting for the sweep
+        time.sleep(sink.confirm_after * 1.5)
+        sink._sweep()  # its flush task is created, not started ...
+        await sink.replace_producer()  # ... when the watchdog's reopen returns
+        assert await publisher.drain(2.0)
+        await sink.close()
+        return publisher.acked, len(fresh.stored)
+
+    assert run(scenario()) == (4, 4)
+
+
 @pytest.mark.parametrize("connected, broker_answers", [(True, True), (False, False)])
 def test_a_producer_is_kept_while_connected_or_while_the_broker_is_away(run: Run, connected: bool,
                                                                         broker_answers: bool) -> None:  # fmt: skip
@@ -231,3 +256,29 @@ def test_a_producer_is_kept_while_connected_or_while_the_broker_is_away(run: Run
 
     assert run(scenario()) == (5, 0, False)
     assert not reopened
+
+
+def test_a_quiet_feed_on_a_stranded_producer_leaves_the_watchdog_worker_threads(run: Run) -> None:
+    """Each sweep's flush waits while the producer is disconnected: one per sweep would take every worker thread of
+    the loop's executor, and the watchdog (which needs one to ask the broker) would never replace the producer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stranded, fresh = StrandedProducer(connected=False), StrandedProducer(connected=True)
+
+    async def reopen() -> StrandedProducer:
+        return fresh
+
+    async def scenario() -> tuple[int, int]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(4))
+        sink = PulsarSink(stranded, reopen=reopen, stranded_after=0.3, check_every=0.05)  # type: ignore[arg-type]
+        publisher = Publisher(sink, retry_delay=0.01)
+        for number in range(12):  # pairs: the second of each waits for a sweep
+            publisher.publish(record(2 * number))
+            publisher.publish(record(2 * number + 1))
+            await asyncio.sleep(0.05)
+        drained = await publisher.drain(3.0)
+        stranded.close()  # ends any flush still waiting
+        await sink.close()
+        return sink.replaced, publisher.acked if drained else -1
+
+    assert run(scenario()) == (1, 24)

@@ -244,18 +244,21 @@ class PulsarSink:
         self._sweep_at = None
         if not self._waiting:
             return
-        if time.monotonic() - self._marked < self.confirm_after:
+        if time.monotonic() - self._marked < self.confirm_after or self._flushes:
+            # One sweep's flush at a time: a flush waits while the producer is disconnected, and one worker thread
+            # held per sweep would exhaust the default executor the watchdog needs (`_watch`); the next flush
+            # covers these records too.
             self._sweep_at = self._loop.call_later(self.confirm_after, self._sweep)
             return
         group, self._waiting, self._marked = self._waiting, [], time.monotonic()
-        task = self._loop.create_task(self._flush_group(group))
+        # the producer these records went to, taken now: the task starts later, perhaps after a replacement
+        task = self._loop.create_task(self._flush_group(group, self._producer))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
-    async def _flush_group(self, group: list[Done]) -> None:
+    async def _flush_group(self, group: list[Done], producer: pulsar.Producer) -> None:
         """Flush returns once everything sent before it is stored (or raises): the group's outcome. A flush that
         ends after its producer was replaced proves nothing (the records may have failed with it): resent."""
-        producer = self._producer
         try:
             await asyncio.to_thread(producer.flush)
             if producer is not self._producer:
@@ -267,7 +270,7 @@ class PulsarSink:
 
     async def flush(self) -> None:
         group, self._waiting, self._marked = self._waiting, [], time.monotonic()
-        await self._flush_group(group)
+        await self._flush_group(group, self._producer)
 
 
 _SOLO_BYTES = 256 * 1024
