@@ -7,6 +7,7 @@ names its cause in the executed notebook. Every step is idempotent: a second run
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,11 +52,14 @@ def env_parameter(env: Any) -> dict[str, str]:
         import yaml
 
         try:
-            parsed: Any = yaml.safe_load(env)
+            # every scalar as written (they become environment variables): safe_load would make 0123 into 83, on
+            # into True, null into None (then 'None')
+            parsed: Any = yaml.load(env, Loader=yaml.BaseLoader)
         except yaml.YAMLError:
             parsed = None
         if not isinstance(parsed, Mapping):
-            pairs = [item.strip() for item in env.split(",") if item.strip()]
+            # a comma starts a new pair only before NAME=: a value may hold commas (pulsar://b1:6650,b2:6650)
+            pairs = [item.strip() for item in re.split(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*=)", env) if item.strip()]
             if not pairs or not all("=" in pair for pair in pairs):
                 raise RunbookCheckFailed(f"runbook parameter env: {env!r} is not a mapping of RTCA_* variables",
                                          hint="-y 'env: {RTCA_PINOT__BROKER_PORT: 18099}', or -p env "
@@ -208,9 +212,12 @@ def check_ingest(settings: Settings, channels: str | Sequence[str] | None, *, re
                  timeout: float = 180) -> tuple[str, int]:
     """Data of this ingest reaches Pinot: the table of the first ingested channel that has one (the ticker table
     for the sources' default channels)."""
+    from rtca.feed.protocol import DATA_CHANNEL
+
     wanted = name_list(channels)
+    data = None if wanted is None else {DATA_CHANNEL.get(name, name) for name in wanted}  # ticker_batch: ticker
     for channel, key in _CHANNEL_TABLES:
-        if wanted is None or channel in wanted:
+        if data is None or channel in data:
             table = getattr(settings.tables, key)
             return table, check_rows(settings, table, at_least=1, timeout=timeout,
                                      received_since_ms=received_since_ms)

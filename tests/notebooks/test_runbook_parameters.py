@@ -74,3 +74,13 @@ def test_a_misspelt_runbook_is_named_before_any_runbook_runs(tmp_path: Path) -> 
         runbook.run_runbooks(settings, ["20-pinot-tables.ipynb", "99-typo"])
     assert "40-ingest" in str(error.value.hint)
     assert not (tmp_path / "run" / "runbooks").exists()  # nothing executed
+
+
+@pytest.mark.parametrize("channels, table", [("ticker_batch", "ticker"), ("level2_batch", "book"),
+                                             ("heartbeat,level2_50", "book"), (None, "ticker")])
+def test_the_ingest_check_knows_the_batched_channels(monkeypatch: pytest.MonkeyPatch, channels: str | None,
+                                                     table: str) -> None:  # fmt: skip
+    """ticker_batch feeds the ticker table, level2_batch and level2_50 the book: Coinbase's unauthenticated feed."""
+    settings = load_settings()
+    monkeypatch.setattr(runbook, "check_rows", lambda settings, table, **_: 1)
+    assert runbook.check_ingest(settings, channels, received_since_ms=0) == (getattr(settings.tables, table), 1)
