@@ -264,3 +264,18 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "charts" / "x.yaml").write_bytes(b"slice_name: \xff\xfe\n")
     with pytest.raises(ConfigError, match="x.yaml"):
         read_bundle(tmp_path)
+
+
+def test_a_pinot_with_basic_auth_is_not_taken_for_an_edit(files: dict[str, dict[str, Any]],
+                                                          settings: Settings) -> None:  # fmt: skip
+    """Deploy puts the user and a masked password into the database URI; exported back, that URI must still give
+    the file's placeholders, or every apply would back the database up as edited in Superset."""
+    from rtca.stack.superset import pinot_sqlalchemy_uri
+    from rtca.superset.bundle import drifted
+
+    secured = settings.model_copy(update={"pinot": settings.pinot.model_copy(update={"username": "an@lyst"})})
+    rendered = load_bundle(secured)
+    rendered["databases/pinot.yaml"]["sqlalchemy_uri"] = pinot_sqlalchemy_uri(secured)  # as deploy registers it
+    exported = normalise_export(_as_superset_exports(rendered, secured), secured)
+    assert exported["databases/pinot.yaml"] == (bundle_dir(settings) / "databases/pinot.yaml").read_text()
+    assert drifted(exported, files, secured) == {}

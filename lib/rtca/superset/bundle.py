@@ -435,7 +435,12 @@ def to_placeholders(kind: Kind, content: dict[str, Any], settings: Settings) -> 
 
     if kind == "database" and isinstance(content.get("sqlalchemy_uri"), str):
         # Superset percent-encodes the URI's query string (`controller=http%3A%2F%2F...`): compare it decoded
-        content = {**content, "sqlalchemy_uri": unquote(content["sqlalchemy_uri"])}
+        uri = unquote(content["sqlalchemy_uri"])
+        if settings.pinot.username:  # the user and masked password deploy adds (`pinot_sqlalchemy_uri`), not filed
+            from rtca.stack.superset import PASSWORD_MASK
+
+            uri = uri.replace(f"://{settings.pinot.username}:{PASSWORD_MASK}@", "://", 1)
+        content = {**content, "sqlalchemy_uri": uri}
     content = walk(content)
     s = settings.superset
     if kind == "database":
