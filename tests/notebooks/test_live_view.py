@@ -298,3 +298,31 @@ def test_a_table_that_does_not_exist_says_how_to_create_it() -> None:
     with serving(Broker) as url, pytest.raises(ServiceError, match="TableDoesNotExistError") as failure:
         pinot_frame(Settings(pinot={"broker_url_override": url}), "SELECT 1 FROM nope")  # type: ignore[arg-type]
     assert "rtca pinot apply" in str(failure.value.hint)
+
+
+def test_feed_health_adds_up_ingests_but_not_one_ingests_two_ticks_in_a_second(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Two ingests write health (a background replay, a foreground run): their rates add up per second. One
+    ingest's two ticks in a second (its last one after the flush) are one rate: Pinot takes their maximum per
+    ingest (`url`), the view adds the ingests."""
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    sent: list[str] = []
+
+    def frame(settings: Settings, sql: str) -> pd.DataFrame:
+        sent.append(sql)
+        seconds = [1_700_000_002_000, 1_700_000_001_000, 1_700_000_001_000]
+        return pd.DataFrame({"second": seconds, "url": ["ws://a", "ws://a", "ws://b"], "rate": [5.0, 3.0, 4.0],
+                             "reconnects_new": [0, 1, 1], "missed_new": [2, 0, 0], "p50": [1, 2, 3],
+                             "worst": [4, 5, 6]})
+
+    monkeypatch.setattr(live, "pinot_frame", frame)
+    view = live.live_feed_health(Settings())
+    view.refresh()
+    traces = {trace.name: list(trace.y) for trace in view.figure.data}
+    assert traces["messages / s"] == [7.0, 5.0] and traces["reconnects"] == [2, 0]
+    assert traces["missed trades"] == [0, 2]
+    ticks = next(sql for sql in sent if "MAX(msg_rate)" in sql)
+    assert "GROUP BY DATETRUNC('SECOND', event_time), url" in ticks

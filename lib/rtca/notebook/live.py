@@ -112,7 +112,10 @@ class Controls:
         return cls(
             product=widgets.Dropdown(options=choices, value=product or (choices[0] if choices else None),
                                      description="product"),
-            minutes=widgets.IntSlider(value=minutes, min=1, max=max(240, minutes), description="minutes"),
+            # the view redraws on a change (`LiveView._on_control`): once, when the slider is let go, not once per
+            # minute it passes while dragged (each a synchronous refresh: every query of the view on the kernel)
+            minutes=widgets.IntSlider(value=minutes, min=1, max=max(240, minutes), description="minutes",
+                                      continuous_update=False),
             interval=widgets.FloatSlider(value=interval, min=min(1.0, interval), max=max(60.0, interval), step=1,
                                          description="refresh s"),
             status=widgets.Label(value=""),
@@ -233,6 +236,8 @@ class Trace:
     y: str
     row: int = 1
     kind: str = "line"  # line | bar | band (filled to the trace before it)
+    #: Rows that share an x (one per ingest) are added up before drawing.
+    sum_by_x: bool = False
 
 
 def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, product_table: str | None,
@@ -279,6 +284,8 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
         shown = sum(len(frame) for frame in frames.values())
         for trace, data in zip(traces, view.figure.data, strict=True):
             frame = frames[trace.sql.format(**values)]  # the window's newest rows (DESC LIMIT), drawn oldest first
+            if trace.sum_by_x and not frame.empty:
+                frame = frame.groupby(trace.x, as_index=False)[trace.y].sum()
             frame = frame.sort_values(trace.x, kind="stable") if not frame.empty else frame
             data.x = to_datetime(frame[trace.x]) if not frame.empty else []
             data.y = frame[trace.y] if not frame.empty else []
@@ -349,18 +356,20 @@ def live_feed_health(settings: Settings, *, minutes: int = 15, interval: float =
     draw their ticks as one line jumping between them."""
     health = settings.tables.feed_health
     second = "DATETRUNC('SECOND', event_time)"  # aliases differ from columns: Pinot 0.11 substitutes them in WHERE
-    ticks = (f"SELECT {second} AS second, SUM(msg_rate) AS rate, SUM(new_reconnects) AS reconnects_new, "
+    # per ingest (url) first: one ingest's two ticks in one second (the last one, after its flush, or a tick late
+    # by a few ms) are one rate, not two to add; the increments are disjoint and add up
+    ticks = (f"SELECT {second} AS second, url, MAX(msg_rate) AS rate, SUM(new_reconnects) AS reconnects_new, "
              f"SUM(new_missed_trades) AS missed_new FROM {health} WHERE kind = 'tick' AND {{since}} "
-             f"GROUP BY {second} ORDER BY {second} DESC LIMIT 100000")
+             f"GROUP BY {second}, url ORDER BY {second} DESC LIMIT 100000")
     lags = (f"SELECT {second} AS second, MAX(lag_ms_p50) AS p50, MAX(lag_ms_max) AS worst "
             f"FROM {health} WHERE kind = 'tick' AND {{since}} AND lag_ms_p50 IS NOT NULL "  # null: no timed frame
             f"GROUP BY {second} ORDER BY {second} DESC LIMIT 100000")
     return live_chart(settings, "Feed health", [
-        Trace("messages / s", ticks, "second", "rate"),
+        Trace("messages / s", ticks, "second", "rate", sum_by_x=True),
         Trace("lag p50 (ms)", lags, "second", "p50", row=2),
         Trace("lag max (ms)", lags, "second", "worst", row=2),
-        Trace("reconnects", ticks, "second", "reconnects_new", row=3, kind="bar"),
-        Trace("missed trades", ticks, "second", "missed_new", row=3, kind="bar"),
+        Trace("reconnects", ticks, "second", "reconnects_new", row=3, kind="bar", sum_by_x=True),
+        Trace("missed trades", ticks, "second", "missed_new", row=3, kind="bar", sum_by_x=True),
     ], product_table=None, minutes=minutes, interval=interval)
 
 
