@@ -97,6 +97,19 @@ def test_a_non_websocket_url_is_a_config_error() -> None:
         FeedConnection("http://example.com", "{}")
 
 
+@pytest.mark.parametrize("url", ["ws://exa..mple:9/", "ws://" + "a" * 64 + ".example/", "wss://b\u00fccher..example/"])
+def test_a_host_name_that_cannot_be_resolved_ever_is_a_config_error(url: str) -> None:
+    """A host IDNA cannot encode fails every connect with a UnicodeError (a ValueError): it must be named at once,
+    not retried as a connection failure forever (nor escape as a bare UnicodeError)."""
+    with pytest.raises(ConfigError, match="invalid websocket URL"):
+        FeedConnection(url, "{}")
+
+
+def test_ip_literal_hosts_are_still_accepted() -> None:
+    for url in ("ws://127.0.0.1:9/", "ws://[::1]:9/", "wss://ws-feed.exchange.coinbase.com", "ws://localhost:8765"):
+        FeedConnection(url, "{}")
+
+
 @pytest.mark.parametrize("location", ["http://example.invalid/", "ws://[::1", "ftp://example.invalid/feed"])
 def test_a_redirect_to_a_non_websocket_url_is_a_failed_attempt_not_a_crash(run: Run, location: str) -> None:
     """A proxy or hostile server answering the handshake with a redirect must not stop ingest (nor blame the

@@ -87,6 +87,16 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
+def _check_host(host: str) -> None:
+    """Raise UnicodeError for a host name the resolver will never take ("exa..mple", a label over 63 characters):
+    asyncio encodes it with IDNA at each connect, and that error, a ValueError, would be retried as a failed
+    attempt forever."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host.encode("idna")
+
+
 class FeedConnection:
     """`async for frame in FeedConnection(url, subscribe).frames(): ...` (close it by leaving the loop, or with
     `contextlib.aclosing`)."""
@@ -116,7 +126,8 @@ class FeedConnection:
             raise ConfigError(f"not a websocket URL: {url!r}", hint="use ws://host:port or wss://host")
         try:
             parse_uri(url)
-        except InvalidURI as exc:
+            _check_host(parts.hostname)
+        except (InvalidURI, ValueError) as exc:  # ValueError: UnicodeError from a host name IDNA cannot encode
             raise ConfigError(f"invalid websocket URL {url!r}: {exc}",
                               hint="use ws://host:port or wss://host") from None
         self.url = url
@@ -185,7 +196,7 @@ class FeedConnection:
             finally:
                 self.state.connected = False
             if delivered and opened_at is not None and time.monotonic() - opened_at >= self.stable_after:
-                attempt = 0  # a connection that worked for a while: the next one is tried at once
+                attempt = 0  # a connection that worked for a while: the next one waits the shortest delay
             delay = self.backoff.delay(attempt, self._rng)
             attempt += 1
             await asyncio.sleep(delay)
