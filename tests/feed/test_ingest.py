@@ -306,3 +306,31 @@ def test_failed_connection_attempts_show_in_health(run: Run) -> None:
     last = run(session())[-1]
     print({key: last[key] for key in ("connections", "reconnects", "failures", "last_error")})
     assert last["failures"] >= 2 and "1008" in last["last_error"]
+
+
+def test_every_field_of_a_health_tick_has_a_pinot_column(run: Run) -> None:
+    """A field the feed_health schema lacks is dropped by Pinot: on the topic, never on the dashboard."""
+    import json
+    import re
+    from pathlib import Path
+
+    from rtca.feed.connection import ConnectionState
+    from rtca.feed.ingest import Ingest
+    from rtca.feed.sinks import Publisher
+
+    folder = Path(__file__).resolve().parents[2] / "infra" / "pinot" / "feed_health"
+    schema = json.loads((folder / "schema.json").read_text())
+    columns = {spec["name"] for key, specs in schema.items() if key.endswith("FieldSpecs") for spec in specs}
+    transforms = json.loads((folder / "table.json").read_text())["ingestionConfig"]["transformConfigs"]
+    read_by_transforms = " ".join(transform["transformFunction"] for transform in transforms)
+
+    async def tick() -> dict[str, Any]:
+        health = MemorySink()
+        Ingest(Publisher(MemorySink()), Publisher(health), source="coinbase",
+               connection=ConnectionState("ws://127.0.0.1:1")).tick()
+        await asyncio.sleep(0)
+        return orjson.loads(health.records[-1].value)
+
+    fields = run(tick())
+    missing = [name for name in fields if name not in columns and not re.search(rf"\b{name}\b", read_by_transforms)]
+    assert not missing, f"feed health fields without a Pinot column: {missing}"
