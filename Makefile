@@ -1,4 +1,5 @@
-# Thin wrappers: `make` bootstraps the project virtualenv, everything else calls the `rtca` CLI inside it.
+# Thin wrappers: `make` bootstraps the project virtualenv; up, down, wipe, status and the benchmarks call the `rtca`
+# CLI inside it, test and test-fast call its pytest, lab its jupyter.
 PYTHON ?= python3.11
 VENV   := .venv
 RTCA   := $(VENV)/bin/rtca
