@@ -51,7 +51,17 @@ def test_feed_servers_and_recorder_have_commands() -> None:
     assert (simulator.products, simulator.rate) == ("BTC-USD", 50.0)
     record = parser.parse_args(["record", "out.capture", "--max-messages", "10"])
     assert (record.output, record.max_messages) == ("out.capture", 10)
-    assert record.url == "wss://ws-feed.exchange.coinbase.com"
+    assert record.url is None  # the setting's: RTCA_FEED__COINBASE_URL
+
+
+def test_record_connects_where_the_settings_say(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from ports import open_and_refusing_ports
+
+    with open_and_refusing_ports() as (_, refusing):
+        monkeypatch.setenv("RTCA_FEED__COINBASE_URL", f"ws://127.0.0.1:{refusing}")
+        assert main(["record", str(tmp_path / "out.capture"), "--duration", "1"]) == 1
+    assert f"nothing recorded from ws://127.0.0.1:{refusing}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("name", "value", "field"), [

@@ -70,3 +70,14 @@ def test_a_section_given_as_json_that_does_not_parse_is_a_config_error(monkeypat
 def test_name_lists_from_papermill_strings() -> None:
     assert name_list("router") == ["router"] and name_list("ticker, matches") == ["ticker", "matches"]
     assert name_list(["a", "b"]) == ["a", "b"] and name_list(None) is None
+
+
+def test_the_exchange_url_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtca.feed.protocol import COINBASE_WS_URL
+
+    assert load_settings().feed.coinbase_url == COINBASE_WS_URL == "wss://ws-feed.exchange.coinbase.com"
+    monkeypatch.setenv("RTCA_FEED__COINBASE_URL", "wss://ws-feed-public.sandbox.exchange.coinbase.com/")
+    assert load_settings().feed.coinbase_url == "wss://ws-feed-public.sandbox.exchange.coinbase.com"
+    monkeypatch.setenv("RTCA_FEED__COINBASE_URL", "https://ws-feed.exchange.coinbase.com")
+    with pytest.raises(ConfigError, match="feed.coinbase_url"):
+        load_settings()

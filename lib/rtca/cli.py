@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 
 from rtca import stack
-from rtca.feed.protocol import COINBASE_WS_URL
 from rtca.errors import RtcaError
 from rtca.settings import Settings, load_settings, unknown_variables
 from rtca.stack.process import ServiceState, Supervisor
@@ -241,14 +240,15 @@ def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
 
     if Path(args.output).exists() and not args.force:
         raise RtcaError(f"{args.output} exists", hint="another file name, or --force to overwrite it")
-    report = record(args.output, url=args.url, products=_split(args.products), channels=_split(args.channels),
+    url = args.url or settings.feed.coinbase_url
+    report = record(args.output, url=url, products=_split(args.products), channels=_split(args.channels),
                     duration=args.duration, max_messages=args.max_messages)
     print(report)
     if report.data == 0:
         if report.connections:  # written from the first connection on; only the server's answers are no capture
             Path(args.output).unlink(missing_ok=True)
         said = f"; the server answered: {'; '.join(report.errors)}" if report.errors else ""
-        raise RtcaError(f"nothing recorded from {args.url} ({report.connections} connection(s)){said}; no file "
+        raise RtcaError(f"nothing recorded from {url} ({report.connections} connection(s)){said}; no file "
                         f"written", hint="check the URL, the products and channels, and the network: the "
                                           "connection's warnings are above")  # fmt: skip
     return 0
@@ -430,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     record = verb("record", cmd_record, "record a websocket feed (default: live Coinbase) to a capture file")
     record.add_argument("output", help="capture file to write (the format of lib/rtca/feed/captures; replay it "
                                        "with `rtca replay serve --capture`)")
-    record.add_argument("--url", default=COINBASE_WS_URL, help="websocket to record (default: Coinbase Exchange)")
+    record.add_argument("--url", default=None, help="websocket to record (default: Coinbase Exchange, "
+                                                    "RTCA_FEED__COINBASE_URL)")
     for flag in ("--products", "--channels", "--duration"):
         record.add_argument(flag, **INGEST_FLAGS[flag])
     record.add_argument("--max-messages", **{**INGEST_FLAGS["--max-messages"],

@@ -1,8 +1,11 @@
 """The one typed configuration of the workbench.
 
-Every host, port, URL, topic and table name lives here (and in the `infra/` files rendered from it); nothing else
-hard-codes them. Each field can be overridden from the environment with the `RTCA_` prefix, nested fields with
-`__`, e.g. `RTCA_PULSAR__WEB_PORT=18080` or `RTCA_TOPICS__RAW=my-raw-topic`.
+Every host, port, URL, topic and table name of the stack and the feed lives here (and in the `infra/` files rendered
+from it). Not here: the address of a replay or simulator server `rtca replay serve` / `rtca simulator serve` starts
+(`--host`, default 127.0.0.1), and the docker stack's Zookeeper, fixed at 127.0.0.1:2181 inside the containers
+(`infra/docker/compose.yaml`: `RTCA_PINOT__ZOOKEEPER_PORT` is the local backend's only). Each field can be
+overridden from the environment with the `RTCA_` prefix, nested fields with `__`, e.g. `RTCA_PULSAR__WEB_PORT=18080`
+or `RTCA_TOPICS__RAW=my-raw-topic`.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ BaseUrl = Annotated[str, BeforeValidator(_base_url), _checked_url(("http", "http
 """An http(s) base URL given in the environment; stored without trailing slashes."""
 PulsarUrl = Annotated[str, BeforeValidator(_base_url), _checked_url(("pulsar", "pulsar+ssl"))]
 """A Pulsar service URL (one or more brokers)."""
+WebsocketUrl = Annotated[str, BeforeValidator(_base_url), _checked_url(("ws", "wss"))]
+"""A websocket URL (a feed)."""
 
 
 class _Section(BaseModel):
@@ -198,6 +203,14 @@ class Tables(_Section):
     feed_health: str = "feed_health"
 
 
+class FeedSettings(_Section):
+    """Where the live feed comes from (`rtca ingest --source coinbase`, `rtca record`; `--url` wins over it)."""
+
+    #: Coinbase Exchange's public market-data websocket (no key needed for the channels ingest subscribes to);
+    #: e.g. wss://ws-feed-public.sandbox.exchange.coinbase.com for the sandbox.
+    coinbase_url: WebsocketUrl = "wss://ws-feed.exchange.coinbase.com"
+
+
 class TlsSettings(_Section):
     """Trust for `https://` and `pulsar+ssl://` URLs of an external cluster (the local and docker stacks are plain)."""
 
@@ -241,6 +254,7 @@ class Settings(BaseSettings):
     tables: Tables = Tables()
     tls: TlsSettings = TlsSettings()
     scale: ScaleSettings = ScaleSettings()
+    feed: FeedSettings = FeedSettings()
 
     # --- derived -------------------------------------------------------------------------------------------------
     def topic(self, short_name: str) -> str:

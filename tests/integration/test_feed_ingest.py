@@ -15,7 +15,7 @@ from cleanup import drop_topics
 
 from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
 from rtca.feed.connection import Backoff, FeedConnection
-from rtca.feed.ingest import CUT_BYTES, IngestReport, ingest, run_ingest
+from rtca.feed.ingest import CUT_BYTES, IngestReport, ingest, ingest_to_pulsar, run_ingest
 from rtca.feed.protocol import parse_frame
 from rtca.feed.server import Faults, ServerStats
 from rtca.feed.sinks import pulsar_client, pulsar_sinks
@@ -196,3 +196,21 @@ def test_simulator_into_pulsar(stack: Settings, topics: tuple[str, str]) -> None
     assert report.ended == "max_messages" and report.ok and len(messages) == 3000
     assert report.malformed == report.missed_trades == report.out_of_order == 0
     assert {"subscriptions", "snapshot", "status", "l2update", "match", "ticker", "heartbeat"} <= set(counts)
+
+
+def test_the_live_source_connects_where_the_settings_say(stack: Settings, topics: tuple[str, str]) -> None:
+    """`RTCA_FEED__COINBASE_URL` (a sandbox, a proxy): `--source coinbase` ingests from it; here our replay server
+    stands in for the exchange."""
+    raw_topic, health_topic = topics
+
+    async def main() -> IngestReport:
+        async with open_source(SourceSpec.build("replay", speed="max")) as exchange:
+            settings = stack.model_copy(update={"feed": stack.feed.model_copy(update={"coinbase_url": exchange.url})})
+            live = SourceSpec.build("coinbase", products=exchange.products, channels=exchange.channels)
+            return await ingest_to_pulsar(settings, live, raw_topic=raw_topic, health_topic=health_topic,
+                                          max_messages=500)
+
+    report = asyncio.run(asyncio.wait_for(main(), 120))
+    print(report)
+    assert report.source == "coinbase" and report.acked == report.received == 500
+    assert report.url.startswith("ws://127.0.0.1:")

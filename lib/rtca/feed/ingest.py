@@ -4,10 +4,12 @@ Raw topic record (the record contract): value = the frame exactly as received; p
 `unknown` for a type we do not know, or `malformed` for a frame that is not a JSON object with a string type, has
 fields of the wrong type, or exceeds `max_payload_bytes` (then only its first 64 KiB are kept); properties
 `received_ms`, `product` and `sequence` when the frame has them, `type` for unknown frames, `error` (not_json,
-not_object, no_type, bad_fields, oversized) and `detail` for malformed ones, plus `payload_bytes` and
+not_object, no_type, bad_fields, oversized, internal_error: the parser itself failed) and `detail` for malformed
+ones, plus `payload_bytes` and
 `truncated` for oversized ones; event time = the frame's `time` (`timestamp` for auction), else the receive time.
 
-Feed health (JSON, to the health topic, key = kind):
+Feed health (JSON, to the health topic, key = kind; every record also carries `kind`, `ts_ms`, `source` and
+`url`):
 - kind "tick", every `health_interval` seconds, also while the feed is silent, and a last one after the flush:
   ts_ms, source, url, connected, connections, reconnects, failures (connection attempts that failed before the
   subscription went out: refused, handshake timeout or error, closed at once), silences (connections the
@@ -20,13 +22,14 @@ Feed health (JSON, to the health topic, key = kind):
   last_message_ms, silence_ms (since the last frame; null before the first), last_error (why the connection
   last dropped or failed, null if never), server_errors (`error` frames received, e.g. "Failed to subscribe"),
   last_server_error (the last one's message and reason, null if none).
-- kind "gap", as soon as missed trades are detected: ts_ms, source, product_id, first_missing, last_missing,
+- kind "gap", as soon as missed trades are detected: ts_ms, source, url, product_id, first_missing, last_missing,
   missed, detected_by (match | heartbeat).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import statistics
@@ -329,6 +332,8 @@ async def ingest_to_pulsar(
     raw_topic = raw_topic or settings.topic(settings.topics.raw)
     health_topic = health_topic or settings.topic(settings.topics.feed_health)
     # the source first: a capture that does not exist is named at once, not after Pulsar's connection attempts
+    if spec.kind == "coinbase" and spec.url is None:
+        spec = dataclasses.replace(spec, url=settings.feed.coinbase_url)
     async with open_source(spec) as endpoint, pulsar_sinks(settings, raw_topic, health_topic) as (raw, health):
         connection = FeedConnection(endpoint.url, endpoint.subscribe_frame(), silence_timeout=silence_timeout)
         log.info("ingesting %s (%s) into %s", spec.kind, endpoint.url, raw_topic)

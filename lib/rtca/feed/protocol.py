@@ -18,8 +18,11 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import orjson
 
-COINBASE_WS_URL = "wss://ws-feed.exchange.coinbase.com"
-"""The public market-data endpoint (no key needed for the channels below)."""
+from rtca.settings import FeedSettings
+
+COINBASE_WS_URL = FeedSettings().coinbase_url
+"""The public market-data endpoint by default (no key needed for the channels below); where settings are read
+(ingest, `rtca record`) `RTCA_FEED__COINBASE_URL` overrides it."""
 
 LIVE_PRODUCTS: tuple[str, ...] = (
     "BTC-USD", "ETH-USD", "USDT-USD", "SOL-USD", "XRP-USD", "DOGE-USD", "ADA-USD", "LTC-USD",
