@@ -60,6 +60,17 @@ def test_silent_server_trips_the_watchdog_and_the_client_reconnects(run: Run, sh
     assert kinds["l2update"] == 9719 and kinds["match"] == 97
 
 
+async def read_for(connection: FeedConnection, seconds: float) -> None:
+    """Take the connection's frames for `seconds` (its reconnects and failures are counted in its state)."""
+    async with aclosing(connection.frames()) as frames:
+        try:
+            async with asyncio.timeout(seconds):
+                async for _ in frames:
+                    pass
+        except TimeoutError:
+            pass
+
+
 def test_refused_connections_are_retried_with_backoff(run: Run) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -67,13 +78,7 @@ def test_refused_connections_are_retried_with_backoff(run: Run) -> None:
 
     async def attempts() -> int:
         connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-B"], ["ticker"]), backoff=FAST)
-        async with aclosing(connection.frames()) as frames:
-            try:
-                async with asyncio.timeout(0.8):
-                    async for _ in frames:
-                        pass
-            except TimeoutError:
-                pass
+        await read_for(connection, 0.8)
         return connection.state.failures
 
     failures = run(attempts())
@@ -126,13 +131,7 @@ def test_a_redirect_to_a_non_websocket_url_is_a_failed_attempt_not_a_crash(run: 
         async with server:
             port = server.sockets[0].getsockname()[1]
             connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-B"], ["ticker"]), backoff=FAST)
-            async with aclosing(connection.frames()) as frames:
-                try:
-                    async with asyncio.timeout(0.8):
-                        async for _ in frames:
-                            pass
-                except TimeoutError:
-                    pass
+            await read_for(connection, 0.8)
             return connection.state.failures, connection.state.last_error
 
     failures, last_error = run(attempts())
@@ -155,13 +154,7 @@ def test_a_server_that_answers_then_drops_us_at_once_gets_a_growing_backoff(run:
             port = server.sockets[0].getsockname()[1]
             connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-B"], ["ticker"]),
                                         backoff=Backoff(initial=0.05, maximum=1.0, jitter=0.0))
-            async with aclosing(connection.frames()) as frames:
-                try:
-                    async with asyncio.timeout(2.5):
-                        async for _ in frames:
-                            pass
-                except TimeoutError:
-                    pass
+            await read_for(connection, 2.5)
             return connection.state.connections
 
     opened = run(connections())

@@ -260,50 +260,45 @@ def test_an_in_process_source_that_fails_stops_the_ingest_instead_of_looking_lik
     assert isinstance(server.failure, ValueError) and codes == [1011]
 
 
-def test_an_error_frame_from_the_server_is_said_in_the_log_and_in_health(
-        run: Run, caplog: pytest.LogCaptureFixture) -> None:
-    """"Failed to subscribe" (an unknown product, an authenticated channel) must reach the user: before, the log
-    only said "connection closed: received 1000 (OK)" and health had no trace of the reason."""
+def health_against(server: Any, seconds: float, products: list[str]) -> list[dict[str, Any]]:
+    """The health records of an ingest of `seconds` from a websocket server running the handler `server`."""
     from websockets.asyncio.server import serve
 
     async def session() -> list[dict[str, Any]]:
-        async def refuse(ws: Any) -> None:
-            await ws.recv()
-            await ws.send('{"type":"error","message":"Failed to subscribe","reason":"FOO-BAR is not a valid product"}')
-            await ws.close()
-
-        async with serve(refuse, "127.0.0.1", 0) as server:
-            port = server.sockets[0].getsockname()[1]
-            connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["FOO-BAR"], ["ticker"]),
+        async with serve(server, "127.0.0.1", 0) as running:
+            port = running.sockets[0].getsockname()[1]
+            connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(products, ["ticker"]),
                                         backoff=Backoff(initial=0.05, maximum=0.2))
             health = MemorySink()
-            await ingest(connection, MemorySink(), health, source="coinbase", duration=0.5)
+            await ingest(connection, MemorySink(), health, source="coinbase", duration=seconds)
         return [orjson.loads(r.value) for r in health.records]
 
-    health = run(session())
+    return asyncio.run(asyncio.wait_for(session(), 60))
+
+
+def test_an_error_frame_from_the_server_is_said_in_the_log_and_in_health(caplog: pytest.LogCaptureFixture) -> None:
+    """"Failed to subscribe" (an unknown product, an authenticated channel) must reach the user: before, the log
+    only said "connection closed: received 1000 (OK)" and health had no trace of the reason."""
+
+    async def refuse(ws: Any) -> None:
+        await ws.recv()
+        await ws.send('{"type":"error","message":"Failed to subscribe","reason":"FOO-BAR is not a valid product"}')
+        await ws.close()
+
+    health = health_against(refuse, 0.5, ["FOO-BAR"])
     assert "Failed to subscribe: FOO-BAR is not a valid product" in caplog.text
     assert health[-1]["server_errors"] >= 1
     assert health[-1]["last_server_error"] == "Failed to subscribe: FOO-BAR is not a valid product"
 
 
-def test_failed_connection_attempts_show_in_health(run: Run) -> None:
+def test_failed_connection_attempts_show_in_health() -> None:
     """A server that accepts TCP and closes at once (or never finishes the handshake): health must not say
     `connections 0, reconnects 0` as if nothing were tried."""
-    from websockets.asyncio.server import serve
 
-    async def session() -> list[dict[str, Any]]:
-        async def close_at_once(ws: Any) -> None:
-            await ws.close(1008, "policy")
+    async def close_at_once(ws: Any) -> None:
+        await ws.close(1008, "policy")
 
-        async with serve(close_at_once, "127.0.0.1", 0) as server:
-            port = server.sockets[0].getsockname()[1]
-            connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-B"], ["ticker"]),
-                                        backoff=Backoff(initial=0.05, maximum=0.1))
-            health = MemorySink()
-            await ingest(connection, MemorySink(), health, source="coinbase", duration=0.6)
-        return [orjson.loads(r.value) for r in health.records]
-
-    last = run(session())[-1]
+    last = health_against(close_at_once, 0.6, ["A-B"])[-1]
     print({key: last[key] for key in ("connections", "reconnects", "failures", "last_error")})
     assert last["failures"] >= 2 and "1008" in last["last_error"]
 
