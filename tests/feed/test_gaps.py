@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rtca.feed.capture import Capture
-from rtca.feed.gaps import RESYNC_AFTER, GapDetector, TradeGap
+from rtca.feed.gaps import MAX_GAP, RESYNC_AFTER, GapDetector, TradeGap
 from rtca.feed.protocol import Message, parse_frame, parse_message
 
 
@@ -102,7 +104,25 @@ def test_a_few_old_frames_do_not_move_the_start() -> None:
     assert detector.resyncs == 0 and [g.missed for g in gaps] == [1]
 
 
-def test_a_trade_id_far_ahead_alone_is_taken_as_a_new_start_too() -> None:
-    detector, gaps = observe_all([match(10, 100), match(2**62, 101)] + [match(11 + i, 102 + i) for i in range(60)])
-    assert detector.resyncs == 1 and detector.out_of_order == 0
-    assert [g.missed for g in gaps] == [2**62 - 11]  # the bogus jump itself is reported once, then nothing
+@pytest.mark.parametrize("bogus", [match(2**62, 101), heartbeat(2**63 - 1, 101)])
+def test_a_trade_id_implausibly_far_ahead_is_passed_over_not_counted_as_missed(bogus: Message) -> None:
+    """One bogus frame made `missed_trades` 4e18 (9e18 from a heartbeat) for good, and the real trades after it
+    looked like repeats until a resync."""
+    later = [match(11 + i, 102 + i) for i in range(60)]
+    detector, gaps = observe_all([match(10, 100), bogus, *later[:30], match(11 + 32, 200)])
+    assert (detector.implausible, detector.resyncs, detector.missed_trades) == (1, 0, 2)
+    assert gaps == [TradeGap("BTC-USD", 11 + 30, 11 + 31, "match")]  # the real gap after it is still found
+
+
+def test_trade_ids_that_stay_far_ahead_are_a_new_start() -> None:
+    """The numbers really moved on (RESYNC_AFTER frames in a row that far ahead): no trades counted as missed."""
+    jumped = [match(10**9 + i, 101 + i) for i in range(RESYNC_AFTER + 5)]
+    detector, gaps = observe_all([match(10, 100), *jumped, match(10**9 + RESYNC_AFTER + 7, 300)])
+    assert (detector.resyncs, detector.implausible) == (1, RESYNC_AFTER - 1)
+    assert gaps == [TradeGap("BTC-USD", 10**9 + RESYNC_AFTER + 5, 10**9 + RESYNC_AFTER + 6, "match")]
+    assert detector.missed_trades == 2
+
+
+def test_a_gap_within_the_plausible_range_is_counted_whole() -> None:
+    detector, gaps = observe_all([match(10, 100), match(10 + MAX_GAP + 1, 101)])
+    assert detector.missed_trades == MAX_GAP and detector.implausible == 0

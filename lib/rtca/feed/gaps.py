@@ -10,6 +10,9 @@
 - A counter that went back for good (the exchange restarted its sequence numbers, or one bogus frame put the last
   value far ahead) would make every later frame look old and stop the trade checks: after `RESYNC_AFTER` frames
   in a row behind the last value, the detector takes the current one as its new start (counted in `resyncs`).
+- A trade id more than `MAX_GAP` ahead is taken for a bogus frame, not for missed trades (one heartbeat with
+  `last_trade_id` 2**63-1 made `missed_trades` 9e18 for good): passed over (counted in `implausible`), unless
+  `RESYNC_AFTER` frames in a row are that far ahead (the numbers really moved on): then a new start.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ log = logging.getLogger(__name__)
 
 RESYNC_AFTER = 50
 """Frames in a row behind a counter's last value after which that value is taken as a new start."""
+
+MAX_GAP = 100_000_000
+"""More trade ids in one jump than the busiest product trades in months: a bogus frame, not missed trades."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,8 @@ class GapDetector:
         self._last_trade: dict[str, int] = {}
         self._last_sequence: dict[tuple[str, str], int] = {}
         self._behind: dict[tuple[str, str], int] = {}
+        self._ahead: dict[str, int] = {}
+        self.implausible = 0
         self.missed_trades = 0
         self.gaps = 0
         self.out_of_order = 0
@@ -80,6 +88,10 @@ class GapDetector:
             self._last_trade[product] = newest
             return None
         self._behind.pop((product, "trade_id"), None)
+        if last is not None and missed_upto - last > MAX_GAP:
+            self._far_ahead(product, last, newest)
+            return None
+        self._ahead.pop(product, None)
         self._last_trade[product] = newest
         if last is None or missed_upto <= last:
             return None
@@ -87,6 +99,22 @@ class GapDetector:
         self.gaps += 1
         self.missed_trades += gap.missed
         return gap
+
+    def _far_ahead(self, product: str, last: int, newest: int) -> None:
+        """One trade id implausibly far ahead of `last`: passed over, unless it is the `RESYNC_AFTER`th in a row
+        (then a new start from it, no trades counted as missed)."""
+        ahead = self._ahead[product] = self._ahead.get(product, 0) + 1
+        if ahead < RESYNC_AFTER:
+            self.implausible += 1
+            if ahead == 1:
+                log.warning("%s: trade id %d is %d ahead of the last one (%d): taken for a bogus frame", product,
+                            newest, newest - last, last)
+            return
+        del self._ahead[product]
+        self.resyncs += 1
+        self._last_trade[product] = newest
+        log.warning("%s trade id: %d frames in a row far ahead of %d: starting again from %d", product, ahead, last,
+                    newest)
 
     def _resync(self, key: tuple[str, str], counter: str, last: int, current: int) -> bool:
         """Count one frame behind `last`; True when it is the `RESYNC_AFTER`th in a row: start again from it."""
