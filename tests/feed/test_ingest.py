@@ -329,3 +329,31 @@ def test_every_field_of_a_health_tick_has_a_pinot_column(run: Run) -> None:
     fields = run(tick())
     missing = [name for name in fields if name not in columns and not re.search(rf"\b{name}\b", read_by_transforms)]
     assert not missing, f"feed health fields without a Pinot column: {missing}"
+
+
+def test_gaps_are_logged_at_most_every_few_seconds_per_product_but_each_is_a_health_record(
+        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """A feed skipping every other trade id wrote one warning per gap: thousands of lines a second."""
+    import logging
+
+    from rtca.feed.connection import ConnectionState, Frame
+    from rtca.feed.ingest import Ingest
+    from rtca.feed.sinks import Publisher
+
+    async def feed() -> int:
+        health = MemorySink()
+        work = Ingest(Publisher(MemorySink()), Publisher(health), source="coinbase",
+                      connection=ConnectionState("ws://127.0.0.1:1"))
+        for product in ("A-USD", "B-USD"):
+            for trade_id in range(1, 400, 2):  # every other id: 199 gaps of one trade
+                frame = {"type": "match", "product_id": product, "trade_id": trade_id, "sequence": trade_id,
+                         "price": "1", "size": "1", "side": "buy", "time": "2024-01-01T00:00:00Z"}
+                work.handle(Frame(orjson.dumps(frame), 1_704_067_200.0, 1))
+        await asyncio.sleep(0)
+        return sum(1 for record in health.records if record.key == "gap")
+
+    with caplog.at_level(logging.WARNING, logger="rtca.feed.ingest"):
+        gap_records = asyncio.run(feed())
+    warnings = [r.getMessage() for r in caplog.records if "missed trades" in r.getMessage()]
+    assert gap_records == 2 * 199
+    assert len(warnings) == 2 and all(w.endswith("(1)") for w in warnings)  # the first of each product, at once

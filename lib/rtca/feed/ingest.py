@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 STARTED = "ingesting"
 """The first word of the line `rtca ingest run` prints once it publishes: `rtca ingest start` waits for it."""
+GAP_LOG_EVERY_S = 10.0
+"""A product's missed trades are logged at most this often (every gap is a health record)."""
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 """Frames above this are cut (Pulsar's default maximum message size is 5 MB, metadata included)."""
 CUT_BYTES = 64 * 1024
@@ -167,6 +169,7 @@ class Ingest:
         self.by_key: Counter[str] = Counter()
         self.received = self.malformed = self.unknown = 0
         self.last_message_ms: int | None = None
+        self._gap_log: dict[str, tuple[float, int, int]] = {}  # product: (next warning at, gaps, trades since)
         self.server_errors = 0
         self.last_server_error: str | None = None
         self._logged_error: tuple[int, str] | None = None
@@ -193,9 +196,21 @@ class Ingest:
             self._interval_lags.append(frame.received_ms - record.event_ms)
         gap = self.gaps.observe(parsed)
         if gap is not None:
-            log.warning("%s: missed trades %d..%d (%d)", gap.product_id, gap.first_missing, gap.last_missing,
-                        gap.missed)
+            self._log_gap(gap)
             self._publish_health("gap", self._gap_fields(gap))
+
+    def _log_gap(self, gap: TradeGap) -> None:
+        """A warning per product at most every `GAP_LOG_EVERY_S`, with the gaps passed over since: a feed skipping
+        ids wrote one line per gap (thousands a second); each gap is still a health record."""
+        now = time.monotonic()
+        next_at, gaps, missed = self._gap_log.get(gap.product_id, (0.0, 0, 0))
+        if now < next_at:
+            self._gap_log[gap.product_id] = (next_at, gaps + 1, missed + gap.missed)
+            return
+        earlier = f" (and {gaps} more gaps, {missed} trades, in the last {GAP_LOG_EVERY_S:g} s)" if gaps else ""
+        log.warning("%s: missed trades %d..%d (%d)%s", gap.product_id, gap.first_missing, gap.last_missing,
+                    gap.missed, earlier)
+        self._gap_log[gap.product_id] = (now + GAP_LOG_EVERY_S, 0, 0)
 
     def _server_error(self, error: Error, connection: int) -> None:
         """An `error` frame (a subscription the exchange refused): said in the log, once per connection and text,
