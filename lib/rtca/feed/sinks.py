@@ -12,20 +12,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import pulsar
 
 from rtca.errors import ServiceError
 from rtca.settings import Settings
-from rtca.stack.remote import pulsar_client_options
+from rtca.stack.remote import broker_unreachable, pulsar_client_options
 
 log = logging.getLogger(__name__)
 
@@ -293,17 +291,10 @@ def _settle_group(group: list[Done], result: pulsar.Result, _message_id: object,
 def require_reachable(service_url: str, *, timeout: float = 5.0) -> None:
     """A ServiceError at once when no broker of `service_url` accepts a connection: the client would only fail
     after its whole operation timeout (a minute, `OPERATION_TIMEOUT_S`)."""
-    scheme, _, hosts = service_url.partition("://")
-    default_port = 6651 if scheme.endswith("+ssl") else 6650
-    for address in hosts.split("/", 1)[0].split(","):  # pulsar://host1:6650,host2:6650
-        try:
-            broker = urlsplit(f"//{address}")
-            socket.create_connection((broker.hostname or "", broker.port or default_port), timeout=timeout).close()
-            return
-        except (OSError, ValueError):  # refused, unresolvable, or not a host:port
-            continue
-    raise ServiceError("pulsar", f"no broker answers at {service_url}",
-                       hint="is Pulsar up? `rtca status` (`rtca up` starts the stack)")
+    reason = broker_unreachable(service_url, timeout=timeout)
+    if reason is not None:
+        raise ServiceError("pulsar", f"no broker answers at {service_url} ({reason})",
+                           hint="is Pulsar up? `rtca status` (`rtca up` starts the stack)")
 
 
 @asynccontextmanager
@@ -313,11 +304,7 @@ async def pulsar_sinks(settings: Settings, *topics: str) -> AsyncIterator[list[P
     client = pulsar_client(settings)
 
     def broker_answers() -> bool:
-        try:
-            require_reachable(settings.pulsar.service_url)
-        except ServiceError:
-            return False
-        return True
+        return broker_unreachable(settings.pulsar.service_url) is None
 
     sinks: list[PulsarSink] = []
     try:

@@ -103,25 +103,27 @@ def _http_probe(settings: Settings, service: str, url: str, *, expect_json_list:
     return probe
 
 
-def _tcp_probe(service_url: str) -> Callable[[], str | None]:
-    def probe() -> str | None:
-        # pulsar://host1:6650,host2:6650/: the client takes any broker of the list, so one answering is enough
-        scheme, _, hosts = service_url.partition("://")
-        default_port = 6651 if scheme == "pulsar+ssl" else 6650
-        addresses = [a for a in hosts.split("/", 1)[0].split(",") if a]
-        if scheme not in ("pulsar", "pulsar+ssl") or not addresses:
-            return f"{service_url} is not a pulsar:// or pulsar+ssl:// URL"
-        failures = []
-        for address in addresses:
-            try:
-                parts = urlsplit(f"//{address}")
-                with socket.create_connection((parts.hostname or "", parts.port or default_port), timeout=5.0):
-                    return None
-            except (OSError, ValueError) as exc:
-                failures.append(f"{address}: {exc}")
-        return f"{service_url} did not answer: {'; '.join(failures)}"
+def broker_unreachable(service_url: str, *, timeout: float = 5.0) -> str | None:
+    """None when a broker of `service_url` accepts a TCP connection, else why none did. The client takes any broker
+    of a list (pulsar://host1:6650,host2:6650/), so one answering is enough."""
+    scheme, _, hosts = service_url.partition("://")
+    default_port = 6651 if scheme == "pulsar+ssl" else 6650
+    addresses = [a for a in hosts.split("/", 1)[0].split(",") if a]
+    if scheme not in ("pulsar", "pulsar+ssl") or not addresses:
+        return f"{service_url} is not a pulsar:// or pulsar+ssl:// URL"
+    failures = []
+    for address in addresses:
+        try:
+            parts = urlsplit(f"//{address}")
+            with socket.create_connection((parts.hostname or "", parts.port or default_port), timeout=timeout):
+                return None
+        except (OSError, ValueError) as exc:  # refused, unresolvable, or not a host:port
+            failures.append(f"{address}: {exc}")
+    return f"{service_url} did not answer: {'; '.join(failures)}"
 
-    return probe
+
+def _tcp_probe(service_url: str) -> Callable[[], str | None]:
+    return lambda: broker_unreachable(service_url)
 
 
 def endpoints(settings: Settings) -> list[Endpoint]:
