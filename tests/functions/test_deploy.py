@@ -62,8 +62,13 @@ class FakeAdmin:
         self.compaction: int | None = None
 
     def handler(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.startswith("/admin/v2/persistent/"):  # topic creation and compaction policy
+        if request.url.path.startswith("/admin/v2/persistent/"):  # topics: creation, compaction, subscriptions
             self.calls.append(f"topic {request.method} {request.url.path.rsplit('/', 1)[-1]}")
+            if "/subscription/" in request.url.path or request.url.path.endswith("/stats"):
+                self.calls[-1] = f"topic {request.method} {request.url.path.split('/')[6]}/" + "/".join(
+                    request.url.path.split("/")[7:])  # topic/subscription/<name> or topic/stats
+                return httpx.Response(200, json={"subscriptions": {}}) if request.method == "GET" else \
+                    httpx.Response(204)
             if request.method == "POST":
                 self.compaction = orjson.loads(request.content)
             if request.method == "GET":
@@ -123,7 +128,15 @@ def test_deploy_creates_then_is_a_no_op_then_updates(admin: FakeAdmin) -> None:
     assert function_writes() == writes
     moved = Settings(topics=Topics(raw="moved"))
     assert [r.action for r in fdeploy.deploy_functions(moved, ["coinbase-router"], say=lines.append)] == ["updated"]
-    assert "PUT coinbase-router" in admin.calls
+    # Pulsar cannot change inputs in place: keep the subscriptions, delete, create; drop the old input's subscription
+    changed = admin.calls[admin.calls.index("PUT coinbase-router"):]
+    assert changed.index("DELETE coinbase-router") < changed.index("POST coinbase-router")
+    assert f"topic DELETE {settings.topics.raw}/subscription/feeds/realtime/coinbase-router" in changed
+    assert set(admin.functions["coinbase-router"]["inputSpecs"]) == {moved.topic("moved")}
+    assert admin.functions["coinbase-router"]["cleanupSubscription"] is True
+    stats = Settings(topics=Topics(ticker="elsewhere"))
+    assert [r.action for r in fdeploy.deploy_functions(stats, ["coinbase-ticker-stats"], say=lines.append)] == [
+        "updated"]
     assert any("running" in line for line in lines)
     assert admin.compaction == fdeploy.COMPACTION_THRESHOLD_BYTES  # the statistics' output topic is compacted
 
@@ -276,7 +289,8 @@ def test_deploy_waits_for_every_instance_the_scale_setting_asks_for(admin: FakeA
 def test_a_refused_create_or_update_says_which(monkeypatch: pytest.MonkeyPatch, exists: bool, verb: str) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
-            return httpx.Response(200, json={"userConfig": {}}) if exists else httpx.Response(404)
+            inputs = {Settings().topic(Settings().topics.raw): {}}  # the same inputs: an update in place
+            return httpx.Response(200, json={"userConfig": {}, "inputSpecs": inputs}) if exists else httpx.Response(404)
         return httpx.Response(400, json={"reason": "Namespace does not exist"})
 
     monkeypatch.setattr(fdeploy, "_admin", lambda settings, timeout=60.0: httpx.Client(

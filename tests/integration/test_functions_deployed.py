@@ -7,6 +7,7 @@ at the end).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -14,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import httpx
 import orjson
 import pulsar
 import pytest
@@ -29,6 +31,7 @@ from rtca.functions.deploy import (
     deploy,
     function_specs,
     function_status,
+    publishing_identity_spec,
     restart_function,
 )
 from rtca.functions.samples import hostile_payloads
@@ -277,3 +280,41 @@ def test_a_deleted_function_is_deployed_again_under_its_name(stack: Settings) ->
         assert (first.action, again.action, again.running) == ("created", "created", 1)
     finally:
         undeploy(stack, [(settings, spec)])
+
+
+def test_changing_a_functions_inputs_keeps_its_place_on_the_inputs_it_keeps(stack: Settings, client) -> None:  # type: ignore[no-untyped-def]
+    """Pulsar refuses an update that adds an input and silently keeps reading one an update removes: deploy
+    recreates the function instead, still subscribed where it was on the inputs it keeps (no input read twice),
+    and with no subscription left on the one it dropped."""
+    tag = uuid.uuid4().hex[:8]
+    topic = lambda n: stack.topic(f"it-{tag}-inputs-{n}")  # noqa: E731
+    spec = publishing_identity_spec(f"it-{tag}-inputs", topic("a"), topic("out"))
+    spec = dataclasses.replace(spec, inputs=(topic("a"), topic("b")))
+    names = [spec.name]
+    try:
+        deploy(stack, [spec])
+        produce(client, topic("a"), [(b"a1", {}, None), (b"a2", {}, None)])
+        produce(client, topic("b"), [(b"b1", {}, None)])
+        assert sorted(read(client, topic("out"), 3)) == [b"a1", b"a2", b"b1"]
+
+        (result,) = deploy(stack, [dataclasses.replace(spec, inputs=(topic("a"), topic("c")))])
+        assert (result.action, result.running) == ("updated", 1)
+        produce(client, topic("a"), [(b"a3", {}, None)])
+        produce(client, topic("b"), [(b"b2", {}, None)])  # no longer an input
+        produce(client, topic("c"), [(b"c1", {}, None)])
+        out = sorted(read(client, topic("out"), 5, settle=5.0))
+        assert out == [b"a1", b"a2", b"a3", b"b1", b"c1"], out
+        subscription = f"{stack.pulsar.tenant}/{stack.pulsar.namespace}/{spec.name}"
+        assert subscription not in subscriptions(stack, topic("b"))
+        assert subscription in subscriptions(stack, topic("a"))
+    finally:
+        delete_functions(stack, names, known_only=False)
+        wait_for(lambda: not any(s.deployed for s in function_status(stack, names, known_only=False)), timeout=60,
+                 what="the function to be deleted")  # fmt: skip
+        drop_topics(stack, {topic(n) for n in ("a", "b", "c", "out")})
+
+
+def subscriptions(stack: Settings, topic: str) -> list[str]:
+    response = httpx.get(f"{stack.pulsar.admin_url}/admin/v2/{topic.replace('://', '/', 1)}/subscriptions", timeout=30)
+    response.raise_for_status()
+    return list(response.json())

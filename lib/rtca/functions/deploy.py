@@ -4,7 +4,9 @@ On the local backend the functions run on the stack's functions worker with the 
 interpreter, so they import `rtca` itself, and each is created or updated with its module's source as the uploaded
 code file; on docker and external clusters the upload is a zip of `rtca` (`rtca.stack.profiles`). Deploying is
 idempotent: a function whose config and code (the `rtca` modules it imports, hashed) are unchanged is left alone;
-otherwise it is updated, which restarts it with the new code.
+otherwise it is updated, which restarts it with the new code. A function whose input topics change (a topic renamed
+in the settings) is deleted and created again, as Pulsar cannot change inputs in place; it keeps its subscriptions
+on the inputs it still reads.
 
     deploy_functions(settings)              create or update every function (router, statistics, book, flow, ...)
     function_status(settings)               instances, processed and failed counts, latest exceptions
@@ -22,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -307,11 +310,15 @@ def deploy(
                 results.append((spec, "unchanged"))
                 continue
             action: Action = "created" if existing is None else "updated"
-            say(f"- {spec.name}: {'creating' if existing is None else 'updating'} ({config['className']}) ...")
             files = {
                 "functionConfig": (None, orjson.dumps(config), "application/json"),
                 "data": (config["py"], spec.code(settings)[1], "application/octet-stream"),
             }
+            if existing is not None and set(existing.get("inputSpecs") or {}) != set(config["inputSpecs"]):
+                _recreate(admin, settings, spec.name, existing, set(config["inputSpecs"]), say)
+                existing = None  # created below, under the subscription it already had on the inputs it keeps
+            else:
+                say(f"- {spec.name}: {'creating' if existing is None else 'updating'} ({config['className']}) ...")
             send = admin.post if existing is None else admin.put
             response = _request(lambda: send(_path(settings, spec.name), files=files), f"deploy {spec.name}")
             if existing is None and _stale_package(response):  # deleted before its package was (older rtca)
@@ -329,6 +336,66 @@ def deploy(
             for topic in (*([spec.output] if spec.compact_output and spec.output else []), *spec.state_topics):
                 _ensure_compaction(admin, topic)
         return [_wait_running(admin, settings, spec, action, wait, say) for spec, action in results]
+
+
+def _recreate(admin: httpx.Client, settings: Settings, name: str, existing: Mapping[str, Any], inputs: set[str],
+              say: Callable[[str], None]) -> None:  # fmt: skip
+    """Delete function `name` so that it can be created with other inputs, keeping its place on those it keeps.
+
+    Pulsar cannot change a function's inputs in place: an update that adds one is refused ("Input Topics cannot be
+    altered") and one that only removes some keeps reading them (it merges the two lists). Deleting the function
+    would also delete its subscriptions, so that the new one read its kept inputs again from the earliest message
+    retained (all of them here: retention is unlimited); so the function is first told to keep them, and only the
+    subscriptions on the inputs it no longer reads are deleted (their backlog would otherwise grow for ever)."""
+    before = set(existing.get("inputSpecs") or {})
+    removed, added = sorted(before - inputs), sorted(inputs - before)
+    say(f"- {name}: its inputs change ({', '.join(f'-{t}' for t in removed)}{', ' if removed and added else ''}"
+        f"{', '.join(f'+{t}' for t in added)}); Pulsar cannot change them in place: recreating it ...")
+    keep = {"tenant": settings.pulsar.tenant, "namespace": settings.pulsar.namespace, "name": name,
+            "cleanupSubscription": False}  # fmt: skip
+    for what, call in (
+        ("keep the subscriptions of", lambda: admin.put(_path(settings, name), files={
+            "functionConfig": (None, orjson.dumps(keep), "application/json")})),
+        ("delete", lambda: admin.delete(_path(settings, name))),
+    ):  # fmt: skip
+        response = _request(call, f"{what} function {name}")
+        if not response.is_success:
+            raise _fail(f"{what} function {name} (to change its inputs)", response)
+    _delete_packages(admin, settings, name)  # else Pulsar refuses the name (see `delete_functions`)
+    subscription = existing.get("subName") or f"{settings.pulsar.tenant}/{settings.pulsar.namespace}/{name}"
+    # The worker stops the instances after the delete returns: one still running would subscribe again to a
+    # topic whose subscription is deleted below, and read alongside the new function.
+    _wait_unsubscribed(admin, sorted(before), subscription, say)
+    for topic in removed:
+        path = f"/admin/v2/{topic.replace('://', '/', 1)}/subscription/{quote(subscription, safe='')}"
+        response = _request(lambda p=path: admin.delete(p, params={"force": "true"}),  # type: ignore[misc]
+                            f"delete subscription {subscription} on {topic}")  # fmt: skip
+        if not (response.is_success or response.status_code == 404):
+            raise _fail(f"delete subscription {subscription} on {topic}", response)
+
+
+def _wait_unsubscribed(admin: httpx.Client, topics: Sequence[str], subscription: str, say: Callable[[str], None],
+                       timeout: float = 120.0) -> None:  # fmt: skip
+    """Wait until no consumer is attached to `subscription` on any of `topics` (a deleted function's instances
+    have stopped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        attached = []
+        for topic in topics:
+            base = f"/admin/v2/{topic.replace('://', '/', 1)}"
+            response = _request(lambda b=base: admin.get(f"{b}/stats"), f"stats of {topic}")  # type: ignore[misc]
+            if not response.is_success:  # a partitioned topic (or none: nothing attached)
+                response = _request(lambda b=base: admin.get(f"{b}/partitioned-stats"),  # type: ignore[misc]
+                                    f"stats of {topic}")  # fmt: skip
+            if response.is_success and (response.json().get("subscriptions") or {}).get(subscription, {}).get(
+                    "consumers"):  # fmt: skip
+                attached.append(topic)
+        if not attached:
+            return
+        if time.monotonic() > deadline:
+            raise DeployError(f"the deleted function's instances still read {', '.join(attached)} after "
+                              f"{timeout:.0f} s", hint="the worker's log: `rtca logs pulsar`")  # fmt: skip
+        time.sleep(0.5)
 
 
 def _ensure_compaction(admin: httpx.Client, topic: str) -> None:
