@@ -37,3 +37,25 @@ def small(shipped: Capture) -> Capture:
     """The shipped capture's first 1,500 frames (snapshots, tickers and matches included): for tests where the
     whole 10,000 frames add only time."""
     return Capture(shipped.events[:4 + 1500], shipped.path)
+
+
+class FakeLoopClock:
+    """Stands in for the `asyncio` module of a paced source (`rtca.feed.simulator`, `rtca.feed.replay`): the loop's
+    time is `now`, and `sleep` advances it, so a test reads the pacing off `now` with no wall clock involved."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def get_running_loop(self) -> FakeLoopClock:
+        return self
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.now += delay
+
+
+@pytest.fixture
+def loop_clock() -> FakeLoopClock:
+    return FakeLoopClock()

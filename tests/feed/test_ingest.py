@@ -357,3 +357,43 @@ def test_gaps_are_logged_at_most_every_few_seconds_per_product_but_each_is_a_hea
     warnings = [r.getMessage() for r in caplog.records if "missed trades" in r.getMessage()]
     assert gap_records == 2 * 199
     assert len(warnings) == 2 and all(w.endswith("(1)") for w in warnings)  # the first of each product, at once
+
+
+def test_the_next_gap_warning_of_a_product_sums_up_the_gaps_passed_over_since(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Once the quiet period is over, the warning says how many gaps and trades went unlogged in between."""
+    import logging
+    import time
+    import types
+
+    from rtca.feed.connection import ConnectionState
+    from rtca.feed.ingest import GAP_LOG_EVERY_S, Ingest
+    from rtca.feed.sinks import Publisher
+
+    clock = [1_000.0]
+    module = importlib.import_module("rtca.feed.ingest")  # `rtca.feed.ingest` the attribute is the function
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+
+    def match(trade_id: int) -> Frame:
+        frame = {"type": "match", "product_id": "A-USD", "trade_id": trade_id, "sequence": trade_id, "price": "1",
+                 "size": "1", "side": "buy", "time": "2024-01-01T00:00:00Z"}
+        return Frame(orjson.dumps(frame), 1_704_067_200.0, 1)
+
+    async def feed() -> None:
+        work = Ingest(Publisher(MemorySink()), Publisher(MemorySink()), source="coinbase",
+                      connection=ConnectionState("ws://127.0.0.1:1"))
+        work.handle(match(1))
+        work.handle(match(3))  # gap 2..2: logged at once
+        work.handle(match(6))  # gap 4..5: passed over
+        work.handle(match(10))  # gap 7..9: passed over
+        clock[0] += GAP_LOG_EVERY_S - 0.001
+        work.handle(match(12))  # gap 11..11: still within the quiet period
+        clock[0] += 0.002
+        work.handle(match(14))  # gap 13..13: logged, with the three passed over
+        await asyncio.sleep(0)
+
+    with caplog.at_level(logging.WARNING, logger="rtca.feed.ingest"):
+        asyncio.run(feed())
+    warnings = [r.getMessage() for r in caplog.records if "missed trades" in r.getMessage()]
+    summed = f"(and 3 more gaps, 6 trades, in the last {GAP_LOG_EVERY_S:g} s)"
+    assert warnings == ["A-USD: missed trades 2..2 (1)", f"A-USD: missed trades 13..13 (1) {summed}"]

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from rtca.feed.book import L2Book
 from rtca.feed.gaps import GapDetector
 from rtca.feed.protocol import END_OF_STREAM, L2Update, Match, Ticker, parse_message, subscribe_frame
-from rtca.feed.simulator import SimulatedMarket, simulator_server
+from rtca.feed.simulator import SimulatedMarket, SimulatorSource, simulator_server
 
 Run = Callable[..., Any]
 PRODUCTS = ["BTC-USD", "ETH-USD", "DOGE-USD", "ZZZ-EUR"]
@@ -84,4 +85,26 @@ def test_server_subscription_state_and_rate(run: Run) -> None:
     assert {f.get("product_id") for f in received[8:]} <= {"BTC-USD", "ETH-USD"}
     assert "heartbeat" not in {f["type"] for f in received}  # not subscribed
     assert code == END_OF_STREAM
-    assert 0.7 < elapsed < 10.0  # 400 frames at 400/s (a loaded machine may add time)
+    assert elapsed > 0.7  # 400 frames at 400/s: never faster (the exact pacing: test_frames_are_paced_at_the_rate)
+
+
+@pytest.mark.parametrize("rate", [400.0, 37.5])
+def test_frames_are_paced_at_the_rate(run: Run, rate: float, loop_clock: Any, monkeypatch: pytest.MonkeyPatch
+                                      ) -> None:  # fmt: skip
+    """Frame i goes out i / rate seconds after the source resumed: read off a fake loop clock, not the wall's."""
+    import rtca.feed.simulator
+
+    monkeypatch.setattr(rtca.feed.simulator, "asyncio", loop_clock)
+    source = SimulatorSource(PRODUCTS, rate=rate, seed=1, limit=200)
+    start = loop_clock.now
+    source.resume()
+
+    async def times() -> list[float]:
+        out = []
+        while await source.next() is not None:
+            out.append(loop_clock.now - start)
+        return out
+
+    sent = run(times())
+    assert len(sent) == 200
+    assert sent == pytest.approx([i / rate for i in range(200)], abs=1e-9)
