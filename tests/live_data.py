@@ -8,19 +8,14 @@ raw topic -> router -> typed topics -> ticker stats):
    (-> dead letters), one dropped connection (-> a reconnect) and skipped trade ids (-> gaps, missed trades);
 2. a simulator run on products of its own, whose prices cross the EWMA band, with 13 s of silence (-> alerts).
 
-Derived topics that no deployed function produces yet (book, trade flow, volatility, alerts: their functions are
-later issues) get records computed here from the typed records of this very run, with the field names of the
-table schemas (`infra/pinot/<key>/schema.json`). They are stand-ins, announced in the report, and disappear on their
-own once `rtca.functions.deploy.function_specs` has a function writing to the topic.
+Every table's topic is written by a deployed function (book, trade flow, volatility and alerts included): the
+seeding fails at once, rather than charting made-up records, if a derived topic lost its function.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -30,7 +25,6 @@ import orjson
 import pulsar
 
 from rtca.errors import DeployError
-from rtca.feed.book import L2Book
 from rtca.feed.ingest import ingest_to_pulsar
 from rtca.feed.server import Faults
 from rtca.feed.sources import SourceSpec
@@ -56,18 +50,16 @@ def simulator_products(started_ms: int) -> tuple[str, str]:
 
 @dataclass
 class LiveData:
-    """What the seeding did: ingest reports, rows per table in the last hour, stand-in topics and their counts."""
+    """What the seeding did: ingest reports, rows per table in the last hour, records read back."""
 
     started_ms: int
     ingests: list[str] = field(default_factory=list)
-    standins: dict[str, int] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     #: Records of this run read back from the typed topics, per `Topics` key (ticker, matches, level2, ticker_stats).
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"seeded from {self.started_ms}:", *(f"  ingest: {r.splitlines()[0]}" for r in self.ingests)]
-        lines += [f"  stand-in records for {k}: {n}" for k, n in self.standins.items()]
         lines += [f"  {t}: {n} rows received since" for t, n in self.rows.items()]
         return "\n".join(lines)
 
@@ -85,6 +77,8 @@ def seed_live_data(settings: Settings) -> LiveData:
 
 def _seed(settings: Settings) -> LiveData:
     data = LiveData(started_ms=int(time.time() * 1000))
+    unproduced = [k for k in DERIVED if settings.topic(getattr(settings.topics, k)) not in _function_outputs(settings)]
+    assert not unproduced, f"no deployed function writes the topic of {unproduced}: its table would stay empty"
     apply_tables(settings)
     deploy_functions(settings, say=lambda _: None)
     apply_dashboards(settings, say=lambda _: None)
@@ -108,14 +102,6 @@ def _seed(settings: Settings) -> LiveData:
         _wait_settled(settings)
         records = data.records = {key: _drain(reader) for key, reader in readers.items()}
         _wait_in_pinot(settings, records["ticker_stats"], since_ms=data.started_ms)
-        produced = _function_outputs(settings)
-        for key, make in STANDINS.items():
-            topic = settings.topic(getattr(settings.topics, key))
-            if topic in produced:
-                continue
-            out = make(records)
-            _produce(client, topic, out)
-            data.standins[key] = len(out)
     finally:
         client.close()
     data.rows = wait_for_rows(settings, since_ms=data.started_ms)
@@ -137,15 +123,6 @@ def _drain(reader: pulsar.Reader) -> list[dict[str, Any]]:
         out.append(orjson.loads(reader.read_next(10_000).data()))
     reader.close()
     return out
-
-
-def _produce(client: pulsar.Client, topic: str, records: Iterable[dict[str, Any]]) -> None:
-    producer = client.create_producer(topic, batching_enabled=True, batching_max_publish_delay_ms=5,
-                                      block_if_queue_full=True)
-    for record in records:
-        producer.send_async(orjson.dumps(record), None, partition_key=record.get("product_id") or "")
-    producer.flush()
-    producer.close()
 
 
 def _wait_settled(settings: Settings, *, timeout: float = 180.0) -> None:
@@ -212,109 +189,3 @@ def wait_for_rows(settings: Settings, *, since_ms: int, timeout: float = 120.0) 
             if all(rows.values()) or time.monotonic() > deadline:
                 return rows
             time.sleep(2)
-
-
-# --- stand-ins for the derived topics ---------------------------------------------------------------------------
-Records = dict[str, list[dict[str, Any]]]
-
-
-def _base(source: dict[str, Any], event_ms: int) -> dict[str, Any]:
-    return {"product_id": source["product_id"], "event_ms": event_ms, "received_ms": source.get("received_ms")}
-
-
-def book_records(records: Records, *, every_ms: int = 500, levels: int = 10) -> list[dict[str, Any]]:
-    """Top of book, depth of the `levels` best levels per side and their imbalance, per product every `every_ms`."""
-    books: dict[str, L2Book] = defaultdict(L2Book)
-    last_emit: dict[str, int] = {}
-    out = []
-    for rec in sorted(records["level2"], key=lambda r: r["event_ms"]):
-        book = books[rec["product_id"]]
-        if rec.get("type") == "snapshot":
-            book.reset([[repr(p), repr(s)] for p, s in rec["bids"]], [[repr(p), repr(s)] for p, s in rec["asks"]])
-        else:
-            for side, price, size in rec.get("changes") or []:
-                book.apply(side, repr(price), repr(size))
-        if rec["event_ms"] - last_emit.get(rec["product_id"], 0) < every_ms or not book.bids or not book.asks:
-            continue
-        last_emit[rec["product_id"]] = rec["event_ms"]
-        bids = sorted(book.bids, reverse=True)[:levels]
-        asks = sorted(book.asks)[:levels]
-        bid, ask = float(bids[0]), float(asks[0])
-        bid_depth = sum(float(book.bids[p][1]) for p in bids)
-        ask_depth = sum(float(book.asks[p][1]) for p in asks)
-        mid = (bid + ask) / 2
-        out.append({**_base(rec, rec["event_ms"]), "sequence": rec.get("sequence"), "best_bid": bid,
-                    "best_bid_size": float(book.bids[bids[0]][1]), "best_ask": ask,
-                    "best_ask_size": float(book.asks[asks[0]][1]), "mid": mid, "spread": ask - bid,
-                    "spread_bps": (ask - bid) / mid * 1e4, "bid_depth": bid_depth, "ask_depth": ask_depth,
-                    "imbalance": (bid_depth - ask_depth) / (bid_depth + ask_depth)})
-    return out
-
-
-def trade_flow_records(records: Records, *, window_ms: int = 1000) -> list[dict[str, Any]]:
-    """Buy and sell volume, counts, notional, imbalance and VWAP per product and `window_ms` window of trades."""
-    windows: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for trade in records["matches"]:
-        windows[(trade["product_id"], trade["event_ms"] // window_ms * window_ms)].append(trade)
-    out = []
-    for (product, start), trades in sorted(windows.items(), key=lambda kv: kv[0][1]):
-        side = {s: [t for t in trades if t["side"] == s] for s in ("buy", "sell")}
-        volume = {s: sum(t["size"] for t in ts) for s, ts in side.items()}
-        notional = {s: sum(t["size"] * t["price"] for t in ts) for s, ts in side.items()}
-        total = volume["buy"] + volume["sell"]
-        out.append({**_base(trades[-1], start + window_ms - 1), "window_ms": window_ms,
-                    "buy_volume": volume["buy"], "sell_volume": volume["sell"], "buy_count": len(side["buy"]),
-                    "sell_count": len(side["sell"]), "buy_notional": notional["buy"],
-                    "sell_notional": notional["sell"],
-                    "imbalance": (volume["buy"] - volume["sell"]) / total if total else None,
-                    "vwap": (notional["buy"] + notional["sell"]) / total if total else None,
-                    "open_price": trades[0]["price"], "high_price": max(t["price"] for t in trades),
-                    "low_price": min(t["price"] for t in trades), "last_price": trades[-1]["price"]})
-    return out
-
-
-def volatility_records(records: Records, *, window: int = 20) -> list[dict[str, Any]]:
-    """Per ticker: the log return and the standard deviation of the last `window` log returns, in percent."""
-    returns: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=window))
-    last: dict[str, float] = {}
-    out = []
-    for tick in sorted(records["ticker"], key=lambda r: r["event_ms"]):
-        product, price = tick["product_id"], tick["price"]
-        if product in last:
-            returns[product].append(math.log(price / last[product]))
-        last[product] = price
-        r = returns[product]
-        vol = None
-        if len(r) >= 2:
-            mean = sum(r) / len(r)
-            vol = math.sqrt(sum((x - mean) ** 2 for x in r) / (len(r) - 1)) * 100
-        out.append({**_base(tick, tick["event_ms"]), "window_ms": None, "price": price,
-                    "log_return": r[-1] if r else None, "realized_vol": vol})
-    return out
-
-
-def alert_records(records: Records, *, sigmas: float = 2.0) -> list[dict[str, Any]]:
-    """An alert each time a price leaves the EWMA band (mean +- `sigmas` std) its product had before that price."""
-    out = []
-    band: dict[str, tuple[float, float]] = {}
-    for row in sorted(records["ticker_stats"], key=lambda r: r["event_ms"]):
-        product, price = row["product_id"], row.get("price")
-        mean, std = band.get(product, (None, None))
-        if row.get("ewma_mean") is not None and row.get("ewma_std"):
-            band[product] = (row["ewma_mean"], row["ewma_std"])
-        if mean is None or std is None or price is None or abs(price - mean) <= sigmas * std:
-            continue
-        upper = price > mean
-        threshold = mean + sigmas * std if upper else mean - sigmas * std
-        out.append({**_base(row, row["event_ms"]), "alert_id": f"{product}:{row.get('sequence')}",
-                    "rule": "price_above_band" if upper else "price_below_band", "severity": "warning",
-                    "value": price, "threshold": threshold,
-                    "message": f"{product} {price:.8g} {'above' if upper else 'below'} its EWMA band "
-                               f"({threshold:.8g})"})
-    return out
-
-
-STANDINS: dict[str, Callable[[Records], list[dict[str, Any]]]] = {
-    "book": book_records, "trade_flow": trade_flow_records, "volatility": volatility_records,
-    "alerts": alert_records,
-}

@@ -115,8 +115,9 @@ def test_status_and_tables_filled_by_the_pipeline(stack_up: Settings, pinot: Pin
     assert in_pinot == nulls
     assert pinot.count(stats, f"WHERE {run} AND rolling_mean IS NOT NULL") == len(produced) - nulls
     assert pinot.count(stats, "WHERE rolling_mean IS NULL") > 0  # some product warmed up at some point
-    # the notebooks' candles (rtca.pinot.queries) run on the table and add up to its trades
-    (product, trades), = pinot.query(f"SELECT product_id, COUNT(*) FROM {stack_up.tables.matches} WHERE "
+    # the notebooks' candles (rtca.pinot.queries) run on the table and add up to its trades (of a simulated product:
+    # an ingest beside the tests would add trades of its own between the two queries)
+    (product, trades), = pinot.query(f"SELECT product_id, COUNT(*) FROM {stack_up.tables.matches} WHERE {run} AND "
                                      f"event_time > ago('PT60M') GROUP BY product_id ORDER BY COUNT(*) DESC LIMIT 1")
     bars = pinot.query(candles_sql(stack_up, product, minutes=60))
     print(f"{product}: {len(bars)} one-minute candles over {trades} trades")
