@@ -348,7 +348,8 @@ def test_a_client_that_stops_reading_is_dropped_and_the_others_keep_flowing(
 
     frames, longest, connections = run(read_beside_a_stuck_client())
     print(f"{frames} frames in 8 s beside a client that stopped reading; longest wait {longest:.2f} s")
-    assert frames > 1_000 and longest < 4.0 and connections == 2  # waits of ~30 s before the drop
+    assert frames > 1_000 and longest < 15.0 and connections == 2  # waits of ~30 s before the drop (a busy machine
+    # stretches the normal ones to a few seconds)
 
 
 def test_a_feed_server_whose_source_fails_stops_with_the_error_instead_of_hanging() -> None:
