@@ -345,27 +345,31 @@ def _recreate(admin: httpx.Client, settings: Settings, name: str, existing: Mapp
     Pulsar cannot change a function's inputs in place: an update that adds one is refused ("Input Topics cannot be
     altered") and one that only removes some keeps reading them (it merges the two lists). Deleting the function
     would also delete its subscriptions, so that the new one read its kept inputs again from the earliest message
-    retained (all of them here: retention is unlimited); so the function is first told to keep them, and only the
-    subscriptions on the inputs it no longer reads are deleted (their backlog would otherwise grow for ever)."""
-    before = set(existing.get("inputSpecs") or {})
-    removed, added = sorted(before - inputs), sorted(inputs - before)
+    retained (all of them here: retention is unlimited). So the function is first updated to keep them, and deleted
+    only once its instances run that update (the worker stops an instance with the settings it was started with);
+    then the subscriptions on the inputs it no longer reads are deleted (their backlog would grow for ever)."""
+    before = sorted(existing.get("inputSpecs") or {})
+    removed, added = sorted(set(before) - inputs), sorted(inputs - set(before))
     say(f"- {name}: its inputs change ({', '.join(f'-{t}' for t in removed)}{', ' if removed and added else ''}"
         f"{', '.join(f'+{t}' for t in added)}); Pulsar cannot change them in place: recreating it ...")
+    subscription = existing.get("subName") or f"{settings.pulsar.tenant}/{settings.pulsar.namespace}/{name}"
+    old = _consumers(admin, before, subscription)
     keep = {"tenant": settings.pulsar.tenant, "namespace": settings.pulsar.namespace, "name": name,
             "cleanupSubscription": False}  # fmt: skip
-    for what, call in (
-        ("keep the subscriptions of", lambda: admin.put(_path(settings, name), files={
-            "functionConfig": (None, orjson.dumps(keep), "application/json")})),
-        ("delete", lambda: admin.delete(_path(settings, name))),
-    ):  # fmt: skip
-        response = _request(call, f"{what} function {name}")
-        if not response.is_success:
-            raise _fail(f"{what} function {name} (to change its inputs)", response)
+    response = _request(lambda: admin.put(_path(settings, name), files={
+        "functionConfig": (None, orjson.dumps(keep), "application/json")}), f"update function {name}")  # fmt: skip
+    if not response.is_success:
+        raise _fail(f"update function {name} to keep its subscriptions", response)
+    if any(old.values()):  # instances run: wait for their restart with the update (new consumers on every input)
+        _wait_consumers(admin, before, subscription, lambda now: all(now[t] and not now[t] & old[t] for t in now),
+                        f"{name}'s instances to restart with the update")  # fmt: skip
+    response = _request(lambda: admin.delete(_path(settings, name)), f"delete function {name}")
+    if not response.is_success:
+        raise _fail(f"delete function {name} (to change its inputs)", response)
     _delete_packages(admin, settings, name)  # else Pulsar refuses the name (see `delete_functions`)
-    subscription = existing.get("subName") or f"{settings.pulsar.tenant}/{settings.pulsar.namespace}/{name}"
     # The worker stops the instances after the delete returns: one still running would subscribe again to a
     # topic whose subscription is deleted below, and read alongside the new function.
-    _wait_unsubscribed(admin, sorted(before), subscription, say)
+    _wait_consumers(admin, before, subscription, lambda now: not any(now.values()), f"{name}'s instances to stop")
     for topic in removed:
         path = f"/admin/v2/{topic.replace('://', '/', 1)}/subscription/{quote(subscription, safe='')}"
         response = _request(lambda p=path: admin.delete(p, params={"force": "true"}),  # type: ignore[misc]
@@ -374,27 +378,30 @@ def _recreate(admin: httpx.Client, settings: Settings, name: str, existing: Mapp
             raise _fail(f"delete subscription {subscription} on {topic}", response)
 
 
-def _wait_unsubscribed(admin: httpx.Client, topics: Sequence[str], subscription: str, say: Callable[[str], None],
-                       timeout: float = 120.0) -> None:  # fmt: skip
-    """Wait until no consumer is attached to `subscription` on any of `topics` (a deleted function's instances
-    have stopped)."""
+def _consumers(admin: httpx.Client, topics: Sequence[str], subscription: str) -> dict[str, set[str]]:
+    """Per topic, the names of the consumers attached to `subscription` (random per instance start)."""
+    found = {}
+    for topic in topics:
+        base = f"/admin/v2/{topic.replace('://', '/', 1)}"
+        response = _request(lambda b=base: admin.get(f"{b}/stats"), f"stats of {topic}")  # type: ignore[misc]
+        if not response.is_success:  # a partitioned topic (or none: nothing attached)
+            response = _request(lambda b=base: admin.get(f"{b}/partitioned-stats"),  # type: ignore[misc]
+                                f"stats of {topic}")  # fmt: skip
+        stats = response.json() if response.is_success else {}
+        consumers = ((stats.get("subscriptions") or {}).get(subscription) or {}).get("consumers") or []
+        found[topic] = {str(c.get("consumerName")) for c in consumers}
+    return found
+
+
+def _wait_consumers(admin: httpx.Client, topics: Sequence[str], subscription: str,
+                    done: Callable[[dict[str, set[str]]], bool], what: str, timeout: float = 120.0
+                    ) -> None:  # fmt: skip
+    """Wait until the consumers on `subscription` satisfy `done`."""
     deadline = time.monotonic() + timeout
-    while True:
-        attached = []
-        for topic in topics:
-            base = f"/admin/v2/{topic.replace('://', '/', 1)}"
-            response = _request(lambda b=base: admin.get(f"{b}/stats"), f"stats of {topic}")  # type: ignore[misc]
-            if not response.is_success:  # a partitioned topic (or none: nothing attached)
-                response = _request(lambda b=base: admin.get(f"{b}/partitioned-stats"),  # type: ignore[misc]
-                                    f"stats of {topic}")  # fmt: skip
-            if response.is_success and (response.json().get("subscriptions") or {}).get(subscription, {}).get(
-                    "consumers"):  # fmt: skip
-                attached.append(topic)
-        if not attached:
-            return
+    while not done(_consumers(admin, topics, subscription)):
         if time.monotonic() > deadline:
-            raise DeployError(f"the deleted function's instances still read {', '.join(attached)} after "
-                              f"{timeout:.0f} s", hint="the worker's log: `rtca logs pulsar`")  # fmt: skip
+            raise DeployError(f"gave up waiting for {what} after {timeout:.0f} s",
+                              hint="the worker's log: `rtca logs pulsar`")  # fmt: skip
         time.sleep(0.5)
 
 
