@@ -476,3 +476,27 @@ def test_a_corrupt_record_read_back_at_start_is_passed_over(fake_context, messag
     function = make()
     function._start(ctx)
     assert function._ready and "P" not in function.progress
+
+
+@pytest.mark.parametrize("function_class", [VolatilityFunction, TradeFlowFunction, AlertsFunction, OrderBookFunction])
+def test_an_input_dead_lettered_before_a_crash_is_not_dead_lettered_again(fake_context, message_ids,  # type: ignore[no-untyped-def]
+                                                                          function_class) -> None:  # fmt: skip
+    """Its acknowledgement lost in the crash, Pulsar redelivers it: its dead letter is already stored."""
+    config = {"dead_letter": DEAD, "window_ms": 1000, "rules": RULES, "state_topic": STATE, "alerts": ALERTS}
+    broker: dict[str, list[bytes]] = {}
+    bad = [next(message_ids) for _ in range(2)]
+    before = fake_context(config, output_topic=OUT, input_topic=TICKER, topics=broker)
+    first = function_class()
+    for mid in bad:
+        before.run(first, b"{not json", mid)
+    assert len(records(before, DEAD)) == 2
+    (name,) = {output.producer.name for output in first._dead_letters._outputs.values()}
+    stored = before.producers[DEAD][-1][1]  # what the broker tells a new producer of that name: its last batch's first
+    after = fake_context(config, output_topic=OUT, input_topic=TICKER, topics=broker, producers=before.producers,
+                         stored_sequence_ids={name: int(stored.get("rtca-seq", -1))})  # fmt: skip
+    second = function_class()
+    for mid in [*bad, next(message_ids)]:  # the two again (acknowledgements lost), then a new bad one
+        after.run(second, b"{not json", mid)
+    second._dead_letters.sweep(older_than_ns=0)
+    assert len(records(after, DEAD)) == 3  # the two of the first instance, the new one once
+    assert sorted(m.entry for m in after.acked) == [m.entry for m in [*bad]] + [bad[-1].entry + 1]

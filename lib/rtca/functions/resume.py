@@ -155,6 +155,9 @@ class StatefulFunction(pulsar.Function):
 
     def __init__(self) -> None:
         self._publisher: Publisher | None = None
+        #: Dead letters go out deduplicated (one per input, in input order): an input dead-lettered before a crash
+        #: and redelivered after it (its acknowledgement lost) is not dead-lettered twice.
+        self._dead_letters: Publisher | None = None
         self._ready = False
         self._output = ""
         self._dead_letter = ""
@@ -202,6 +205,7 @@ class StatefulFunction(pulsar.Function):
         self.progress = {}
         if self._publisher is None:
             self._publisher = Publisher(context)
+            self._dead_letters = Publisher(context, dedup=True)
         self.restore(context)
         self._ready = True
 
@@ -269,7 +273,8 @@ class StatefulFunction(pulsar.Function):
             received_ms=received_ms_of(context.get_message_properties()),
         )  # fmt: skip
         context.record_metric("dead_letters", 1)
-        self._publisher.publish_then_ack(context, self._dead_letter, encode_dead_letter(record))  # type: ignore[union-attr]
+        dead_letters: Publisher = self._dead_letters  # type: ignore[assignment]
+        dead_letters.publish_then_ack(context, self._dead_letter, encode_dead_letter(record))
 
 
 class CheckpointedFunction(StatefulFunction):
