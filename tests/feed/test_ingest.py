@@ -277,18 +277,63 @@ def health_against(server: Any, seconds: float, products: list[str]) -> list[dic
 
 
 def test_an_error_frame_from_the_server_is_said_in_the_log_and_in_health(caplog: pytest.LogCaptureFixture) -> None:
-    """"Failed to subscribe" (an unknown product, an authenticated channel) must reach the user: before, the log
-    only said "connection closed: received 1000 (OK)" and health had no trace of the reason."""
+    """An `error` frame must reach the user: before, the log only said "connection closed: received 1000 (OK)" and
+    health had no trace of the reason."""
+
+    async def answer_with_an_error(ws: Any) -> None:
+        await ws.recv()
+        await ws.send('{"type":"error","message":"Slow down","reason":"too many requests"}')
+        await ws.close()
+
+    health = health_against(answer_with_an_error, 0.5, ["FOO-BAR"])
+    assert "the server answered with an error: Slow down: too many requests" in caplog.text
+    assert health[-1]["server_errors"] >= 1
+    assert health[-1]["last_server_error"] == "Slow down: too many requests"
+
+
+def test_a_refused_subscription_ends_the_ingest_with_the_servers_reason() -> None:
+    """"Failed to subscribe" (an unknown product, a channel that needs authentication): the server sends nothing
+    more; the ingest said so in its log only and went on, healthy, delivering nothing, resubscribing for ever."""
+    from websockets.asyncio.server import serve
+
+    from rtca.feed.ingest import SubscriptionRefused
 
     async def refuse(ws: Any) -> None:
         await ws.recv()
         await ws.send('{"type":"error","message":"Failed to subscribe","reason":"FOO-BAR is not a valid product"}')
-        await ws.close()
+        await ws.wait_closed()  # the connection stays open, silent, until the ingest closes it
 
-    health = health_against(refuse, 0.5, ["FOO-BAR"])
-    assert "Failed to subscribe: FOO-BAR is not a valid product" in caplog.text
-    assert health[-1]["server_errors"] >= 1
-    assert health[-1]["last_server_error"] == "Failed to subscribe: FOO-BAR is not a valid product"
+    raw, health = MemorySink(), MemorySink()
+
+    async def session() -> None:
+        async with serve(refuse, "127.0.0.1", 0) as running:
+            port = running.sockets[0].getsockname()[1]
+            connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["FOO-BAR"], ["ticker"]))
+            await ingest(connection, raw, health, source="coinbase")  # no end of its own: until the refusal
+
+    with pytest.raises(SubscriptionRefused, match="refused the subscription: Failed to subscribe: FOO-BAR is not"):
+        asyncio.run(asyncio.wait_for(session(), 60))
+    assert [r.key for r in raw.records] == ["error"]  # the frame itself is on the raw topic, as every frame
+    last = orjson.loads(health.records[-1].value)
+    assert last["last_server_error"] == "Failed to subscribe: FOO-BAR is not a valid product"
+
+
+def test_a_refusal_on_a_connection_that_delivers_data_does_not_end_the_ingest(caplog: pytest.LogCaptureFixture
+                                                                              ) -> None:  # fmt: skip
+    """One hostile frame must not end the ingest: only a refusal before any data is a refused subscription."""
+    ticker = '{"type":"ticker","product_id":"A-USD","sequence":1,"price":"1.5","time":"2024-01-01T00:00:00Z"}'
+
+    async def data_then_refusal(ws: Any) -> None:
+        await ws.recv()
+        await ws.send('{"type":"subscriptions","channels":[]}')
+        await ws.send(ticker)
+        await ws.send('{"type":"error","message":"Failed to subscribe","reason":"mid-stream"}')
+        await ws.send(ticker.replace('"sequence":1', '"sequence":2'))
+        await ws.wait_closed()
+
+    health = health_against(data_then_refusal, 1.0, ["A-USD"])
+    assert health[-1]["messages"] == 4 and health[-1]["server_errors"] == 1
+    assert "Failed to subscribe: mid-stream" in caplog.text
 
 
 def test_failed_connection_attempts_show_in_health() -> None:

@@ -22,6 +22,10 @@ Feed health (JSON, to the health topic, key = kind; every record also carries `k
   last_message_ms, silence_ms (since the last frame; null before the first), last_error (why the connection
   last dropped or failed, null if never), server_errors (`error` frames received, e.g. "Failed to subscribe"),
   last_server_error (the last one's message and reason, null if none).
+  An `error` frame saying "Failed to subscribe" (an unknown product, a channel that needs authentication) before
+  any market data on its connection ends the ingest with that reason (`SubscriptionRefused`) after the flush: the
+  exchange sends nothing on that connection, and reconnecting would only be refused again. Later on a connection
+  that delivers data, it is only logged and counted (a server cannot end the ingest with one frame).
 - kind "gap", as soon as missed trades are detected: ts_ms, source, url, product_id, first_missing, last_missing,
   missed, detected_by (match | heartbeat).
 """
@@ -43,11 +47,11 @@ from typing import Any
 
 import orjson
 
-from rtca.errors import RtcaError
+from rtca.errors import ConfigError, RtcaError
 from rtca.feed.connection import ConnectionState, FeedConnection, Frame
 from rtca.feed.gaps import GapDetector, TradeGap
 from rtca.feed.lifecycle import run_until, stop_on_signals
-from rtca.feed.protocol import Error, MalformedFrame, Message, Unknown, frame_product, parse_frame
+from rtca.feed.protocol import Error, MalformedFrame, Message, Subscriptions, Unknown, frame_product, parse_frame
 from rtca.feed.sinks import Publisher, Record, Sink, pulsar_sinks
 from rtca.feed.sources import SourceKind, SourceSpec, open_source
 from rtca.settings import Settings
@@ -58,6 +62,12 @@ STARTED = "ingesting"
 """The first word of the line `rtca ingest run` prints once it publishes: `rtca ingest start` waits for it."""
 GAP_LOG_EVERY_S = 10.0
 """A product's missed trades are logged at most this often (every gap is a health record)."""
+REFUSED = "failed to subscribe"
+"""How an `error` frame refusing the subscription starts (Coinbase's, and the replay and simulator servers')."""
+
+
+class SubscriptionRefused(ConfigError):
+    """The server refused what the ingest subscribed to: nothing will come until the products or channels change."""
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 """Frames above this are cut (Pulsar's default maximum message size is 5 MB, metadata included)."""
 CUT_BYTES = 64 * 1024
@@ -173,6 +183,7 @@ class Ingest:
         self.server_errors = 0
         self.last_server_error: str | None = None
         self._logged_error: tuple[int, str] | None = None
+        self._data_connection: int | None = None  # the connection that delivered the last frame of market data
         self._interval_messages = 0
         self._interval_lags: list[int] = []
         self._interval_start = time.monotonic()
@@ -192,6 +203,8 @@ class Ingest:
             self.unknown += 1
         if isinstance(parsed, Error):
             self._server_error(parsed, frame.connection)
+        elif not isinstance(parsed, Subscriptions):
+            self._data_connection = frame.connection
         if parsed.event_time is not None and record.event_ms is not None:  # lag only from the exchange's time
             self._interval_lags.append(frame.received_ms - record.event_ms)
         gap = self.gaps.observe(parsed)
@@ -213,14 +226,19 @@ class Ingest:
         self._gap_log[gap.product_id] = (now + GAP_LOG_EVERY_S, 0, 0)
 
     def _server_error(self, error: Error, connection: int) -> None:
-        """An `error` frame (a subscription the exchange refused): said in the log, once per connection and text,
-        and in feed health; it is on the raw topic like every frame."""
+        """An `error` frame: said in the log, once per connection and text, and in feed health; it is on the raw
+        topic like every frame. A refused subscription, before any data came, ends the ingest
+        (`SubscriptionRefused`)."""
         self.server_errors += 1
         text = (f"{error.message}: {error.reason}" if error.reason else error.message)[:300]
         self.last_server_error = text
         if self._logged_error != (connection, text):
             self._logged_error = (connection, text)
             log.warning("%s: the server answered with an error: %s", self.connection.url, text)
+        if error.message.lower().startswith(REFUSED) and self._data_connection != connection:
+            raise SubscriptionRefused(f"{self.connection.url} refused the subscription: {text}",
+                                      hint="check the products and channels (`rtca ingest run --help`); the "
+                                           "exchange's public channels need no authentication, level2 does")
 
     async def receive(self, connection: FeedConnection, max_messages: int | None) -> str:
         """Frames -> records until the stream ends or `max_messages`; back-pressure when Pulsar lags."""
