@@ -208,12 +208,10 @@ def _ingest_run_args(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_ingest_start(settings: Settings, args: argparse.Namespace) -> int:
-    from rtca.feed.service import start_ingest
+    from rtca.feed.service import describe_start, start_ingest
 
     state, done = start_ingest(settings, _ingest_run_args(args))
-    said = {"started": "started", "restarted": "restarted with the new arguments", "running": "already running",
-            "finished": "ran and finished"}
-    print(f"ingest {said[done]} (pid {state.pid}); log: {settings.logs_dir / 'ingest.log'}")
+    print(describe_start(settings, state, done))
     return 0
 
 

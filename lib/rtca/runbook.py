@@ -98,13 +98,18 @@ def settings(backend: str = "local", env: Mapping[str, str] | str | None = None)
 
 
 def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 2.0,
-               done: Callable[[Any], bool] = bool, note_every: float = 10.0) -> Any:
-    """Poll `check` until `done(value)`; fail with `what` and the last value after `timeout` seconds. A check that
-    raises an `RtcaError` (a service not ready yet) is tried again, and its error is the last value. A line every
+               done: Callable[[Any], bool] = bool, note_every: float = 10.0,
+               give_up: Callable[[], str | None] | None = None) -> Any:  # fmt: skip
+    """Poll `check` until `done(value)`; fail with `what` and the last value after `timeout` seconds, or at once
+    with the reason `give_up()` returns (what is waited for can no longer happen). A check that raises an
+    `RtcaError` (a service not ready yet) is tried again, and its error is the last value. A line every
     `note_every` seconds says what it waits for (a runbook's cell would otherwise sit silent)."""
     started = time.monotonic()
     last: Any = None
     while True:
+        reason = give_up() if give_up is not None else None
+        if reason:
+            raise RunbookCheckFailed(f"{what}: {reason}")
         try:
             last = check()
         except RtcaError as exc:
@@ -209,9 +214,9 @@ _CHANNEL_TABLES = (("ticker", "ticker"), ("matches", "matches"), ("level2", "boo
 
 
 def check_ingest(settings: Settings, channels: str | Sequence[str] | None, *, received_since_ms: int,
-                 timeout: float = 180) -> tuple[str, int]:
-    """Data of this ingest reaches Pinot: the table of the first ingested channel that has one (the ticker table
-    for the sources' default channels)."""
+                 timeout: float = 180, name: str = "ingest") -> tuple[str, int]:
+    """Data of this ingest (service `name`) reaches Pinot: the table of the first ingested channel that has one
+    (the ticker table for the sources' default channels); fails at once if the ingest ends meanwhile."""
     from rtca.feed.protocol import DATA_CHANNEL
 
     wanted = name_list(channels)
@@ -220,14 +225,22 @@ def check_ingest(settings: Settings, channels: str | Sequence[str] | None, *, re
         if data is None or channel in data:
             table = getattr(settings.tables, key)
             return table, check_rows(settings, table, at_least=1, timeout=timeout,
-                                     received_since_ms=received_since_ms)
+                                     received_since_ms=received_since_ms, give_up=lambda: _ingest_ended(settings, name))
     raise RunbookCheckFailed(f"channels {', '.join(wanted)}: none of them reaches a Pinot table this runbook can "
                              f"check (it checks {', '.join(c for c, _ in _CHANNEL_TABLES)})",
                              hint="include ticker, matches or level2 in `channels`")
 
 
+def _ingest_ended(settings: Settings, name: str) -> str | None:
+    """Why no more rows will come from the ingest (it ended: a refused subscription, a crash), else None."""
+    from rtca.feed.service import ended_ingest
+
+    state = ended_ingest(settings, name=name)
+    return None if state is None else f"the ingest {state.note}"
+
+
 def check_rows(settings: Settings, table: str, *, at_least: int = 1, timeout: float = 120,
-               received_since_ms: int | None = None) -> int:
+               received_since_ms: int | None = None, give_up: Callable[[], str | None] | None = None) -> int:
     """Data flows: `table` holds at least `at_least` rows within `timeout` seconds; with `received_since_ms`, rows
     the ingest received from then on (rows of an earlier run prove nothing about this one)."""
     from rtca.pinot.client import PinotClient
@@ -239,7 +252,7 @@ def check_rows(settings: Settings, table: str, *, at_least: int = 1, timeout: fl
         what += f" received since {since}"
     with PinotClient(settings) as pinot:
         found = wait_until(lambda: pinot.count(table, where), done=lambda rows: rows >= at_least, timeout=timeout,
-                           what=what)
+                           what=what, give_up=give_up)
     return int(found)
 
 

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from rtca import runbook
 from rtca.errors import ConfigError, ServiceError
-from rtca.feed.service import ended_ingest, start_ingest, stop_ingest
+from rtca.feed.service import describe_start, ended_ingest, start_ingest, stop_ingest
 from rtca.settings import Settings
 from rtca.stack.process import Supervisor
 from waiting import wait_for
@@ -102,3 +103,35 @@ def test_an_unknown_channel_is_refused_before_a_running_ingest_is_touched(stack_
         start_ingest(stack_up, [*NOWHERE, "--channels", "tickr"], name=name)
     process = Supervisor(stack_up).process(name)
     assert process is not None and process.pid == first.pid
+
+
+def test_a_product_the_capture_lacks_is_refused_before_a_running_ingest_is_touched(stack_up: Settings,
+                                                                                   name: str) -> None:  # fmt: skip
+    """The replay server would refuse it ("Failed to subscribe") only once the running ingest had been replaced."""
+    first, _ = start_ingest(stack_up, NOWHERE, name=name)
+    with pytest.raises(ConfigError, match="FOO-USD not in the capture"):
+        start_ingest(stack_up, ["--source", "replay", "--products", "FOO-USD"], name=name)
+    process = Supervisor(stack_up).process(name)
+    assert process is not None and process.pid == first.pid
+
+
+def test_a_refused_subscription_ends_the_ingest_and_the_runbook_check_says_why_at_once(stack_up: Settings,
+                                                                                       name: str) -> None:  # fmt: skip
+    """It ran on, `healthy`, publishing nothing; runbook 40 then waited its whole 180 s for rows and failed
+    without the reason, which was in the ingest's log only. Now the start fails with the reason if the refusal
+    comes during it, else the runbook's check does, at once."""
+    import time
+
+    since = int(time.time() * 1000)
+    refused = ["--source", "simulator", "--products", "TEST-USD", "--channels", "ticker,full"]  # full: authenticated
+    reason = "refused the subscription: Failed to subscribe: full requires authentication"
+    try:
+        state, done = start_ingest(stack_up, refused, name=name)
+    except ServiceError as exc:
+        assert reason in str(exc)
+    else:
+        print(describe_start(stack_up, state, done))
+        with pytest.raises(runbook.RunbookCheckFailed, match=reason):
+            runbook.check_ingest(stack_up, ["ticker", "full"], received_since_ms=since, timeout=600, name=name)
+    ended = ended_ingest(stack_up, name=name)
+    assert ended is not None and reason in ended.note

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import orjson
 import psutil
 
-from rtca.errors import ConfigError
+from rtca.errors import ConfigError, ServiceError
 from rtca.feed.ingest import STARTED
 from rtca.feed.sinks import OPERATION_TIMEOUT_S
 from rtca.settings import Settings
@@ -69,7 +69,14 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
         supervisor.stop(name)
         done = "restarted"
     # a broker that answers but is slow (just restarted) may take the client's operation timeout to take a producer
-    supervisor.start_all([service], timeout=OPERATION_TIMEOUT_S + 15, started=[])
+    try:
+        supervisor.start_all([service], timeout=OPERATION_TIMEOUT_S + 15, started=[])
+    except ServiceError as exc:  # e.g. the source refused the subscription: its reason, not only the log's path
+        ended = ended_ingest(settings, name=name)
+        if ended is None:
+            raise
+        why = ended.note.removeprefix("exited: ").split("; `rtca logs")[0]  # "error: ...": the CLI's own words
+        raise ServiceError(name, f"exited during start-up: {why}", log=exc.log, hint=exc.hint) from None
     if supervisor.process(name) is None:
         done = "finished"  # a short run (--duration, --max-messages) ended well within its start-up
     return supervisor.state(service), done
@@ -79,7 +86,7 @@ def _options(run_args: Sequence[str]) -> dict[str, Any]:
     """`rtca ingest run` flags as the options they mean (defaults filled in: `--speed 1` is no flag at all);
     invalid ones are a ConfigError with argparse's reason."""
     from rtca.cli import _split, build_parser
-    from rtca.feed.sources import SourceSpec
+    from rtca.feed.sources import SourceSpec, check_replay_products
 
     reason = io.StringIO()
     try:
@@ -90,12 +97,23 @@ def _options(run_args: Sequence[str]) -> dict[str, Any]:
         raise ConfigError(f"invalid ingest options: {said[-1] if said else ' '.join(run_args)}",
                           hint="`rtca ingest run --help` lists them") from None
     try:  # what `rtca ingest run` would refuse at once (an unknown channel), refused before anything is stopped
-        SourceSpec.build(options["source"], url=options["url"], capture=options["capture"], speed=options["speed"],
-                         products=_split(options["products"]), channels=_split(options["channels"]),
-                         rate=options["rate"], seed=options["seed"])
+        check_replay_products(SourceSpec.build(
+            options["source"], url=options["url"], capture=options["capture"], speed=options["speed"],
+            products=_split(options["products"]), channels=_split(options["channels"]), rate=options["rate"],
+            seed=options["seed"]))  # fmt: skip
     except ConfigError as exc:
         raise ConfigError(f"invalid ingest options: {exc.args[0]}", hint=exc.hint) from None
     return options
+
+
+_SAID = {"started": "started", "restarted": "restarted with the new arguments", "running": "already running",
+         "finished": "ran and finished"}
+
+
+def describe_start(settings: Settings, state: ServiceState, done: Started) -> str:
+    """What `start_ingest` did, in a sentence (the CLI's and runbook 40's)."""
+    pid = f" (pid {state.pid})" if state.pid else ""
+    return f"ingest {_SAID[done]}{pid}; log: {settings.logs_dir / 'ingest.log'}"
 
 
 def _settings_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -135,6 +153,6 @@ def ended_ingest(settings: Settings, *, name: str = NAME) -> ServiceState | None
         return None
     errors = [line for line in lines if line.startswith("error: ")]  # the CLI's; a hint line follows it
     last = (errors or lines or ["without a word"])[-1]
-    why = f"finished ({ended})" if ended else f"exited: {last[:100]}"
+    why = f"finished ({ended})" if ended else f"exited: {last[:300]}"
     return ServiceState(name, None, False, ingest_service(settings, name=name).url, None,
                         note=f"{why}; `rtca logs {name}`", ended=True)

@@ -83,6 +83,18 @@ class SourceSpec:
         )
 
 
+def check_replay_products(spec: SourceSpec) -> None:
+    """A replay of a capture (its own server: no `url`) has that capture's products only: others are refused here,
+    at once, instead of by the server's "Failed to subscribe" once the ingest runs."""
+    if spec.kind != "replay" or spec.url or not spec.products:
+        return
+    capture = read_capture(spec.capture)
+    unknown = [p for p in spec.products if p not in capture.products]
+    if unknown:
+        raise ConfigError(f"product(s) {', '.join(unknown)} not in the capture {spec.capture.name}",
+                          hint=f"it has {', '.join(capture.products)}; or use the simulator, which prices any name")
+
+
 @dataclass(frozen=True)
 class Endpoint:
     url: str
@@ -102,6 +114,7 @@ async def open_source(spec: SourceSpec) -> AsyncIterator[Endpoint]:
         yield Endpoint(spec.url or COINBASE_WS_URL, spec.products or LIVE_PRODUCTS, spec.channels or LIVE_CHANNELS)
         return
     if spec.kind == "replay":
+        check_replay_products(spec)
         capture = read_capture(spec.capture)
         products, channels = spec.products or capture.products, spec.channels or capture.channels
         server = None if spec.url else replay_server(
