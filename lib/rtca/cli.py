@@ -330,9 +330,23 @@ def cmd_deploy(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_runbooks(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.runbook import UP_RUNBOOKS, run_runbooks
 
-    for path in run_runbooks(settings, args.names or UP_RUNBOOKS):
+    parameters = {name: _parameter_value(value) for name, value in args.parameters or []}
+    for path in run_runbooks(settings, args.names or UP_RUNBOOKS, parameters):
         print(f"executed: {path}")
     return 0
+
+
+def _parameter_value(text: str) -> Any:
+    """A `-p` value as papermill's own `-p` reads it: True, False, None, an int, a float, else the string."""
+    constants = {"True": True, "False": False, "None": None}
+    if text in constants:
+        return constants[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
@@ -375,8 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("service")
     logs.add_argument("-n", "--lines", type=_positive, default=50, help="how many lines (default: 50)")
     verb("config", cmd_config, "print the effective configuration as JSON")
-    verb("runbooks", cmd_runbooks, "run the set-up runbooks with papermill (make up)").add_argument(
-        "names", nargs="*", help="runbook names, e.g. 40-ingest (default: 00 to 40 in order)")
+    runbooks = verb("runbooks", cmd_runbooks, "run the set-up runbooks with papermill (make up)")
+    runbooks.add_argument("names", nargs="*", help="runbook names, e.g. 40-ingest (default: 00 to 40 in order)")
+    runbooks.add_argument("-p", "--parameter", nargs=2, action="append", dest="parameters", metavar=("NAME", "VALUE"),
+                          help="a runbook parameter, as papermill's -p, given to the runbooks that take it "
+                               "(e.g. -p source simulator)")  # fmt: skip
     verb("deploy", cmd_deploy, "deploy functions, Pinot tables and Superset dashboards (idempotent)")
     bench = verb("bench", cmd_bench, "benchmarks against the running stack: a table of ratios to same-run "
                                      "references, JSON under <run dir>/bench (docs/performance.md)")

@@ -73,9 +73,53 @@ def env_parameter(env: Any) -> dict[str, str]:
     return {str(key).strip(): str(value) for key, value in env.items()}
 
 
+def unknown_parameters(history: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(parameters papermill passed that the runbook does not declare, those it declares), read off the kernel's
+    input history: papermill runs its injected cell ("# Parameters" first) right after the parameters cell, and
+    only warns about a name that cell lacks, so a typo (`-p sourse simulator`) silently ran the defaults."""
+    for index in range(len(history) - 1, 0, -1):
+        if history[index].lstrip().startswith("# Parameters"):
+            injected, declared = _assigned(history[index]), _assigned(history[index - 1])
+            return sorted(injected - declared), sorted(declared)
+    return [], []
+
+
+def _assigned(source: str) -> set[str]:
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    return {target.id for node in tree.body if isinstance(node, ast.Assign)
+            for target in node.targets if isinstance(target, ast.Name)}  # fmt: skip
+
+
+def check_parameters() -> None:
+    """Refuse parameters the runbook does not take (run in the kernel papermill executes; elsewhere a no-op)."""
+    import difflib
+
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebook tools
+        return
+    shell = get_ipython()
+    history = shell.user_ns.get("In") if shell is not None else None
+    if not history:
+        return
+    unknown, declared = unknown_parameters(history)
+    if unknown:
+        close = [m for name in unknown for m in difflib.get_close_matches(name, declared, n=1)]
+        raise RunbookCheckFailed(f"unknown runbook parameter(s): {', '.join(unknown)}"
+                                 + (f" (did you mean {', '.join(close)}?)" if close else ""),
+                                 hint=f"this runbook takes: {', '.join(declared)}")  # fmt: skip
+
+
 def settings(backend: str = "local", env: Mapping[str, str] | str | None = None) -> Settings:
-    """Settings for a runbook: `env` holds extra RTCA_* overrides (ports, hosts, topic names) as parameters: a
-    mapping, or the string papermill's `-p env ...` passes (`env_parameter`)."""
+    """Settings for a runbook (each one's first call, which also refuses parameters it does not take): `env` holds
+    extra RTCA_* overrides (ports, hosts, topic names) as parameters: a mapping, or the string papermill's
+    `-p env ...` passes (`env_parameter`)."""
+    check_parameters()
     env = env_parameter(env)
     for key, value in env.items():
         if not key.startswith(("RTCA_", "SUPERSET_")):
@@ -264,8 +308,9 @@ def run_runbooks(settings: Settings, names: Sequence[str] = UP_RUNBOOKS,
                  parameters: Mapping[str, Any] | None = None) -> list[Any]:
     """Execute runbooks with papermill, keeping the executed copies under `<run>/runbooks/` for users to open.
 
-    A failing runbook stops the sequence with `RunbookFailed`, naming the cell and its error; the executed copy
-    shows the rest.
+    Each of `parameters` goes to the runbooks that take it (`source` to 40-ingest only, `env` to all); one that
+    none of them takes is refused before any runs. A failing runbook stops the sequence with `RunbookFailed`,
+    naming the cell and its error; the executed copy shows the rest.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -280,13 +325,25 @@ def run_runbooks(settings: Settings, names: Sequence[str] = UP_RUNBOOKS,
     if missing:
         known = ", ".join(sorted(p.stem for p in folder.glob("*.ipynb")))
         raise RunbookCheckFailed(f"no runbook named {', '.join(missing)} in {folder}", hint=f"runbooks: {known}")
+    declared = {source: set(papermill.inspect_notebook(str(source))) for source in sources}
+    everywhere = set().union(*declared.values())
+    taken_by_none = [key for key in parameters or {} if key not in everywhere]
+    if taken_by_none:
+        import difflib
+
+        close = [m for key in taken_by_none for m in difflib.get_close_matches(key, sorted(everywhere), n=1)]
+        raise RunbookCheckFailed(f"no runbook of {', '.join(s.stem for s in sources)} takes parameter(s) "
+                                 f"{', '.join(taken_by_none)}" + (f" (did you mean {', '.join(close)}?)" if close
+                                                                  else ""),
+                                 hint=f"they take: {', '.join(sorted(everywhere))}")  # fmt: skip
     out_dir = settings.run_dir / "runbooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = []
     for name, source in zip(names, sources):
         name = source.stem
         target = out_dir / source.name
-        params = {"backend": settings.backend, **(parameters or {})}
+        params = {"backend": settings.backend,
+                  **{key: value for key, value in (parameters or {}).items() if key in declared[source]}}
         with step(f"runbook {name} (executed copy: {target})"):
             # Cell output streams to the terminal as it comes, so long waits inside a runbook show progress.
             try:

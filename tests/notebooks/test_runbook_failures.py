@@ -44,3 +44,49 @@ def test_a_runbook_wait_says_what_it_waits_for_and_fails_with_the_last_error(cap
     assert "  waiting until rows (" in capsys.readouterr().out
     values = iter([0, 2, 5])
     assert wait_until(lambda: next(values), done=lambda rows: rows >= 5, timeout=5, what="rows", interval=0.01) == 5
+
+
+def test_unknown_parameters_are_read_off_the_kernels_history() -> None:
+    from rtca.runbook import unknown_parameters
+
+    declared = 'backend = "local"  # local | docker\nenv = {}\nsource = "replay"\n'
+    history = ["", declared, '# Parameters\nsourse = "simulator"\nbackend = "local"\n', "from rtca import runbook"]
+    assert unknown_parameters(history) == (["sourse"], ["backend", "env", "source"])
+    assert unknown_parameters(["", declared, "x = 1"]) == ([], [])  # no parameters passed: nothing injected
+
+
+def test_a_misspelled_runbook_parameter_stops_the_runbook_before_it_does_anything(tmp_path: Path) -> None:
+    """papermill only warns ("Passed unknown parameter") and runs the defaults: 40-ingest replaced a running
+    simulator ingest by the default replay."""
+    import papermill
+
+    from rtca.settings import PROJECT_ROOT
+
+    with pytest.raises(papermill.PapermillExecutionError) as failed:
+        papermill.execute_notebook(str(PROJECT_ROOT / "runbooks" / "40-ingest.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters={"sourse": "simulator"}, cwd=str(PROJECT_ROOT), progress_bar=False,
+                                   kernel_name="python3")  # fmt: skip
+    error = failed.value
+    assert error.ename == "RunbookCheckFailed", error
+    assert "unknown runbook parameter(s): sourse (did you mean source?)" in error.evalue
+    assert error.exec_count == 3  # the parameters cell, papermill's, then the first of the runbook's own
+
+
+def test_rtca_runbooks_gives_each_parameter_to_the_runbooks_that_take_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """`-p source simulator` for `make up`'s five runbooks: 40-ingest takes it, the others would refuse it."""
+    import papermill
+
+    ran: dict[str, dict[str, object]] = {}
+    monkeypatch.setattr(papermill, "execute_notebook", lambda source, target, parameters, **_: ran.setdefault(
+        Path(source).stem, parameters))  # fmt: skip
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    assert main(["runbooks", "-p", "source", "simulator", "-p", "rate", "250", "-p", "env", "{}"]) == 0
+    assert ran["40-ingest"] == {"backend": "local", "source": "simulator", "rate": 250, "env": "{}"}
+    assert ran["00-stack-up"] == {"backend": "local", "env": "{}"}
+    capsys.readouterr()
+    ran.clear()
+    assert main(["runbooks", "10-deploy-functions", "40-ingest", "-p", "sourse", "simulator"]) == 1
+    err = capsys.readouterr().err
+    assert "no runbook of 10-deploy-functions, 40-ingest takes parameter(s) sourse (did you mean source?)" in err
+    assert ran == {}, "refused before any runbook ran"
