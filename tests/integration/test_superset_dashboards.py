@@ -38,12 +38,22 @@ def _titles(client: SupersetClient, kind: str, field: str) -> Counter[str]:
 
 
 def test_apply_twice_creates_nothing_twice(stack_up: Settings, superset: SupersetClient) -> None:
+    """The second apply changes nothing and says so (it re-imported everything, `updated` x 33, every chart's
+    `changed_on` moved); an object edited in Superset is imported again, and only that one reads `updated`."""
     files = load_bundle(stack_up)
     first = apply_dashboards(stack_up)
+    changed_on = {c["id"]: c["changed_on_utc"] for c in superset.get(
+        "/api/v1/chart/", q="(columns:!(id,changed_on_utc),page_size:100)")["result"]}  # fmt: skip
     second = apply_dashboards(stack_up)
     print("\n".join(map(str, second)))
     assert len(first) == len(second) == len(files)
-    assert {r.action for r in second} == {"updated"}
+    assert {r.action for r in second} == {"unchanged"}
+    assert changed_on == {c["id"]: c["changed_on_utc"] for c in superset.get(
+        "/api/v1/chart/", q="(columns:!(id,changed_on_utc),page_size:100)")["result"]}  # fmt: skip
+    edited = next(r for r in second if r.kind == "chart")
+    superset.put(f"/api/v1/chart/{edited.id}", {"slice_name": f"{edited.name} (edited)"})
+    third = apply_dashboards(stack_up)
+    assert [(r.kind, r.name) for r in third if r.action != "unchanged"] == [("chart", edited.name)]
     for kind in KINDS:
         uuids = existing_uuids(superset, kind)
         for content in of_kind(files, kind).values():

@@ -166,7 +166,7 @@ class BundleResult:
     kind: Kind
     name: str
     uuid: str
-    action: Literal["created", "updated"]
+    action: Literal["created", "updated", "unchanged"]
     id: int | None = None
 
     def __str__(self) -> str:
@@ -210,7 +210,14 @@ def apply_dashboards(settings: Settings, *, root: Path | None = None,
         passwords.update(pinot_passwords(settings, name))
     results: list[BundleResult] = []
     with SupersetClient.from_settings(settings) as client:
-        _back_up_edits(client, settings, files, say)
+        changed = _back_up_edits(client, settings, files, say)
+        held = {kind: existing_uuids(client, kind) for kind in KINDS}
+        if not changed and all(str(c["uuid"]) in held[kind] for kind in KINDS for c in of_kind(files, kind).values()):
+            say("- Superset holds every object as the files have it: nothing to import")
+            results = [BundleResult(kind, _title(kind, c), str(c["uuid"]), "unchanged", held[kind][str(c["uuid"])])
+                       for kind in KINDS for c in of_kind(files, kind).values()]  # fmt: skip
+            _check_dashboards(client, files, {r.uuid: r.id for r in results if r.kind == "dashboard"})
+            return results
         for position, kind in enumerate(KINDS):
             before = existing_uuids(client, kind)
             # each import carries what its objects reference (the importer resolves uuids inside the zip)
@@ -223,9 +230,8 @@ def apply_dashboards(settings: Settings, *, root: Path | None = None,
                 uuid = str(content["uuid"])
                 if uuid not in after:
                     raise DeployError(f"Superset accepted the {kind} import but has no {kind} {uuid} ({name})")
-                results.append(BundleResult(kind, _title(kind, content), uuid,
-                                            "updated" if uuid in before else "created",
-                                            after.get(uuid)))
+                action = "created" if uuid not in before else "updated" if name in changed else "unchanged"
+                results.append(BundleResult(kind, _title(kind, content), uuid, action, after.get(uuid)))
         _check_dashboards(client, files, {r.uuid: r.id for r in results if r.kind == "dashboard"})
     return results
 
@@ -244,9 +250,12 @@ def drifted(current: Mapping[str, str], files: Bundle, settings: Settings) -> di
     return out
 
 
-def _back_up_edits(client: SupersetClient, settings: Settings, files: Bundle, say: Callable[[str], None]) -> None:
+def _back_up_edits(client: SupersetClient, settings: Settings, files: Bundle, say: Callable[[str], None]
+                   ) -> set[str]:  # fmt: skip
     """Before the import overwrites them: save and name the bundle's objects that Superset holds in another version
-    than the files' (edited in Superset and not exported yet, or edited in the files), so no edit is lost unseen."""
+    than the files' (edited in Superset and not exported yet, or edited in the files), so no edit is lost unseen.
+    Returns the bundle paths of the objects to import: those, and those Superset's export did not show as the
+    files have them (missing, or not comparable)."""
     ours = {str(content.get("uuid")) for content in files.values()}
     exported: dict[str, bytes] = {}
     for kind in ("dashboard", "dataset"):  # a dashboard's export brings its charts and database
@@ -255,12 +264,16 @@ def _back_up_edits(client: SupersetClient, settings: Settings, files: Bundle, sa
             exported.update({f"{kind}_export/{k.split('/', 1)[1]}": v
                              for k, v in client.export_bundle(kind, ids).items()})
     skipped: list[str] = []
-    changed = drifted(normalise_export(exported, settings, skipped=skipped), files, settings)
+    current = normalise_export(exported, settings, skipped=skipped)
+    changed = drifted(current, files, settings)
     for title in skipped:  # not comparable with the files, so not saved: said, at least
         say(f"- dashboard {title!r} in Superset now uses datasets outside the workbench (edited there?): "
             "overwriting it with the files' version, which is not saved")
+    values = placeholders(settings)
+    shown = {str(fill(yaml.load(text, Loader=_Loader), values, path).get("uuid")) for path, text in current.items()}
+    unseen = {name for name, content in files.items() if str(content.get("uuid")) not in shown}
     if not changed:
-        return
+        return unseen
     backup = settings.run_dir / "superset-backups" / time.strftime("%Y%m%dT%H%M%S")
     for name, text in sorted(changed.items()):
         path = backup / name
@@ -268,6 +281,7 @@ def _back_up_edits(client: SupersetClient, settings: Settings, files: Bundle, sa
         path.write_text(text, encoding="utf-8")
         say(f"- {name} differs in Superset (edited there and not exported?): overwriting it; Superset's version "
             f"is saved as {path}")
+    return unseen | set(changed)
 
 
 def _check_dashboards(client: SupersetClient, files: Bundle, ids: Mapping[str, int | None]) -> None:

@@ -75,6 +75,9 @@ class SupersetClient:
     def post(self, path: str, payload: Mapping[str, Any]) -> Any:
         return self._check(self._http.post(path, json=dict(payload)), f"POST {path}")
 
+    def put(self, path: str, payload: Mapping[str, Any]) -> Any:
+        return self._check(self._http.put(path, json=dict(payload)), f"PUT {path}")
+
     def import_bundle(self, kind: str, files: Mapping[str, Mapping[str, Any]], *, passwords: Mapping[str, str] | None
                       = None) -> None:
         """Import an export-format bundle (`kind` = database, dataset, chart or dashboard), overwriting by uuid.
