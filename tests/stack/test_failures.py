@@ -242,3 +242,16 @@ def test_a_large_log_is_moved_aside_when_its_service_starts(tmp_path: Path, monk
     wait_for(lambda: supervisor.process("chatty") is None, timeout=10, what="the first run to end")
     supervisor.start(service)  # small now: appended to, not moved
     assert log.read_text().count(f"{process.STARTING} chatty") == 2
+
+
+def test_a_service_that_ignores_sigterm_is_killed_and_the_wait_is_said(tmp_path: Path) -> None:
+    """`make down` sat silent for half a minute on a pinot-server that did not exit, then killed it unannounced."""
+    supervisor = Supervisor(load_settings(backend="external", run_dir=tmp_path))
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('deaf'); time.sleep(60)"
+    service = Service("stubborn", lambda: Launch([sys.executable, "-u", "-c", stubborn]), url="", may_finish=True)
+    supervisor.start(service)
+    wait_for(lambda: "\ndeaf\n" in supervisor.log_file("stubborn").read_text(), timeout=10, what="SIGTERM ignored")
+    lines: list[str] = []
+    assert supervisor.stop("stubborn", timeout=1.5, report=lines.append)
+    assert lines == ["  stubborn: did not exit within 2 s: killed"]
+    assert supervisor.process("stubborn") is None

@@ -97,7 +97,7 @@ def down(settings: Settings, *, wipe: bool = False) -> list[str]:
         for name in (*AUXILIARY_NAMES, *reversed(SERVICE_NAMES)):
             if supervisor.process(name) is not None:
                 say(f"- stopping {name} ...")
-            if supervisor.stop(name):
+            if supervisor.stop(name, report=say):
                 stopped.append(name)
         if wipe:
             data_dirs: list[Callable[[Settings], list[Path]]] = [pulsar.data_dirs, pinot.data_dirs,

@@ -240,8 +240,9 @@ class Supervisor:
         self.stop(service.name)
         self.start_all([service], timeout=timeout, started=[])
 
-    def stop(self, name: str, *, timeout: float = 30.0) -> bool:
-        """SIGTERM the service's process group, SIGKILL what is left after `timeout`; True if it was running."""
+    def stop(self, name: str, *, timeout: float = 30.0, report: Callable[[str], None] | None = None) -> bool:
+        """SIGTERM the service's process group, SIGKILL what is left after `timeout`; True if it was running.
+        `report` gets a line every 10 s of the wait, and one if it comes to SIGKILL."""
         proc = self.process(name)
         if proc is None:
             return False
@@ -250,7 +251,13 @@ class Supervisor:
             os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        _, alive = psutil.wait_procs(family, timeout=timeout)
+        begin, alive = time.monotonic(), family
+        while alive and (left := timeout - (time.monotonic() - begin)) > 0:
+            _, alive = psutil.wait_procs(alive, timeout=min(10.0, left))
+            if alive and report is not None and time.monotonic() - begin < timeout:
+                report(f"  {name}: still exiting ({time.monotonic() - begin:.0f} s; killed at {timeout:.0f} s)")
+        if alive and report is not None:
+            report(f"  {name}: did not exit within {timeout:.0f} s: killed")
         for leftover in alive:
             try:
                 leftover.kill()
