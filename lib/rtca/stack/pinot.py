@@ -30,10 +30,16 @@ def _jvm(settings: Settings, heap: str, role: str, *args: str, plugin: bool = Fa
         classpath += f"{os.pathsep}{plugin_lib(settings)}{os.sep}*"
     data = settings.data_dir / "pinot"
     data.mkdir(parents=True, exist_ok=True)
+    # Each role writes a pid file into java.io.tmpdir at every start (`.pinotAdmin<Role>-<ms>.pid`, Zookeeper the
+    # fixed `.zooKeeper.pid` two stacks on one host would share): kept in the run directory, wiped with it; and no
+    # JVM perf file in /tmp (left behind by a JVM that is killed).
+    tmp = data / "tmp"
+    tmp.mkdir(exist_ok=True)
     log_config = settings.infra_dir / "stack" / "pinot-log4j2.xml"
     # UTC: Pinot renders TIMESTAMP results in the JVM's zone, and the notebooks and charts read them as UTC
     argv = [require_java(), *heap.split(), *settings.jvm_options.split(), *JAVA17_OPENS, "-Duser.timezone=UTC",
-            f"-Dlog4j2.configurationFile={log_config}", "-cp", classpath, MAIN_CLASS, role, *args]
+            f"-Djava.io.tmpdir={tmp}", "-XX:+PerfDisableSharedMem", f"-Dlog4j2.configurationFile={log_config}",
+            "-cp", classpath, MAIN_CLASS, role, *args]
     # Zookeeper, the HTTP listeners and the server's Netty and gRPC ports bind to all interfaces in 0.11 with no
     # setting to change it: the bind shim moves them to the configured host.
     return Launch(argv=argv, env=bind_env(settings, settings.pinot.host), cwd=data)
