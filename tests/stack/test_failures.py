@@ -255,3 +255,21 @@ def test_a_service_that_ignores_sigterm_is_killed_and_the_wait_is_said(tmp_path:
     assert supervisor.stop("stubborn", timeout=1.5, report=lines.append)
     assert lines == ["  stubborn: did not exit within 2 s: killed"]
     assert supervisor.process("stubborn") is None
+
+
+@pytest.mark.stack
+def test_a_fresh_pulsar_s_bookie_listens_on_the_configured_port(stack_up: Settings, tmp_path: Path) -> None:
+    """Standalone's embedded bookie ignored `--bookkeeper-port` and took a free port of its own (which its cookie
+    then kept): the setting, and the start-up check of that port, concerned a port nothing used."""
+    from rtca.stack import pulsar
+
+    settings = isolated_settings(tmp_path)
+    supervisor = Supervisor(settings)
+    try:
+        supervisor.start_all([pulsar.service(settings)], timeout=240, started=[])
+        wanted = settings.pulsar.bookie_port
+        listening = {c.laddr.port for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+        assert wanted in listening, f"no bookie on {wanted}: {supervisor.log_file('pulsar')}"
+    finally:
+        supervisor.stop("pulsar")
+    assert our_processes(settings) == []

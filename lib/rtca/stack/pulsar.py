@@ -72,9 +72,12 @@ def _launch(settings: Settings) -> Launch:
 
     # STORAGE_PATH: where standalone keeps uploaded function code (its default is relative to the distribution,
     # which is shared by every checkout: a second stack would find the first one's packages there).
+    # allowEphemeralPorts: without it, standalone's embedded bookie ignores --bookkeeper-port and takes a free port
+    # of its own (BKCluster, 4.0), which its cookie then keeps for later starts: a port nobody checks or configures.
+    # A bookie started before keeps the port in its cookie.
     broker = {**_BROKER_OVERRIDES, "bindAddress": p.host, "advertisedAddress": p.host,
               "brokerServicePort": str(p.broker_port), "webServicePort": str(p.web_port),
-              "STORAGE_PATH": str(data / "packages-storage")}
+              "STORAGE_PATH": str(data / "packages-storage"), "allowEphemeralPorts": "true"}
     (conf_dir / "standalone.conf").write_text(render_conf((home / "conf" / "standalone.conf").read_text(), broker))
     # instanceLivenessCheckFreqMs: how soon the worker notices a dead function instance and starts a new one
     # (default 30 s, during which the function's input only queues up).
