@@ -95,8 +95,17 @@ def _assigned(source: str) -> set[str]:
             for target in node.targets if isinstance(target, ast.Name)}  # fmt: skip
 
 
+def _short_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
+    """How a runbook cell shows an `RtcaError`: its message and hint, which say what to do, without the traceback
+    (papermill prints the cell's traceback whole, and 60 lines buried the one that mattered)."""
+    short = [f"{etype.__name__}: {value}"]
+    shell._showtraceback(etype, value, short)  # the kernel's error reply, which papermill reports
+    return short
+
+
 def check_parameters() -> None:
-    """Refuse parameters the runbook does not take (run in the kernel papermill executes; elsewhere a no-op)."""
+    """Refuse parameters the runbook does not take (run in the kernel papermill executes; elsewhere a no-op); and
+    have the kernel show the workbench's own errors as their message only."""
     import difflib
 
     try:
@@ -104,6 +113,8 @@ def check_parameters() -> None:
     except ImportError:  # pragma: no cover - IPython comes with the notebook tools
         return
     shell = get_ipython()
+    if shell is not None:
+        shell.set_custom_exc((RtcaError,), _short_error)
     history = shell.user_ns.get("In") if shell is not None else None
     if not history:
         return

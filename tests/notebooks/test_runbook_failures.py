@@ -70,6 +70,9 @@ def test_a_misspelled_runbook_parameter_stops_the_runbook_before_it_does_anythin
     assert error.ename == "RunbookCheckFailed", error
     assert "unknown runbook parameter(s): sourse (did you mean source?)" in error.evalue
     assert error.exec_count == 3  # the parameters cell, papermill's, then the first of the runbook's own
+    # the workbench's errors show as their message and hint only: papermill's report ends with them, not with a
+    # traceback through the library
+    assert error.traceback == [f"RunbookCheckFailed: {error.evalue}"]
 
 
 def test_rtca_runbooks_gives_each_parameter_to_the_runbooks_that_take_it(
