@@ -436,7 +436,8 @@ def _wait_running(
         errors = [i["error"] for i in instances if i.get("error")]
         restarts = sum(int(i.get("numRestarts") or 0) for i in instances)  # a crash loop: each restart is news
         if running >= wanted:
-            say(f"  {spec.name}: {running}/{wanted} running ({time.monotonic() - started:.1f} s)")
+            if action != "unchanged" or last:  # an unchanged function found running: its "unchanged" line says it
+                say(f"  {spec.name}: {running}/{wanted} running ({time.monotonic() - started:.1f} s)")
             return DeployResult(spec.name, action, running, int(status.get("numInstances") or 0))
         now = (f"{running}/{wanted} running" + (f", restarted {restarts} times" if restarts else "")
                + (f", last error: {errors[-1][:200]}" if errors else ""))  # fmt: skip
@@ -549,7 +550,10 @@ class FunctionStatus:
         for i in self.instances:
             state = "running" if i.running else f"DOWN {i.error}".rstrip()
             latency = f", avg {i.avg_latency_ms:.2f} ms" if i.avg_latency_ms is not None else ""
-            lines.append(f"  instance {i.instance_id}: {state}, restarts {i.restarts}{latency}")
+            if len(self.instances) == 1 and i.running and not i.restarts:  # nothing the first line does not say
+                lines[0] += f" (avg {i.avg_latency_ms:.2f} ms)" if i.avg_latency_ms is not None else ""
+            else:
+                lines.append(f"  instance {i.instance_id}: {state}, restarts {i.restarts}{latency}")
         lines += [f"  exception: {text}" for text in self.latest_exceptions]
         return "\n".join(lines)
 
