@@ -324,3 +324,23 @@ def test_a_crash_looping_function_shows_its_restarts_and_its_log(admin: FakeAdmi
         fdeploy.deploy_functions(settings, ["coinbase-router"], wait=0.05, say=lines.append)
     assert any("restarted 1 times" in line for line in lines) and any("restarted 2 times" in line for line in lines)
     assert "Could not import User Function Module x" in str(raised.value) and str(folder) in str(raised.value)
+
+
+def test_recreating_refuses_when_the_consumers_cannot_be_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stats the admin may not read (403) were taken for "no consumers": the function was deleted at once while its
+    instances still ran with cleanupSubscription on (its subscriptions, and places, gone with it)."""
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        calls.append(f"{request.method} {path.rsplit('/', 1)[-1]}")
+        if path.endswith("stats"):
+            return httpx.Response(403, json={"reason": "not authorized"})
+        return httpx.Response(204 if request.method == "DELETE" else 200, json=[] if request.method == "GET" else {})
+
+    settings = Settings()
+    admin = httpx.Client(base_url="http://pulsar", transport=httpx.MockTransport(handler))
+    existing = {"inputSpecs": {settings.topic("a"): {}, settings.topic("b"): {}}}
+    with pytest.raises(DeployError, match="consumers of"):  # refused: it cannot see the instances
+        fdeploy._recreate(admin, settings, "rev-fn", existing, {settings.topic("a")}, lambda _: None)
+    assert "DELETE rev-fn" not in calls, calls

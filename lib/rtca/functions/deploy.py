@@ -314,7 +314,8 @@ def deploy(
                 "functionConfig": (None, orjson.dumps(config), "application/json"),
                 "data": (config["py"], spec.code(settings)[1], "application/octet-stream"),
             }
-            if existing is not None and set(existing.get("inputSpecs") or {}) != set(config["inputSpecs"]):
+            recreated = existing is not None and set(existing.get("inputSpecs") or {}) != set(config["inputSpecs"])
+            if existing is not None and recreated:
                 _recreate(admin, settings, spec.name, existing, set(config["inputSpecs"]), say)
                 existing = None  # created below, under the subscription it already had on the inputs it keeps
             else:
@@ -330,6 +331,9 @@ def deploy(
                 if existing is not None and response.status_code == 400:
                     hint = (f"Pulsar refuses to change some settings of a running function: "
                             f"`rtca functions delete {spec.name}` then deploy again")  # fmt: skip
+                elif recreated:  # deleted to change its inputs: say so, the user is left without it
+                    hint = (f"{spec.name} was deleted to change its inputs and is not deployed now (its "
+                            f"subscriptions are kept): `rtca functions deploy {spec.name}` creates it again")
                 raise _fail(f"{'create' if existing is None else 'update'} function {spec.name}", response, hint)
             results.append((spec, action))
         for spec in specs:
@@ -384,9 +388,14 @@ def _consumers(admin: httpx.Client, topics: Sequence[str], subscription: str) ->
     for topic in topics:
         base = f"/admin/v2/{topic.replace('://', '/', 1)}"
         response = _request(lambda b=base: admin.get(f"{b}/stats"), f"stats of {topic}")  # type: ignore[misc]
-        if not response.is_success:  # a partitioned topic (or none: nothing attached)
+        if response.status_code == 404:  # a partitioned topic (or none: nothing attached)
             response = _request(lambda b=base: admin.get(f"{b}/partitioned-stats"),  # type: ignore[misc]
                                 f"stats of {topic}")  # fmt: skip
+        if not (response.is_success or response.status_code == 404):  # unseen consumers are not "none": the
+            # waits would pass at once and delete the function while it runs with cleanupSubscription on
+            raise _fail(f"read the consumers of {subscription} on {topic} (to recreate the function in its place)",
+                        response, hint="the admin credentials need the topics' stats: `rtca functions delete` "
+                                       "then deploy recreates it reading its inputs from their start")  # fmt: skip
         stats = response.json() if response.is_success else {}
         consumers = ((stats.get("subscriptions") or {}).get(subscription) or {}).get("consumers") or []
         found[topic] = {str(c.get("consumerName")) for c in consumers}
