@@ -442,3 +442,44 @@ def test_the_next_gap_warning_of_a_product_sums_up_the_gaps_passed_over_since(
     warnings = [r.getMessage() for r in caplog.records if "missed trades" in r.getMessage()]
     summed = f"(and 3 more gaps, 6 trades, in the last {GAP_LOG_EVERY_S:g} s)"
     assert warnings == ["A-USD: missed trades 2..2 (1)", f"A-USD: missed trades 13..13 (1) {summed}"]
+
+
+def test_a_refusal_on_a_reconnect_does_not_end_an_ingest_that_had_data() -> None:
+    """The subscription was served once: a refusal after a reconnect (a server's hiccup, or a hostile server's
+    word) is logged and counted, the ingest goes on."""
+    from websockets.asyncio.server import serve
+
+    ticker = '{"type":"ticker","product_id":"A-USD","sequence":%d,"price":"1.5","time":"2024-01-01T00:00:00Z"}'
+    connections = [0]
+
+    async def data_then_a_refusal_on_the_next_connection(ws: Any) -> None:
+        connections[0] += 1
+        await ws.recv()
+        if connections[0] == 1:
+            await ws.send('{"type":"subscriptions","channels":[]}')
+            await ws.send(ticker % 1)
+            await ws.close()  # dropped: the ingest reconnects
+        else:
+            await ws.send('{"type":"error","message":"Failed to subscribe","reason":"on a reconnect"}')
+            await ws.wait_closed()
+
+    raw, health = MemorySink(), MemorySink()
+
+    async def session() -> str:
+        refused = asyncio.Event()
+
+        async def stop_once_refused() -> None:  # the ingest must not have ended by itself by then
+            while not any(r.key == "error" for r in raw.records):
+                await asyncio.sleep(0.05)
+            refused.set()
+
+        async with serve(data_then_a_refusal_on_the_next_connection, "127.0.0.1", 0) as running:
+            port = running.sockets[0].getsockname()[1]
+            connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-USD"], ["ticker"]))
+            stopper = asyncio.ensure_future(stop_once_refused())
+            report = await ingest(connection, raw, health, source="coinbase", stop=refused)
+            stopper.cancel()
+            return report.ended
+
+    assert asyncio.run(asyncio.wait_for(session(), 60)) == "stopped"
+    assert connections[0] >= 2

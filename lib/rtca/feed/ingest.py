@@ -23,9 +23,9 @@ Feed health (JSON, to the health topic, key = kind; every record also carries `k
   last dropped or failed, null if never), server_errors (`error` frames received, e.g. "Failed to subscribe"),
   last_server_error (the last one's message and reason, null if none).
   An `error` frame saying "Failed to subscribe" (an unknown product, a channel that needs authentication) before
-  any market data on its connection ends the ingest with that reason (`SubscriptionRefused`) after the flush: the
-  exchange sends nothing on that connection, and reconnecting would only be refused again. Later on a connection
-  that delivers data, it is only logged and counted (a server cannot end the ingest with one frame).
+  any market data (on any connection) ends the ingest with that reason (`SubscriptionRefused`) after the flush: the
+  exchange sends nothing on that connection, and reconnecting would only be refused again. Once data came, it
+  is only logged and counted, on a reconnect too (a server cannot end a running ingest with one frame).
 - kind "gap", as soon as missed trades are detected: ts_ms, source, url, product_id, first_missing, last_missing,
   missed, detected_by (match | heartbeat).
 """
@@ -183,7 +183,7 @@ class Ingest:
         self.server_errors = 0
         self.last_server_error: str | None = None
         self._logged_error: tuple[int, str] | None = None
-        self._data_connection: int | None = None  # the connection that delivered the last frame of market data
+        self._had_data = False  # market data came (on any connection): the subscription was accepted once
         self._interval_messages = 0
         self._interval_lags: list[int] = []
         self._interval_start = time.monotonic()
@@ -204,7 +204,7 @@ class Ingest:
         if isinstance(parsed, Error):
             self._server_error(parsed, frame.connection)
         elif not isinstance(parsed, Subscriptions):
-            self._data_connection = frame.connection
+            self._had_data = True
         if parsed.event_time is not None and record.event_ms is not None:  # lag only from the exchange's time
             self._interval_lags.append(frame.received_ms - record.event_ms)
         gap = self.gaps.observe(parsed)
@@ -235,7 +235,9 @@ class Ingest:
         if self._logged_error != (connection, text):
             self._logged_error = (connection, text)
             log.warning("%s: the server answered with an error: %s", self.connection.url, text)
-        if error.message.lower().startswith(REFUSED) and self._data_connection != connection:
+        # Every connection sends the same subscription: refused after one was served, it is the server's trouble
+        # (or a hostile server's word), not the products' or channels': logged and counted only.
+        if error.message.lower().startswith(REFUSED) and not self._had_data:
             raise SubscriptionRefused(f"{self.connection.url} refused the subscription: {text}",
                                       hint="check the products and channels (`rtca ingest run --help`); the "
                                            "exchange's public channels need no authentication, level2 does")
