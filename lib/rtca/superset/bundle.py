@@ -211,6 +211,9 @@ def apply_dashboards(settings: Settings, *, root: Path | None = None,
     results: list[BundleResult] = []
     with SupersetClient.from_settings(settings) as client:
         changed = _back_up_edits(client, settings, files, say)
+        # Superset's export masks the database's password (and the comparison drops user:mask): it cannot show
+        # that the one Superset holds is the one in the settings, so a database with a password is imported
+        changed |= set(passwords)
         held = {kind: existing_uuids(client, kind) for kind in KINDS}
         if not changed and all(str(c["uuid"]) in held[kind] for kind in KINDS for c in of_kind(files, kind).values()):
             say("- Superset holds every object as the files have it: nothing to import")
