@@ -55,6 +55,15 @@ class FakeLoopClock:
     async def sleep(self, delay: float) -> None:
         self.now += delay
 
+    async def send_times(self, source: Any) -> list[float]:
+        """When `source` (its module's `asyncio` being this clock) hands out each frame, in seconds after it resumed."""
+        start = self.now
+        source.resume()
+        out = []
+        while await source.next() is not None:
+            out.append(self.now - start)
+        return out
+
 
 @pytest.fixture
 def loop_clock() -> FakeLoopClock:

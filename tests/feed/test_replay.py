@@ -184,16 +184,7 @@ def test_frames_keep_their_spacing_over_speed(run: Run, tmp_path: Path, speed: f
 
     monkeypatch.setattr(rtca.feed.replay, "asyncio", loop_clock)
     source = ReplaySource(synthetic(tmp_path, [0.0, 0.5, 1.0]), speed=speed)
-    start = loop_clock.now
-    source.resume()
-
-    async def times() -> list[float]:
-        out = []
-        while await source.next() is not None:
-            out.append(loop_clock.now - start)
-        return out
-
-    assert run(times()) == pytest.approx([0.0, 0.5 / speed, 1.0 / speed], abs=1e-9)
+    assert run(loop_clock.send_times(source)) == pytest.approx([0.0, 0.5 / speed, 1.0 / speed], abs=1e-9)
 
 
 def test_looping_shifts_times_and_keeps_counters_increasing(run: Run, tmp_path: Path) -> None:

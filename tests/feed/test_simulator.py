@@ -95,16 +95,6 @@ def test_frames_are_paced_at_the_rate(run: Run, rate: float, loop_clock: Any, mo
     import rtca.feed.simulator
 
     monkeypatch.setattr(rtca.feed.simulator, "asyncio", loop_clock)
-    source = SimulatorSource(PRODUCTS, rate=rate, seed=1, limit=200)
-    start = loop_clock.now
-    source.resume()
-
-    async def times() -> list[float]:
-        out = []
-        while await source.next() is not None:
-            out.append(loop_clock.now - start)
-        return out
-
-    sent = run(times())
+    sent = run(loop_clock.send_times(SimulatorSource(PRODUCTS, rate=rate, seed=1, limit=200)))
     assert len(sent) == 200
     assert sent == pytest.approx([i / rate for i in range(200)], abs=1e-9)
