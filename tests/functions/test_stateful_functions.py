@@ -479,8 +479,8 @@ def test_a_corrupt_record_read_back_at_start_is_passed_over(fake_context, messag
 
 
 @pytest.mark.parametrize("function_class", [VolatilityFunction, TradeFlowFunction, AlertsFunction, OrderBookFunction])
-def test_an_input_dead_lettered_before_a_crash_is_not_dead_lettered_again(fake_context, message_ids,  # type: ignore[no-untyped-def]
-                                                                          function_class) -> None:  # fmt: skip
+def test_an_input_dead_lettered_before_a_crash_is_not_dead_lettered_again(  # type: ignore[no-untyped-def]
+        fake_context, message_ids, function_class) -> None:  # fmt: skip
     """Its acknowledgement lost in the crash, Pulsar redelivers it: its dead letter is already stored."""
     config = {"dead_letter": DEAD, "window_ms": 1000, "rules": RULES, "state_topic": STATE, "alerts": ALERTS}
     broker: dict[str, list[bytes]] = {}
