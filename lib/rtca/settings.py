@@ -86,6 +86,7 @@ class PulsarSettings(_Section):
     host: str = "127.0.0.1"
     broker_port: Port = 6650
     web_port: Port = 8080
+    #: The embedded bookie's port, taken when its data is created: a bookie started before keeps its first port.
     bookie_port: Port = 3181
     tenant: str = "feeds"
     namespace: str = "realtime"
