@@ -160,3 +160,33 @@ def test_a_server_that_answers_then_drops_us_at_once_gets_a_growing_backoff(run:
     opened = run(connections())
     print("connections in 2.5 s:", opened)
     assert opened <= 10  # 0.05, 0.1, 0.2, 0.4, 0.8, 1.0 s apart; without growth ~40
+
+
+@pytest.mark.parametrize("end_of_stream", [True, False])
+def test_the_end_of_stream_close_code_ends_only_where_it_is_taken(run: Run, end_of_stream: bool) -> None:
+    """Our servers end a finite stream with close code 4000; the exchange has none, so for a live feed (ingest turns
+    it off for `--source coinbase`) any server closing with 4000 ended the run instead of a reconnect."""
+    from websockets.asyncio.server import serve
+
+    from rtca.feed.protocol import END_OF_STREAM
+
+    async def frames() -> tuple[int, int]:
+        async def one_frame_then_4000(ws: Any) -> None:
+            await ws.recv()
+            await ws.send('{"type":"heartbeat"}')
+            await ws.close(END_OF_STREAM, "end of stream")
+
+        async with serve(one_frame_then_4000, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-B"], ["heartbeat"]),
+                                        backoff=Backoff(initial=0.01, maximum=0.05), end_of_stream=end_of_stream)
+            got = 0
+            async with aclosing(connection.frames()) as stream:
+                async for _ in stream:
+                    got += 1
+                    if got == 3:
+                        break
+            return got, connection.state.connections
+
+    got, connections = run(asyncio.wait_for(frames(), 30))
+    assert (got, connections) == ((1, 1) if end_of_stream else (3, 3))

@@ -4,7 +4,8 @@ Transport only: frames come out as the exact bytes received, stamped with the re
 ingest's business. A connection that delivered at least one frame and stayed open `stable_after` seconds resets
 the backoff (one that answers, e.g. with an `error` frame, and drops us at once must not be retried in a tight
 loop). A server closing with `END_OF_STREAM` (our replay server and simulator, at the end of a finite stream) ends
-the iteration instead of reconnecting.
+the iteration instead of reconnecting, unless `end_of_stream` is off (the exchange has no end of stream: a live
+feed reconnects whatever the close code).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class FeedConnection:
         max_size: int = MAX_FRAME_BYTES,
         on_open: Callable[[str, float, str], None] | None = None,
         rng: random.Random | None = None,
+        end_of_stream: bool = True,
     ) -> None:
         """`subscribe` is the subscribe frame's text, sent right after each connect (the exchange requires it
         within 5 s); `on_open(url, at, subscribe)` is called after it went out (the recorder writes it down)."""
@@ -138,11 +140,12 @@ class FeedConnection:
         self.stable_after = stable_after
         self.max_size = max_size
         self.on_open = on_open
+        self.end_of_stream = end_of_stream
         self.state = ConnectionState(url)
         self._rng = rng or random.Random()
 
     async def frames(self) -> AsyncIterator[Frame]:
-        """Frames as they arrive, across reconnects; ends only at `END_OF_STREAM`."""
+        """Frames as they arrive, across reconnects; ends only at `END_OF_STREAM` (if `end_of_stream`)."""
         attempt = 0
         while True:
             delivered = False
@@ -178,7 +181,7 @@ class FeedConnection:
                         delivered = True
                         yield Frame(data, time.time(), self.state.connections)
             except ConnectionClosed as exc:
-                if exc.rcvd is not None and exc.rcvd.code == END_OF_STREAM:
+                if self.end_of_stream and exc.rcvd is not None and exc.rcvd.code == END_OF_STREAM:
                     log.info("%s: end of stream", self.url)
                     return
                 if not self.state.connected:  # closed before our subscription went out: an attempt that failed

@@ -370,7 +370,9 @@ async def ingest_to_pulsar(
     if spec.kind == "coinbase" and spec.url is None:
         spec = dataclasses.replace(spec, url=settings.feed.coinbase_url)
     async with open_source(spec) as endpoint, pulsar_sinks(settings, raw_topic, health_topic) as (raw, health):
-        connection = FeedConnection(endpoint.url, endpoint.subscribe_frame(), silence_timeout=silence_timeout)
+        # the exchange never ends its stream: a close code of our servers' from anything else is a drop like any
+        connection = FeedConnection(endpoint.url, endpoint.subscribe_frame(), silence_timeout=silence_timeout,
+                                    end_of_stream=spec.kind != "coinbase")
         log.info("ingesting %s (%s) into %s", spec.kind, endpoint.url, raw_topic)
         if announce is not None:
             announce(f"{STARTED} {spec.kind} ({endpoint.url}) into {raw_topic}")
