@@ -103,11 +103,17 @@ def _short_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offs
     return short
 
 
+def _did_you_mean(names: Sequence[str], known: Sequence[str]) -> str:
+    """" (did you mean x?)" for the known names closest to misspelled `names`, else ""."""
+    import difflib
+
+    close = [m for name in names for m in difflib.get_close_matches(name, sorted(known), n=1)]
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
 def check_parameters() -> None:
     """Refuse parameters the runbook does not take (run in the kernel papermill executes; elsewhere a no-op); and
     have the kernel show the workbench's own errors as their message only."""
-    import difflib
-
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython comes with the notebook tools
@@ -120,10 +126,8 @@ def check_parameters() -> None:
         return
     unknown, declared = unknown_parameters(history)
     if unknown:
-        close = [m for name in unknown for m in difflib.get_close_matches(name, declared, n=1)]
-        raise RunbookCheckFailed(f"unknown runbook parameter(s): {', '.join(unknown)}"
-                                 + (f" (did you mean {', '.join(close)}?)" if close else ""),
-                                 hint=f"this runbook takes: {', '.join(declared)}")  # fmt: skip
+        said = f"unknown runbook parameter(s): {', '.join(unknown)}{_did_you_mean(unknown, declared)}"
+        raise RunbookCheckFailed(said, hint=f"this runbook takes: {', '.join(declared)}")
 
 
 def settings(backend: str = "local", env: Mapping[str, str] | str | None = None) -> Settings:
@@ -340,12 +344,8 @@ def run_runbooks(settings: Settings, names: Sequence[str] = UP_RUNBOOKS,
     everywhere = set().union(*declared.values())
     taken_by_none = [key for key in parameters or {} if key not in everywhere]
     if taken_by_none:
-        import difflib
-
-        close = [m for key in taken_by_none for m in difflib.get_close_matches(key, sorted(everywhere), n=1)]
         raise RunbookCheckFailed(f"no runbook of {', '.join(s.stem for s in sources)} takes parameter(s) "
-                                 f"{', '.join(taken_by_none)}" + (f" (did you mean {', '.join(close)}?)" if close
-                                                                  else ""),
+                                 f"{', '.join(taken_by_none)}{_did_you_mean(taken_by_none, sorted(everywhere))}",
                                  hint=f"they take: {', '.join(sorted(everywhere))}")  # fmt: skip
     out_dir = settings.run_dir / "runbooks"
     out_dir.mkdir(parents=True, exist_ok=True)
