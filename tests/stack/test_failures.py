@@ -257,6 +257,38 @@ def test_a_service_that_ignores_sigterm_is_killed_and_the_wait_is_said(tmp_path:
     assert supervisor.process("stubborn") is None
 
 
+def test_slow_services_are_stopped_side_by_side(tmp_path: Path) -> None:
+    """`make down` stopped Pinot's roles one after another, each taking 10-30 s to exit: 56 s in all. Services of
+    one layer now get SIGTERM together: the second is told to stop before the first has finished exiting."""
+    supervisor = Supervisor(load_settings(backend="external", run_dir=tmp_path))
+    slow = ("import signal, sys, time\n"
+            "def term(*_):\n"
+            "    print('term', time.time(), flush=True); time.sleep(1.5); print('exit', time.time(), flush=True)\n"
+            "    sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, term); print('ready', flush=True); time.sleep(60)\n")  # fmt: skip
+    names = ("slow-a", "slow-b")
+    for name in names:
+        supervisor.start(Service(name, lambda: Launch([sys.executable, "-u", "-c", slow]), url="", may_finish=True))
+    for name in names:
+        wait_for(lambda: "\nready\n" in supervisor.log_file(name).read_text(), timeout=10, what=f"{name} ready")
+    lines: list[str] = []
+    assert supervisor.stop_all(names, timeout=20, report=lines.append) == list(names)
+    assert lines == [], "a service did not exit by itself"
+
+    def moment(name: str, what: str) -> float:
+        return next(float(line.split()[1]) for line in supervisor.log_file(name).read_text().splitlines()
+                    if line.startswith(f"{what} "))  # fmt: skip
+
+    assert moment("slow-b", "term") < moment("slow-a", "exit"), "slow-b was only stopped once slow-a had exited"
+    assert all(supervisor.process(name) is None for name in names)
+
+
+def test_down_stops_every_service_once_zookeeper_and_pulsar_last() -> None:
+    layers = [name for layer in local.STOP_ORDER for name in layer]
+    assert sorted(layers) == sorted({*local.SERVICE_NAMES, *local.AUXILIARY_NAMES}) and len(set(layers)) == len(layers)
+    assert set(local.STOP_ORDER[-1]) == {"pinot-zookeeper", "pulsar"}  # Pinot's roles deregister from ZooKeeper
+
+
 @pytest.mark.stack
 def test_a_fresh_pulsar_s_bookie_listens_on_the_configured_port(stack_up: Settings, tmp_path: Path) -> None:
     """Standalone's embedded bookie ignored `--bookkeeper-port` and took a free port of its own (which its cookie
