@@ -111,7 +111,7 @@ def test_pinot_server_restart_mid_consumption_resumes_from_the_committed_offset(
                                  for t in committed), timeout=120, what="the forced commits")  # fmt: skip
             at_restart = {t: len(pinot_keys(pinot, t, k, products)) for t, k in tables.values()}
             mid_stream = producing.is_alive()
-            outage = restart_pinot_server(settings)
+            outage, killed = restart_pinot_server(settings)
             producing.join()
             found = {kind: wait_for_keys(pinot, table, key, [r[3] for r in records[kind]], timeout=180)
                      for kind, (table, key) in tables.items()}  # fmt: skip
@@ -128,6 +128,7 @@ def test_pinot_server_restart_mid_consumption_resumes_from_the_committed_offset(
               f"segment starts at {consuming[-1][1] if consuming else None}")
         assert consuming and consuming[-1][1] == done[-1][2], "the consuming segment does not start at the commit"
     assert mid_stream, "the stream had ended before the restart"
+    assert not killed, f"the Pinot server did not exit on SIGTERM: {killed}"  # segments closed, not cut off
     for kind, (table, _) in tables.items():
         sent = [r[3] for r in records[kind]]
         assert sorted(found[kind]) == sorted(sent), exactly_once(table, sent, found[kind])
