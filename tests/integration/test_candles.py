@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pandas as pd
-import pulsar
 import pytest
 
 from rtca.feed.sinks import pulsar_client
