@@ -240,6 +240,9 @@ class Settings(BaseSettings):
     backend: Backend = "local"
     run_dir: Folder = PROJECT_ROOT / ".run"
     cache_dir: Folder = Path.home() / ".cache" / "rtca"
+    #: Maven's local repository, passed to every Maven run: Java takes the home folder from the user account, not
+    #: from $HOME, so without it a HOME pointed elsewhere (a container, a CI job) still used the account's ~/.m2.
+    maven_repo: Folder = Path.home() / ".m2" / "repository"
     infra_dir: Folder = PROJECT_ROOT / "infra"
     #: Seconds a service may take to become healthy before `rtca up` gives up and names its log.
     start_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 240.0

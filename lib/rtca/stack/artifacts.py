@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 from rtca.errors import ArtifactError, PrerequisiteError
@@ -64,14 +66,42 @@ def _java_major(version_output: str) -> int | None:
     return None
 
 
-def _maven(args: list[str], *, what: str, log: Path) -> None:
-    mvn = require_tool("mvn", "install Apache Maven 3.8+ (Debian: apt-get install maven)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: Seconds between the "still ..." lines of a long download or build.
+HEARTBEAT_S = 10.0
+
+
+def _run_logged(argv: list[str], *, log: Path, doing: str) -> tuple[int, str]:
+    """Run `argv` with its output appended to `log`, saying every `HEARTBEAT_S` that it is still `doing`; returns
+    the exit code and what it wrote (to name the cause of a failure)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        result = subprocess.run([mvn, "-B", "-q", *args], stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise ArtifactError(f"Maven failed to {what} (exit {result.returncode}); see {log}",
-                            hint="check that Maven Central is reachable and the disk has room")
+        start = out.tell()
+        began = time.monotonic()
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                code = process.wait(timeout=HEARTBEAT_S)
+                break
+            except subprocess.TimeoutExpired:
+                say(f"  still {doing} ({time.monotonic() - began:.0f} s; log: {log})")
+    with log.open("rb") as written:
+        written.seek(start)
+        return code, written.read().decode("utf-8", "replace")
+
+
+def _maven(settings: Settings, args: list[str], *, what: str, doing: str) -> None:
+    mvn = require_tool("mvn", "install Apache Maven 3.8+ (Debian: apt-get install maven)")
+    log = settings.logs_dir / "artifacts.log"
+    code, output = _run_logged([mvn, "-B", "--no-transfer-progress", "-Dstyle.color=never",
+                                f"-Dmaven.repo.local={settings.maven_repo}", *args], log=log, doing=doing)  # fmt: skip
+    if code != 0:
+        lines = (_ANSI.sub("", line).strip() for line in output.splitlines())
+        errors = [line for line in lines if line.startswith("[ERROR]") and line[7:].strip()]
+        cause = f": {errors[0][:300]}" if errors else ""
+        raise ArtifactError(f"Maven failed to {what} (exit {code}){cause}; see {log}",
+                            hint=f"check that Maven Central is reachable, the disk has room and Maven's local "
+                                 f"repository {settings.maven_repo} is writable (RTCA_MAVEN_REPO moves it)")
 
 
 def _marked(directory: Path) -> bool:
@@ -91,10 +121,10 @@ def pulsar_home(settings: Settings) -> Path:
         return home
     download = root / "download"
     with step(f"downloading Pulsar {version} server distribution from Maven Central (about 245 MB)"):
-        _maven([f"{MAVEN_DEPENDENCY_PLUGIN}:copy",
-                f"-Dartifact=org.apache.pulsar:pulsar-server-distribution:{version}:tar.gz:bin",
-                f"-DoutputDirectory={download}"],
-               what=f"download Pulsar {version}", log=settings.logs_dir / "artifacts.log")
+        _maven(settings, [f"{MAVEN_DEPENDENCY_PLUGIN}:copy",
+                          f"-Dartifact=org.apache.pulsar:pulsar-server-distribution:{version}:tar.gz:bin",
+                          f"-DoutputDirectory={download}"],
+               what=f"download Pulsar {version}", doing="downloading Pulsar")
     tarball = download / f"pulsar-server-distribution-{version}-bin.tar.gz"
     with step(f"unpacking {tarball.name}"):
         shutil.rmtree(home, ignore_errors=True)
@@ -115,9 +145,9 @@ def pinot_lib(settings: Settings) -> Path:
         return lib
     with step(f"resolving Apache Pinot {version} jars from Maven Central (about 200 MB)"):
         shutil.rmtree(lib, ignore_errors=True)
-        _maven(["-f", str(settings.infra_dir / "stack" / "pinot-runtime.pom.xml"),
-                f"-Dpinot.version={version}", "dependency:copy-dependencies", f"-DoutputDirectory={lib}"],
-               what=f"resolve Pinot {version}", log=settings.logs_dir / "artifacts.log")
+        _maven(settings, ["-f", str(settings.infra_dir / "stack" / "pinot-runtime.pom.xml"),
+                          f"-Dpinot.version={version}", "dependency:copy-dependencies", f"-DoutputDirectory={lib}"],
+               what=f"resolve Pinot {version}", doing="resolving Pinot's jars")
     _mark(lib)
     return lib
 
@@ -136,12 +166,14 @@ def plugin_lib(settings: Settings) -> Path:
     out = settings.cache_dir / "pinot-pulsar-plugin" / digest.hexdigest()[:12]
     if _marked(out):
         return out
+    built = module / "target" / "plugin-lib"
     with step("building the Pinot stream plugin for Pulsar (Maven)"):
-        _maven(["-f", str(module / "pom.xml"), "-DskipTests", "package"],
-               what="build the Pinot Pulsar plugin", log=settings.logs_dir / "artifacts.log")
-    jars = list((module / "target" / "plugin-lib").glob("*.jar"))
+        shutil.rmtree(built, ignore_errors=True)  # `package` adds to it: an earlier build's jars would come too
+        _maven(settings, ["-f", str(module / "pom.xml"), "-DskipTests", "package"],
+               what="build the Pinot Pulsar plugin", doing="building the plugin")
+    jars = list(built.glob("*.jar"))
     if not jars:
-        raise ArtifactError(f"the plugin build produced no jars in {module / 'target' / 'plugin-lib'}")
+        raise ArtifactError(f"the plugin build produced no jars in {built}")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     for jar in jars:
@@ -163,13 +195,15 @@ def superset_venv(settings: Settings) -> Path:
     with step(f"installing Superset into its own virtualenv {venv} (first time: about 2 minutes)"):
         shutil.rmtree(venv, ignore_errors=True)
         log = settings.logs_dir / "artifacts.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            for argv in ([sys.executable, "-m", "venv", str(venv)],
-                         [str(venv / "bin" / "pip"), "install", "-q", "--upgrade", "pip"],
-                         [str(venv / "bin" / "pip"), "install", "-q", "-r", str(requirements)]):
-                if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
-                    raise ArtifactError(f"installing Superset failed at: {' '.join(argv)}; see {log}")
+        for argv in ([sys.executable, "-m", "venv", str(venv)],
+                     [str(venv / "bin" / "pip"), "install", "--progress-bar", "off", "--upgrade", "pip"],
+                     [str(venv / "bin" / "pip"), "install", "--progress-bar", "off", "-r", str(requirements)]):
+            code, output = _run_logged(argv, log=log, doing="installing Superset")
+            if code != 0:
+                errors = [line.strip() for line in output.splitlines() if line.startswith("ERROR:")]
+                cause = f" ({errors[0][:300]})" if errors else ""
+                raise ArtifactError(f"installing Superset failed at: {' '.join(argv)}{cause}; see {log}",
+                                    hint="check that PyPI (or your pip index) is reachable and the disk has room")
     _mark(venv)
     return venv
 
