@@ -72,6 +72,20 @@ def occupied_port() -> Iterator[socket.socket]:
     listener.close()
 
 
+def test_a_port_in_use_is_found_before_the_downloads(tmp_path: Path, occupied_port: socket.socket,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """On a first start the busy port was only reported after minutes of downloads (a cold-start walkthrough)."""
+    def downloads(settings: Settings) -> None:
+        raise AssertionError("the downloads began before the ports were checked")
+
+    monkeypatch.setattr(local, "ensure_all", downloads)
+    base = isolated_settings(tmp_path)
+    settings = load_settings(run_dir=base.run_dir, cache_dir=tmp_path / "cold-cache", pulsar=base.pulsar.model_dump(),
+                             pinot=base.pinot.model_dump(), superset={"port": occupied_port.getsockname()[1]})
+    with pytest.raises(PortInUseError, match="superset: port"):
+        stack.up(settings)
+
+
 @pytest.mark.stack
 def test_port_in_use_names_the_port_and_leaves_nothing_running(
         stack_up: Settings, tmp_path: Path, occupied_port: socket.socket) -> None:
@@ -287,6 +301,19 @@ def test_down_stops_every_service_once_zookeeper_and_pulsar_last() -> None:
     layers = [name for layer in local.STOP_ORDER for name in layer]
     assert sorted(layers) == sorted({*local.SERVICE_NAMES, *local.AUXILIARY_NAMES}) and len(set(layers)) == len(layers)
     assert set(local.STOP_ORDER[-1]) == {"pinot-zookeeper", "pulsar"}  # Pinot's roles deregister from ZooKeeper
+
+
+@pytest.mark.stack
+def test_pulsar_unpacks_its_native_libraries_into_the_run_directory(stack_up: Settings) -> None:
+    """A killed Pulsar left RocksDB's 13-MB library (and the checksum's) in /tmp: the JVM deletes them only when it
+    exits cleanly. They now live in the run directory, cleared at Pulsar's next start."""
+    proc = Supervisor(stack_up).process("pulsar")
+    assert proc is not None
+    jvm = next(p for p in [proc, *proc.children(recursive=True)] if p.name() == "java")
+    libraries = {m.path for m in jvm.memory_maps() if ".so" in m.path and ("rocksdb" in m.path or "circe" in m.path)}
+    assert libraries, "Pulsar's JVM maps no RocksDB or checksum library"
+    tmp = stack_up.data_dir / "pulsar" / "tmp"
+    assert all(Path(path).is_relative_to(tmp) for path in libraries), libraries
 
 
 @pytest.mark.stack

@@ -65,6 +65,9 @@ def _up(settings: Settings, supervisor: Supervisor) -> list[ServiceState]:
         say("the stack is already up; nothing changed")
         return status(settings, wanted)
     check_prerequisites(settings)
+    for service in missing:  # before the downloads of a first start (minutes), not after them
+        if supervisor.process(service.name) is None:
+            supervisor.check_ports(service)
     ensure_all(settings)
     started: list[str] = []
     try:

@@ -168,11 +168,8 @@ class Supervisor:
             alive = self.process(service.name) is not None
         return alive and (service.ready is None or service.ready())
 
-    def start(self, service: Service) -> psutil.Process:
-        """Start `service` unless it already runs; a port held by someone else is a clear error, not a hang."""
-        running = self.process(service.name)
-        if running is not None:
-            return running
+    def check_ports(self, service: Service) -> None:
+        """PortInUseError if a port of `service` (not running under this supervisor) is taken by someone else."""
         host = service.host
         for port in service.ports:
             if port_open(host, port):
@@ -180,6 +177,13 @@ class Supervisor:
                     service.name, f"port {port} on {host} is already in use by a process rtca did not start",
                     hint=f"stop that process (see `ss -ltnp 'sport = :{port}'`) or move {service.name} to "
                          "another port with the RTCA_* settings (`rtca config` shows them)")
+
+    def start(self, service: Service) -> psutil.Process:
+        """Start `service` unless it already runs; a port held by someone else is a clear error, not a hang."""
+        running = self.process(service.name)
+        if running is not None:
+            return running
+        self.check_ports(service)
         launch = service.launch()
         log = self.log_file(service.name)
         _rotate(log)

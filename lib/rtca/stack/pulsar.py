@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -91,8 +92,14 @@ def _launch(settings: Settings) -> Launch:
     (conf_dir / "functions_worker.yml").write_text(worker_yaml)
 
     venv_bin = settings.venv_dir / "bin"
+    # The JVM unpacks native libraries (RocksDB's 13 MB, the checksum's) into java.io.tmpdir and deletes them only
+    # on a clean exit: a killed Pulsar left them in /tmp. In the run directory they go with `rtca down --wipe`.
+    tmp = data / "tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # a killed Pulsar's leftovers: no Pulsar runs while this one starts
+    tmp.mkdir(parents=True)
     env = {
         "PULSAR_MEM": p.heap,
+        "PULSAR_EXTRA_OPTS": f"-Djava.io.tmpdir={tmp}",
         "PULSAR_GC": f"{p.gc} {settings.jvm_options} -Duser.timezone=UTC",  # as Pinot's: times read as UTC
         # Broker logs to stdout (our pulsar.log); function instances log under logs/functions/.
         "PULSAR_LOG_APPENDER": "Console",
