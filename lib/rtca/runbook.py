@@ -290,12 +290,24 @@ def check_ingest(settings: Settings, channels: str | Sequence[str] | None, *, re
                              hint="include ticker, matches or level2 in `channels`")
 
 
+#: Failed attempts in a row after which an ingest that has brought no row yet is taken as unable to reach its
+#: source (about 15 s of back-off; a blocked port adds the connection timeout to each).
+GIVE_UP_ATTEMPTS = 5
+
+
 def _ingest_ended(settings: Settings, name: str) -> str | None:
-    """Why no more rows will come from the ingest (it ended: a refused subscription, a crash), else None."""
-    from rtca.feed.service import ended_ingest
+    """Why no rows will come from the ingest (it ended: a refused subscription, a crash; or it cannot reach its
+    source, the rows waited for not there yet), else None."""
+    from rtca.feed.service import connection_trouble, ended_ingest
 
     state = ended_ingest(settings, name=name)
-    return None if state is None else f"the ingest {state.note}"
+    if state is not None:
+        return f"the ingest {state.note}"
+    trouble = connection_trouble(settings, name=name)
+    if trouble is not None and trouble.attempts >= GIVE_UP_ATTEMPTS:
+        return (f"the ingest cannot reach its source: {trouble.describe()}; offline, or behind a proxy? "
+                f"`-p source replay` or `-p source simulator` run without the internet")
+    return None
 
 
 def check_rows(settings: Settings, table: str, *, at_least: int = 1, timeout: float = 120,

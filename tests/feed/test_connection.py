@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import socket
 from collections import Counter
@@ -15,7 +16,7 @@ import pytest
 
 from rtca.errors import ConfigError
 from rtca.feed.capture import Capture
-from rtca.feed.connection import Backoff, FeedConnection
+from rtca.feed.connection import CANNOT_CONNECT, RECEIVING_AGAIN, Backoff, FeedConnection
 from rtca.feed.protocol import subscribe_frame
 from rtca.feed.replay import replay_server
 from rtca.feed.server import Faults, ServerStats
@@ -84,6 +85,36 @@ def test_refused_connections_are_retried_with_backoff(run: Run) -> None:
     failures = run(attempts())
     print("failed attempts in 0.8 s:", failures)
     assert 2 <= failures <= 12  # 0.025 .. 0.2 s apart; without backoff it would be hundreds
+
+
+def test_the_log_says_when_frames_flow_again_after_failed_attempts(run: Run, shipped: Capture,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """`rtca status` and runbook 40 read an ingest's trouble off its log: the warnings of failed attempts need a
+    line that says they are over."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def fail_then_receive() -> int:
+        connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(shipped.products, shipped.channels),
+                                    backoff=FAST)  # fmt: skip
+        async with aclosing(connection.frames()) as frames:
+            reading = asyncio.ensure_future(anext(frames))
+            while connection.state.failures < 3:
+                await asyncio.sleep(0.02)
+            async with replay_server(shipped, speed="max", port=port):
+                await reading
+                for _ in range(10):
+                    await anext(frames)
+                await frames.aclose()  # before the server: it would wait for our side to close
+        return connection.state.failures
+
+    with caplog.at_level(logging.WARNING, logger="rtca.feed.connection"):
+        failures = run(fail_then_receive())
+    lines = [r.getMessage() for r in caplog.records]
+    print(lines)
+    assert sum(f": {CANNOT_CONNECT}: " in line for line in lines) == failures >= 3
+    assert lines[-1] == f"ws://127.0.0.1:{port}: {RECEIVING_AGAIN} after {failures} failed connection attempt(s)"
 
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:

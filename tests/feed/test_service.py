@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from rtca import runbook
 from rtca.errors import ConfigError, ServiceError
-from rtca.feed.service import describe_start, ended_ingest, start_ingest, stop_ingest
+from rtca.feed.service import describe_start, ended_ingest, ingest_state, start_ingest, stop_ingest
 from rtca.settings import Settings
 from rtca.stack.process import Supervisor
 from waiting import wait_for
@@ -120,7 +121,6 @@ def test_a_refused_subscription_ends_the_ingest_and_the_runbook_check_says_why_a
     """It ran on, `healthy`, publishing nothing; runbook 40 then waited its whole 180 s for rows and failed
     without the reason, which was in the ingest's log only. Now the start fails with the reason if the refusal
     comes during it, else the runbook's check does, at once."""
-    import time
 
     since = int(time.time() * 1000)
     refused = ["--source", "simulator", "--products", "TEST-USD", "--channels", "ticker,full"]  # full: authenticated
@@ -135,3 +135,19 @@ def test_a_refused_subscription_ends_the_ingest_and_the_runbook_check_says_why_a
             runbook.check_ingest(stack_up, ["ticker", "full"], received_since_ms=since, timeout=600, name=name)
     ended = ended_ingest(stack_up, name=name)
     assert ended is not None and reason in ended.note
+
+
+def test_an_ingest_that_cannot_reach_its_source_is_not_healthy_and_the_runbook_check_says_why(
+        stack_up: Settings, name: str) -> None:  # fmt: skip
+    """Runbook 40 with `-p source coinbase` on a machine without the internet waited 180 s and failed on a row
+    count, while `rtca status` said `healthy`; the cause ("cannot connect: gaierror") was in the ingest's log only."""
+    since = int(time.time() * 1000)
+    start_ingest(stack_up, NOWHERE, name=name)
+    with pytest.raises(runbook.RunbookCheckFailed, match="cannot reach its source") as failed:
+        runbook.check_ingest(stack_up, ["ticker"], received_since_ms=since, timeout=600, name=name)
+    message = str(failed.value)
+    print(f"runbook 40's check: {message}")
+    assert "ws://127.0.0.1:9: cannot connect: " in message and "-p source replay" in message
+    state = ingest_state(stack_up, name=name)
+    assert state is not None and not state.healthy and "cannot connect" in state.note
+    assert Supervisor(stack_up).process(name) is not None  # it keeps trying

@@ -28,6 +28,10 @@ from rtca.feed.protocol import END_OF_STREAM
 
 log = logging.getLogger(__name__)
 
+#: Words of the connection's log lines that `rtca status` and the runbooks read (an ingest that cannot connect).
+CANNOT_CONNECT = "cannot connect"
+RECEIVING_AGAIN = "receiving again"
+
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 """Largest frame accepted (websockets' default is 1 MiB; a full level2 snapshot can be bigger)."""
 
@@ -147,6 +151,7 @@ class FeedConnection:
     async def frames(self) -> AsyncIterator[Frame]:
         """Frames as they arrive, across reconnects; ends only at `END_OF_STREAM` (if `end_of_stream`)."""
         attempt = 0
+        failed_in_a_row = 0  # attempts that failed since frames last flowed
         while True:
             delivered = False
             opened_at: float | None = None
@@ -178,6 +183,10 @@ class FeedConnection:
                             self.state.last_error = f"no frame for {self.silence_timeout:g} s"
                             log.warning("%s: silent for %g s, reconnecting", self.url, self.silence_timeout)
                             break
+                        if not delivered and failed_in_a_row:  # the recovery, beside the warnings it ends
+                            log.warning("%s: %s after %d failed connection attempt(s)", self.url, RECEIVING_AGAIN,
+                                        failed_in_a_row)  # fmt: skip
+                            failed_in_a_row = 0
                         delivered = True
                         yield Frame(data, time.time(), self.state.connections)
             except ConnectionClosed as exc:
@@ -186,6 +195,7 @@ class FeedConnection:
                     return
                 if not self.state.connected:  # closed before our subscription went out: an attempt that failed
                     self.state.failures += 1
+                    failed_in_a_row += 1
                 self.state.last_error = str(exc)
                 log.warning("%s: connection closed: %s", self.url, exc)
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ValueError) as exc:
@@ -194,8 +204,9 @@ class FeedConnection:
                 if exc is hook_failed or (isinstance(exc, ValueError) and self.state.connected):
                     raise
                 self.state.failures += 1
+                failed_in_a_row += 1
                 self.state.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("%s: cannot connect: %s", self.url, self.state.last_error)
+                log.warning("%s: %s: %s", self.url, CANNOT_CONNECT, self.state.last_error)
             finally:
                 self.state.connected = False
             if delivered and opened_at is not None and time.monotonic() - opened_at >= self.stable_after:

@@ -7,15 +7,18 @@ started under the stack's supervisor (pid file, one log file), shown by `rtca st
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 import psutil
 
 from rtca.errors import ConfigError, ServiceError
+from rtca.feed.connection import CANNOT_CONNECT, RECEIVING_AGAIN
 from rtca.feed.ingest import STARTED
 from rtca.feed.sinks import OPERATION_TIMEOUT_S
 from rtca.settings import Settings
@@ -131,10 +134,40 @@ def stop_ingest(settings: Settings, *, name: str = NAME) -> bool:
     return False
 
 
-def ingest_state(settings: Settings) -> ServiceState | None:
-    """The running ingest's state, or None when it is not running."""
+def ingest_state(settings: Settings, *, name: str = NAME) -> ServiceState | None:
+    """The running ingest's state, or None when it is not running; one that cannot reach its source is not
+    healthy, and says why (it keeps trying: a network that comes back is used at once)."""
     supervisor = Supervisor(settings)
-    return supervisor.state(ingest_service(settings)) if supervisor.process(NAME) else None
+    if supervisor.process(name) is None:
+        return None
+    state = supervisor.state(ingest_service(settings, name=name))
+    trouble = connection_trouble(settings, name=name)
+    if trouble is None:
+        return state
+    return dataclasses.replace(state, healthy=False, note=trouble.describe())
+
+
+@dataclass(frozen=True)
+class ConnectionTrouble:
+    """The running ingest's failed attempts to reach its source since frames last flowed (or since it started)."""
+
+    last_error: str
+    attempts: int
+
+    def describe(self) -> str:
+        return f"{self.last_error} ({self.attempts} failed attempt(s) in a row; it keeps trying: `rtca ingest stop`)"
+
+
+def connection_trouble(settings: Settings, *, name: str = NAME) -> ConnectionTrouble | None:
+    """Read off the ingest's log (`rtca.feed.connection`'s warnings): None while its source answers."""
+    run = Supervisor(settings).last_run_log(name) or ""
+    last, attempts = "", 0
+    for line in run.splitlines():
+        if f": {CANNOT_CONNECT}: " in line:
+            last, attempts = line.strip(), attempts + 1
+        elif f": {RECEIVING_AGAIN} " in line:
+            last, attempts = "", 0
+    return ConnectionTrouble(last, attempts) if attempts else None
 
 
 def ended_ingest(settings: Settings, *, name: str = NAME) -> ServiceState | None:
