@@ -48,12 +48,17 @@ def _terminate_like_ctrl_c() -> None:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     _terminate_like_ctrl_c()
     _print_states(stack.up(settings))
+    _print_where(settings)
+    return 0
+
+
+def _print_where(settings: Settings) -> None:
+    """How to log in to Superset, and where the logs are: the last lines of `rtca up` and of `make up`."""
     where = (f"password in {settings.secrets_dir / 'superset.json'}" if settings.backend == "local"
              else "password as configured")
     print(f"\nSuperset: {settings.superset.url} (user {settings.superset.admin_user}, {where})")
     if settings.backend == "local":
         print(f"logs: {settings.logs_dir}")
-    return 0
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
@@ -333,6 +338,8 @@ def cmd_runbooks(settings: Settings, args: argparse.Namespace) -> int:
     parameters = {name: _parameter_value(value) for name, value in args.parameters or []}
     for path in run_runbooks(settings, args.names or UP_RUNBOOKS, parameters):
         print(f"executed: {path}")
+    if not args.names:  # everything `make up` does: say how to reach what it set up
+        _print_where(settings)
     return 0
 
 

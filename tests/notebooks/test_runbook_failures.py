@@ -93,3 +93,19 @@ def test_rtca_runbooks_gives_each_parameter_to_the_runbooks_that_take_it(
     err = capsys.readouterr().err
     assert "no runbook of 10-deploy-functions, 40-ingest takes parameter(s) sourse (did you mean source?)" in err
     assert ran == {}, "refused before any runbook ran"
+
+
+def test_make_up_ends_saying_how_to_log_in_to_superset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """`rtca up` said where Superset's password is; `make up` (the runbooks, then a status table) did not."""
+    import rtca.runbook
+
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    ran: list[list[str]] = []
+    monkeypatch.setattr(rtca.runbook, "run_runbooks", lambda settings, names, parameters: ran.append(list(names))
+                        or [])  # the runbooks themselves are tested against the stack; here, what the CLI says
+    assert main(["runbooks"]) == 0
+    said = capsys.readouterr().out
+    assert f"(user admin, password in {tmp_path / 'secrets' / 'superset.json'})" in said, said
+    assert main(["runbooks", "40-ingest"]) == 0 and "Superset:" not in capsys.readouterr().out
+    assert ran == [list(rtca.runbook.UP_RUNBOOKS), ["40-ingest"]]
