@@ -23,6 +23,7 @@ import pytest
 from rtca.analytics.stats import FIELDS, StatsRow, mismatches, pandas_reference
 from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
 from rtca.functions import routing
+from rtca.errors import DeployError
 from rtca.functions.deploy import (
     ROUTER,
     TICKER_STATS,
@@ -33,6 +34,7 @@ from rtca.functions.deploy import (
     function_status,
     publishing_identity_spec,
     restart_function,
+    revive_functions,
 )
 from rtca.functions.samples import hostile_payloads
 from rtca.settings import Settings, Topics
@@ -318,3 +320,22 @@ def subscriptions(stack: Settings, topic: str) -> list[str]:
     response = httpx.get(f"{stack.pulsar.admin_url}/admin/v2/{topic.replace('://', '/', 1)}/subscriptions", timeout=30)
     response.raise_for_status()
     return list(response.json())
+
+
+def test_revive_names_a_function_that_does_not_come_back(stack: Settings) -> None:
+    """After a Pulsar restart, `rtca up` sat silent for two minutes waiting for a function whose code could no
+    longer start, and then said nothing of it."""
+    tag = uuid.uuid4().hex[:8]
+    broken = FunctionSpec(name=f"it-{tag}-broken", module="rtca.functions.identity", class_name="NoSuchFunction",
+                          inputs=(stack.topic(f"it-{tag}-in"),), output=stack.topic(f"it-{tag}-out"))  # fmt: skip
+    try:
+        with pytest.raises(DeployError):
+            deploy(stack, [broken], wait=5)
+        lines: list[str] = []
+        assert broken.name in revive_functions(stack, timeout=12, say=lines.append)
+        print("\n".join(lines))
+        assert lines[0].startswith("- restarting functions the worker left stopped: ") and broken.name in lines[0]
+        assert lines[-1].startswith("  not running after 12 s: ") and broken.name in lines[-1]
+        assert any(line.startswith("  waiting for ") for line in lines)  # a line every 10 s, not silence
+    finally:
+        delete_functions(stack, [broken.name], known_only=False)

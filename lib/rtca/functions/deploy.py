@@ -624,8 +624,10 @@ def restart_function(settings: Settings, name: str) -> None:
             raise _fail(f"restart function {name}", response)
 
 
-def revive_functions(settings: Settings, *, timeout: float = 120.0) -> list[str]:
-    """Restart deployed functions whose instances are not running; returns their names.
+def revive_functions(settings: Settings, *, timeout: float = 120.0, say: Callable[[str], None] = say) -> list[str]:
+    """Restart deployed functions whose instances are not running; returns their names. Waits up to `timeout` for
+    them to run, saying so every 10 s, and names those that do not (their code may be broken: it is not ours to
+    fix here).
 
     Pulsar standalone's worker fetches each function's code from the broker's package service while that service
     is still starting (HTTP 503) and does not retry, so after a Pulsar restart some functions stay down.
@@ -639,11 +641,25 @@ def revive_functions(settings: Settings, *, timeout: float = 120.0) -> list[str]
         if status.deployed and status.running < len(status.instances):
             restart_function(settings, name)
             revived.append(name)
-    deadline = time.monotonic() + timeout
-    while revived and time.monotonic() < deadline:
+    if not revived:
+        return revived
+    say(f"- restarting functions the worker left stopped: {', '.join(revived)} ...")
+    began = time.monotonic()
+    said = began
+    while True:
         statuses = function_status(settings, revived, known_only=False)
-        if all(s.instances and s.running == len(s.instances) for s in statuses):
+        down = [s.name for s in statuses if not (s.instances and s.running == len(s.instances))]
+        waited = time.monotonic() - began
+        if not down:
+            say(f"  running ({waited:.0f} s)")
             break
+        if waited >= timeout:
+            say(f"  not running after {timeout:.0f} s: {', '.join(down)} (`rtca functions status`, "
+                f"logs in {settings.logs_dir / 'functions'})")
+            break
+        if time.monotonic() - said >= 10:
+            say(f"  waiting for {', '.join(down)} ({waited:.0f} s)")
+            said = time.monotonic()
         time.sleep(2)
     return revived
 

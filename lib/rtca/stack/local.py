@@ -80,9 +80,7 @@ def _up(settings: Settings, supervisor: Supervisor) -> list[ServiceState]:
         if "pulsar" in started:
             from rtca.functions.deploy import revive_functions
 
-            revived = revive_functions(settings)
-            if revived:
-                say(f"- restarted functions the worker left stopped: {', '.join(revived)}")
+            revive_functions(settings, say=say)
     except (RtcaError, KeyboardInterrupt):
         if started:
             say(f"start-up failed: stopping what this run started ({', '.join(started)}; up to 30 s each)")
