@@ -101,6 +101,8 @@ def _launch(settings: Settings) -> Launch:
         "FLASK_APP": "superset",
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "SUPERSET_LOAD_EXAMPLES": "no",
+        # Superset's DATA_DIR (~/.superset) and gunicorn's ~/.gunicorn: in the run directory, not the user's home
+        "HOME": str(data / "home"),
     }
     return Launch(["/bin/sh", "-c", script], env=env, cwd=data)
 
