@@ -21,9 +21,9 @@ import pulsar
 import pytest
 
 from rtca.analytics.stats import FIELDS, StatsRow, mismatches, pandas_reference
+from rtca.errors import DeployError
 from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
 from rtca.functions import routing
-from rtca.errors import DeployError
 from rtca.functions.deploy import (
     ROUTER,
     TICKER_STATS,
