@@ -297,6 +297,28 @@ def test_slow_services_are_stopped_side_by_side(tmp_path: Path) -> None:
     assert all(supervisor.process(name) is None for name in names)
 
 
+def test_a_service_that_exits_while_it_is_being_stopped_does_not_stop_the_rest(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """One exiting between the supervisor's look-up and its children's (a review found it): `rtca down` raised and
+    left ZooKeeper and Pulsar running."""
+    supervisor = Supervisor(load_settings(backend="external", run_dir=tmp_path))
+    for name in ("leaving", "staying"):
+        supervisor.start(Service(name, lambda: Launch([sys.executable, "-c", "import time; time.sleep(60)"]), url="",
+                                 may_finish=True))  # fmt: skip
+    leaving = supervisor.process("leaving")
+    assert leaving is not None
+    real_children = psutil.Process.children
+
+    def children(self: psutil.Process, recursive: bool = False) -> list[psutil.Process]:
+        if self.pid == leaving.pid:
+            raise psutil.NoSuchProcess(self.pid)
+        return real_children(self, recursive=recursive)
+
+    monkeypatch.setattr(psutil.Process, "children", children)
+    assert supervisor.stop_all(["leaving", "staying"], timeout=10) == ["leaving", "staying"]
+    assert supervisor.process("staying") is None
+
+
 def test_down_stops_every_service_once_zookeeper_and_pulsar_last() -> None:
     layers = [name for layer in local.STOP_ORDER for name in layer]
     assert sorted(layers) == sorted({*local.SERVICE_NAMES, *local.AUXILIARY_NAMES}) and len(set(layers)) == len(layers)
@@ -314,6 +336,8 @@ def test_pulsar_unpacks_its_native_libraries_into_the_run_directory(stack_up: Se
     assert libraries, "Pulsar's JVM maps no RocksDB or checksum library"
     tmp = stack_up.data_dir / "pulsar" / "tmp"
     assert all(Path(path).is_relative_to(tmp) for path in libraries), libraries
+    # set through PULSAR_EXTRA_OPTS, it had replaced Pulsar's own defaults there (a review found it)
+    assert "-Dpulsar.allocator.exit_on_oom=true" in jvm.cmdline()
 
 
 @pytest.mark.stack

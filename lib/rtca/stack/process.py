@@ -258,7 +258,10 @@ class Supervisor:
             proc = self.process(name)
             if proc is None:
                 continue
-            families[name] = [proc, *proc.children(recursive=True)]
+            try:
+                families[name] = [proc, *proc.children(recursive=True)]
+            except psutil.NoSuchProcess:  # it exited meanwhile: stopped all the same
+                families[name] = [proc]
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:

@@ -96,11 +96,11 @@ def _launch(settings: Settings) -> Launch:
     # on a clean exit: a killed Pulsar left them in /tmp. In the run directory they go with `rtca down --wipe`.
     tmp = data / "tmp"
     shutil.rmtree(tmp, ignore_errors=True)  # a killed Pulsar's leftovers: no Pulsar runs while this one starts
-    tmp.mkdir(parents=True)
+    tmp.mkdir(parents=True, exist_ok=True)
     env = {
         "PULSAR_MEM": p.heap,
-        "PULSAR_EXTRA_OPTS": f"-Djava.io.tmpdir={tmp}",
-        "PULSAR_GC": f"{p.gc} {settings.jvm_options} -Duser.timezone=UTC",  # as Pinot's: times read as UTC
+        # (not PULSAR_EXTRA_OPTS: set, it replaces Pulsar's own defaults there, e.g. exit on out-of-memory)
+        "PULSAR_GC": f"{p.gc} {settings.jvm_options} -Duser.timezone=UTC -Djava.io.tmpdir={tmp}",  # UTC as Pinot
         # Broker logs to stdout (our pulsar.log); function instances log under logs/functions/.
         "PULSAR_LOG_APPENDER": "Console",
         "PULSAR_LOG_DIR": str(logs / "functions"),
