@@ -38,9 +38,9 @@ def _not_empty(value: Any) -> Any:
     return value
 
 
-Folder = Annotated[Path, BeforeValidator(_not_empty)]
+Folder = Annotated[Path, BeforeValidator(_not_empty), AfterValidator(Path.expanduser)]
 """A directory given by a non-empty path (an empty RTCA_RUN_DIR= would make the current directory the run
-directory)."""
+directory); a leading ``~`` is the home folder (a quoted or .env value reaches us unexpanded)."""
 
 
 def _base_url(value: Any) -> Any:
@@ -240,9 +240,9 @@ class Settings(BaseSettings):
     backend: Backend = "local"
     run_dir: Folder = PROJECT_ROOT / ".run"
     cache_dir: Folder = Path.home() / ".cache" / "rtca"
-    #: Maven's local repository, passed to every Maven run: Java takes the home folder from the user account, not
-    #: from $HOME, so without it a HOME pointed elsewhere (a container, a CI job) still used the account's ~/.m2.
-    maven_repo: Folder = Path.home() / ".m2" / "repository"
+    #: Maven's local repository for the downloads and the plugin build. Unset, Maven's own choice under $HOME
+    #: (`<localRepository>` of $HOME/.m2/settings.xml, else $HOME/.m2/repository).
+    maven_repo: Folder | None = None
     infra_dir: Folder = PROJECT_ROOT / "infra"
     #: Seconds a service may take to become healthy before `rtca up` gives up and names its log.
     start_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 240.0

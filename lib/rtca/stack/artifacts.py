@@ -8,6 +8,7 @@ each step is skipped when its marker file is there.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import ipaddress
 import os
@@ -73,35 +74,53 @@ HEARTBEAT_S = 10.0
 
 def _run_logged(argv: list[str], *, log: Path, doing: str) -> tuple[int, str]:
     """Run `argv` with its output appended to `log`, saying every `HEARTBEAT_S` that it is still `doing`; returns
-    the exit code and what it wrote (to name the cause of a failure)."""
+    the exit code and what it wrote (to name the cause of a failure). Interrupted (Ctrl-C, SIGTERM), it stops the
+    child too: a download left running would write into folders the next start rebuilds."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    with log.open("a+b") as out:  # read back through this handle: the log may be moved or deleted meanwhile
         start = out.tell()
         began = time.monotonic()
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        while True:
-            try:
-                code = process.wait(timeout=HEARTBEAT_S)
-                break
-            except subprocess.TimeoutExpired:
-                say(f"  still {doing} ({time.monotonic() - began:.0f} s; log: {log})")
-    with log.open("rb") as written:
-        written.seek(start)
-        return code, written.read().decode("utf-8", "replace")
+        try:
+            while True:
+                try:
+                    code = process.wait(timeout=HEARTBEAT_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    say(f"  still {doing} ({time.monotonic() - began:.0f} s; log: {log})")
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        out.seek(start)
+        return code, out.read().decode("utf-8", "replace")
+
+
+#: Lines of Maven's output that name why a download failed (offline, the first [ERROR] is only a consequence,
+#: e.g. "No plugin found for prefix 'dependency'", and the network's refusal is a [WARNING]).
+_NETWORK = re.compile(r"Could not transfer|UnknownHost|Connection refused|Connect timed out|Network is unreachable|"
+                      r"No route to host|PKIX path")
 
 
 def _maven(settings: Settings, args: list[str], *, what: str, doing: str) -> None:
     mvn = require_tool("mvn", "install Apache Maven 3.8+ (Debian: apt-get install maven)")
     log = settings.logs_dir / "artifacts.log"
-    code, output = _run_logged([mvn, "-B", "--no-transfer-progress", "-Dstyle.color=never",
-                                f"-Dmaven.repo.local={settings.maven_repo}", *args], log=log, doing=doing)  # fmt: skip
+    # Java takes user.home from the account, not from $HOME: a HOME pointed elsewhere (a container, a CI job) would
+    # still read the account's ~/.m2 settings and repository. With user.home = $HOME, Maven's own configuration
+    # there (settings.xml's localRepository) still applies; RTCA_MAVEN_REPO overrides it.
+    options = ["-B", "--no-transfer-progress", "-Dstyle.color=never", f"-Duser.home={Path.home()}"]
+    if settings.maven_repo is not None:
+        options.append(f"-Dmaven.repo.local={settings.maven_repo}")
+    code, output = _run_logged([mvn, *options, *args], log=log, doing=doing)
     if code != 0:
-        lines = (_ANSI.sub("", line).strip() for line in output.splitlines())
+        lines = [_ANSI.sub("", line).strip() for line in output.splitlines()]
+        network = [line for line in lines if _NETWORK.search(line)]
         errors = [line for line in lines if line.startswith("[ERROR]") and line[7:].strip()]
-        cause = f": {errors[0][:300]}" if errors else ""
+        cause = f": {(network or errors)[0][:300]}" if network or errors else ""
+        repository = settings.maven_repo or "Maven's local repository (under $HOME/.m2)"
         raise ArtifactError(f"Maven failed to {what} (exit {code}){cause}; see {log}",
-                            hint=f"check that Maven Central is reachable, the disk has room and Maven's local "
-                                 f"repository {settings.maven_repo} is writable (RTCA_MAVEN_REPO moves it)")
+                            hint=f"check that Maven Central is reachable, the disk has room and {repository} is "
+                                 "writable (RTCA_MAVEN_REPO moves it)")
 
 
 def _marked(directory: Path) -> bool:
@@ -271,10 +290,22 @@ def bind_env(settings: Settings, host: str) -> dict[str, str]:
 
 
 def ensure_all(settings: Settings) -> None:
-    """Download and build whatever the local backend runs; each part is a no-op once cached."""
+    """Download and build whatever the local backend runs; each part is a no-op once cached. One at a time per
+    cache: two stacks started at once (another run directory, the start-up benchmark's) share it, and the plugin's
+    build folder besides."""
     require_java()
-    pulsar_home(settings)
-    pinot_lib(settings)
-    plugin_lib(settings)
-    superset_venv(settings)
-    bind_shim(settings)
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.cache_dir / ".lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"another rtca command is filling the cache {settings.cache_dir}; waiting for it ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pulsar_home(settings)
+            pinot_lib(settings)
+            plugin_lib(settings)
+            superset_venv(settings)
+            bind_shim(settings)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
