@@ -291,8 +291,9 @@ def check_ingest(settings: Settings, channels: str | Sequence[str] | None, *, re
 
 
 #: Failed attempts in a row after which an ingest that has brought no row yet is taken as unable to reach its
-#: source (about 15 s of back-off; a blocked port adds the connection timeout to each).
-GIVE_UP_ATTEMPTS = 5
+#: source: the back-off between them (0.5 s doubling to 30 s, jittered down to half) adds up to 30-60 s, so a short
+#: network blip is waited out (a blocked port adds the connection timeout to each attempt).
+GIVE_UP_ATTEMPTS = 8
 
 
 def _ingest_ended(settings: Settings, name: str) -> str | None:

@@ -624,17 +624,19 @@ def restart_function(settings: Settings, name: str) -> None:
             raise _fail(f"restart function {name}", response)
 
 
-def revive_functions(settings: Settings, *, timeout: float = 120.0, say: Callable[[str], None] = say) -> list[str]:
-    """Restart deployed functions whose instances are not running; returns their names. Waits up to `timeout` for
-    them to run, saying so every 10 s, and names those that do not (their code may be broken: it is not ours to
-    fix here).
+def revive_functions(settings: Settings, names: Iterable[str] | None = None, *, timeout: float = 120.0,
+                     say: Callable[[str], None] = say) -> list[str]:  # fmt: skip
+    """Restart deployed functions (of the namespace, or those of `names`) whose instances are not running; returns
+    their names. Waits up to `timeout` for them to run, saying so every 10 s, and names those that do not (their
+    code may be broken: it is not ours to fix here).
 
     Pulsar standalone's worker fetches each function's code from the broker's package service while that service
     is still starting (HTTP 503) and does not retry, so after a Pulsar restart some functions stay down.
     """
-    with _admin(settings) as admin:
-        listed = _request(lambda: admin.get(_path(settings)), "list functions")
-        names = list(listed.json()) if listed.is_success else []
+    if names is None:
+        with _admin(settings) as admin:
+            listed = _request(lambda: admin.get(_path(settings)), "list functions")
+            names = list(listed.json()) if listed.is_success else []
     revived = []
     for name in names:
         status = function_status(settings, [name], known_only=False)[0]
