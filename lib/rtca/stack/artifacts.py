@@ -8,7 +8,6 @@ each step is skipped when its marker file is there.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import ipaddress
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from rtca.errors import ArtifactError, PrerequisiteError
 from rtca.settings import Settings
+from rtca.stack.process import held_lock
 from rtca.stack.progress import say, step
 
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
@@ -294,18 +294,10 @@ def ensure_all(settings: Settings) -> None:
     cache: two stacks started at once (another run directory, the start-up benchmark's) share it, and the plugin's
     build folder besides."""
     require_java()
-    settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.cache_dir / ".lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"another rtca command is filling the cache {settings.cache_dir}; waiting for it ...")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            pulsar_home(settings)
-            pinot_lib(settings)
-            plugin_lib(settings)
-            superset_venv(settings)
-            bind_shim(settings)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with held_lock(settings.cache_dir / ".lock",
+                   waiting=f"another rtca command is filling the cache {settings.cache_dir}; waiting for it ..."):
+        pulsar_home(settings)
+        pinot_lib(settings)
+        plugin_lib(settings)
+        superset_venv(settings)
+        bind_shim(settings)

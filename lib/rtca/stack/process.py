@@ -296,16 +296,9 @@ class Supervisor:
     def exclusive(self) -> Iterator[None]:
         """Hold the run directory's lock: two `rtca up` at once would each start the missing services (two JVMs of
         one service, one of them in no pid file); the second waits for the first instead."""
-        with (self.settings.pids_dir / ".lock").open("a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                say("another rtca command is starting or stopping this stack; waiting for it ...")
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with held_lock(self.settings.pids_dir / ".lock",
+                       waiting="another rtca command is starting or stopping this stack; waiting for it ..."):
+            yield
 
     def states(self, services: Sequence[Service]) -> list[ServiceState]:
         """Every service's state, checked at once: one after another, the health checks of services still starting
@@ -328,3 +321,19 @@ def _owners(families: Mapping[str, Sequence[psutil.Process]], alive: Sequence[ps
     """The services (in `families`' order) with a process among `alive`."""
     pids = {p.pid for p in alive}
     return [name for name, family in families.items() if any(p.pid in pids for p in family)]
+
+
+@contextmanager
+def held_lock(path: Path, *, waiting: str) -> Iterator[None]:
+    """Hold the file lock `path` (a second rtca process waits for the first), saying `waiting` if it must wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(waiting)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
