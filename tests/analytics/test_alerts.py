@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from rtca.analytics.alerts import AlertEngine, Rule, book_problem_alert, load_rules, parse_rules
@@ -94,6 +96,18 @@ def test_price_move_within_window() -> None:
     assert e.evaluate(ticker(101.9, 125_000)) == []  # window now 101.9, 101.9: 0% -> re-armed
     [b] = e.evaluate(ticker(100.8, 126_000))  # down 1.08% from 101.9
     assert b["value"] == pytest.approx((1 - 100.8 / 101.9) * 100)
+
+
+def test_a_price_far_ahead_or_outside_the_contract_does_not_pin_the_window() -> None:
+    """Sent straight to the ticker topic: a price in 2036 (no receive time) would make every later one "older than
+    the window" for good; a price of 1e200 or as text would be compared with real ones."""
+    now = time.time_ns() // 1_000_000
+    e = engine(kind="price_move", threshold=1.0, window_s=60)
+    assert e.evaluate({**ticker(50.0, now + 10 * 365 * 86_400_000), "received_ms": None}) == []
+    assert e.evaluate(ticker(1e200, now)) == [] and e.evaluate(ticker("150", now)) == []  # type: ignore[arg-type]
+    assert e.evaluate(ticker(100.0, now)) == []
+    [alert] = e.evaluate(ticker(102.0, now + 1_000))
+    assert alert["value"] == pytest.approx(2.0)
 
 
 def test_price_move_old_prices_do_not_count() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from typing import Any
 
 import pytest
@@ -72,7 +73,9 @@ def ticker(t: int, price: float, **fields: Any) -> dict[str, Any]:
 
 def test_volatility_survives_extreme_prices() -> None:
     vol = Volatility(1_000)
-    for t, price in ((0, 1e300), (100, 1.0), (200, 1e-300)):
+    with pytest.raises(ValueError):  # beyond any market value (`rtca.analytics.checks.MAX_VALUE`)
+        vol.update(ticker(0, 1e300))
+    for t, price in ((0, 9e99), (100, 1.0), (200, 1e-300)):
         vol.update(ticker(t, price))
     [window] = vol.update(ticker(1_000, 1.0))  # closing it computed log(1e-300 / 1e300) = log(0) before
     assert math.isfinite(window["log_return"]) and math.isfinite(window["realized_vol"])
@@ -93,8 +96,9 @@ def test_book_update_with_one_bad_change_changes_nothing() -> None:
     books.update({"type": "snapshot", "product_id": "P", "event_ms": 0, "bids": [[9.0, 1.0]], "asks": [[11.0, 1.0]]})
     book = books.state_of("P").book
     before = (dict(book.bids), dict(book.asks))
-    for changes in ([["buy", 10.0, 2.0], ["bid", 10.5, 1.0]], [["buy", 10.0, 2.0], ["sell", "nan", 1.0]]):
-        with pytest.raises(ValueError):
+    for changes in ([["buy", 10.0, 2.0], ["bid", 10.5, 1.0]], [["buy", 10.0, 2.0], ["sell", "nan", 1.0]],
+                    [["buy", 10.0, 2.0], ["sell", float("nan"), 1.0]]):
+        with pytest.raises((TypeError, ValueError)):
             books.update({"type": "l2update", "product_id": "P", "event_ms": 5, "changes": changes})
         assert (book.bids, book.asks) == before
 
@@ -133,7 +137,7 @@ def test_a_price_older_than_the_window_neither_fires_nor_grows_the_window() -> N
 
 def test_a_refused_level2_record_of_a_new_product_keeps_nothing_of_it() -> None:
     books = BookTracker()
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):
         books.update({"type": "snapshot", "product_id": "Q", "event_ms": 0, "bids": [[9.0, "x"]], "asks": []})
     with pytest.raises(ValueError):
         books.update({"type": "l2update", "product_id": "Q", "event_ms": 0, "changes": [["bid", 1.0, 1.0]]})
@@ -201,3 +205,43 @@ def test_a_level2_record_without_an_integer_event_time_is_refused_before_changin
     with pytest.raises(TypeError, match="event_ms"):
         books.update({"type": "l2update", "product_id": "P", "event_ms": event_ms, "changes": [["buy", 9.0, 5.0]]})
     assert books.state_of("P").book.bids == {9.0: 1.0}
+
+
+@pytest.mark.parametrize("fields", [
+    {"bids": [[1e308, 1e308]]},  # finite, but its sums are not: a null mid and imbalance, dropped by Pinot
+    {"bids": {"12": 1}},  # a dict's keys read as a level "1", "2" before
+    {"bids": [["9.0", "1.0"]]},  # text: the router writes numbers
+    {"event_ms": -5000},
+    {"event_ms": 2**60},
+    {"event_ms": "soon"},
+])  # fmt: skip
+def test_a_snapshot_outside_the_record_contract_is_refused_and_the_book_goes_on(fields: dict[str, object]) -> None:
+    books = BookTracker(cadence_ms=1_000)
+    snapshot = {"type": "snapshot", "product_id": "P", "event_ms": 1_000, "received_ms": 1_000,
+                "bids": [[9.0, 1.0]], "asks": [[11.0, 1.0]]}  # fmt: skip
+    with pytest.raises((TypeError, ValueError)):
+        books.update({**snapshot, **fields})
+    assert books.products == {}
+    [summary] = books.update(snapshot)
+    assert summary["mid"] == 10.0 and summary["imbalance"] == 0.0
+
+
+@pytest.mark.parametrize("engine, record", [
+    (lambda: TradeFlow(1_000), match(0, None)),
+    (lambda: Volatility(1_000), ticker(0, 100.0)),
+    (lambda: BookTracker(cadence_ms=1_000), {"type": "snapshot", "product_id": "P", "bids": [[9.0, 1.0]],
+                                            "asks": [[11.0, 1.0]]}),
+])  # fmt: skip
+def test_an_event_far_ahead_of_the_clock_is_refused_without_a_receive_time(engine, record) -> None:  # type: ignore[no-untyped-def]
+    """A record published straight to a typed topic, without ``received_ms``: bounded by the clock instead; else
+    one record in 2036 would make every later record of its product late, for good."""
+    now = time.time_ns() // 1_000_000
+    tracker = engine()
+    product = record["product_id"]
+    ahead = {**record, "event_ms": now + 10 * 365 * 86_400_000}
+    ahead.pop("received_ms", None)
+    with pytest.raises(ValueError, match="after its receipt"):
+        tracker.update(ahead)
+    first = tracker.update({**record, "event_ms": now - 5_000, "received_ms": now})
+    second = tracker.update({**record, "event_ms": now + 60_000, "received_ms": now + 60_000})
+    assert first + second and {r["product_id"] for r in first + second} == {product}  # its windows go on

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rtca.analytics.checks import event_time, number
+
 KINDS = ("price_move", "vol_zscore", "spread_bps", "feed_stalled", "missed_trades")
 SOURCES = ("ticker", "book", "volatility", "feed_health")
 """What an input record is, by the topic it came from."""
@@ -235,9 +237,11 @@ class AlertEngine:
     # --- the rules -------------------------------------------------------------------------------------------------
     def _price_move(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        product, event_ms, price = record["product_id"], record.get("event_ms"), float(record["price"])
-        if type(event_ms) is not int or not (math.isfinite(price) and price > 0):
-            return out
+        product = record["product_id"]
+        try:  # one price far ahead would pin the window: every later price would be skipped as older than it
+            event_ms, price = event_time(record), number(record["price"], "price", positive=True)
+        except (TypeError, ValueError):
+            return out  # outside the record contract: the statistics and volatility functions dead-letter it
         for rule in self._by_kind("price_move"):
             prices = self._prices.setdefault((rule.name, product), deque())
             if prices and event_ms < prices[-1][0] - rule.window_s * 1000:

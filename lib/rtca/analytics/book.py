@@ -27,10 +27,11 @@ here the typed records carry floats and the hot path is a float dict.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from rtca.analytics.checks import event_time, number
 
 DEFAULT_CADENCE_MS = 1000
 DEFAULT_DEPTH_BPS = 50.0
@@ -138,26 +139,27 @@ def depth(levels: Mapping[float, float], mid: float, bps: float, side: str) -> f
     return sum(size for price, size in levels.items() if price <= cap)
 
 
-def _number(value: Any, *, positive: bool = False) -> float:
-    """A finite number >= 0 (> 0 for a price: a mid of 0 would divide the spread by zero)."""
-    number = float(value)
-    if not (math.isfinite(number) and (number > 0 if positive else number >= 0)):
-        raise ValueError(f"not a finite number {'> 0' if positive else '>= 0'}: {value!r:.40}")
-    return number
-
-
-def _levels(levels: Iterable[Any]) -> list[tuple[float, float]]:
+def _levels(levels: Any, name: str) -> list[tuple[float, float]]:
     """A snapshot side's [price, size] pairs as numbers; ValueError / TypeError for any bad one."""
-    return [(_number(price, positive=True), _number(size)) for price, size in levels]
+    if type(levels) is not list:
+        raise TypeError(f"{name} must be a list of [price, size], not {type(levels).__name__}")
+    out = []
+    for level in levels:
+        if type(level) is not list or len(level) != 2:
+            raise TypeError(f"{name}: a level must be [price, size], not {level!r:.40}")
+        out.append((number(level[0], f"{name} price", positive=True), number(level[1], f"{name} size")))
+    return out
 
 
 def _changes(changes: Iterable[Any]) -> list[tuple[str, float, float]]:
     """An l2update's [side, price, size] changes, every one checked, so a bad one changes nothing."""
+    if type(changes) is not list:
+        raise TypeError(f"changes must be a list of [side, price, size], not {type(changes).__name__}")
     out = []
     for side, price, size in changes:
         if type(side) is not str or side not in ("buy", "sell"):
             raise ValueError(f"side must be 'buy' or 'sell', not {side!r:.40}")
-        out.append((side, _number(price, positive=True), _number(size)))
+        out.append((side, number(price, "price", positive=True), number(size, "size")))
     return out
 
 
@@ -191,12 +193,10 @@ class BookTracker:
         """Apply one typed level2 record; returns [] or one summary record or one problem record."""
         product = record["product_id"]
         kind = record.get("type")
-        event_ms = record.get("event_ms")
+        event_ms = event_time(record)  # the cadence runs on it (`rtca.analytics.checks`)
         received_ms = record.get("received_ms")
-        if type(event_ms) is not int:  # the cadence runs on it: an update without one would be applied unseen
-            raise TypeError(f"event_ms must be an int, not {event_ms!r:.40}")
         if kind == "snapshot":  # every level checked before any state changes
-            bids, asks = _levels(record["bids"]), _levels(record["asks"])
+            bids, asks = _levels(record["bids"], "bids"), _levels(record["asks"], "asks")
         elif kind == "l2update":
             changes = _changes(record["changes"])
         else:

@@ -26,7 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rtca.analytics.windows import DEFAULT_WINDOW_MS, MAX_VALUE, WindowsByProduct, event_time
+from rtca.analytics.checks import event_time, number
+from rtca.analytics.windows import DEFAULT_WINDOW_MS, WindowsByProduct
 
 __all__ = ["DEFAULT_WINDOW_MS", "FlowWindow", "TradeFlow"]
 
@@ -99,9 +100,7 @@ class TradeFlow(WindowsByProduct):
         side = match["side"]
         if type(side) is not str or side not in ("buy", "sell"):
             raise ValueError(f"side must be 'buy' or 'sell', not {side!r:.40}")
-        price, size = float(match["price"]), float(match["size"])
-        if not (0 < price < MAX_VALUE and 0 <= size < MAX_VALUE):  # also false for NaN and inf
-            raise ValueError(f"price must be finite and > 0, size finite and >= 0, not {price!r}, {size!r}")
+        price, size = number(match["price"], "price", positive=True), number(match["size"], "size")
         received_ms, trade_id = match.get("received_ms"), match.get("trade_id")
         if received_ms is not None and type(received_ms) is not int:  # all checked before any state changes
             raise TypeError("received_ms must be an int")

@@ -18,8 +18,9 @@ Record (the ``coinbase_volatility`` columns): ``event_ms`` = window start, ``win
 ``window_end_ms``, ``received_ms`` (latest in the window), ``n_prices``, ``n_returns``, ``return_std``.
 
 Late-data policy: a price whose window is before the product's open window (already emitted) is DROPPED and
-counted (``late`` per product, `Volatility.late`); it never changes or re-emits a closed window. Non-finite or
-non-positive prices raise ValueError before any state changes.
+counted (``late`` per product, `Volatility.late`); it never changes or re-emits a closed window. A record outside
+the contract (a price not a number, <= 0 or >= 1e100, an event time out of range: `rtca.analytics.checks`) raises
+TypeError / ValueError before any state changes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rtca.analytics.windows import DEFAULT_WINDOW_MS, WindowsByProduct, event_time
+from rtca.analytics.checks import event_time, number
+from rtca.analytics.windows import DEFAULT_WINDOW_MS, WindowsByProduct
 
 __all__ = ["DEFAULT_WINDOW_MS", "SECONDS_PER_YEAR", "Volatility", "VolWindow"]
 SECONDS_PER_YEAR = 365 * 24 * 3600
@@ -79,9 +81,7 @@ class Volatility(WindowsByProduct):
     def update(self, ticker: Mapping[str, Any]) -> list[dict[str, Any]]:
         product = ticker["product_id"]
         event_ms = event_time(ticker)
-        price = float(ticker["price"])
-        if not (math.isfinite(price) and price > 0):
-            raise ValueError(f"price must be finite and > 0, not {ticker['price']!r}")
+        price = number(ticker["price"], "price", positive=True)
         received_ms = ticker.get("received_ms")
         if received_ms is not None and type(received_ms) is not int:  # checked before any state changes
             raise TypeError("received_ms must be an int")

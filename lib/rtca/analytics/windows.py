@@ -15,29 +15,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Self
 
 DEFAULT_WINDOW_MS = 60_000
-#: Event times a window takes: from 0 to 2**53 (exact as a float). Outside, a window's bounds no longer fit the
-#: 64-bit integers JSON encoding and Pinot's LONG columns allow (orjson raises on them, out of `process`).
-MAX_EVENT_MS = 2**53
-#: At most this far after its receipt (`received_ms`), as the router allows: one record far in the future would make
-#: every later record of its product late (dropped), and keep those unacknowledged until its window closes.
-MAX_AHEAD_MS = 5 * 60_000
-#: Prices and sizes stay below this (as the router's `MAX_DECIMAL`): their products and sums stay finite, so no
-#: window holds an infinity (written as JSON null, which the restarted function's state could not take back).
-MAX_VALUE = 1e100
-
-
-def event_time(record: Mapping[str, Any]) -> int:
-    """A record's ``event_ms``, checked: an int in [0, MAX_EVENT_MS), at most MAX_AHEAD_MS after ``received_ms``
-    when the record has one; TypeError / ValueError otherwise (before any state changes)."""
-    event_ms = record["event_ms"]
-    if type(event_ms) is not int:
-        raise TypeError("event_ms must be an int")
-    if not 0 <= event_ms < MAX_EVENT_MS:
-        raise ValueError(f"event_ms out of range: {event_ms}")
-    received_ms = record.get("received_ms")
-    if type(received_ms) is int and event_ms > received_ms + MAX_AHEAD_MS:
-        raise ValueError(f"event_ms {event_ms} is {(event_ms - received_ms) / 1000:.0f} s after received_ms")
-    return event_ms
 
 
 @dataclass(slots=True)

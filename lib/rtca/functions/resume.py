@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 import pulsar
 
-from rtca.functions.routing import Reason, dead_letter_record, encode_dead_letter
+from rtca.functions.routing import MAX_PRODUCT_ID, Reason, dead_letter_record, encode_dead_letter
 from rtca.functions.runtime import (
     Context,
     MessageIdKey,
@@ -91,6 +91,15 @@ def json_records(payloads: Iterable[bytes]) -> Iterator[dict[str, Any]]:
             continue
         if isinstance(record, dict):
             yield record
+
+
+def product_of(payload: bytes) -> str | None:
+    """The product a rejected record names, if it names one (the dead letter's ``product_id``), else None."""
+    try:
+        product = orjson.loads(payload).get("product_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return product if isinstance(product, str) and 0 < len(product) <= MAX_PRODUCT_ID else None
 
 
 def id_list(message_id: Any) -> list[int]:
@@ -270,7 +279,7 @@ class StatefulFunction(pulsar.Function):
             reason, f"{self.name}: {detail}", data,
             source_topic=context.get_current_message_topic_name(),
             source_message_id=message_id_text(context.get_message_id()),
-            received_ms=received_ms_of(context.get_message_properties()),
+            received_ms=received_ms_of(context.get_message_properties()), product_id=product_of(data),
         )  # fmt: skip
         context.record_metric("dead_letters", 1)
         dead_letters: Publisher = self._dead_letters  # type: ignore[assignment]

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from rtca.analytics.checks import event_time, number
 from rtca.analytics.stats import DEFAULT_SPAN, DEFAULT_WINDOW, StatsRow, TickerStats
 from rtca.functions.resume import DECODE_ERRORS, StatefulFunction, id_key, json_records, read_topic
 from rtca.functions.runtime import Context, MessageIdKey, Publisher, ack_now, message_id_key
@@ -115,7 +116,8 @@ class TickerStatsFunction(StatefulFunction):
         try:
             ticker = orjson.loads(input)
             product = ticker["product_id"]
-            price = float(ticker["price"])
+            price = number(ticker["price"], "price", positive=True)
+            event_ms = event_time(ticker)  # checked again: see `rtca.analytics.checks`
             if not isinstance(product, str) or not product:
                 raise ValueError("product_id must be a non-empty string")
             book = books.book(product)
@@ -130,7 +132,5 @@ class TickerStatsFunction(StatefulFunction):
             return
         book.source_topic, book.source_id = topic, key
         record = stats_record(ticker, book, price, row, [*key, message_id.partition()])
-        event_ms = ticker.get("event_ms")
-        publisher.publish_then_ack(context, self._output, orjson.dumps(record), key=product,
-                                   event_ms=event_ms if type(event_ms) is int else None, source=topic,
-                                   message_id=message_id)  # fmt: skip
+        publisher.publish_then_ack(context, self._output, orjson.dumps(record), key=product, event_ms=event_ms,
+                                   source=topic, message_id=message_id)  # fmt: skip

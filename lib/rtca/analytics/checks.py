@@ -1,0 +1,51 @@
+"""What the functions after the router check of a typed record before it changes any state.
+
+The router enforces the record contract (`rtca.functions.routing`), but anything that may publish to a typed topic
+bypasses it, and one record outside the contract would otherwise poison a product for good: an event time far
+ahead makes every later record of its product late (dropped by the windows, the order book's cadence and the alerts'
+price window), a price of 1e200 makes the statistics' variance infinite (written as JSON null, which a restarted
+function cannot resume from), a price written as text (``" 1_0 "``) is read by Python but dropped by Pinot. These
+checks raise TypeError / ValueError, which the functions turn into dead letters, and leave every other record alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+MAX_EVENT_MS = 2**53
+"""Event times stay below this (exact as a float): beyond, a window's bounds no longer fit the 64-bit integers that
+JSON encoding and Pinot's LONG columns allow."""
+MAX_AHEAD_MS = 5 * 60_000
+"""An event time is at most this far after its receipt (clock skew): the router's bound too."""
+MAX_VALUE = 1e100
+"""Prices, sizes and volumes stay below this, so that products and squares of them stay finite (the router's
+bound too: far above any real value)."""
+
+
+def event_time(record: Mapping[str, Any]) -> int:
+    """A record's ``event_ms``: an int in [0, MAX_EVENT_MS), at most MAX_AHEAD_MS after its ``received_ms``, or,
+    for a record without one (not the router's), after the time it is checked."""
+    event_ms = record["event_ms"]
+    if type(event_ms) is not int:
+        raise TypeError(f"event_ms must be an int, not {event_ms!r:.40}")
+    if not 0 <= event_ms < MAX_EVENT_MS:
+        raise ValueError(f"event_ms out of range: {event_ms}")
+    received_ms = record.get("received_ms")
+    if type(received_ms) is not int:
+        received_ms = time.time_ns() // 1_000_000
+    if event_ms > received_ms + MAX_AHEAD_MS:
+        raise ValueError(f"event_ms {event_ms} is {(event_ms - received_ms) / 1000:.0f} s after its receipt "
+                         f"(at most {MAX_AHEAD_MS // 1000} s)")  # fmt: skip
+    return event_ms
+
+
+def number(value: Any, name: str, *, positive: bool = False) -> float:
+    """A JSON number (not text, not a bool) in [0, MAX_VALUE), or (0, MAX_VALUE) if `positive` (a price)."""
+    kind = type(value)
+    if kind is not float and kind is not int:
+        raise TypeError(f"{name} must be a number, not {kind.__name__}: {value!r:.40}")
+    if not (0 < value < MAX_VALUE if positive else 0 <= value < MAX_VALUE):  # also false for NaN
+        raise ValueError(f"{name} out of range ({'> 0' if positive else '>= 0'}, < {MAX_VALUE:g}): {value!r:.40}")
+    return float(value)
