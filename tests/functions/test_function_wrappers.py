@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -47,6 +48,16 @@ def test_router_never_raises_and_dead_letters_hostile_input(fake_context, messag
     assert len(ctx.acked) == len(payloads) and ctx.metrics["dead_letters"] == len(payloads)
     first = orjson.loads(ctx.published[0].data)
     assert first["source_topic"] == ctx.input_topic and first["source_message_id"] == "7:1:-1:-1"
+
+
+def test_router_dead_letters_a_frame_ingest_cut_as_too_large_with_its_full_size(fake_context, message_ids) -> None:  # type: ignore[no-untyped-def]
+    ctx, router = router_context(fake_context), Router()
+    start = orjson.dumps(SAMPLES["snapshot"])[:50]
+    properties = {"received_ms": "1700000000000", "error": "oversized", "payload_bytes": "4800000", "product": "X"}
+    ctx.run(router, start, next(message_ids), properties)
+    record = orjson.loads(ctx.published[-1].data)
+    assert ctx.published[-1].topic == TOPICS["dead_letter"] and len(ctx.acked) == 1
+    assert (record["reason"], record["payload_bytes"], record["product_id"]) == ("too_large", 4_800_000, "X")
 
 
 def test_router_does_not_ack_when_the_publish_fails(fake_context, message_ids) -> None:  # type: ignore[no-untyped-def]
@@ -187,6 +198,26 @@ def test_stats_dead_letters_unusable_records(fake_context, message_ids) -> None:
     assert [p.topic for p in ctx.published] == [TOPICS["dead_letter"]] * 6
     assert len(ctx.acked) == 6
     assert all(orjson.loads(p.data)["reason"] == "invalid_field" for p in ctx.published)
+
+
+def test_stats_dead_letters_records_outside_the_contract_and_the_product_goes_on(fake_context, message_ids
+                                                                                 ) -> None:  # type: ignore[no-untyped-def]
+    """A record published straight to the ticker topic (no router) must not spoil its product's statistics."""
+    ctx, function = stats_context(fake_context), TickerStatsFunction()
+    now = time.time_ns() // 1_000_000
+    good = {"type": "ticker", "product_id": "A", "event_ms": now, "received_ms": now}
+    bad = [{"price": 1e200}, {"price": -5.0}, {"price": 0}, {"price": "  1_0 "}, {"price": True},
+           {"price": 1.0, "event_ms": "not-a-time"}, {"price": 1.0, "event_ms": -5000},
+           {"price": 1.0, "event_ms": now + 10 * 365 * 86_400_000, "received_ms": None}]
+    for fields in bad:
+        ctx.run(function, orjson.dumps({**good, **fields}), next(message_ids))
+    for price in (100.0, 101.0):
+        ctx.run(function, orjson.dumps({**good, "price": price}), next(message_ids))
+    letters = [orjson.loads(p.data) for p in ctx.published if p.topic == TOPICS["dead_letter"]]
+    assert len(letters) == len(bad) and len(ctx.acked) == len(bad) + 2
+    assert all(letter["product_id"] == "A" for letter in letters)
+    records = outputs(ctx)
+    assert [r["price"] for r in records] == [100.0, 101.0] and records[-1]["ewma_var"] == pytest.approx(0.5)
 
 
 def test_identity_and_raw_serde_pass_bytes_through() -> None:

@@ -115,7 +115,7 @@ def test_1000_hostile_payloads_all_dead_letters_with_reasons() -> None:
         assert record["payload_bytes"] == len(payload)
         assert record["event_ms"] == RECEIVED
         reasons[record["reason"]] += 1
-    assert set(reasons) == set(Reason) - {Reason.INTERNAL_ERROR}, reasons
+    assert set(reasons) == set(Reason) - {Reason.INTERNAL_ERROR, Reason.TOO_LARGE}, reasons  # too large: below
 
 
 def test_dead_letter_keeps_invalid_utf8_as_base64() -> None:
@@ -210,3 +210,47 @@ def test_a_level2_sequence_that_is_not_an_integer_is_a_dead_letter(kind: str) ->
     for bad in ("not-a-number", {"x": 1}, 1.5):
         out = routed({**SAMPLES[kind], "sequence": bad})
         assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.INVALID_FIELD, bad
+
+
+@pytest.mark.parametrize("value", [1, "garbage", 2_000_000_000_000_000])
+def test_a_frame_carrying_a_column_the_tables_derive_is_a_dead_letter(value: object) -> None:
+    """Pinot keeps an ``event_time`` already in the record: a forged one would stand, or the row would be dropped."""
+    out = routed({**SAMPLES["ticker"], "event_time": value})
+    assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.INVALID_FIELD
+    assert "'event_time' is reserved" in out.record["detail"]
+
+
+def test_every_column_a_table_over_a_routed_topic_derives_is_reserved() -> None:
+    """The tables' ingestion transforms name the columns a frame must not carry (`RESERVED_FIELDS`)."""
+    from rtca.pinot.tables import render_tables
+    from rtca.settings import load_settings
+
+    settings = load_settings()
+    routed_topics = {settings.topic(getattr(settings.topics, channel)) for channel in routing.CHANNELS}
+    derived = {
+        transform["columnName"]
+        for spec in render_tables(settings) if spec.topic in routed_topics
+        for transform in (spec.table.get("ingestionConfig") or {}).get("transformConfigs") or []
+    }  # fmt: skip
+    assert derived and derived <= set(routing.RESERVED_FIELDS)
+
+
+def test_a_typed_record_pulsar_would_refuse_is_a_too_large_dead_letter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Converting can grow a frame ("1e5" -> 100000.0): a record over Pulsar's limit would never be stored."""
+    levels = [["1e5", "2e1"]] * 200
+    frame = orjson.dumps({**SAMPLES["snapshot"], "bids": levels, "asks": levels})
+    converted = len(routed(orjson.loads(frame)).data)
+    assert converted > len(frame)
+    monkeypatch.setattr(routing, "MAX_RECORD_BYTES", converted - 1)
+    out = route(frame, received_ms=RECEIVED, source_topic="raw", product_hint="BTC-USD")
+    assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.TOO_LARGE
+    assert out.record["payload_bytes"] == len(frame) and out.key == "BTC-USD"
+    assert f"{converted} bytes" in out.record["detail"]
+
+
+def test_a_frame_ingest_cut_is_a_too_large_dead_letter_with_its_full_size() -> None:
+    start = orjson.dumps(SAMPLES["snapshot"])[:40]
+    out = route(start, received_ms=RECEIVED, cut_from=4_800_000, product_hint="BTC-USD")
+    assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.TOO_LARGE
+    assert out.record["payload_bytes"] == 4_800_000 and out.record["payload"] == start.decode()
+    assert "4800000 bytes" in out.record["detail"] and out.key == "BTC-USD"

@@ -25,6 +25,13 @@ from rtca.functions.runtime import (
 )
 
 
+def cut_from(properties: dict[str, str]) -> int | None:
+    """The full size of a frame ingest published only the start of (properties ``error`` = ``oversized``,
+    ``payload_bytes``), else None."""
+    size = properties.get("payload_bytes", "")
+    return int(size) if properties.get("error") == "oversized" and size.isdigit() else None
+
+
 class Router(pulsar.Function):
     """Decode, validate, convert (`routing.route`), publish; never raises on input."""
 
@@ -51,6 +58,7 @@ class Router(pulsar.Function):
             received_ms=received_ms_of(properties),
             source_topic=source,
             product_hint=properties.get("product"),
+            cut_from=cut_from(properties),
         )
         data = routed.data
         if routed.channel == routing.DEAD_LETTER:  # only a dead letter needs the message id as text

@@ -10,7 +10,9 @@ The record contract (the fields every table in `infra/pinot/README.md` relies on
   were not UTF-8; cut at 64 KB with ``payload_bytes`` the full size). Beyond the fields' shapes, an event time
   before 1971 or more than 5 minutes after the frame's receipt is ``invalid_time`` (`MIN_EVENT_MS`, `MAX_AHEAD_MS`:
   one far-future record would make every later record of its product late to the windowed functions), and a
-  decimal of 1e100 or more ``invalid_field`` (`MAX_DECIMAL`).
+  decimal of 1e100 or more ``invalid_field`` (`MAX_DECIMAL`), as is a frame carrying a column the tables derive
+  (`RESERVED_FIELDS`); a frame ingest cut (over its size limit), or whose typed record Pulsar would refuse
+  (`MAX_RECORD_BYTES`), is ``too_large``.
 
 `route()` never raises: anything unexpected, even a bug here, ends as a dead letter with reason ``internal_error``.
 """
@@ -30,11 +32,22 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from rtca.analytics.checks import MAX_AHEAD_MS, MAX_VALUE
+
 #: Cut dead-letter payloads here (bytes); `payload_bytes` keeps the full size.
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
 MAX_PRODUCT_ID = 64
 DEAD_LETTER = "dead_letter"
 CONTROL = "control"
+MAX_RECORD_BYTES = 5 * 1024 * 1024 - 64 * 1024
+"""A typed record larger than this is a ``too_large`` dead letter: Pulsar refuses messages over its
+``maxMessageSize`` (5 MiB by default; the room left is for the message's metadata), and a record it refuses would
+stay unacknowledged, redelivered and refused after every restart. Converting can make a frame larger (a price
+written ``"1e5"`` becomes ``100000.0``)."""
+RESERVED_FIELDS = ("event_time",)
+"""Fields a frame may not carry: columns the Pinot tables derive from the record (``event_time`` from ``event_ms``,
+`infra/pinot`). Pinot 0.11 keeps a value already in the record instead of deriving it, so a frame's own would
+replace the event time the router checked, or make Pinot drop the row without a trace."""
 
 
 class Reason(StrEnum):
@@ -48,6 +61,7 @@ class Reason(StrEnum):
     MISSING_FIELD = "missing_field"
     INVALID_FIELD = "invalid_field"
     INVALID_TIME = "invalid_time"
+    TOO_LARGE = "too_large"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -89,15 +103,12 @@ _TIME = re.compile(
     re.ASCII,
 ).fullmatch
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-MAX_DECIMAL = 1e100
+MAX_DECIMAL = MAX_VALUE
 """Decimal fields (prices, sizes, volumes) stay below this, so that the statistics' squares of them stay finite
 (1e200 once made a product's EWMA variance infinite for good); far above any real one (30-day volumes of
-meme coins in base units reach 1e14)."""
+meme coins in base units reach 1e14). The functions after the router check it again (`rtca.analytics.checks`)."""
 MIN_EVENT_MS = 365 * 86_400_000
 """1971-01-01: Pinot refuses time values before it (a "1970-01-01T00:00:00+23:59" is even negative)."""
-MAX_AHEAD_MS = 5 * 60_000
-"""An event time at most this far after ingest received the frame (clock skew): one far in the future would make
-every later record of its product look late to the windowed functions, which would then drop them."""
 _SIDES = frozenset(("buy", "sell"))
 
 
@@ -401,6 +412,9 @@ def convert(message: dict[str, Any], received_ms: int) -> Routed:
     for name in shape.required:
         if get(name) is None:
             raise Rejected(Reason.MISSING_FIELD, f"{kind}: no {name!r}")
+    for name in RESERVED_FIELDS:
+        if name in message:
+            raise Rejected(Reason.INVALID_FIELD, f"{kind}: {name!r} is reserved (the tables derive it from event_ms)")
     for names, low in shape.numeric:
         for name in names:
             value = get(name)
@@ -442,7 +456,11 @@ def convert(message: dict[str, Any], received_ms: int) -> Routed:
     message["event_ms"] = event_ms
     message["received_ms"] = received_ms
     message["product_id"] = product
-    return _new_routed(Routed, (shape.channel, message, orjson.dumps(message), product, event_ms))
+    data = orjson.dumps(message)
+    if len(data) > MAX_RECORD_BYTES:
+        raise Rejected(Reason.TOO_LARGE, f"{kind}: the typed record has {len(data)} bytes, more than Pulsar takes "
+                                         f"in a message ({MAX_RECORD_BYTES})")  # fmt: skip
+    return _new_routed(Routed, (shape.channel, message, data, product, event_ms))
 
 
 _new_routed = tuple.__new__
@@ -458,9 +476,11 @@ def dead_letter_record(
     source_message_id: str | None,
     received_ms: int,
     product_id: str | None = None,
+    payload_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """The dead-letter record of the contract (also used by other functions for their own rejects)."""
-    size = len(payload)
+    """The dead-letter record of the contract (also used by other functions for their own rejects);
+    `payload_bytes`: the size of the whole payload when `payload` is only its start."""
+    size = len(payload) if payload_bytes is None else payload_bytes
     cut = payload[:MAX_DEAD_LETTER_PAYLOAD]
     record: dict[str, Any] = {
         "reason": str(reason),
@@ -489,12 +509,17 @@ def route(
     source_topic: str | None = None,
     source_message_id: str | None = None,
     product_hint: str | None = None,
+    cut_from: int | None = None,
 ) -> Routed:
-    """One raw frame -> a typed `Routed` record, or a dead letter. Never raises."""
+    """One raw frame -> a typed `Routed` record, or a dead letter. Never raises. `cut_from`: the frame's size when
+    `payload` is only its start (ingest publishes the start of an oversized frame, `rtca.feed.ingest`)."""
     data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
     if received_ms is None:
         received_ms = time.time_ns() // 1_000_000
     try:
+        if cut_from is not None:
+            raise Rejected(Reason.TOO_LARGE, f"a frame of {cut_from} bytes, more than ingest publishes; the record "
+                                             f"holds its first {len(data)}")  # fmt: skip
         if not data.strip():
             raise Rejected(Reason.EMPTY, "empty payload")
         try:
@@ -511,7 +536,7 @@ def route(
     product = product_hint if isinstance(product_hint, str) and product_hint else None
     record = dead_letter_record(
         reason, detail, data, source_topic=source_topic, source_message_id=source_message_id,
-        received_ms=received_ms, product_id=product,
+        received_ms=received_ms, product_id=product, payload_bytes=cut_from,
     )  # fmt: skip
     return Routed(DEAD_LETTER, record, encode_dead_letter(record), product, received_ms)
 
