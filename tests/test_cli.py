@@ -244,6 +244,9 @@ def test_ingest_against_an_unreachable_pulsar_fails_at_once_naming_it(tmp_path: 
 def test_a_variable_that_names_no_setting_is_warned_about(monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """One underscore instead of two: the settings would ignore it without a word."""
+    import rtca.settings
+
+    monkeypatch.setattr(rtca.settings, "_WARNED", set())  # once per process: an earlier test may have warned
     monkeypatch.setenv("RTCA_PINOT_BROKER_PORT", "18099")
     monkeypatch.setenv("RTCA_PINOT__BROKER_PORT", "18099")
     monkeypatch.setenv("RTCA_KEEP_STACK", "1")  # the tests' own, not a setting

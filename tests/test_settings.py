@@ -42,6 +42,19 @@ def test_setting_exists_tells_a_typo_from_a_setting() -> None:
     assert not setting_exists("RTCA_PINOT_BROKER_PORT") and not setting_exists("RTCA_PINOT__BROKER_PORT__X")
 
 
+def test_a_variable_that_names_no_setting_is_warned_about_once_by_the_library_too(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """A notebook calls `load_settings()`, not the CLI: its typo must not be ignored without a word either."""
+    import rtca.settings
+
+    monkeypatch.setattr(rtca.settings, "_WARNED", set())
+    monkeypatch.setenv("RTCA_PINOT_BROKER_PORT", "18099")
+    load_settings()
+    load_settings()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "names no setting" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: RTCA_PINOT_BROKER_PORT")
+
+
 def test_a_runbook_env_typo_is_refused_not_ignored() -> None:
     with pytest.raises(RunbookCheckFailed, match="RTCA_PINOT_BROKER_PORT' names no setting"):
         runbook_settings("local", {"RTCA_PINOT_BROKER_PORT": "18099"})

@@ -16,7 +16,7 @@ import httpx
 
 from rtca import stack
 from rtca.errors import RtcaError
-from rtca.settings import Settings, load_settings, unknown_variables
+from rtca.settings import Settings, load_settings
 from rtca.stack.process import ServiceState, Supervisor
 
 Handler = Callable[[Settings, argparse.Namespace], int]
@@ -502,9 +502,6 @@ def _where(exc: httpx.TransportError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides: dict[str, Any] = {"backend": args.backend} if args.backend else {}
-    for variable in unknown_variables(os.environ):
-        print(f"warning: {variable} names no setting and is ignored (sections and fields are separated by two "
-              f"underscores: RTCA_PINOT__BROKER_PORT)", file=sys.stderr)
     try:
         settings = load_settings(**overrides)
         return int(args.handler(settings, args))

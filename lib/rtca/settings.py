@@ -11,6 +11,8 @@ or `RTCA_TOPICS__RAW=my-raw-topic`.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -301,7 +303,13 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with explicit keyword overrides on top (used by the CLI and tests); values of
-    the wrong type or range are a `ConfigError` naming each, not pydantic's report."""
+    the wrong type or range are a `ConfigError` naming each, not pydantic's report. An `RTCA_*` variable that names
+    no setting is a warning on stderr (once per process): the CLI's, a notebook's or a runbook's."""
+    for variable in unknown_variables(os.environ):
+        if variable not in _WARNED:
+            _WARNED.add(variable)
+            print(f"warning: {variable} names no setting and is ignored (sections and fields are separated by two "
+                  f"underscores: RTCA_PINOT__BROKER_PORT)", file=sys.stderr)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -317,6 +325,7 @@ _SETTINGS_HINT = ("fix or unset the variable named; the settings and their defau
 
 #: `RTCA_*` variables that are not settings: set by rtca for its own processes, or read by the tests.
 NOT_SETTINGS = frozenset({"RTCA_BIND_HOST", "RTCA_KEEP_STACK"})
+_WARNED: set[str] = set()
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
