@@ -326,3 +326,82 @@ def test_feed_health_adds_up_ingests_but_not_one_ingests_two_ticks_in_a_second(
     assert traces["missed trades"] == [0, 2]
     ticks = next(sql for sql in sent if "MAX(msg_rate)" in sql)
     assert "GROUP BY DATETRUNC('SECOND', event_time), url" in ticks
+
+
+def test_a_product_without_rows_says_so_and_names_products_that_have_some(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-p product BTC-USD` on a replay of other products drew an empty chart and said nothing."""
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    rows = {"SKL-USD": 3, "BTC-USD": 0}
+    monkeypatch.setattr(live, "products", lambda *args, **kwargs: ["SKL-USD", "CRV-EUR"])
+    monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: pd.DataFrame(
+        {"t": [1_700_000_000_000] * rows[sql.split("'")[1]], "y": [1.0] * rows[sql.split("'")[1]]}))
+    view = live_chart(Settings(), "Market", [Trace("price", "WHERE product_id = '{product}'", "t", "y")],
+                      product_table="prices", product="BTC-USD")
+    assert view.run(refreshes=1) == 0
+    assert "no rows for 'BTC-USD' in the last 15 min; products with data: SKL-USD, CRV-EUR" in \
+        view.controls.status.value
+    view.controls.product.value = "SKL-USD"
+    assert view.last_rows == 3 and "no rows" not in view.controls.status.value
+
+
+def test_a_product_chosen_while_a_background_refresh_runs_is_drawn_after_it() -> None:
+    """The guard against the refresh's own dropdown changes also swallowed the user's: the dropdown said one
+    product, the chart showed the other until the next interval (30 s in a workshop)."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def update(view: LiveView) -> int:
+        seen.append(view.controls.product.value)
+        if len(seen) == 1:
+            started.set()
+            release.wait(5)
+        return 1
+
+    controls = Controls.create(["A", "B"], product="A", minutes=15, interval=30.0)
+    view = LiveView(go.FigureWidget(), controls, update, kind="race")
+
+    async def scenario() -> None:
+        view.start(refreshes=1)
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+        controls.product.value = "B"  # the user, on the kernel's thread, while the refresh runs in another
+        release.set()
+        for _ in range(100):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        view.stop()
+
+    asyncio.run(scenario())
+    assert seen == ["A", "B"]
+
+
+@pytest.mark.parametrize(("answer", "hint"), [
+    ({"exceptions": [{"errorCode": 710, "message": "UnknownColumnError: nocol"}], "numServersQueried": 1,
+      "numServersResponded": 1}, "Pinot refused this SQL"),
+    ("<html><body>Superset</body></html>", "not as a Pinot broker"),
+])  # fmt: skip
+def test_a_failed_query_gets_the_hint_that_fits_it(answer: object, hint: str) -> None:
+    """Every failure said "`rtca up` starts what is down", also for a broker that was up and refused the SQL."""
+    from fake_http import SlowHandler, serving
+
+    class Answer(SlowHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if isinstance(answer, str):
+                body = answer.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.answer(200, answer)
+
+    with serving(Answer) as url, pytest.raises(ServiceError) as failure:
+        pinot_frame(Settings(pinot={"broker_url_override": url}), "SELECT nocol FROM t")  # type: ignore[arg-type]
+    assert hint in str(failure.value.hint) and "rtca up" not in str(failure.value.hint)

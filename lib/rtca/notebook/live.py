@@ -9,6 +9,7 @@ background of the kernel while the controls stay responsive.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,14 +57,24 @@ def pinot_frame(settings: Settings, sql: str) -> pd.DataFrame:
             columns = [column[0] for column in cursor.description or []]
             return pd.DataFrame(cursor.fetchall(), columns=columns)
         except (httpx.HTTPError, pinotdb.exceptions.Error) as exc:
-            missing = "TableDoesNotExistError" in str(exc)  # errorCode 190: the broker answers, the table is not there
             raise ServiceError("pinot-broker", f"query failed at {settings.pinot.broker_url}: "
-                               f"{type(exc).__name__}: {str(exc)[:300]}",
-                               hint="the table does not exist yet: `rtca pinot apply` (or runbooks/20-pinot-tables) "
-                                    "creates the tables" if missing else
-                                    "`rtca status` shows the stack, `rtca up` starts what is down") from None
+                               f"{type(exc).__name__}: {str(exc)[:300]}", hint=_query_hint(exc)) from None
         finally:
             connection.close()
+
+
+def _query_hint(exc: Exception) -> str:
+    """What to do about a failed query: the stack, the broker's address, the table or the SQL."""
+    text = str(exc)
+    if "TableDoesNotExistError" in text:  # errorCode 190: the broker answers, the table is not there
+        return "the table does not exist yet: `rtca pinot apply` (or runbooks/20-pinot-tables) creates the tables"
+    if isinstance(exc, httpx.TransportError):
+        return ("no broker answers there: `rtca status` shows the stack, `rtca up` starts what is down, and "
+                "`rtca config` shows the address used (RTCA_PINOT__BROKER_PORT and the like move it)")
+    if "errorCode" in text:  # the broker answered and refused the query
+        return "Pinot refused this SQL: the columns of each table are in infra/pinot/<table>/schema.json"
+    return ("the address answers, but not as a Pinot broker: `rtca config` shows the broker URL used "
+            "(RTCA_PINOT__BROKER_PORT and the like move it)")
 
 
 def to_datetime(values: pd.Series) -> pd.Series:
@@ -142,8 +153,11 @@ class LiveView:
         self._update = update
         self.refreshed = 0
         self.last_rows = 0
+        #: What the last refresh has to say beside its row count (set by `update`, e.g. a product without rows).
+        self.note = ""
         self._task: asyncio.Task[None] | None = None
-        self._refreshing_now = False
+        self._refreshing_in: int | None = None  # the thread a refresh runs in (a background one: an executor's)
+        self._again = False
         self.widget = widgets.VBox([controls.box(), figure])
         earlier = _BACKGROUND.get(kind)
         if earlier is not None:  # the cell that built it ran again: its figure left the notebook, its loop ends
@@ -154,13 +168,20 @@ class LiveView:
         controls.minutes.observe(self._on_control, names="value")
 
     def _on_control(self, change: object) -> None:
-        if self._refreshing_now:  # the refresh itself filled the dropdown (an empty table when the view was built)
+        refreshing_in = self._refreshing_in
+        if refreshing_in == threading.get_ident():  # the refresh itself filled the dropdown (an empty table before)
+            return
+        if refreshing_in is not None:  # a background refresh runs: it draws the new choice again when it is done
+            self._again = True
             return
         try:
             self.refresh()
         except Exception as exc:  # an observer's exception would only reach the kernel log
-            reason = str(exc) if isinstance(exc, RtcaError) else f"{type(exc).__name__}: {exc}"
-            self.controls.status.value = f"refresh failed ({time.strftime('%H:%M:%S')}): {reason}"[:300]
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        reason = str(exc) if isinstance(exc, RtcaError) else f"{type(exc).__name__}: {exc}"
+        self.controls.status.value = f"refresh failed ({time.strftime('%H:%M:%S')}): {reason}"[:300]
 
     @property
     def closed(self) -> bool:
@@ -168,17 +189,21 @@ class LiveView:
         return self.widget.comm is None or self.figure.comm is None
 
     def refresh(self) -> int:
-        """Query once and redraw; returns the number of rows drawn (tests and runbooks check it)."""
+        """Query once and redraw; returns the number of rows drawn (tests and runbooks check it). A control changed
+        while a background refresh ran is drawn right after it."""
         started = time.perf_counter()
-        self._refreshing_now = True
+        self._refreshing_in, self._again = threading.get_ident(), False
         try:
             with self.figure.batch_update():
                 self.last_rows = self._update(self)
         finally:
-            self._refreshing_now = False
+            self._refreshing_in = None
         self.refreshed += 1
         self.controls.status.value = (f"refresh {self.refreshed}: {self.last_rows} rows in "
-                                      f"{(time.perf_counter() - started) * 1000:.0f} ms")
+                                      f"{(time.perf_counter() - started) * 1000:.0f} ms"
+                                      + (f" ({self.note})" if self.note else ""))  # fmt: skip
+        if self._again:
+            return self.refresh()
         return self.last_rows
 
     def run(self, refreshes: int = 3) -> int:
@@ -199,8 +224,7 @@ class LiveView:
                 try:
                     await asyncio.get_running_loop().run_in_executor(None, self.refresh)
                 except Exception as exc:  # a broker blip or odd rows: say so in the status, try again next time
-                    reason = str(exc) if isinstance(exc, RtcaError) else f"{type(exc).__name__}: {exc}"
-                    self.controls.status.value = f"refresh failed ({time.strftime('%H:%M:%S')}): {reason}"[:300]
+                    self._failed(exc)
                 count += 1
                 await asyncio.sleep(self.controls.interval.value)
 
@@ -290,9 +314,19 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
             data.x = to_datetime(frame[trace.x]) if not frame.empty else []
             data.y = frame[trace.y] if not frame.empty else []
         view.figure.layout.title = f"{title}{': ' + chosen if product_table else ''} (last {window} min)"
+        view.note = _no_rows_note(chosen, window, view.controls.product.options) if product_table and not shown else ""
         return shown
 
     return LiveView(figure, controls, update, kind=title)
+
+
+def _no_rows_note(product: str, minutes: int, options: Sequence[str]) -> str:
+    """Why a product's chart is empty, and which products do have data (a product the feed does not carry, or a
+    typo, would otherwise show an empty chart and nothing else)."""
+    others = [p for p in options if p != product][:5]
+    if not others:
+        return f"no rows in the last {minutes} min: is data flowing? `rtca status` shows the ingest"
+    return f"no rows for {product!r} in the last {minutes} min; products with data: {', '.join(others)}"
 
 
 def live_market(settings: Settings, *, product: str | None = None, minutes: int = 15,
