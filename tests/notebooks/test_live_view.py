@@ -405,3 +405,20 @@ def test_a_failed_query_gets_the_hint_that_fits_it(answer: object, hint: str) ->
     with serving(Answer) as url, pytest.raises(ServiceError) as failure:
         pinot_frame(Settings(pinot={"broker_url_override": url}), "SELECT nocol FROM t")  # type: ignore[arg-type]
     assert hint in str(failure.value.hint) and "rtca up" not in str(failure.value.hint)
+
+
+def test_a_series_of_one_row_is_drawn_as_a_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line of one point draws nothing: right after an ingest starts the chart said "1 rows" and showed none."""
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    rows = [1]
+    monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: pd.DataFrame(
+        {"t": [1_700_000_000_000 + i for i in range(rows[0])], "y": [1.0] * rows[0]}))
+    view = live_chart(Settings(), "one", [Trace("price", "SELECT 1", "t", "y")], product_table=None)
+    view.refresh()
+    assert view.figure.data[0].mode == "markers"
+    rows[0] = 3
+    view.refresh()
+    assert view.figure.data[0].mode == "lines"

@@ -313,6 +313,8 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
             frame = frame.sort_values(trace.x, kind="stable") if not frame.empty else frame
             data.x = to_datetime(frame[trace.x]) if not frame.empty else []
             data.y = frame[trace.y] if not frame.empty else []
+            if trace.kind == "line":  # a line of one point draws nothing (right after an ingest starts, say)
+                data.mode = "lines" if len(frame) > 1 else "markers"
         view.figure.layout.title = f"{title}{': ' + chosen if product_table else ''} (last {window} min)"
         view.note = _no_rows_note(chosen, window, view.controls.product.options) if product_table and not shown else ""
         return shown
