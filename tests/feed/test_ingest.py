@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -483,3 +484,36 @@ def test_a_refusal_on_a_reconnect_does_not_end_an_ingest_that_had_data() -> None
 
     assert asyncio.run(asyncio.wait_for(session(), 60)) == "stopped"
     assert connections[0] >= 2
+
+
+def test_lag_leaves_out_the_state_a_subscription_starts_with(run: Run) -> None:
+    """`last_match` and each product's first ticker on a connection repeat old events: their age made `lag_ms_max`
+    spike to minutes at every reconnect and every loop of a replay, and flattened the p50 line."""
+    from rtca.feed.connection import ConnectionState
+    from rtca.feed.ingest import Ingest
+    from rtca.feed.sinks import Publisher
+
+    now_ms = 1_700_000_000_000
+
+    def frame(kind: str, product: str, age_ms: int, connection: int, **fields: Any) -> Frame:
+        iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((now_ms - age_ms) // 1000))
+        body = {"type": kind, "product_id": product, "sequence": 1, "price": "1.5",
+                "time": f"{iso}.{(now_ms - age_ms) % 1000:03d}Z", **fields}
+        return Frame(orjson.dumps(body), now_ms / 1000, connection)
+
+    async def lags() -> list[dict[str, Any]]:
+        health = MemorySink()
+        feed = Ingest(Publisher(MemorySink()), Publisher(health), source="coinbase",
+                      connection=ConnectionState("ws://127.0.0.1:1"))
+        match = {"trade_id": 7, "size": "1", "side": "buy"}
+        for connection in (1, 2):  # the state a (re)subscription starts with, then live events
+            feed.handle(frame("last_match", "A-USD", 300_000, connection, **match))
+            feed.handle(frame("ticker", "A-USD", 200_000, connection))
+            feed.handle(frame("ticker", "A-USD", 40, connection))
+            feed.handle(frame("match", "A-USD", 60, connection, **{**match, "trade_id": 8 + connection}))
+            feed.tick()
+        await asyncio.sleep(0)
+        return [orjson.loads(record.value) for record in health.records]
+
+    ticks = run(lags())
+    assert [(t["lag_ms_p50"], t["lag_ms_max"]) for t in ticks if "lag_ms_p50" in t] == [(40, 60), (40, 60)]

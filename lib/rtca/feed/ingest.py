@@ -16,7 +16,8 @@ Feed health (JSON, to the health topic, key = kind; every record also carries `k
   watchdog closed), messages (frames received so far), msg_rate (frames/s
   over the last interval), acked (raw records Pulsar confirmed), pending, failed (given up after retries),
   malformed, unknown, missed_trades, gaps, out_of_order (frames whose sequence went back), lag_ms_p50 and
-  lag_ms_max (receive time minus exchange time over the interval; null when no frame had a time),
+  lag_ms_max (receive time minus exchange time over the interval, leaving out the state a subscription starts
+  with: `last_match` and each product's first ticker; null when no frame had a time),
   new_reconnects, new_gaps, new_missed_trades (since the previous tick: they sum per minute across ingest
   restarts, where the running counters start again at 0),
   last_message_ms, silence_ms (since the last frame; null before the first), last_error (why the connection
@@ -186,6 +187,8 @@ class Ingest:
         self._had_data = False  # market data came (on any connection): the subscription was accepted once
         self._interval_messages = 0
         self._interval_lags: list[int] = []
+        self._lag_connection = 0  # the connection whose products' first ticker `_ticker_seen` has passed over
+        self._ticker_seen: set[str] = set()
         self._interval_start = time.monotonic()
         self._counted_at_tick = (0, 0, 0)  # reconnects, gaps, missed trades at the previous tick
 
@@ -205,12 +208,27 @@ class Ingest:
             self._server_error(parsed, frame.connection)
         elif not isinstance(parsed, Subscriptions):
             self._had_data = True
-        if parsed.event_time is not None and record.event_ms is not None:  # lag only from the exchange's time
-            self._interval_lags.append(frame.received_ms - record.event_ms)
+        if parsed.event_time is not None and record.event_ms is not None and self._live(parsed, frame.connection):
+            self._interval_lags.append(frame.received_ms - record.event_ms)  # only from the exchange's time
         gap = self.gaps.observe(parsed)
         if gap is not None:
             self._log_gap(gap)
             self._publish_health("gap", self._gap_fields(gap))
+
+    def _live(self, message: Message, connection: int) -> bool:
+        """Whether a frame's time says how late the feed is: not the state a subscription starts with, the
+        `last_match` (the newest trade, minutes old on a quiet product) and each product's first ticker on a
+        connection; their age made the lag spike at every (re)connection and every loop of a replay."""
+        if message.type == "last_match":
+            return False
+        if message.type != "ticker" or message.product is None:
+            return True
+        if connection != self._lag_connection:
+            self._lag_connection, self._ticker_seen = connection, set()
+        if message.product in self._ticker_seen:
+            return True
+        self._ticker_seen.add(message.product)
+        return False
 
     def _log_gap(self, gap: TradeGap) -> None:
         """A warning per product at most every `GAP_LOG_EVERY_S`, with the gaps passed over since: a feed skipping
