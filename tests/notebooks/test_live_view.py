@@ -422,3 +422,20 @@ def test_a_series_of_one_row_is_drawn_as_a_point(monkeypatch: pytest.MonkeyPatch
     rows[0] = 3
     view.refresh()
     assert view.figure.data[0].mode == "lines"
+
+
+@pytest.mark.parametrize("build", ["live_volatility", "live_book_and_flow"])
+def test_tables_of_one_minute_windows_show_the_windows_that_closed_in_the_last_minutes(
+        monkeypatch: pytest.MonkeyPatch, build: str) -> None:  # fmt: skip
+    """A window's row carries its start and comes when it closes: `minutes=1` read `ago('PT1M')` and showed none."""
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    sent: list[str] = []
+    monkeypatch.setattr(live, "products", lambda *args, **kwargs: ["A-USD"])
+    monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: sent.append(sql) or pd.DataFrame())
+    getattr(live, build)(Settings(), minutes=1).refresh()
+    windowed = [sql for sql in sent if Settings().tables.volatility in sql or Settings().tables.trade_flow in sql]
+    assert windowed and all("ago('PT2M')" in sql for sql in windowed)
+    assert all("ago('PT1M')" in sql for sql in sent if sql not in windowed)

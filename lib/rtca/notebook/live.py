@@ -250,7 +250,8 @@ class LiveView:
 
 @dataclass(frozen=True)
 class Trace:
-    """One trace of a live figure: a SQL query (placeholders {product}, {minutes}, {since}) and its columns. A query
+    """One trace of a live figure: a SQL query (placeholders {product}, {minutes}, {since}, {windows_since} for
+    tables of one-minute windows) and its columns. A query
     with a LIMIT orders newest first (`ORDER BY ... DESC`): a window with more rows than the limit then shows its
     newest ones, not a chart that stops short of now; the rows are drawn in `x` order."""
 
@@ -299,7 +300,11 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
         chosen = str(view.controls.product.value or "")
         window = int(view.controls.minutes.value)
         since = f"event_time > ago('PT{window}M')"
-        values = {"product": chosen.replace("'", "''"), "minutes": window, "since": since}  # quoted for SQL only
+        # rows of one-minute windows carry the window's start and come once it has closed: "the last N minutes"
+        # are then the N windows that closed in them (from N + 1 minutes ago), else a 1-minute view shows none
+        windows_since = f"event_time > ago('PT{window + 1}M')"
+        values = {"product": chosen.replace("'", "''"), "minutes": window, "since": since,  # quoted for SQL only
+                  "windows_since": windows_since}  # fmt: skip
         frames: dict[str, pd.DataFrame] = {}  # traces that share a query run it once per refresh
         for trace in traces:  # every query before any trace changes: one that fails leaves the figure as it was,
             sql = trace.sql.format(**values)  # not half of it on the product just chosen and half on the one before
@@ -359,7 +364,7 @@ def live_book_and_flow(settings: Settings, *, product: str | None = None, minute
     book_sql = (f"SELECT event_time, spread_bps, imbalance FROM {book} WHERE product_id = '{{product}}' "
                 f"AND {{since}} ORDER BY event_time DESC LIMIT 100000")
     flow_sql = (f"SELECT event_time, buy_volume, sell_volume, imbalance FROM {flow} WHERE product_id = "
-                f"'{{product}}' AND {{since}} ORDER BY event_time DESC LIMIT 100000")
+                f"'{{product}}' AND {{windows_since}} ORDER BY event_time DESC LIMIT 100000")
     return live_chart(settings, "Order book and trade flow", [
         Trace("spread (bps)", book_sql, "event_time", "spread_bps"),
         Trace("book imbalance", book_sql, "event_time", "imbalance", row=2),
@@ -373,7 +378,7 @@ def live_volatility(settings: Settings, *, product: str | None = None, minutes: 
                     interval: float = 5.0) -> LiveView:
     """Realised volatility per closed window, and the alerts that fired for the product."""
     vol, alerts = settings.tables.volatility, settings.tables.alerts
-    vol_sql = (f"SELECT event_time, realized_vol FROM {vol} WHERE product_id = '{{product}}' AND {{since}} "
+    vol_sql = (f"SELECT event_time, realized_vol FROM {vol} WHERE product_id = '{{product}}' AND {{windows_since}} "
                f"AND realized_vol IS NOT NULL ORDER BY event_time DESC LIMIT 100000")  # null: under 2 returns
     return live_chart(settings, "Volatility and alerts", [
         Trace("realised volatility", vol_sql, "event_time", "realized_vol"),
