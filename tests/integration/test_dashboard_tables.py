@@ -80,7 +80,10 @@ def test_book_per_minute_sums_give_the_averages_of_every_book_record(stack_up: S
     sent = [{"product_id": p, "event_ms": start + rng.randrange(0, 10 * 60_000), "spread_bps": rng.uniform(0.1, 30),
              "imbalance": rng.uniform(-1, 1), "mid": 100.0, "received_ms": start}
             for p in products for _ in range(300)]  # fmt: skip
-    produce(stack_up, stack_up.topics.book, sent)
+    # a record with a null (not the book function's: anything may publish to the topic) in the middle: Pinot's SUM
+    # failed on it half-way through the row, and the table took no row after it (`filterConfig` drops it)
+    poison = {**sent[0], "imbalance": None}
+    produce(stack_up, stack_up.topics.book, sent[:300] + [poison] + sent[300:])
 
     names = ", ".join(f"'{p}'" for p in products)
     rollup = stack_up.tables.book_minute
