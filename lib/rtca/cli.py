@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from rtca import stack
-from rtca.errors import RtcaError
+from rtca.errors import ConfigError, RtcaError
 from rtca.settings import Settings, load_settings
 from rtca.stack.process import ServiceState, Supervisor
 
@@ -291,8 +291,14 @@ def cmd_functions_delete(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_pinot_apply(settings: Settings, args: argparse.Namespace) -> int:
-    from rtca.pinot.tables import apply_tables
+    from rtca.pinot.tables import apply_tables, delete_tables
 
+    if getattr(args, "recreate", False):
+        if not args.names:
+            raise ConfigError("--recreate drops the tables it names, and names none",
+                              hint="e.g. `rtca pinot apply --recreate book_minute` (`rtca pinot status` lists them)")
+        for name in delete_tables(settings, args.names):
+            print(f"{name}: dropped (it reads its topic again from the start)")
     for result in apply_tables(settings, names=args.names or None):
         print(result)
     return 0
@@ -471,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
         "status": (cmd_pinot_status, "row counts and consuming segments per table"),
     })
     pinot["apply"].add_argument("names", nargs="*", help="only these tables (default: all)")
+    pinot["apply"].add_argument("--recreate", action="store_true",
+                                help="drop the named tables first: they read their topics again from the start "
+                                     "(a schema change Pinot refuses, a table that stopped taking rows)")
     superset = group("superset", "Superset dashboards", {
         "apply": (cmd_superset_apply, "import the dashboards under infra/superset (idempotent)"),
         "export": (cmd_superset_export, "regenerate the bundle files from the running Superset"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cleanup import drop_topics
+from waiting import wait_for
 
 from rtca.pinot.client import PinotClient
 from rtca.pinot.queries import candles_sql
@@ -77,6 +79,51 @@ def test_a_changed_schema_or_table_is_updated(scratch: Settings, pinot: PinotCli
     assert pinot.table(name)["segmentsConfig"]["retentionTimeValue"] == "3"
     (again,) = apply_tables(scratch, ["ticker_stats"])
     assert (again.schema, again.config) == ("unchanged", "unchanged")
+
+
+def test_recreate_drops_a_table_and_it_reads_its_topic_again(scratch: Settings, pinot: PinotClient,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """The way out of a schema change Pinot refuses (a dropped column) or of a table that stopped taking rows."""
+    import orjson
+
+    from rtca.cli import cmd_pinot_apply
+    from rtca.feed.sinks import pulsar_client
+
+    name = scratch.tables.ticker_stats
+    apply_tables(scratch, ["ticker_stats"])
+    client = pulsar_client(scratch)
+    try:
+        producer = client.create_producer(scratch.topic(scratch.topics.ticker_stats))
+        now = int(time.time() * 1000)
+        for i in range(5):
+            producer.send(orjson.dumps({"product_id": "RC-USD", "event_ms": now + i, "price": 1.0 + i}))
+        producer.flush()
+    finally:
+        client.close()
+    count = f"SELECT COUNT(*) FROM {name}"
+    wait_rows(pinot, count, 5)
+    folder = scratch.infra_dir / "pinot" / "ticker_stats"
+    schema = json.loads((folder / "schema.json").read_text())
+    schema["metricFieldSpecs"] = [f for f in schema["metricFieldSpecs"] if f["name"] != "ewma_var"]
+    (folder / "schema.json").write_text(json.dumps(schema))
+    with pytest.raises(Exception, match="(?i)backward.compatible|incompatible|400"):
+        apply_tables(scratch, ["ticker_stats"])  # Pinot refuses to drop a column in place
+
+    assert cmd_pinot_apply(scratch, argparse.Namespace(names=["ticker_stats"], recreate=True)) == 0
+    out = capsys.readouterr().out
+    assert f"{name}: dropped" in out and f"{name}: created" in out
+    assert not any(f["name"] == "ewma_var" for f in pinot.schema(name)["metricFieldSpecs"])
+    wait_rows(pinot, count, 5)  # read again from the start of its topic
+
+
+def wait_rows(pinot: PinotClient, sql: str, rows: int) -> None:
+    def counted() -> bool:
+        try:
+            return bool(pinot.query(sql)[0][0] >= rows)
+        except Exception:  # noqa: BLE001 - a table just created answers with an error until it is loaded
+            return False
+
+    wait_for(counted, timeout=120, what=f"{rows} rows: {sql}")
 
 
 def test_status_and_tables_filled_by_the_pipeline(stack_up: Settings, pinot: PinotClient) -> None:
