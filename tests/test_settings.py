@@ -55,6 +55,16 @@ def test_a_variable_that_names_no_setting_is_warned_about_once_by_the_library_to
     assert len(warnings) == 1 and warnings[0].startswith("warning: RTCA_PINOT_BROKER_PORT")
 
 
+def test_a_runbook_without_a_backend_parameter_takes_rtca_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`papermill runbooks/90-teardown.ipynb ...` in a job for an external cluster (RTCA_BACKEND=external) took the
+    parameter's default, local: its teardown would have stopped a local stack on that machine."""
+    monkeypatch.setenv("RTCA_BACKEND", "external")
+    assert runbook_settings(None, {}).backend == "external"
+    assert runbook_settings("local", {}).backend == "local"  # a parameter given says what it says
+    monkeypatch.delenv("RTCA_BACKEND")
+    assert runbook_settings(None, {}).backend == "local"
+
+
 def test_a_runbook_env_typo_is_refused_not_ignored() -> None:
     with pytest.raises(RunbookCheckFailed, match="RTCA_PINOT_BROKER_PORT' names no setting"):
         runbook_settings("local", {"RTCA_PINOT_BROKER_PORT": "18099"})

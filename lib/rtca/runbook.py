@@ -130,10 +130,11 @@ def check_parameters() -> None:
         raise RunbookCheckFailed(said, hint=f"this runbook takes: {', '.join(declared)}")
 
 
-def settings(backend: str = "local", env: Mapping[str, str] | str | None = None) -> Settings:
-    """Settings for a runbook (each one's first call, which also refuses parameters it does not take): `env` holds
-    extra RTCA_* overrides (ports, hosts, topic names) as parameters: a mapping, or the string papermill's
-    `-p env ...` passes (`env_parameter`)."""
+def settings(backend: str | None = None, env: Mapping[str, str] | str | None = None) -> Settings:
+    """Settings for a runbook (each one's first call, which also refuses parameters it does not take): `backend`
+    None takes RTCA_BACKEND (else local), as every rtca command does: a job set up for an external cluster must not
+    have its teardown stop a local stack; `env` holds extra RTCA_* overrides (ports, hosts, topic names) as
+    parameters: a mapping, or the string papermill's `-p env ...` passes (`env_parameter`)."""
     check_parameters()
     env = env_parameter(env)
     for key, value in env.items():
@@ -146,7 +147,7 @@ def settings(backend: str = "local", env: Mapping[str, str] | str | None = None)
     before = {key: os.environ.get(key) for key in env or {}}
     os.environ.update({key: str(value) for key, value in (env or {}).items()})
     try:
-        return load_settings(backend=backend)
+        return load_settings(**({"backend": backend} if backend else {}))
     except RtcaError:  # a value of the wrong type or range: named by load_settings; the environment as it was
         for key, value in before.items():
             if value is None:
