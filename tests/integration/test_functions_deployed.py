@@ -322,6 +322,28 @@ def subscriptions(stack: Settings, topic: str) -> list[str]:
     return list(response.json())
 
 
+def test_deploying_an_unchanged_function_that_was_left_stopped_starts_it(stack: Settings) -> None:
+    """On an external cluster no `rtca up` revives what a Pulsar restart left stopped: runbook 10 said "unchanged",
+    waited 180 s for it and failed, with a hint to run it again."""
+    tag = uuid.uuid4().hex[:8]
+    spec = FunctionSpec(name=f"it-{tag}-stopped", module="rtca.functions.identity", class_name="Identity",
+                        inputs=(stack.topic(f"it-{tag}-in"),), output=stack.topic(f"it-{tag}-out"))  # fmt: skip
+    try:
+        deploy(stack, [spec], wait=120)
+        stop = f"{stack.pulsar.admin_url}/admin/v3/functions/{stack.pulsar.tenant}/{stack.pulsar.namespace}/{spec.name}"
+        httpx.post(f"{stop}/stop", timeout=30).raise_for_status()
+        wait_for(lambda: function_status(stack, [spec.name], known_only=False)[0].running == 0, timeout=60,
+                 what="the function to stop")  # fmt: skip
+        lines: list[str] = []
+        (result,) = deploy(stack, [spec], wait=120, say=lines.append)
+        print("\n".join(lines))
+        assert (result.action, result.running) == ("unchanged", 1)
+        assert any(line.startswith("- restarting functions the worker left stopped: ") for line in lines)
+    finally:
+        delete_functions(stack, [spec.name], known_only=False)
+        drop_topics(stack, {stack.topic(f"it-{tag}-in"), stack.topic(f"it-{tag}-out")})
+
+
 def test_revive_names_a_function_that_does_not_come_back(stack: Settings) -> None:
     """After a Pulsar restart, `rtca up` sat silent for two minutes waiting for a function whose code could no
     longer start, and then said nothing of it."""

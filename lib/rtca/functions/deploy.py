@@ -339,6 +339,10 @@ def deploy(
         for spec in specs:
             for topic in (*([spec.output] if spec.compact_output and spec.output else []), *spec.state_topics):
                 _ensure_compaction(admin, topic)
+        # an unchanged function may have been left stopped (after a Pulsar restart on a backend rtca does not run,
+        # where no `rtca up` revives it): deploying again starts it rather than waiting for it in vain
+        revive_functions(settings, [spec.name for spec, action in results if action == "unchanged"], timeout=wait,
+                         say=say)  # fmt: skip
         return [_wait_running(admin, settings, spec, action, wait, say) for spec, action in results]
 
 
