@@ -24,6 +24,9 @@ def test_a_runbook_that_stops_names_its_cell_and_error(tmp_path: Path, monkeypat
         run_runbooks(load_settings(), ["20-pinot-tables"])
     executed = tmp_path / "runbooks" / "20-pinot-tables.ipynb"
     assert "runbook 20-pinot-tables stopped at cell [" in str(failed.value) and "ConnectError" in str(failed.value)
+    # the addresses that did not answer, and what to do (it failed deep in a client, naming neither)
+    assert f"http://127.0.0.1:{port}/health did not answer" in str(failed.value), failed.value
+    assert "pinot-controller, pinot-broker" in str(failed.value) and "rtca status" in str(failed.value)
     assert str(executed) in str(failed.value) and executed.exists()
     capsys.readouterr()
     assert main(["runbooks", "20-pinot-tables"]) == 1  # the CLI: one line, no traceback
