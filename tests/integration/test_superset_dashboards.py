@@ -77,6 +77,36 @@ def test_apply_twice_creates_nothing_twice(stack_up: Settings, superset: Superse
     assert databases[stack_up.superset.database_name] == 1
 
 
+def test_a_second_workbench_imports_objects_of_its_own_beside_this_ones(stack_up: Settings,
+                                                                        superset: SupersetClient) -> None:  # fmt: skip
+    """With the files' uuids, a second workbench's import (other tables, another database) re-pointed this one's
+    datasets at its tables: sharing one Superset is what a workshop on shared clusters does."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    other = stack_up.model_copy(update={
+        "superset": stack_up.superset.model_copy(update={"database_name": f"Pinot it-{tag}",
+                                                         "database_uuid": str(uuid.uuid4())}),
+        "tables": stack_up.tables.model_copy(update={k: f"it_{tag}_{v}" for k, v in
+                                                     stack_up.tables.model_dump().items()})})  # fmt: skip
+    ours = {kind: existing_uuids(superset, kind) for kind in KINDS}
+    tables = {content["uuid"]: content["table_name"] for content in of_kind(load_bundle(stack_up), "dataset").values()}
+    results = []
+    try:
+        results = apply_dashboards(other)
+        assert {r.action for r in results} == {"created"}, [str(r) for r in results if r.action != "created"]
+        for dataset_uuid, table in tables.items():  # this workbench's datasets still read its own tables
+            found = superset.get(f"/api/v1/dataset/{ours['dataset'][dataset_uuid]}")["result"]
+            assert found["table_name"] == table, found["table_name"]
+        assert {kind: existing_uuids(superset, kind).keys() >= ours[kind].keys() for kind in KINDS} == \
+            dict.fromkeys(KINDS, True)
+    finally:
+        for kind in reversed(KINDS):  # dashboards first: what uses an object goes before it
+            for result in results:
+                if result.kind == kind and result.id is not None and result.uuid not in ours[kind]:  # never ours
+                    superset.delete(f"/api/v1/{kind}/{result.id}")
+
+
 def test_every_chart_returns_rows(stack_up: Settings) -> None:
     from live_data import seed_live_data
 

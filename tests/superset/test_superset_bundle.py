@@ -279,3 +279,27 @@ def test_a_pinot_with_basic_auth_is_not_taken_for_an_edit(files: dict[str, dict[
     exported = normalise_export(_as_superset_exports(rendered, secured), secured)
     assert exported["databases/pinot.yaml"] == (bundle_dir(settings) / "databases/pinot.yaml").read_text()
     assert drifted(exported, files, secured) == {}
+
+
+def test_a_second_workbench_on_the_same_superset_has_objects_of_its_own(files: dict[str, dict[str, Any]],
+                                                                        settings: Settings) -> None:  # fmt: skip
+    """With the files' uuids, a workbench of other tables and another database, importing into a Superset shared
+    with this one, re-pointed this one's datasets at its own tables (the import overwrites by uuid)."""
+    other = settings.model_copy(update={
+        "superset": settings.superset.model_copy(update={"database_name": "Pinot team B",
+                                                         "database_uuid": "0e4ac9d2-52a4-4bd6-9b31-2f3f5e1e9a77"}),
+        "tables": settings.tables.model_copy(update={"ticker": "b_ticker"})})
+    theirs = load_bundle(other)
+    assert bundle_problems(theirs, other) == []  # every link still holds
+    ours = {str(c["uuid"]) for c in files.values()}
+    assert not ours & {str(c["uuid"]) for c in theirs.values()}, "an object both workbenches would import"
+    slugs = {c.get("slug") for c in of_kind(files, "dashboard").values()}
+    assert not slugs & {c.get("slug") for c in of_kind(theirs, "dashboard").values()}
+    assert all(c["dashboard_title"].endswith(" (Pinot team B)") for c in of_kind(theirs, "dashboard").values())
+    assert load_bundle(other) == theirs  # stable: applying again updates the same objects
+    exported = normalise_export(_as_superset_exports(theirs, other), other)  # back to the files as they are
+    on_disk = {f"{folder}/{p.name}": p.read_text() for folder in FOLDERS.values()
+               for p in sorted((bundle_dir(settings) / folder).glob("*.yaml"))}
+    assert sorted(exported) == sorted(on_disk)
+    for name, text in on_disk.items():
+        assert exported[name] == text, f"{name} does not round-trip"

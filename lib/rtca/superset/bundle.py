@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, unquote
+from uuid import UUID, uuid5
 
 import orjson
 import yaml
@@ -82,9 +83,56 @@ def read_bundle(root: Path) -> Bundle:
 
 
 def load_bundle(settings: Settings, root: Path | None = None) -> Bundle:
-    """The bundle under `root` (default `infra/superset/`) with placeholders filled from settings."""
+    """The bundle under `root` (default `infra/superset/`) with placeholders filled from settings, under this
+    workbench's own uuids, slugs and titles (`own_ids`)."""
     values = placeholders(settings)
-    return {name: fill(content, values, name) for name, content in read_bundle(root or bundle_dir(settings)).items()}
+    files = {name: fill(content, values, name) for name, content in read_bundle(root or bundle_dir(settings)).items()}
+    return _renamed(files, own_ids(files, settings), settings)
+
+
+def own_ids(files: Bundle, settings: Settings) -> dict[str, str]:
+    """File uuid -> this workbench's uuid of each dataset, chart and dashboard: the same for the default Superset
+    database, else derived from the database's uuid (`RTCA_SUPERSET__DATABASE_UUID`). Two workbenches sharing one
+    Superset (a workshop's, a team's) then each have their own objects: with the files' uuids, the second one's
+    import re-pointed the first one's datasets at its own tables."""
+    if settings.superset.database_uuid == type(settings.superset).model_fields["database_uuid"].default:
+        return {}
+    namespace = UUID(settings.superset.database_uuid)
+    return {str(c["uuid"]): str(uuid5(namespace, str(c["uuid"])))
+            for kind in ("dataset", "chart", "dashboard") for c in of_kind(files, kind).values() if c.get("uuid")}
+
+
+def _renamed(files: Bundle, ids: Mapping[str, str], settings: Settings) -> Bundle:
+    """`files` with the uuids of `ids` replaced wherever they appear, and dashboards' slugs and titles marked with
+    the database."""
+    if not ids:
+        return files
+    return {path: _rename(content, path.startswith(FOLDERS["dashboard"] + "/"), ids, settings, forward=True)
+            for path, content in files.items()}
+
+
+def _rename(content: dict[str, Any], dashboard: bool, ids: Mapping[str, str], settings: Settings, *,
+            forward: bool) -> dict[str, Any]:  # fmt: skip
+    """One file's content with the uuids of `ids` replaced; a dashboard's slug and title marked with the database
+    (`forward`) or unmarked (an export back to the files)."""
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return ids.get(value, value)
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    content = walk(content)
+    if dashboard:
+        tag, name = f"-{settings.superset.database_uuid[:8]}", f" ({settings.superset.database_name})"
+        slug, title = content.get("slug"), content.get("dashboard_title")
+        if isinstance(slug, str) and slug:
+            content["slug"] = slug + tag if forward else slug.removesuffix(tag)
+        if isinstance(title, str):
+            content["dashboard_title"] = title + name if forward else title.removesuffix(name)
+    return content
 
 
 def for_import(files: Bundle) -> Bundle:
@@ -483,6 +531,8 @@ def file_name(kind: Kind, content: Mapping[str, Any], settings: Settings) -> str
     """A file name that does not depend on instance ids: the table key, the chart or dashboard title, the slug."""
     if kind == "dataset":
         stem = table_key(settings, str(content.get("table_name"))) or _slug(str(content.get("table_name")))
+    elif kind == "database":
+        stem = "pinot"  # the one database of the bundle, whatever it is named (`RTCA_SUPERSET__DATABASE_NAME`)
     elif kind == "dashboard":
         stem = _slug(str(content.get("slug") or content.get("dashboard_title")))
     else:
@@ -500,12 +550,16 @@ def normalise_export(files: Mapping[str, bytes], settings: Settings, *,
     out, with its charts, datasets and database; its title goes to `skipped`."""
     parsed: list[tuple[Kind, dict[str, Any]]] = []
     seen: set[Any] = set()
+    # this workbench's own uuids, slugs and titles back to the files' (`own_ids`)
+    back = {new: old for old, new in own_ids(read_bundle(bundle_dir(settings)), settings).items()}
     for path, raw in sorted(files.items()):
         parts = path.split("/")
         if len(parts) < 3 or parts[1] not in FOLDERS.values():
             continue  # metadata.yaml, or anything that is not one of the four kinds
         kind = next(k for k, folder in FOLDERS.items() if folder == parts[1])
         content = yaml.load(raw.decode("utf-8"), Loader=_Loader)
+        if back:  # before the ids that derive from uuids are made (`stable_chart_id`)
+            content = _rename(content, kind == "dashboard", back, settings, forward=False)
         if kind == "chart":
             content = normalise_chart(content)
         elif kind == "dashboard":

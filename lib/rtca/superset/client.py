@@ -78,6 +78,9 @@ class SupersetClient:
     def put(self, path: str, payload: Mapping[str, Any]) -> Any:
         return self._check(self._http.put(path, json=dict(payload)), f"PUT {path}")
 
+    def delete(self, path: str) -> Any:
+        return self._check(self._http.delete(path), f"DELETE {path}")
+
     def import_bundle(self, kind: str, files: Mapping[str, Mapping[str, Any]], *, passwords: Mapping[str, str] | None
                       = None) -> None:
         """Import an export-format bundle (`kind` = database, dataset, chart or dashboard), overwriting by uuid.
