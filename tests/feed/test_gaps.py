@@ -126,3 +126,24 @@ def test_trade_ids_that_stay_far_ahead_are_a_new_start() -> None:
 def test_a_gap_within_the_plausible_range_is_counted_whole() -> None:
     detector, gaps = observe_all([match(10, 100), match(10 + MAX_GAP + 1, 101)])
     assert detector.missed_trades == MAX_GAP and detector.implausible == 0
+
+
+def test_per_product_counters_stay_bounded_however_many_products_come(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feed of ever new product ids grew ingest's memory without end (a hostile server: 1.7 GB in 30 s)."""
+    import rtca.feed.gaps as gaps
+
+    monkeypatch.setattr(gaps, "MAX_PRODUCTS", 50)
+    detector, found = observe_all([match(1, i, f"P{i}-USD") for i in range(500)])
+    assert found == [] and len(detector._last_trade) == 50 and len(detector._last_sequence) == 50
+    assert "P499-USD" in detector._last_trade and "P0-USD" not in detector._last_trade  # the longest-known go
+    assert detector.observe(match(3, 1000, "P499-USD")) == TradeGap("P499-USD", 2, 2, "match")  # still watched
+
+
+def test_a_product_id_longer_than_the_routers_limit_is_malformed_as_the_router_says() -> None:
+    from rtca.feed.protocol import MAX_PRODUCT_ID, MalformedFrame
+    from rtca.functions.routing import MAX_PRODUCT_ID as ROUTER_MAX_PRODUCT_ID
+
+    assert MAX_PRODUCT_ID == ROUTER_MAX_PRODUCT_ID
+    assert match(1, 1, "X" * MAX_PRODUCT_ID).product == "X" * MAX_PRODUCT_ID  # at the limit: like any other
+    with pytest.raises(MalformedFrame, match="product_id: not 1 to 64 characters"):
+        match(1, 1, "X" * 1_000_000)

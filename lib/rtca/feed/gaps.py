@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from rtca.feed.protocol import CHANNEL_OF_TYPE, Heartbeat, Match, Message
 
@@ -30,6 +31,11 @@ RESYNC_AFTER = 50
 
 MAX_GAP = 100_000_000
 """More trade ids in one jump than the busiest product trades in months: a bogus frame, not missed trades."""
+
+MAX_PRODUCTS = 10_000
+"""Products (and product-channel pairs) whose counters are kept: an exchange lists about a thousand. Beyond, the
+longest-known is forgotten (its next frame starts it again, a gap then unseen): a feed of ever new product ids
+must not grow ingest's memory without end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,7 @@ class GapDetector:
                     return None  # an old frame says nothing about trades we missed
                 self._last_trade.pop(product, None)  # the product's trades start again from its next match
             self._last_sequence[key] = sequence
+            bound(self._last_sequence)
             self._behind.pop(key, None)
         if isinstance(message, Match):
             return self._advance(product, message.trade_id, message.trade_id - 1, "match")
@@ -93,6 +100,7 @@ class GapDetector:
             return None
         self._ahead.pop(product, None)
         self._last_trade[product] = newest
+        bound(self._last_trade)
         if last is None or missed_upto <= last:
             return None
         gap = TradeGap(product, last + 1, missed_upto, detected_by)
@@ -126,3 +134,9 @@ class GapDetector:
         log.warning("%s %s: %d frames in a row behind %d: starting again from %d", key[0], counter, behind, last,
                     current)
         return True
+
+
+def bound(per_product: dict[Any, Any]) -> None:
+    """Forget the longest-known entry of `per_product` beyond `MAX_PRODUCTS` (dicts keep insertion order)."""
+    if len(per_product) > MAX_PRODUCTS:
+        del per_product[next(iter(per_product))]

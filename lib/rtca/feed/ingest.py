@@ -50,7 +50,7 @@ import orjson
 
 from rtca.errors import ConfigError, RtcaError
 from rtca.feed.connection import ConnectionState, FeedConnection, Frame
-from rtca.feed.gaps import GapDetector, TradeGap
+from rtca.feed.gaps import MAX_PRODUCTS, GapDetector, TradeGap, bound
 from rtca.feed.lifecycle import run_until, stop_on_signals
 from rtca.feed.protocol import Error, MalformedFrame, Message, Subscriptions, Unknown, frame_product, parse_frame
 from rtca.feed.sinks import Publisher, Record, Sink, pulsar_sinks
@@ -225,7 +225,7 @@ class Ingest:
             return True
         if connection != self._lag_connection:
             self._lag_connection, self._ticker_seen = connection, set()
-        if message.product in self._ticker_seen:
+        if message.product in self._ticker_seen or len(self._ticker_seen) >= MAX_PRODUCTS:
             return True
         self._ticker_seen.add(message.product)
         return False
@@ -242,6 +242,7 @@ class Ingest:
         log.warning("%s: missed trades %d..%d (%d)%s", gap.product_id, gap.first_missing, gap.last_missing,
                     gap.missed, earlier)
         self._gap_log[gap.product_id] = (now + GAP_LOG_EVERY_S, 0, 0)
+        bound(self._gap_log)
 
     def _server_error(self, error: Error, connection: int) -> None:
         """An `error` frame: said in the log, once per connection and text, and in feed health; it is on the raw

@@ -260,8 +260,17 @@ class Message:
                 values[name] = convert(raw)
             except (TypeError, ValueError, ArithmeticError) as exc:
                 raise MalformedFrame("bad_fields", f"{obj.get('type')}.{name}: {exc}", obj) from None
+        product = values.get("product_id")
+        if product is not None and not 0 < len(product) <= MAX_PRODUCT_ID:
+            raise MalformedFrame("bad_fields", f"{obj.get('type')}.product_id: not 1 to {MAX_PRODUCT_ID} characters "
+                                               f"({len(product)})", obj)  # fmt: skip
         return cls(**values)
 
+
+MAX_PRODUCT_ID = 64
+"""Product ids are short (``BTC-USD``): a longer one is a malformed frame, here as in the router, whose
+`MAX_PRODUCT_ID` is this one; kept as state per product (gap detection), a megabyte-long id each frame would grow
+ingest's memory by as much."""
 
 MESSAGE_TYPES: dict[str, type[Message]] = {}
 """Frame `type` -> message class; filled by `Message.__init_subclass__`."""
