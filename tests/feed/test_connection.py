@@ -221,3 +221,55 @@ def test_the_end_of_stream_close_code_ends_only_where_it_is_taken(run: Run, end_
 
     got, connections = run(asyncio.wait_for(frames(), 30))
     assert (got, connections) == ((1, 1) if end_of_stream else (3, 3))
+
+
+def _ws_frame(payload: bytes, opcode: int) -> bytes:
+    """One unmasked server frame (payloads under 126 bytes)."""
+    return bytes([0x80 | opcode, len(payload)]) + payload
+
+
+async def _accept_websocket(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    import base64
+    import hashlib
+    import re
+
+    request = await reader.readuntil(b"\r\n\r\n")
+    key = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", request).group(1)  # type: ignore[union-attr]
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+
+
+def test_a_server_that_floods_pings_and_never_reads_is_left_and_the_connection_closes_in_time(
+        run: Run, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Pongs piled up unsent (22 MB a second), and closing waited for them to drain, without end: an ingest told to
+    stop stayed alive until killed."""
+    import rtca.feed.connection as connection_module
+
+    monkeypatch.setattr(connection_module, "MAX_UNSENT_BYTES", 512 * 1024, raising=False)
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _accept_websocket(reader, writer)  # and never read again
+        ping = _ws_frame(b"p" * 125, 9) * 2000
+        data = _ws_frame(b'{"type":"heartbeat"}', 1)
+        try:
+            for _ in range(400):  # 100 MB of pings at most, a data frame now and then
+                writer.write(ping + data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        writer.close()
+
+    async def scenario() -> tuple[float, str | None, int]:
+        server = await asyncio.start_server(flood, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-B"], ["ticker"]), backoff=FAST)
+            began = asyncio.get_running_loop().time()
+            await read_for(connection, 3.0)  # then stop: closing must not wait for the unsent pongs
+            return asyncio.get_running_loop().time() - began, connection.state.last_error, connection.state.connections
+
+    took, last_error, connections = run(scenario())
+    print(f"stopped after {took:.1f} s; last error: {last_error}; connections: {connections}")
+    assert took < 7.0  # 3 s of reading, then a close of 2 s at most (20 s before: until the server gave up)
+    assert last_error is not None and "does not read what ingest sends" in last_error

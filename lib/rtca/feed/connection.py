@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.uri import parse_uri
 
@@ -34,6 +34,14 @@ RECEIVING_AGAIN = "receiving again"
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 """Largest frame accepted (websockets' default is 1 MiB; a full level2 snapshot can be bigger)."""
+MAX_UNSENT_BYTES = 8 * 1024 * 1024
+"""What may wait to be sent before the server is taken for one that does not read: ingest only sends its
+subscription and pongs, so more means pongs piling up (a server flooding pings grew them by 22 MB a second)."""
+POLL_S = 1.0
+"""How often a connection without frames is looked at (`_trouble`, the silence watchdog)."""
+CLOSE_TIMEOUT_S = 2.0
+"""Closing waits this long at most, then drops the connection: websockets' close first waits for what is unsent
+to drain, with no limit, and a server that does not read kept a stopping ingest alive for good."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,39 +164,52 @@ class FeedConnection:
             delivered = False
             opened_at: float | None = None
             hook_failed: BaseException | None = None
+            ws = None
             try:
-                async with connect(
+                ws = await connect(
                     self.url,
                     max_size=self.max_size,
                     open_timeout=self.open_timeout,
                     close_timeout=1.0,  # we stop reading before closing: do not wait long for the handshake
                     proxy=None if _is_loopback(self.url) else True,
-                ) as ws:
-                    opened_at = time.monotonic()
-                    await ws.send(self.subscribe)
-                    self.state.connected = True
-                    self.state.connections += 1
-                    if self.on_open is not None:
-                        try:
-                            self.on_open(self.url, time.time(), self.subscribe)
-                        except BaseException as exc:  # e.g. the recorder's disk is full: not a connection problem
-                            hook_failed = exc
-                            raise
-                    while True:
-                        try:
-                            async with asyncio.timeout(self.silence_timeout):
-                                data = await ws.recv(decode=False)
-                        except TimeoutError:
-                            self.state.silences += 1
-                            self.state.last_error = f"no frame for {self.silence_timeout:g} s"
-                            log.warning("%s: silent for %g s, reconnecting", self.url, self.silence_timeout)
+                )
+                opened_at = time.monotonic()
+                await ws.send(self.subscribe)
+                self.state.connected = True
+                self.state.connections += 1
+                if self.on_open is not None:
+                    try:
+                        self.on_open(self.url, time.time(), self.subscribe)
+                    except BaseException as exc:  # e.g. the recorder's disk is full: not a connection problem
+                        hook_failed = exc
+                        raise
+                last_frame = time.monotonic()
+                while True:
+                    try:  # a wake-up every `POLL_S` (cancelling `recv` loses nothing) to look at the connection
+                        async with asyncio.timeout(min(POLL_S, self.silence_timeout)):
+                            data = await ws.recv(decode=False)
+                    except TimeoutError:
+                        if (problem := _trouble(ws)) is not None:
+                            self.state.last_error = problem
+                            log.warning("%s: %s, reconnecting", self.url, problem)
                             break
-                        if not delivered and failed_in_a_row:  # the recovery, beside the warnings it ends
-                            log.warning("%s: %s after %d failed connection attempt(s)", self.url, RECEIVING_AGAIN,
-                                        failed_in_a_row)  # fmt: skip
-                            failed_in_a_row = 0
-                        delivered = True
-                        yield Frame(data, time.time(), self.state.connections)
+                        if time.monotonic() - last_frame < self.silence_timeout:
+                            continue
+                        self.state.silences += 1
+                        self.state.last_error = f"no frame for {self.silence_timeout:g} s"
+                        log.warning("%s: silent for %g s, reconnecting", self.url, self.silence_timeout)
+                        break
+                    last_frame = time.monotonic()
+                    if (problem := _trouble(ws)) is not None:
+                        self.state.last_error = problem
+                        log.warning("%s: %s, reconnecting", self.url, problem)
+                        break
+                    if not delivered and failed_in_a_row:  # the recovery, beside the warnings it ends
+                        log.warning("%s: %s after %d failed connection attempt(s)", self.url, RECEIVING_AGAIN,
+                                    failed_in_a_row)  # fmt: skip
+                        failed_in_a_row = 0
+                    delivered = True
+                    yield Frame(data, time.time(), self.state.connections)
             except ConnectionClosed as exc:
                 if self.end_of_stream and exc.rcvd is not None and exc.rcvd.code == END_OF_STREAM:
                     log.info("%s: end of stream", self.url)
@@ -209,8 +230,33 @@ class FeedConnection:
                 log.warning("%s: %s: %s", self.url, CANNOT_CONNECT, self.state.last_error)
             finally:
                 self.state.connected = False
+                if ws is not None:  # within `CLOSE_TIMEOUT_S`
+                    await _close(ws, self.url)
             if delivered and opened_at is not None and time.monotonic() - opened_at >= self.stable_after:
                 attempt = 0  # a connection that worked for a while: the next one waits the shortest delay
             delay = self.backoff.delay(attempt, self._rng)
             attempt += 1
             await asyncio.sleep(delay)
+
+
+def _trouble(ws: ClientConnection) -> str | None:
+    """Why a connection that is still open is of no more use, if it is not: ingest closed it (websockets fails a
+    connection on a frame over `max_size` or that breaks the protocol; the server may never finish the close, and
+    the reason showed nowhere, only "silent for 10 s" afterwards), or the server does not read what it is sent."""
+    sent = ws.protocol.close_sent
+    if sent is not None and ws.protocol.close_rcvd is None:  # not the answer to a close of the server's
+        return f"ingest closed the connection: {sent.code} {sent.reason}".rstrip()
+    unsent = ws.transport.get_write_buffer_size()
+    if unsent > MAX_UNSENT_BYTES:
+        return f"the server does not read what ingest sends ({unsent} bytes unsent: pongs to its pings)"
+    return None
+
+
+async def _close(ws: ClientConnection, url: str) -> None:
+    """Close within `CLOSE_TIMEOUT_S`, else drop the connection."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await ws.close()
+    except TimeoutError:
+        log.warning("%s: not closed after %g s (the server does not read): connection dropped", url, CLOSE_TIMEOUT_S)
+        ws.transport.abort()
