@@ -104,3 +104,12 @@ def test_the_exchange_url_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RTCA_FEED__COINBASE_URL", "https://ws-feed.exchange.coinbase.com")
     with pytest.raises(ConfigError, match="feed.coinbase_url"):
         load_settings()
+
+
+@pytest.mark.parametrize("given", [5, 1.5, {"a": 1}])
+def test_names_that_are_not_names_are_refused_in_one_line(given: object) -> None:
+    """`-p tables 5` ended in a TypeError from deep inside."""
+    from rtca.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expected names"):
+        name_list(given)  # type: ignore[arg-type]

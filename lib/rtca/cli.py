@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    verb("up", cmd_up, "start the stack (idempotent: starts only what is missing)")
+    verb("up", cmd_up, "start the stack (idempotent: starts only what is missing; on external: checks that it answers)")
     verb("down", cmd_down, "stop the processes rtca started").add_argument(
         "--wipe", action="store_true", help="also delete the services' data")
     verb("status", cmd_status, "health, URL, PID and memory of every service")

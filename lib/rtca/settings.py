@@ -342,6 +342,9 @@ def name_list(names: str | Iterable[str] | None) -> list[str] | None:
         return None
     if isinstance(names, str):
         names = [name.strip() for name in names.split(",") if name.strip()]
+    elif not isinstance(names, (list, tuple, set, frozenset)):  # `-p tables 5`: papermill passes the number
+        raise ConfigError(f"expected names, got {type(names).__name__} {names!r}",
+                          hint="a list of names, or one comma-separated string, e.g. ticker,matches")
     wanted = [str(name).strip() for name in names if str(name).strip()]
     if not wanted:  # an empty papermill parameter would otherwise select nothing and report success
         raise ConfigError("an empty selection of names", hint="leave the parameter as None for all, or name some")
