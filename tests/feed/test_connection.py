@@ -273,3 +273,37 @@ def test_a_server_that_floods_pings_and_never_reads_is_left_and_the_connection_c
     print(f"stopped after {took:.1f} s; last error: {last_error}; connections: {connections}")
     assert took < 7.0  # 3 s of reading, then a close of 2 s at most (20 s before: until the server gave up)
     assert last_error is not None and "does not read what ingest sends" in last_error
+
+
+def test_frames_received_before_the_connection_failed_are_all_delivered(run: Run) -> None:
+    """Five frames, then one over the size limit, in one write: websockets fails the connection at the big one
+    but still hands out the five; a check of the connection between two frames dropped them (a review's catch)."""
+
+    async def burst(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _accept_websocket(reader, writer)
+        await asyncio.sleep(0.2)
+        big = b"x" * 5000
+        writer.write(b"".join(_ws_frame(b'{"type":"heartbeat","n":%d}' % i, 1) for i in range(5))
+                     + bytes([0x81, 126]) + len(big).to_bytes(2, "big") + big)
+        await writer.drain()
+        await asyncio.sleep(5)  # never answers the close
+
+    async def scenario() -> tuple[int, str | None]:
+        server = await asyncio.start_server(burst, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-B"], ["ticker"]),
+                                        backoff=Backoff(initial=5.0, maximum=5.0), max_size=1000)  # fmt: skip
+            got = 0
+            async with aclosing(connection.frames()) as frames:
+                try:
+                    async with asyncio.timeout(2.5):
+                        async for _ in frames:
+                            got += 1
+                except TimeoutError:
+                    pass
+            return got, connection.state.last_error
+
+    got, last_error = run(scenario())
+    print("delivered:", got, "last error:", last_error)
+    assert got == 5 and last_error is not None and "1009" in last_error

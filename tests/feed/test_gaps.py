@@ -137,6 +137,13 @@ def test_per_product_counters_stay_bounded_however_many_products_come(monkeypatc
     assert found == [] and len(detector._last_trade) == 50 and len(detector._last_sequence) == 50
     assert "P499-USD" in detector._last_trade and "P0-USD" not in detector._last_trade  # the longest-known go
     assert detector.observe(match(3, 1000, "P499-USD")) == TradeGap("P499-USD", 2, 2, "match")  # still watched
+    for i in range(500):  # and those kept only for frames behind or far ahead
+        product = f"Q{i}-USD"
+        detector.observe(match(5, 10, product))
+        detector.observe(match(5 + gaps.MAX_GAP * 2, 11, product))  # far ahead: counted towards a resync
+        detector.observe(match(6, 5, product))  # behind: counted towards a resync
+    assert detector.out_of_order >= 500 and detector.implausible >= 500
+    assert len(detector._behind) == 50 and len(detector._ahead) == 50
 
 
 def test_a_product_id_longer_than_the_routers_limit_is_malformed_as_the_router_says() -> None:

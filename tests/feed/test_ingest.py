@@ -511,6 +511,7 @@ def test_lag_leaves_out_the_state_a_subscription_starts_with(run: Run) -> None:
             feed.handle(frame("ticker", "A-USD", 200_000, connection))
             feed.handle(frame("ticker", "A-USD", 40, connection))
             feed.handle(frame("match", "A-USD", 60, connection, **{**match, "trade_id": 8 + connection}))
+            feed.handle(frame("ticker", "A-USD", 200_000, connection))  # a replay's loop: the first one again
             feed.tick()
         await asyncio.sleep(0)
         return [orjson.loads(record.value) for record in health.records]

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from rtca.errors import ConfigError
@@ -200,16 +201,18 @@ class FeedConnection:
                         log.warning("%s: silent for %g s, reconnecting", self.url, self.silence_timeout)
                         break
                     last_frame = time.monotonic()
-                    if (problem := _trouble(ws)) is not None:
-                        self.state.last_error = problem
-                        log.warning("%s: %s, reconnecting", self.url, problem)
-                        break
                     if not delivered and failed_in_a_row:  # the recovery, beside the warnings it ends
                         log.warning("%s: %s after %d failed connection attempt(s)", self.url, RECEIVING_AGAIN,
                                     failed_in_a_row)  # fmt: skip
                         failed_in_a_row = 0
                     delivered = True
                     yield Frame(data, time.time(), self.state.connections)
+                    # after the frame in hand is out (what websockets received before it failed the connection
+                    # still comes, then `recv` times out on an empty queue and `_trouble` says why)
+                    if (problem := _unread(ws)) is not None:
+                        self.state.last_error = problem
+                        log.warning("%s: %s, reconnecting", self.url, problem)
+                        break
             except ConnectionClosed as exc:
                 if self.end_of_stream and exc.rcvd is not None and exc.rcvd.code == END_OF_STREAM:
                     log.info("%s: end of stream", self.url)
@@ -246,6 +249,10 @@ def _trouble(ws: ClientConnection) -> str | None:
     sent = ws.protocol.close_sent
     if sent is not None and ws.protocol.close_rcvd is None:  # not the answer to a close of the server's
         return f"ingest closed the connection: {sent.code} {sent.reason}".rstrip()
+    return _unread(ws)
+
+
+def _unread(ws: ClientConnection) -> str | None:
     unsent = ws.transport.get_write_buffer_size()
     if unsent > MAX_UNSENT_BYTES:
         return f"the server does not read what ingest sends ({unsent} bytes unsent: pongs to its pings)"
@@ -259,4 +266,6 @@ async def _close(ws: ClientConnection, url: str) -> None:
             await ws.close()
     except TimeoutError:
         log.warning("%s: not closed after %g s (the server does not read): connection dropped", url, CLOSE_TIMEOUT_S)
-        ws.transport.abort()
+    finally:  # also when cancelled again while closing
+        if ws.state is not State.CLOSED:
+            ws.transport.abort()

@@ -112,6 +112,7 @@ class GapDetector:
         """One trade id implausibly far ahead of `last`: passed over, unless it is the `RESYNC_AFTER`th in a row
         (then a new start from it, no trades counted as missed)."""
         ahead = self._ahead[product] = self._ahead.get(product, 0) + 1
+        bound(self._ahead)
         if ahead < RESYNC_AFTER:
             self.implausible += 1
             if ahead == 1:
@@ -127,6 +128,7 @@ class GapDetector:
     def _resync(self, key: tuple[str, str], counter: str, last: int, current: int) -> bool:
         """Count one frame behind `last`; True when it is the `RESYNC_AFTER`th in a row: start again from it."""
         behind = self._behind[key] = self._behind.get(key, 0) + 1
+        bound(self._behind)
         if behind < RESYNC_AFTER:
             return False
         del self._behind[key]

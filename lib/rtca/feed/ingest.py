@@ -189,6 +189,7 @@ class Ingest:
         self._interval_lags: list[int] = []
         self._lag_connection = 0  # the connection whose products' first ticker `_ticker_seen` has passed over
         self._ticker_seen: set[str] = set()
+        self._ticker_ms: dict[str, int] = {}  # per product the newest ticker's time
         self._interval_start = time.monotonic()
         self._counted_at_tick = (0, 0, 0)  # reconnects, gaps, missed trades at the previous tick
 
@@ -208,27 +209,33 @@ class Ingest:
             self._server_error(parsed, frame.connection)
         elif not isinstance(parsed, Subscriptions):
             self._had_data = True
-        if parsed.event_time is not None and record.event_ms is not None and self._live(parsed, frame.connection):
+        if (parsed.event_time is not None and record.event_ms is not None
+                and self._live(parsed, frame.connection, record.event_ms)):  # fmt: skip
             self._interval_lags.append(frame.received_ms - record.event_ms)  # only from the exchange's time
         gap = self.gaps.observe(parsed)
         if gap is not None:
             self._log_gap(gap)
             self._publish_health("gap", self._gap_fields(gap))
 
-    def _live(self, message: Message, connection: int) -> bool:
+    def _live(self, message: Message, connection: int, event_ms: int) -> bool:
         """Whether a frame's time says how late the feed is: not the state a subscription starts with, the
         `last_match` (the newest trade, minutes old on a quiet product) and each product's first ticker on a
-        connection; their age made the lag spike at every (re)connection and every loop of a replay."""
+        connection, nor a ticker older than the product's newest (that first ticker again, at each loop of a
+        replay); their age made the lag spike at every (re)connection and every loop of a replay."""
         if message.type == "last_match":
             return False
         if message.type != "ticker" or message.product is None:
             return True
         if connection != self._lag_connection:
             self._lag_connection, self._ticker_seen = connection, set()
-        if message.product in self._ticker_seen or len(self._ticker_seen) >= MAX_PRODUCTS:
-            return True
-        self._ticker_seen.add(message.product)
-        return False
+        first = message.product not in self._ticker_seen and len(self._ticker_seen) < MAX_PRODUCTS
+        if first:
+            self._ticker_seen.add(message.product)
+        newest = self._ticker_ms.get(message.product)
+        if newest is None or event_ms > newest:
+            self._ticker_ms[message.product] = event_ms
+            bound(self._ticker_ms)
+        return not first and (newest is None or event_ms >= newest)
 
     def _log_gap(self, gap: TradeGap) -> None:
         """A warning per product at most every `GAP_LOG_EVERY_S`, with the gaps passed over since: a feed skipping
