@@ -105,6 +105,7 @@ def test_a_price_far_ahead_or_outside_the_contract_does_not_pin_the_window() -> 
     e = engine(kind="price_move", threshold=1.0, window_s=60)
     assert e.evaluate({**ticker(50.0, now + 10 * 365 * 86_400_000), "received_ms": None}) == []
     assert e.evaluate(ticker(1e200, now)) == [] and e.evaluate(ticker("150", now)) == []  # type: ignore[arg-type]
+    assert e.evaluate({"type": "ticker", "product_id": "P", "price": 100.0}) == []  # no event time at all
     assert e.evaluate(ticker(100.0, now)) == []
     [alert] = e.evaluate(ticker(102.0, now + 1_000))
     assert alert["value"] == pytest.approx(2.0)

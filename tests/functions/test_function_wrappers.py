@@ -60,6 +60,15 @@ def test_router_dead_letters_a_frame_ingest_cut_as_too_large_with_its_full_size(
     assert (record["reason"], record["payload_bytes"], record["product_id"]) == ("too_large", 4_800_000, "X")
 
 
+@pytest.mark.parametrize("size", ["\u00b2", "9" * 5000, "-1", ""])
+def test_router_routes_a_record_whose_size_property_no_ingest_wrote(fake_context, message_ids, size: str) -> None:  # type: ignore[no-untyped-def]
+    """Anyone may publish to the raw topic: "²" is a digit `int()` refuses, and the router raised on it, for ever."""
+    ctx, router = router_context(fake_context), Router()
+    properties = {"received_ms": "1700000000000", "error": "oversized", "payload_bytes": size}
+    ctx.run(router, orjson.dumps(SAMPLES["ticker"]), next(message_ids), properties)
+    assert ctx.published[-1].topic == TOPICS["ticker"] and len(ctx.acked) == 1
+
+
 def test_router_does_not_ack_when_the_publish_fails(fake_context, message_ids) -> None:  # type: ignore[no-untyped-def]
     ctx, router = router_context(fake_context), Router()
     ctx.fail_publish = True

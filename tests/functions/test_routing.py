@@ -138,6 +138,8 @@ def test_dead_letter_cuts_large_payloads() -> None:
 def test_product_hint_names_the_product_of_a_dead_letter() -> None:
     out = route(b"{", received_ms=RECEIVED, product_hint="BTC-USD")
     assert out.key == "BTC-USD" and out.record["product_id"] == "BTC-USD"
+    longer = route(b"{", received_ms=RECEIVED, product_hint="X" * (routing.MAX_PRODUCT_ID + 1))
+    assert longer.key is None and longer.record["product_id"] is None  # no product is named so
 
 
 def test_a_bug_in_conversion_is_a_dead_letter_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:

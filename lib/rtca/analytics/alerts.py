@@ -240,7 +240,7 @@ class AlertEngine:
         product = record["product_id"]
         try:  # one price far ahead would pin the window: every later price would be skipped as older than it
             event_ms, price = event_time(record), number(record["price"], "price", positive=True)
-        except (TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):
             return out  # outside the record contract: the statistics and volatility functions dead-letter it
         for rule in self._by_kind("price_move"):
             prices = self._prices.setdefault((rule.name, product), deque())

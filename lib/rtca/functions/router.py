@@ -29,7 +29,9 @@ def cut_from(properties: dict[str, str]) -> int | None:
     """The full size of a frame ingest published only the start of (properties ``error`` = ``oversized``,
     ``payload_bytes``), else None."""
     size = properties.get("payload_bytes", "")
-    return int(size) if properties.get("error") == "oversized" and size.isdigit() else None
+    if properties.get("error") != "oversized" or not (size.isascii() and size.isdigit() and len(size) <= 18):
+        return None  # not a cut frame, or a size no ingest wrote ("²" is a digit int() refuses): routed as it is
+    return int(size)
 
 
 class Router(pulsar.Function):
@@ -58,7 +60,7 @@ class Router(pulsar.Function):
             received_ms=received_ms_of(properties),
             source_topic=source,
             product_hint=properties.get("product"),
-            cut_from=cut_from(properties),
+            cut_from=cut_from(properties) if "error" in properties else None,
         )
         data = routed.data
         if routed.channel == routing.DEAD_LETTER:  # only a dead letter needs the message id as text

@@ -533,7 +533,7 @@ def route(
         reason, detail = exc.reason, exc.detail
     except Exception as exc:  # noqa: BLE001 - the router must never crash on input; a bug here is a dead letter
         reason, detail = Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
-    product = product_hint if isinstance(product_hint, str) and product_hint else None
+    product = product_hint if isinstance(product_hint, str) and 0 < len(product_hint) <= MAX_PRODUCT_ID else None
     record = dead_letter_record(
         reason, detail, data, source_topic=source_topic, source_message_id=source_message_id,
         received_ms=received_ms, product_id=product, payload_bytes=cut_from,
