@@ -9,6 +9,7 @@ background of the kernel while the controls stay responsive.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -63,18 +64,26 @@ def pinot_frame(settings: Settings, sql: str) -> pd.DataFrame:
             connection.close()
 
 
+_STACK_HINT = "`rtca status` shows the stack, `rtca up` starts what is down"
+_ADDRESS_HINT = "`rtca config` shows the broker URL used (RTCA_PINOT__BROKER_PORT and the like move it)"
+#: Pinot's error codes for a query its servers could not answer (not the query's fault): segments or servers
+#: unavailable, servers not responding, execution timeout, broker timeout.
+_SERVING_CODES = frozenset({240, 250, 305, 427, 450})
+
+
 def _query_hint(exc: Exception) -> str:
-    """What to do about a failed query: the stack, the broker's address, the table or the SQL."""
+    """What to do about a failed query: the table, the SQL, the stack or the broker's address."""
     text = str(exc)
     if "TableDoesNotExistError" in text:  # errorCode 190: the broker answers, the table is not there
         return "the table does not exist yet: `rtca pinot apply` (or runbooks/20-pinot-tables) creates the tables"
     if isinstance(exc, httpx.TransportError):
-        return ("no broker answers there: `rtca status` shows the stack, `rtca up` starts what is down, and "
-                "`rtca config` shows the address used (RTCA_PINOT__BROKER_PORT and the like move it)")
-    if "errorCode" in text:  # the broker answered and refused the query
+        return f"no broker answers there: {_STACK_HINT}; {_ADDRESS_HINT}"
+    codes = {int(code) for code in re.findall(r"'errorCode': (\d+)", text)}
+    if codes and not codes & _SERVING_CODES:  # the broker answered and refused the query itself
         return "Pinot refused this SQL: the columns of each table are in infra/pinot/<table>/schema.json"
-    return ("the address answers, but not as a Pinot broker: `rtca config` shows the broker URL used "
-            "(RTCA_PINOT__BROKER_PORT and the like move it)")
+    if "Out of -1" in text or "<html" in text.lower():  # pinotdb's words for an answer that is not a broker's
+        return f"the address answers, but not as a Pinot broker: {_ADDRESS_HINT}"
+    return f"Pinot could not answer (its servers, or a broker that is starting): {_STACK_HINT}; {_ADDRESS_HINT}"
 
 
 def to_datetime(values: pd.Series) -> pd.Series:
@@ -157,7 +166,8 @@ class LiveView:
         self.note = ""
         self._task: asyncio.Task[None] | None = None
         self._refreshing_in: int | None = None  # the thread a refresh runs in (a background one: an executor's)
-        self._again = False
+        self._again = False  # a control changed while that refresh ran: draw again once it is done
+        self._lock = threading.Lock()
         self.widget = widgets.VBox([controls.box(), figure])
         earlier = _BACKGROUND.get(kind)
         if earlier is not None:  # the cell that built it ran again: its figure left the notebook, its loop ends
@@ -168,12 +178,13 @@ class LiveView:
         controls.minutes.observe(self._on_control, names="value")
 
     def _on_control(self, change: object) -> None:
-        refreshing_in = self._refreshing_in
-        if refreshing_in == threading.get_ident():  # the refresh itself filled the dropdown (an empty table before)
-            return
-        if refreshing_in is not None:  # a background refresh runs: it draws the new choice again when it is done
-            self._again = True
-            return
+        with self._lock:
+            refreshing_in = self._refreshing_in
+            if refreshing_in == threading.get_ident():  # the refresh itself filled the dropdown (an empty table)
+                return
+            if refreshing_in is not None:  # a background refresh runs: it draws the new choice when it is done
+                self._again = True
+                return
         try:
             self.refresh()
         except Exception as exc:  # an observer's exception would only reach the kernel log
@@ -191,19 +202,21 @@ class LiveView:
     def refresh(self) -> int:
         """Query once and redraw; returns the number of rows drawn (tests and runbooks check it). A control changed
         while a background refresh ran is drawn right after it."""
-        started = time.perf_counter()
-        self._refreshing_in, self._again = threading.get_ident(), False
-        try:
-            with self.figure.batch_update():
-                self.last_rows = self._update(self)
-        finally:
-            self._refreshing_in = None
-        self.refreshed += 1
-        self.controls.status.value = (f"refresh {self.refreshed}: {self.last_rows} rows in "
-                                      f"{(time.perf_counter() - started) * 1000:.0f} ms"
-                                      + (f" ({self.note})" if self.note else ""))  # fmt: skip
-        if self._again:
-            return self.refresh()
+        again = True
+        while again:
+            started = time.perf_counter()
+            with self._lock:
+                self._refreshing_in, self._again = threading.get_ident(), False
+            try:
+                with self.figure.batch_update():
+                    self.last_rows = self._update(self)
+            finally:
+                with self._lock:
+                    self._refreshing_in, again = None, self._again
+            self.refreshed += 1
+            self.controls.status.value = (f"refresh {self.refreshed}: {self.last_rows} rows in "
+                                          f"{(time.perf_counter() - started) * 1000:.0f} ms"
+                                          + (f" ({self.note})" if self.note else ""))  # fmt: skip
         return self.last_rows
 
     def run(self, refreshes: int = 3) -> int:
@@ -251,9 +264,9 @@ class LiveView:
 @dataclass(frozen=True)
 class Trace:
     """One trace of a live figure: a SQL query (placeholders {product}, {minutes}, {since}, {windows_since} for
-    tables of one-minute windows) and its columns. A query
-    with a LIMIT orders newest first (`ORDER BY ... DESC`): a window with more rows than the limit then shows its
-    newest ones, not a chart that stops short of now; the rows are drawn in `x` order."""
+    tables of one-minute windows) and its columns. A query with a LIMIT orders newest first (`ORDER BY ... DESC`): a
+    window with more rows than the limit then shows its newest ones, not a chart that stops short of now; the rows
+    are drawn in `x` order."""
 
     name: str
     sql: str
