@@ -113,3 +113,14 @@ def test_names_that_are_not_names_are_refused_in_one_line(given: object) -> None
 
     with pytest.raises(ConfigError, match="expected names"):
         name_list(given)  # type: ignore[arg-type]
+
+
+def test_the_superset_database_uuid_is_checked_and_written_one_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An invalid one failed later with a bare ValueError; an upper-case default renamed every Superset object."""
+    from rtca.errors import ConfigError
+
+    monkeypatch.setenv("RTCA_SUPERSET__DATABASE_UUID", "5B1C7A4E-2F7D-4C59-9A51-7D0F1D2C3A10")
+    assert load_settings().superset.database_uuid == "5b1c7a4e-2f7d-4c59-9a51-7d0f1d2c3a10"
+    monkeypatch.setenv("RTCA_SUPERSET__DATABASE_UUID", "not-a-uuid")
+    with pytest.raises(ConfigError, match="database_uuid"):
+        load_settings()

@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, SecretStr
 from pydantic import ValidationError
@@ -81,6 +82,11 @@ WebsocketUrl = Annotated[str, BeforeValidator(_base_url), _checked_url(("ws", "w
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _canonical_uuid(value: str) -> str:
+    """A uuid in its one written form (an upper-case one is the same database, not another workbench)."""
+    return str(UUID(value))
 
 
 class PulsarSettings(_Section):
@@ -156,8 +162,9 @@ class SupersetSettings(_Section):
     admin_password: SecretStr | None = None
     secret_key: SecretStr | None = None
     database_name: str = "Pinot"
-    #: Stable so that the import bundle under infra/superset/ updates the registered database instead of colliding.
-    database_uuid: str = "5b1c7a4e-2f7d-4c59-9a51-7d0f1d2c3a10"
+    #: Stable so that the import bundle under infra/superset/ updates the registered database instead of colliding;
+    #: another one gives the bundle's objects uuids of their own (`rtca.superset.bundle.own_ids`).
+    database_uuid: Annotated[str, AfterValidator(_canonical_uuid)] = "5b1c7a4e-2f7d-4c59-9a51-7d0f1d2c3a10"
     url_override: BaseUrl | None = None
 
     @property

@@ -70,7 +70,17 @@ def _login(driver: object, settings: Settings) -> None:
     driver.find_element(By.ID, "username").send_keys(settings.superset.admin_user)  # type: ignore[attr-defined]
     driver.find_element(By.ID, "password").send_keys(  # type: ignore[attr-defined]
         superset_secrets(settings).admin_password + "\n")
-    WebDriverWait(driver, 60).until(lambda d: "/login" not in d.current_url)
+    from selenium.common.exceptions import TimeoutException
+
+    for _ in range(3):  # on a loaded machine the Enter can come before the page's script listens: submit again
+        try:
+            WebDriverWait(driver, 40).until(lambda d: "/login" not in d.current_url)
+            return
+        except TimeoutException:
+            for button in driver.find_elements(By.CSS_SELECTOR, "button[type='submit']"):  # type: ignore[attr-defined]
+                button.click()
+                break
+    raise AssertionError(f"Superset's login did not go through: still at {driver.current_url}")  # type: ignore[attr-defined]
 
 
 def _chart_states(driver: object) -> list[dict[str, object]]:
