@@ -297,8 +297,11 @@ _CHANNEL_TABLES = (("ticker", "ticker"), ("matches", "matches"), ("level2", "boo
 def check_ingest(settings: Settings, channels: str | Sequence[str] | None, *, received_since_ms: int,
                  timeout: float = 180, name: str = "ingest") -> tuple[str, int]:
     """Data of this ingest (service `name`) reaches Pinot: the table of the first ingested channel that has one
-    (the ticker table for the sources' default channels); fails at once if the ingest ends meanwhile."""
+    (the ticker table for the sources' default channels); fails at once if the ingest ends meanwhile. Rows count
+    only while the ingest receives: another ingest feeding the same tables passed the check of one that could not
+    reach its source."""
     from rtca.feed.protocol import DATA_CHANNEL
+    from rtca.feed.service import connection_trouble
 
     wanted = name_list(channels)
     data = None if wanted is None else {DATA_CHANNEL.get(name, name) for name in wanted}  # ticker_batch: ticker
@@ -306,7 +309,8 @@ def check_ingest(settings: Settings, channels: str | Sequence[str] | None, *, re
         if data is None or channel in data:
             table = getattr(settings.tables, key)
             return table, check_rows(settings, table, at_least=1, timeout=timeout,
-                                     received_since_ms=received_since_ms, give_up=lambda: _ingest_ended(settings, name))
+                                     received_since_ms=received_since_ms, give_up=lambda: _ingest_ended(settings, name),
+                                     counts=lambda: connection_trouble(settings, name=name) is None)
     raise RunbookCheckFailed(f"channels {', '.join(wanted)}: none of them reaches a Pinot table this runbook can "
                              f"check (it checks {', '.join(c for c, _ in _CHANNEL_TABLES)})",
                              hint="include ticker, matches or level2 in `channels`")
@@ -334,9 +338,11 @@ def _ingest_ended(settings: Settings, name: str) -> str | None:
 
 
 def check_rows(settings: Settings, table: str, *, at_least: int = 1, timeout: float = 120,
-               received_since_ms: int | None = None, give_up: Callable[[], str | None] | None = None) -> int:
+               received_since_ms: int | None = None, give_up: Callable[[], str | None] | None = None,
+               counts: Callable[[], bool] | None = None) -> int:
     """Data flows: `table` holds at least `at_least` rows within `timeout` seconds; with `received_since_ms`, rows
-    the ingest received from then on (rows of an earlier run prove nothing about this one)."""
+    the ingest received from then on (rows of an earlier run prove nothing about this one); with `counts`, rows
+    count only while it says so."""
     from rtca.pinot.client import PinotClient
 
     where, what = "", f"{table} has at least {at_least} rows"
@@ -345,8 +351,8 @@ def check_rows(settings: Settings, table: str, *, at_least: int = 1, timeout: fl
         since = time.strftime("%H:%M:%S", time.localtime(received_since_ms / 1000))
         what += f" received since {since}"
     with PinotClient(settings) as pinot:
-        found = wait_until(lambda: pinot.count(table, where), done=lambda rows: rows >= at_least, timeout=timeout,
-                           what=what, give_up=give_up)
+        found = wait_until(lambda: pinot.count(table, where) if counts is None or counts() else 0,
+                           done=lambda rows: rows >= at_least, timeout=timeout, what=what, give_up=give_up)
     return int(found)
 
 
