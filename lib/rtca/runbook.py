@@ -162,20 +162,14 @@ def require(settings: Settings, *services: str) -> None:
     pulsar-broker, pinot-controller, pinot-broker, superset); else one error naming each URL that did not and what
     to do. Without it a refused or silent address failed deep in a client, with 200 lines of traceback and neither
     the URL nor the setting to fix."""
-    from rtca.errors import ServiceError
-    from rtca.stack.remote import endpoints
+    from rtca.stack.remote import endpoints, require_healthy
 
-    wanted = [endpoint for endpoint in endpoints(settings) if endpoint.name in services]
-    unknown = sorted(set(services) - {endpoint.name for endpoint in wanted})
+    unknown = sorted(set(services) - {endpoint.name for endpoint in endpoints(settings)})
     if unknown:
         raise ValueError(f"no such service: {', '.join(unknown)}")
-    failed = [(endpoint, problem) for endpoint in wanted if (problem := endpoint.probe()) is not None]
-    if failed:
-        hint = ("check " + ", ".join(endpoint.setting for endpoint, _ in failed) if settings.backend == "external"
-                else "`rtca status` shows the stack, `rtca up` (or runbooks/00-stack-up) starts what is down; "
-                     "`rtca config` shows the addresses used")  # fmt: skip
-        raise ServiceError(", ".join(endpoint.name for endpoint, _ in failed),
-                           "; ".join(problem for _, problem in failed), hint=hint)
+    require_healthy(settings, services, hint=None if settings.backend == "external" else (
+        "`rtca status` shows the stack, `rtca up` (or runbooks/00-stack-up) starts what is down; "
+        "`rtca config` shows the addresses used"))  # fmt: skip
 
 
 def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 2.0,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -144,10 +144,12 @@ def endpoints(settings: Settings) -> list[Endpoint]:
     ]  # fmt: skip
 
 
-def check(settings: Settings) -> list[tuple[ServiceState, str | None]]:
-    """(state, reason it is unhealthy or None) per endpoint."""
+def check(settings: Settings, only: Collection[str] | None = None) -> list[tuple[ServiceState, str | None]]:
+    """(state, reason it is unhealthy or None) per endpoint (of those named `only`)."""
     results = []
     for endpoint in endpoints(settings):
+        if only is not None and endpoint.name not in only:
+            continue
         problem = endpoint.probe()
         results.append((ServiceState(endpoint.name, None, problem is None, endpoint.url, None, note=problem or ""),
                         problem))
@@ -158,14 +160,16 @@ def status(settings: Settings) -> list[ServiceState]:
     return [state for state, _ in check(settings)]
 
 
-def require_healthy(settings: Settings) -> list[ServiceState]:
-    """Every endpoint's state; a ServiceError naming each URL that failed (and the setting to fix) otherwise."""
-    results = check(settings)
+def require_healthy(settings: Settings, only: Collection[str] | None = None, *,
+                    hint: str | None = None) -> list[ServiceState]:  # fmt: skip
+    """Every endpoint's state (of those named `only`); a ServiceError naming each URL that failed and `hint`, by
+    default the setting to fix, otherwise."""
+    results = check(settings, only)
     failed = [(state, problem) for state, problem in results if problem is not None]
     if failed:
         settings_of = {e.name: e.setting for e in endpoints(settings)}
         lines = "; ".join(f"{state.name}: {problem}" for state, problem in failed)
-        hint = "check " + ", ".join(sorted({settings_of[state.name] for state, _ in failed}))
+        hint = hint or "check " + ", ".join(sorted({settings_of[state.name] for state, _ in failed}))
         raise ServiceError(", ".join(state.name for state, _ in failed), lines, hint=hint)
     return [state for state, _ in results]
 
