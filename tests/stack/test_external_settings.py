@@ -21,6 +21,7 @@ from rtca.errors import ConfigError
 from rtca.functions import deploy
 from rtca.settings import Settings, load_settings
 from rtca.stack import pulsar, remote
+from rtca.stack.secrets import superset_secrets
 from rtca.stack.superset import pinot_passwords, pinot_sqlalchemy_uri
 from rtca.superset.client import SupersetClient
 from ports import open_and_refusing_ports
@@ -123,6 +124,22 @@ def test_superset_without_a_configured_password_is_refused_and_nothing_is_stored
         SupersetClient.from_settings(settings)
     assert not (settings.secrets_dir / "superset.json").exists()
     assert not remote.superset_password_known(settings)
+
+
+def test_an_external_superset_s_password_is_never_stored_nor_read_from_the_run_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password given once (maybe mistyped, maybe refused) must not pass for configured on the next run, and the
+    run directory's secrets belong to a Superset rtca set up, not to this one."""
+    settings = load_settings(backend="external", run_dir=tmp_path / "run",
+                             superset={"url_override": "http://127.0.0.1:1"})
+    monkeypatch.setenv("SUPERSET_ADMIN_PASSWORD", "maybe-wrong")
+    with pytest.raises(httpx.ConnectError):
+        SupersetClient.from_settings(settings)
+    assert not (settings.secrets_dir / "superset.json").exists()
+    monkeypatch.delenv("SUPERSET_ADMIN_PASSWORD")
+    superset_secrets(load_settings(run_dir=tmp_path / "run"))  # a local stack's, in the same run directory
+    with pytest.raises(ConfigError, match="admin password is not configured"):
+        SupersetClient.from_settings(settings)
 
 
 @pytest.mark.parametrize("field, given, kept", [

@@ -176,10 +176,9 @@ def require_healthy(settings: Settings, only: Collection[str] | None = None, *,
 
 # --- preparing a cluster for `rtca deploy` -------------------------------------------------------------------------
 def superset_password_known(settings: Settings) -> bool:
-    """True when Superset's admin password comes from settings, the environment or the run directory's secrets:
-    for a cluster rtca did not start, a generated password would be wrong."""
-    return bool(settings.superset.admin_password or os.environ.get("SUPERSET_ADMIN_PASSWORD")
-                or (settings.secrets_dir / "superset.json").exists())  # fmt: skip
+    """True when Superset's admin password comes from settings or the environment: for a Superset rtca did not set
+    up, a generated password would be wrong, and the run directory's secrets are those of one it did."""
+    return bool(settings.superset.admin_password or os.environ.get("SUPERSET_ADMIN_PASSWORD"))
 
 
 def prepare(settings: Settings) -> None:

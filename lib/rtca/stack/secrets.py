@@ -22,14 +22,16 @@ class SupersetSecrets:
         return "SupersetSecrets(secret_key=***, admin_password=***)"
 
 
-def superset_secrets(settings: Settings) -> SupersetSecrets:
+def superset_secrets(settings: Settings, *, kept: bool = True) -> SupersetSecrets:
     """Explicit settings (RTCA_SUPERSET__*) or SUPERSET_SECRET_KEY / SUPERSET_ADMIN_PASSWORD win over the file.
 
     The file records what Superset was first set up with: a value is written once (generated, or the environment's
     on the first run) and never replaced, so one run with a mistyped variable cannot lose the stored password or
-    the key Superset encrypts its database credentials with."""
+    the key Superset encrypts its database credentials with. A Superset rtca did not set up (`kept=False`) was not
+    set up with anything rtca knows: its password is never read from the file nor stored, where an unchecked (or
+    rejected) one would later pass for configured."""
     path = settings.secrets_dir / "superset.json"
-    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    stored: dict[str, str] = json.loads(path.read_text()) if kept and path.exists() else {}
     configured = settings.superset
     values = {
         "secret_key": (configured.secret_key.get_secret_value() if configured.secret_key else None)
@@ -38,11 +40,11 @@ def superset_secrets(settings: Settings) -> SupersetSecrets:
         or os.environ.get("SUPERSET_ADMIN_PASSWORD") or stored.get("admin_password")
         or secrets.token_urlsafe(12),
     }
-    kept = {key: stored.get(key) or value for key, value in values.items()}
-    if kept != stored:
+    first = {key: stored.get(key) or value for key, value in values.items()}
+    if kept and first != stored:
         settings.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            json.dump(kept, out)
+            json.dump(first, out)
         os.chmod(path, 0o600)
     return SupersetSecrets(**values)

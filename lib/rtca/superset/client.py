@@ -41,10 +41,11 @@ class SupersetClient:
 
         # A Superset rtca did not start has the password it was set up with: generating (and storing) one here
         # would only fail the login, and make the next `rtca deploy` believe the password is configured.
-        if not profile(settings).manages_services and not superset_password_known(settings):
+        managed = profile(settings).manages_services
+        if not managed and not superset_password_known(settings):
             raise ConfigError("Superset's admin password is not configured",
                               hint="set RTCA_SUPERSET__ADMIN_PASSWORD (and RTCA_SUPERSET__ADMIN_USER if not 'admin')")
-        secrets = superset_secrets(settings)
+        secrets = superset_secrets(settings, kept=managed)
         return cls(settings.superset.url, settings.superset.admin_user, secrets.admin_password,
                    verify=http_options(settings, "superset")["verify"])
 
