@@ -48,3 +48,11 @@ def test_explicit_products_channels_and_url(run: Run) -> None:
 def test_bad_options_are_config_errors(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         SourceSpec.build(**options)
+
+
+def test_a_server_given_in_place_of_the_exchange_is_not_labelled_coinbase() -> None:
+    live = "wss://ws-feed.exchange.coinbase.com"
+    assert SourceSpec.build("coinbase").label(live) == "coinbase"
+    assert SourceSpec.build("coinbase", url=live).label(live) == "coinbase"
+    assert SourceSpec.build("coinbase", url="ws://127.0.0.1:9").label(live) == "url"
+    assert SourceSpec.build("replay", url="ws://127.0.0.1:9").label(live) == "replay"

@@ -8,8 +8,8 @@ not_object, no_type, bad_fields, oversized, internal_error: the parser itself fa
 ones, plus `payload_bytes` and
 `truncated` for oversized ones; event time = the frame's `time` (`timestamp` for auction), else the receive time.
 
-Feed health (JSON, to the health topic, key = kind; every record also carries `kind`, `ts_ms`, `source` and
-`url`):
+Feed health (JSON, to the health topic, key = kind; every record also carries `kind`, `ts_ms`, `source` (coinbase,
+replay, simulator, or url: a server given by URL in place of the exchange) and `url`):
 - kind "tick", every `health_interval` seconds, also while the feed is silent, and a last one after the flush:
   ts_ms, source, url, connected, connections, reconnects, failures (connection attempts that failed before the
   subscription went out: refused, handshake timeout or error, closed at once), silences (connections the
@@ -404,8 +404,8 @@ async def ingest_to_pulsar(
             announce(f"{STARTED} {spec.kind} ({endpoint.url}) into {raw_topic}")
         server = endpoint.server
         stops = [*([stop] if stop else []), *([server.failed] if server else [])]
-        report = await ingest(connection, raw, health, source=spec.kind, duration=duration,
-                              max_messages=max_messages, stop=stops)  # fmt: skip
+        report = await ingest(connection, raw, health, source=spec.label(settings.feed.coinbase_url),
+                              duration=duration, max_messages=max_messages, stop=stops)  # fmt: skip
     if server is not None and server.failure is not None:  # what was received is in Pulsar; the source is dead
         failure = server.failure
         raise RtcaError(f"the {spec.kind} source failed: {type(failure).__name__}: {failure}",

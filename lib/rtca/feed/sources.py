@@ -44,6 +44,11 @@ class SourceSpec:
     """Simulator: end the stream after this many frames."""
     faults: Faults | None = None
 
+    def label(self, coinbase_url: str) -> str:
+        """What the report and feed health call the source: a server given by URL in place of the exchange
+        (`--url` without `--source`) is "url", not "coinbase", so its frames do not pass for the exchange's."""
+        return "url" if self.kind == "coinbase" and self.url not in (None, coinbase_url) else self.kind
+
     @classmethod
     def build(
         cls,
