@@ -245,7 +245,8 @@ def test_a_window_with_more_rows_than_the_limit_shows_its_newest_rows(monkeypatc
         times = [1_700_000_003_000, 1_700_000_002_000, 1_700_000_001_000]
         columns = ["price", "ewma_mean", "upper", "lower", "volume", "spread_bps", "imbalance", "buy_volume",
                    "sell_volume", "realized_vol", "value", "msg_rate", "new_reconnects", "new_missed_trades",
-                   "lag_ms_p50", "lag_ms_max", "rate", "reconnects_new", "missed_new", "p50", "worst"]
+                   "lag_ms_p50", "lag_ms_max", "rate", "reconnects_new", "missed_new", "p50", "worst", "rule",
+                   "message"]
         return pd.DataFrame({"product_id": ["A"] * 3, "event_time": times, "minute": times, "second": times,
                              **{column: [3.0, 2.0, 1.0] for column in columns}})
 
@@ -443,3 +444,63 @@ def test_tables_of_one_minute_windows_show_the_windows_that_closed_in_the_last_m
     windowed = [sql for sql in sent if Settings().tables.volatility in sql or Settings().tables.trade_flow in sql]
     assert windowed and all("ago('PT2M')" in sql for sql in windowed)
     assert all("ago('PT1M')" in sql for sql in sent if sql not in windowed)
+
+
+def test_products_that_begin_to_have_rows_join_the_dropdown_and_the_choice_stays(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dropdown was filled once, when the view was built: a product an ingest started later never showed."""
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    found = [["A-USD", "B-USD"]]
+    monkeypatch.setattr(live, "products", lambda *args, **kwargs: found[0])
+    monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: pd.DataFrame({"t": [1], "y": [1.0]}))
+    monkeypatch.setattr(live, "PRODUCTS_EVERY_S", 0.0)
+    view = live_chart(Settings(), "Market", [Trace("price", "WHERE product_id = '{product}'", "t", "y")],
+                      product_table="prices")
+    view.controls.product.value = "B-USD"
+    found[0] = ["C-USD", "B-USD", "A-USD"]  # a newcomer, and the ranking changed
+    view.refresh()
+    assert list(view.controls.product.options) == ["A-USD", "B-USD", "C-USD"]
+    assert view.controls.product.value == "B-USD"
+
+
+def test_the_minute_still_forming_is_drawn_faded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bar of the minute under way holds only its seconds so far: drawn like the others it read as a volume drop."""
+    import time
+
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    now_minute = int(time.time() // 60 * 60_000)
+    minutes = [now_minute - 120_000, now_minute - 60_000, now_minute]
+    monkeypatch.setattr(live, "products", lambda *args, **kwargs: ["A-USD"])
+    monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: pd.DataFrame(
+        {"minute": minutes, "volume": [5.0, 6.0, 1.0], "event_time": minutes, "price": [1.0] * 3,
+         "ewma_mean": [1.0] * 3, "upper": [1.0] * 3, "lower": [1.0] * 3}))
+    view = live.live_market(Settings())
+    view.refresh()
+    volume = next(trace for trace in view.figure.data if trace.type == "bar")
+    if int(time.time() // 60 * 60_000) == now_minute:  # the minute did not turn during the refresh
+        assert list(volume.marker.opacity) == [1.0, 1.0, live.FORMING_OPACITY]
+    assert "forming" in volume.name
+
+
+def test_alerts_of_different_units_are_markers_on_their_rule_s_line_not_values_on_one_axis(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A price move in %, a volatility z-score and a spread in bps were bars on one value axis."""
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    alerts = pd.DataFrame({"event_time": [1_700_000_000_000, 1_700_000_060_000], "rule": ["wide_spread", "vol"],
+                           "message": ["spread 70 bps", "z 4.1"]})
+    monkeypatch.setattr(live, "products", lambda *args, **kwargs: ["A-USD"])
+    monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: alerts if "rule" in sql else pd.DataFrame())
+    view = live.live_volatility(Settings())
+    view.refresh()
+    marks = view.figure.data[1]
+    assert marks.mode == "markers" and list(marks.y) == ["wide_spread", "vol"]
+    assert list(marks.text) == ["spread 70 bps", "z 4.1"]

@@ -273,9 +273,38 @@ class Trace:
     x: str
     y: str
     row: int = 1
-    kind: str = "line"  # line | bar | band (filled to the trace before it)
+    #: line | bar | band (filled to the trace before it) | events (a marker per row at y = a category, e.g. an
+    #: alert's rule, with the `text` column on hover: values of different units never share an axis)
+    kind: str = "line"
     #: Rows that share an x (one per ingest) are added up before drawing.
     sum_by_x: bool = False
+    #: The hover text column of "events".
+    text: str | None = None
+    #: Bars of one-minute buckets: the minute still forming (it holds only the seconds so far) is drawn faded.
+    forming_minute: bool = False
+
+
+PRODUCTS_EVERY_S = 60.0
+"""How often a view looks for products that began to have rows since it was built (added to its dropdown)."""
+FORMING_OPACITY = 0.35
+
+
+def _forming_opacity(times: pd.Series, now_ms: float) -> list[float]:
+    """Per bar: faded for the minute that contains `now_ms` (or a later one, a clock ahead), else opaque."""
+    minute_start = pd.Timestamp(now_ms // 60_000 * 60_000, unit="ms")
+    return [FORMING_OPACITY if t >= minute_start else 1.0 for t in times]
+
+
+def _more_products(dropdown: widgets.Dropdown, found: Sequence[str]) -> None:
+    """Add the products found that the dropdown lacks at its end (its order and choice stay as they were: a
+    dropdown reordering itself under the user's pointer every minute would be worse than an unranked newcomer)."""
+    known = list(dropdown.options)
+    new = [p for p in found if p not in known]
+    if not new:
+        return
+    chosen = dropdown.value
+    dropdown.options = [*known, *new]  # ipywidgets selects the first option on a change of options
+    dropdown.value = chosen if chosen in dropdown.options else dropdown.options[0]
 
 
 def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, product_table: str | None,
@@ -296,6 +325,9 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
     for trace in traces:
         if trace.kind == "bar":
             figure.add_bar(name=trace.name, row=trace.row, col=1)
+        elif trace.kind == "events":
+            figure.add_scatter(name=trace.name, mode="markers", row=trace.row, col=1, marker={"size": 10},
+                               hovertemplate="%{x}<br>%{y}: %{text}<extra></extra>")
         else:
             band = trace.kind == "band"
             figure.add_scatter(name=trace.name, mode="lines", row=trace.row, col=1,
@@ -304,12 +336,19 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
     figure.update_layout(height=260 + 200 * rows, margin={"l": 40, "r": 10, "t": 40, "b": 30},
                          legend={"orientation": "h"})
 
+    looked_for_products = time.monotonic()
+
     def update(view: LiveView) -> int:
-        if product_table and not view.controls.product.options:  # an empty table when the view was built
+        nonlocal looked_for_products
+        dropdown = view.controls.product
+        if product_table and (not dropdown.options or time.monotonic() - looked_for_products >= PRODUCTS_EVERY_S):
+            looked_for_products = time.monotonic()
             found = products(settings, product_table, minutes=int(view.controls.minutes.value), rank_table=rank_table)
-            if found:
-                view.controls.product.options = found
-                view.controls.product.value = product if product in found else found[0]
+            if found and not dropdown.options:  # an empty table when the view was built
+                dropdown.options = found
+                dropdown.value = product if product in found else found[0]
+            else:  # products whose rows began after the view was built (a new ingest, another source)
+                _more_products(dropdown, found)
         chosen = str(view.controls.product.value or "")
         window = int(view.controls.minutes.value)
         since = f"event_time > ago('PT{window}M')"
@@ -329,10 +368,15 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
             if trace.sum_by_x and not frame.empty:
                 frame = frame.groupby(trace.x, as_index=False)[trace.y].sum()
             frame = frame.sort_values(trace.x, kind="stable") if not frame.empty else frame
-            data.x = to_datetime(frame[trace.x]) if not frame.empty else []
+            times = to_datetime(frame[trace.x]) if not frame.empty else []
+            data.x = times
             data.y = frame[trace.y] if not frame.empty else []
             if trace.kind == "line":  # a line of one point draws nothing (right after an ingest starts, say)
                 data.mode = "lines" if len(frame) > 1 else "markers"
+            if trace.text:
+                data.text = frame[trace.text] if not frame.empty else []
+            if trace.forming_minute:
+                data.marker.opacity = _forming_opacity(times, time.time() * 1000) if not frame.empty else 1.0
         view.figure.layout.title = f"{title}{': ' + chosen if product_table else ''} (last {window} min)"
         view.note = _no_rows_note(chosen, window, view.controls.product.options) if product_table and not shown else ""
         return shown
@@ -365,7 +409,8 @@ def live_market(settings: Settings, *, product: str | None = None, minutes: int 
         Trace("EWMA - 2σ", band, "event_time", "lower", kind="band"),
         Trace("EWMA", band, "event_time", "ewma_mean"),
         Trace("price", band, "event_time", "price"),
-        Trace("volume / min", volume, "minute", "volume", row=2, kind="bar"),
+        Trace("volume / min (this minute faded: forming)", volume, "minute", "volume", row=2, kind="bar",
+              forming_minute=True),
     ], product_table=stats, product=product, minutes=minutes, interval=interval,
        rank_table=settings.tables.matches)
 
@@ -389,15 +434,17 @@ def live_book_and_flow(settings: Settings, *, product: str | None = None, minute
 
 def live_volatility(settings: Settings, *, product: str | None = None, minutes: int = 60,
                     interval: float = 5.0) -> LiveView:
-    """Realised volatility per closed window, and the alerts that fired for the product."""
+    """Realised volatility per closed window, and the alerts that fired for the product: one marker per alert on
+    its rule's line (their values are %, z-scores, bps or counts: one value axis would compare them), the message
+    on hover."""
     vol, alerts = settings.tables.volatility, settings.tables.alerts
     vol_sql = (f"SELECT event_time, realized_vol FROM {vol} WHERE product_id = '{{product}}' AND {{windows_since}} "
                f"AND realized_vol IS NOT NULL ORDER BY event_time DESC LIMIT 100000")  # null: under 2 returns
     return live_chart(settings, "Volatility and alerts", [
         Trace("realised volatility", vol_sql, "event_time", "realized_vol"),
-        Trace("alert value", f"SELECT event_time, \"value\" FROM {alerts} WHERE product_id = '{{product}}' "
-                             f"AND {{since}} ORDER BY event_time DESC LIMIT 10000", "event_time", "value", row=2,
-              kind="bar"),
+        Trace("alerts", f"SELECT event_time, rule, message FROM {alerts} WHERE product_id = '{{product}}' "
+                        f"AND {{since}} ORDER BY event_time DESC LIMIT 10000", "event_time", "rule", row=2,
+              kind="events", text="message"),
     ], product_table=vol, product=product, minutes=minutes, interval=interval,
        rank_table=settings.tables.matches)
 
