@@ -98,6 +98,11 @@ class PulsarSettings(_Section):
     bookie_port: Port = 3181
     tenant: str = "feeds"
     namespace: str = "realtime"
+    #: The namespace's retention: 7 days, as Pinot's tables keep theirs (`rtca pinot apply --recreate` rebuilds
+    #: them from the topics, and a reader that fell behind finds its data); -1 keeps everything (the disk grows with
+    #: the feed: a live level2 feed writes gigabytes a day), a size caps each topic in MB (the oldest goes first).
+    retention_minutes: Annotated[int, Field(ge=-1)] = 7 * 24 * 60
+    retention_mb: Annotated[int, Field(ge=-1)] = -1
     heap: str = "-Xms256m -Xmx768m -XX:MaxDirectMemorySize=384m"
     #: G1 instead of the distribution's ZGC with AlwaysPreTouch, which commits the whole heap at start (about
     #: 1 GB more resident for a standalone that needs a fraction of it).

@@ -170,3 +170,14 @@ def test_function_on_the_project_virtualenv_processes_a_message(stack_up: Settin
     finally:
         consumer.close()
         delete_functions(stack_up, [name], known_only=False)
+
+
+def test_the_namespace_keeps_the_configured_retention(stack_up: Settings) -> None:
+    """Unlimited retention filled the disk with a live feed's gigabytes a day; too short a one would lose what a
+    Pinot reader (not a subscription) has not read yet."""
+    import httpx
+
+    p = stack_up.pulsar
+    policy = httpx.get(f"{p.admin_url}/admin/v2/namespaces/{p.tenant}/{p.namespace}/retention", timeout=30).json()
+    assert policy == {"retentionTimeInMinutes": p.retention_minutes, "retentionSizeInMB": p.retention_mb}
+    assert p.retention_minutes == 7 * 24 * 60  # the default: as long as Pinot's tables keep their rows

@@ -23,7 +23,8 @@ from rtca.stack.artifacts import bind_env, pulsar_home
 from rtca.stack.process import Launch, Service
 from rtca.stack.remote import http_options
 
-#: Retention -1 = unlimited: Pinot reads with a Reader, which is not a subscription, so nothing else keeps data.
+#: Retention -1 = unlimited for the broker's other namespaces; the workbench's own has the settings' retention
+#: (`ensure_namespace`): Pinot reads with a Reader, which is not a subscription, so nothing else keeps data.
 _BROKER_OVERRIDES = {
     "brokerDeleteInactiveTopicsEnabled": "false",
     "defaultRetentionTimeInMinutes": "-1",
@@ -126,7 +127,7 @@ def _worker_ready(settings: Settings) -> bool:
 
 
 def ensure_namespace(settings: Settings) -> None:
-    """Create tenant and namespace (idempotent) with unlimited retention and no inactive-topic deletion.
+    """Create tenant and namespace (idempotent) with the settings' retention and no inactive-topic deletion.
 
     Pulsar standalone otherwise deletes a topic without subscriptions after about a minute and keeps nothing
     once every subscription has acknowledged: a Pinot reader is not a subscription.
@@ -139,7 +140,8 @@ def ensure_namespace(settings: Settings) -> None:
             f"create tenant {p.tenant}")
         _ok(admin.put(f"/admin/v2/namespaces/{ns}"), f"create namespace {ns}")
         _ok(admin.post(f"/admin/v2/namespaces/{ns}/retention",
-                       json={"retentionTimeInMinutes": -1, "retentionSizeInMB": -1}), f"set retention on {ns}")
+                       json={"retentionTimeInMinutes": p.retention_minutes, "retentionSizeInMB": p.retention_mb}),
+            f"set retention on {ns}")
         _ok(admin.post(f"/admin/v2/namespaces/{ns}/inactiveTopicPolicies",
                        json={"deleteWhileInactive": False, "maxInactiveDurationSeconds": 60,
                              "inactiveTopicDeleteMode": "delete_when_no_subscriptions"}),
