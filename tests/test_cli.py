@@ -123,6 +123,42 @@ def test_a_service_that_does_not_answer_is_one_line_not_a_traceback(command: lis
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", [["pinot", "status"], ["functions", "status"], ["pinot", "apply", "ticker"]])
+def test_an_address_that_answers_html_is_one_line_naming_it_not_a_traceback(command: list[str], tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A proxy's login page (or another service on the port) answered 200 with HTML: JSONDecodeError tracebacks."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class LoginPage(BaseHTTPRequestHandler):
+        def _page(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>please log in</html>")
+
+        do_GET = do_POST = do_PUT = _page
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LoginPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+        for name in ("RTCA_PINOT__CONTROLLER_PORT", "RTCA_PINOT__BROKER_PORT", "RTCA_PULSAR__WEB_PORT"):
+            monkeypatch.setenv(name, str(port))
+        assert main(command) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "but not JSON (text/html)" in err and f"127.0.0.1:{port}" in err, err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("argv", [["record", "x.capture", "--duration", "-1"], ["record", "x.capture", "--duration",
                                   "nan"], ["record", "x.capture", "--max-messages", "0"],
                                   ["simulator", "serve", "--port", "99999"], ["ingest", "start", "--speed", "abc"],
@@ -272,3 +308,20 @@ def test_output_cut_short_by_its_reader_is_no_traceback(monkeypatch: pytest.Monk
     with open(write_end, "w", buffering=1) as closed_pipe:  # line-buffered: the first line meets the closed end
         monkeypatch.setattr("sys.stdout", closed_pipe)
         assert main(["config"]) == 0
+
+
+def test_a_refusal_no_caller_explained_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import httpx
+
+    from rtca import cli
+
+    def refused(settings: object, args: object) -> int:
+        request = httpx.Request("GET", "http://127.0.0.1:8080/admin/v2/clusters")
+        httpx.Response(401, text="Unauthorized", request=request).raise_for_status()
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_config", refused)
+    assert main(["config"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: GET http://127.0.0.1:8080/admin/v2/clusters answered HTTP 401: Unauthorized"), err

@@ -521,6 +521,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot reach {_where(exc)}: {type(exc).__name__}: {exc}\n  hint: {UNREACHABLE_HINT}",
               file=sys.stderr)
         return 1
+    except httpx.HTTPStatusError as exc:  # a refusal (a wrong token, say) where no caller said more about it
+        answer = exc.response
+        print(f"error: {exc.request.method} {exc.request.url} answered HTTP {answer.status_code}: "
+              f"{answer.text[:300]}\n  hint: check the credentials and URLs in use (`rtca config`)", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `rtca pinot status | head -3`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0

@@ -35,7 +35,7 @@ from rtca.functions import routing
 from rtca.functions.runtime import RAW_SERDE
 from rtca.settings import Settings, name_list
 from rtca.stack.profiles import build_function_package, profile
-from rtca.stack.remote import http_options
+from rtca.stack.remote import http_options, json_answer
 from rtca.stack.progress import say
 
 Guarantee = Literal["ATLEAST_ONCE", "ATMOST_ONCE", "EFFECTIVELY_ONCE", "MANUAL"]
@@ -281,7 +281,7 @@ def _get_config(admin: httpx.Client, settings: Settings, name: str) -> dict[str,
         return None
     if not response.is_success:
         raise _fail(f"read function {name}", response)
-    return response.json()
+    return json_answer(response, f"read function {name}")
 
 
 @dataclass(frozen=True)
@@ -402,7 +402,7 @@ def _consumers(admin: httpx.Client, topics: Sequence[str], subscription: str) ->
             raise _fail(f"read the consumers of {subscription} on {topic} (to recreate the function in its place)",
                         response, hint="the admin credentials need the topics' stats: `rtca functions delete` "
                                        "then deploy recreates it reading its inputs from their start")  # fmt: skip
-        stats = response.json() if response.is_success else {}
+        stats = json_answer(response, f"read the stats of {topic}") if response.is_success else {}
         consumers = ((stats.get("subscriptions") or {}).get(subscription) or {}).get("consumers") or []
         found[topic] = {str(c.get("consumerName")) for c in consumers}
     return found
@@ -489,7 +489,7 @@ def _status_json(admin: httpx.Client, settings: Settings, name: str) -> dict[str
         return None
     if not response.is_success:
         raise _fail(f"status of {name}", response)
-    return response.json()
+    return json_answer(response, f"read the status of {name}")
 
 
 def _select(settings: Settings, names: str | Iterable[str] | None) -> list[FunctionSpec]:
@@ -612,15 +612,6 @@ def _function_status(admin: httpx.Client, settings: Settings, name: str) -> Func
     return FunctionStatus(name, True, tuple(sorted(instances, key=lambda i: i.instance_id)), latest)
 
 
-def function_stats(settings: Settings, name: str) -> dict[str, Any]:
-    """The admin API's raw FunctionStats (totals, 1-minute rates, per instance) for one function."""
-    with _admin(settings, timeout=30) as admin:
-        response = _request(lambda: admin.get(_path(settings, name, "/stats")), f"stats of {name}")
-        if not response.is_success:
-            raise _fail(f"stats of {name}", response)
-        return response.json()
-
-
 # --- lifecycle -------------------------------------------------------------------------------------------------------
 def restart_function(settings: Settings, name: str) -> None:
     """Restart every instance of `name` (they rebuild their state as after a crash)."""
@@ -642,7 +633,7 @@ def revive_functions(settings: Settings, names: Iterable[str] | None = None, *, 
     if names is None:
         with _admin(settings) as admin:
             listed = _request(lambda: admin.get(_path(settings)), "list functions")
-            names = list(listed.json()) if listed.is_success else []
+            names = list(json_answer(listed, "list functions")) if listed.is_success else []
     revived = []
     for name in names:
         status = function_status(settings, [name], known_only=False)[0]
@@ -706,7 +697,7 @@ def _delete_packages(admin: httpx.Client, settings: Settings, name: str) -> None
     listed = _request(lambda: admin.get(base), f"list the code packages of {name}")
     if not listed.is_success:  # package management disabled
         return
-    for version in listed.json():
+    for version in json_answer(listed, f"list the code packages of {name}"):
         # A deleted version's folder stays in the package storage, listed, its metadata gone.
         path = f"{base}/{version}"
         if _request(lambda: admin.get(f"{path}/metadata"), f"package {name}@{version}").status_code != 200:

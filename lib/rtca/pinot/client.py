@@ -10,7 +10,7 @@ import httpx
 from rtca.errors import DeployError
 from rtca.settings import Settings
 from rtca.stack.profiles import CONSUMER_FACTORY, profile, stream_connection_configs
-from rtca.stack.remote import http_options
+from rtca.stack.remote import http_options, json_answer
 
 __all__ = ["CONSUMER_FACTORY", "JSON_DECODER", "PinotClient", "stream_configs"]
 
@@ -50,7 +50,7 @@ class PinotClient:
     def _check(response: httpx.Response, what: str) -> Any:
         if not response.is_success:
             raise DeployError(f"Pinot could not {what}: HTTP {response.status_code} {response.text[:500]}")
-        return response.json() if response.content else None
+        return json_answer(response, f"{what} (Pinot)") if response.content else None
 
     # --- controller ----------------------------------------------------------------------------------------------
     def schema(self, name: str) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from rtca.errors import ServiceError
 from rtca.settings import Settings
 from rtca.stack.artifacts import bind_env, pulsar_home
 from rtca.stack.process import Launch, Service
-from rtca.stack.remote import http_options
+from rtca.stack.remote import http_options, json_answer
 
 #: Retention -1 = unlimited for the broker's other namespaces; the workbench's own has the settings' retention
 #: (`ensure_namespace`): Pinot reads with a Reader, which is not a subscription, so nothing else keeps data.
@@ -135,7 +135,9 @@ def ensure_namespace(settings: Settings) -> None:
     p = settings.pulsar
     ns = f"{p.tenant}/{p.namespace}"
     with httpx.Client(base_url=p.admin_url, timeout=30, **http_options(settings, "pulsar")) as admin:
-        clusters = admin.get("/admin/v2/clusters").raise_for_status().json()
+        listed = admin.get("/admin/v2/clusters")
+        _ok(listed, "list the clusters")
+        clusters = json_answer(listed, "list Pulsar's clusters")
         _ok(admin.put(f"/admin/v2/tenants/{p.tenant}", json={"allowedClusters": clusters, "adminRoles": []}),
             f"create tenant {p.tenant}")
         _ok(admin.put(f"/admin/v2/namespaces/{ns}"), f"create namespace {ns}")
@@ -168,7 +170,8 @@ def delete_topics(settings: Settings, wanted: Callable[[str], bool], *, timeout:
     with httpx.Client(base_url=p.admin_url, timeout=request_timeout, **http_options(settings, "pulsar")) as admin:
         while True:
             try:
-                listed = admin.get(f"/admin/v2/persistent/{namespace}").raise_for_status().json()
+                listed = json_answer(admin.get(f"/admin/v2/persistent/{namespace}").raise_for_status(),
+                                     f"list the topics of {namespace}")
             except httpx.HTTPError as exc:  # a timeout or a broker restarting: the next round asks again
                 if time.monotonic() > deadline:
                     if left is None:

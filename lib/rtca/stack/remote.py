@@ -9,6 +9,7 @@ we start but reach like any remote service). Nothing here starts or stops a proc
     prepare(settings)            namespace (retention, no inactive-topic deletion, partitioned auto-creation) and
                                  Superset's Pinot database: what `rtca deploy` needs before functions and tables
     http_options / pulsar_client_options    auth and TLS for httpx and pulsar.Client, from settings
+    json_answer                  the JSON of an answer, or a DeployError naming the address that sent something else
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from rtca.errors import ConfigError, ServiceError
+from rtca.errors import ConfigError, DeployError, ServiceError
 from rtca.settings import Settings
 from rtca.stack.process import ServiceState
 from rtca.stack.profiles import profile
@@ -45,6 +46,18 @@ def verify_option(settings: Settings) -> ssl.SSLContext | bool:
             raise ConfigError(f"TLS CA file {tls.ca_file} holds no usable CA certificate: {exc}",
                               hint="RTCA_TLS__CA_FILE must be a PEM bundle of the cluster's CA(s)") from None
     return True
+
+
+def json_answer(response: httpx.Response, what: str) -> Any:
+    """The JSON body of an answer: one that is not JSON (a proxy's login page, another service on the port) is a
+    DeployError naming the address, not a JSONDecodeError traceback."""
+    try:
+        return response.json()
+    except ValueError:
+        url = response.request.url
+        raise DeployError(f"could not {what}: HTTP {response.status_code} but not JSON "
+                          f"({response.headers.get('content-type')}) from {url.scheme}://{url.netloc.decode()}",
+                          hint="is that the service's address? `rtca config` shows the URLs in use") from None
 
 
 def http_options(settings: Settings, service: str) -> dict[str, Any]:
