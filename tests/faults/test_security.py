@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from rtca.errors import ConfigError
 from rtca.settings import PROJECT_ROOT, Settings, load_settings
 from rtca.stack import local
 from rtca.stack.artifacts import bind_shim
@@ -85,6 +86,19 @@ def test_on_a_first_run_the_environment_s_secrets_are_the_ones_kept(tmp_path: Pa
     superset_secrets(load_settings(run_dir=tmp_path))
     monkeypatch.delenv("SUPERSET_ADMIN_PASSWORD")
     assert superset_secrets(load_settings(run_dir=tmp_path)).admin_password == "chosen-by-the-user"
+
+
+@pytest.mark.parametrize("content", ["", "{\"admin_password\": ", "null", "[1]", "{\"admin_password\": 5}"])
+def test_a_damaged_secrets_file_is_a_config_error_naming_it_and_is_left_as_it_is(tmp_path: Path,
+                                                                                 content: str) -> None:
+    settings = load_settings(run_dir=tmp_path)
+    path = settings.secrets_dir / "superset.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=re.escape(str(path))):
+        superset_secrets(settings)
+    assert path.read_text() == content  # not replaced by new secrets Superset's data was not encrypted with
+    assert [p.name for p in path.parent.iterdir()] == ["superset.json"]  # nothing half-written left beside it
 
 
 # --- the running stack ----------------------------------------------------------------------------------------------

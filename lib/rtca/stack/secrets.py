@@ -9,7 +9,9 @@ import json
 import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
+from rtca.errors import ConfigError
 from rtca.settings import Settings
 
 
@@ -31,7 +33,7 @@ def superset_secrets(settings: Settings, *, kept: bool = True) -> SupersetSecret
     set up with anything rtca knows: its password is never read from the file nor stored, where an unchecked (or
     rejected) one would later pass for configured."""
     path = settings.secrets_dir / "superset.json"
-    stored: dict[str, str] = json.loads(path.read_text()) if kept and path.exists() else {}
+    stored = _stored(path) if kept and path.exists() else {}
     configured = settings.superset
     values = {
         "secret_key": (configured.secret_key.get_secret_value() if configured.secret_key else None)
@@ -43,8 +45,28 @@ def superset_secrets(settings: Settings, *, kept: bool = True) -> SupersetSecret
     first = {key: stored.get(key) or value for key, value in values.items()}
     if kept and first != stored:
         settings.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(first, out)
-        os.chmod(path, 0o600)
+        # written beside it and renamed over it: a crash or a full disk half-way cannot lose the stored key
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump(first, out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(partial, 0o600)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
     return SupersetSecrets(**values)
+
+
+def _stored(path: Path) -> dict[str, str]:
+    try:
+        stored = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        stored = None
+    if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):
+        raise ConfigError(f"{path} is not the JSON object of secrets rtca writes",
+                          hint="restore it from a backup; if Superset was never started with it, delete it (new "
+                               "secrets are generated), else Superset's stored credentials cannot be decrypted")
+    return stored
