@@ -356,3 +356,13 @@ def test_a_fresh_pulsar_s_bookie_listens_on_the_configured_port(stack_up: Settin
     finally:
         supervisor.stop("pulsar")
     assert our_processes(settings) == []
+
+
+@pytest.mark.parametrize("content", ["null", '{"pid": "12", "create_time": 0}', "[]", "{", ""])
+def test_a_damaged_pid_file_means_not_running_and_is_removed(tmp_path: Path, content: str) -> None:
+    supervisor = Supervisor(load_settings(run_dir=tmp_path))
+    path = supervisor.settings.pids_dir / "pulsar.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    assert supervisor.process("pulsar") is None
+    assert not path.exists()

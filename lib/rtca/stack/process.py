@@ -136,7 +136,7 @@ class Supervisor:
             proc = psutil.Process(record["pid"])
             if abs(proc.create_time() - record["create_time"]) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE:
                 return proc
-        except (FileNotFoundError, ValueError, KeyError, psutil.Error):
+        except (FileNotFoundError, ValueError, KeyError, TypeError, psutil.Error):  # TypeError: `null`, a pid "12"
             pass
         try:
             path.unlink(missing_ok=True)
