@@ -180,6 +180,19 @@ def test_stream_keys_other_than_the_table_specific_ones_are_refused(settings: Se
         render_table(settings.model_copy(update={"infra_dir": tmp_path}), "ticker")
 
 
+@pytest.mark.parametrize("rows", ["20k", "0", "-5", "1e5", 1.5])
+def test_a_flush_row_count_that_is_not_a_whole_number_is_a_config_error(settings: Settings, tmp_path: Path,
+                                                                        rows: object) -> None:
+    shutil.copytree(settings.infra_dir / "pinot", tmp_path / "pinot")
+    table = tmp_path / "pinot" / "ticker" / "table.json"
+    config = json.loads(table.read_text())
+    config.setdefault("tableIndexConfig", {}).setdefault("streamConfigs", {})[
+        "realtime.segment.flush.threshold.rows"] = rows
+    table.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="ticker/table.json: realtime.segment.flush.threshold.rows"):
+        render_table(settings.model_copy(update={"infra_dir": tmp_path}), "ticker")
+
+
 def test_deep_merge_merges_objects_and_replaces_lists() -> None:
     base = {"a": {"x": 1, "y": [1, 2]}, "b": 1}
     assert deep_merge(base, {"a": {"y": [3]}, "c": 2}) == {"a": {"x": 1, "y": [3]}, "b": 1, "c": 2}

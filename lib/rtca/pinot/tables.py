@@ -102,7 +102,11 @@ def _stream(settings: Settings, declared: Mapping[str, Any], where: Path) -> dic
     if "topic" not in args:
         raise ConfigError(f"{where}: streamConfigs needs stream.pulsar.topic.name")
     if "flush_rows" in args:
-        args["flush_rows"] = int(args["flush_rows"])
+        rows = str(args["flush_rows"])
+        if not (rows.isascii() and rows.isdigit() and int(rows) > 0):
+            raise ConfigError(f"{where}: realtime.segment.flush.threshold.rows is {args['flush_rows']!r}",
+                              hint="a whole number of rows, e.g. \"100000\"")
+        args["flush_rows"] = int(rows)
     return stream_configs(settings, **args)
 
 
