@@ -325,3 +325,18 @@ def test_a_refusal_no_caller_explained_is_one_line(monkeypatch: pytest.MonkeyPat
     assert main(["config"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: GET http://127.0.0.1:8080/admin/v2/clusters answered HTTP 401: Unauthorized"), err
+
+
+@pytest.mark.parametrize("argv, says", [(["bench", "--candidates", "timesorted,typo"], "unknown typo"),
+                                        (["bench", "kernel", "--candidates", "timesorted"], "not asked for")])
+def test_bench_candidates_are_checked_before_any_benchmark_runs(argv: list[str], says: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo failed `queries`, which runs last, after the other benchmarks' 50 minutes; without `queries` the
+    option was silently ignored."""
+    from rtca.bench import suite
+
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(suite, "run_suite", lambda *args, **kwargs: pytest.fail("a benchmark ran"))
+    assert main(argv) == 1
+    assert says in capsys.readouterr().err

@@ -369,8 +369,17 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
     options: dict[str, dict[str, Any]] = {name: {"products": args.products} for name in PRODUCT_BENCHES
                                           if args.products}  # fmt: skip
-    if args.candidates:
-        options.setdefault("queries", {})["candidates"] = _split(args.candidates)
+    if args.candidates:  # checked here: `queries` runs last, a typo would fail it after the other benchmarks
+        from rtca.bench.queries import CANDIDATES
+
+        candidates = _split(args.candidates) or []
+        unknown = [c for c in candidates if c not in CANDIDATES]
+        if unknown or "queries" not in (args.names or DEFAULT):
+            raise ConfigError(f"--candidates {args.candidates}: " + (f"unknown {', '.join(unknown)}" if unknown
+                              else "only the queries benchmark times candidates, and it is not asked for"),
+                              hint=f"candidates: {', '.join(CANDIDATES)}; e.g. `rtca bench queries --candidates "
+                                   f"timesorted`")
+        options.setdefault("queries", {})["candidates"] = candidates
     results, written = run_suite(settings, args.names or DEFAULT, quick=args.quick, keep=args.keep,
                                  out_dir=Path(args.out) if args.out else None, options=options or None)
     for line in summary_lines(results):
