@@ -292,10 +292,10 @@ def check_ingest(settings: Settings, channels: str | Sequence[str] | None, *, re
                  timeout: float = 180, name: str = "ingest") -> tuple[str, int]:
     """Data of this ingest (service `name`) reaches Pinot: the table of the first ingested channel that has one
     (the ticker table for the sources' default channels); fails at once if the ingest ends meanwhile. Rows count
-    only while the ingest receives: another ingest feeding the same tables passed the check of one that could not
-    reach its source."""
+    only once the ingest has received market data and while it receives: another ingest feeding the same tables
+    passed the check of one that could not reach its source, or whose subscription was refused."""
     from rtca.feed.protocol import DATA_CHANNEL
-    from rtca.feed.service import connection_trouble
+    from rtca.feed.service import connection_trouble, data_flows
 
     wanted = name_list(channels)
     data = None if wanted is None else {DATA_CHANNEL.get(name, name) for name in wanted}  # ticker_batch: ticker
@@ -304,7 +304,8 @@ def check_ingest(settings: Settings, channels: str | Sequence[str] | None, *, re
             table = getattr(settings.tables, key)
             return table, check_rows(settings, table, at_least=1, timeout=timeout,
                                      received_since_ms=received_since_ms, give_up=lambda: _ingest_ended(settings, name),
-                                     counts=lambda: connection_trouble(settings, name=name) is None)
+                                     counts=lambda: data_flows(settings, name=name)
+                                     and connection_trouble(settings, name=name) is None)
     raise RunbookCheckFailed(f"channels {', '.join(wanted)}: none of them reaches a Pinot table this runbook can "
                              f"check (it checks {', '.join(c for c, _ in _CHANNEL_TABLES)})",
                              hint="include ticker, matches or level2 in `channels`")

@@ -297,7 +297,14 @@ class Settings(BaseSettings):
 
     @cached_property
     def venv_dir(self) -> Path:
-        return PROJECT_ROOT / ".venv"
+        """The Python environment rtca runs in (the checkout's `.venv`, a conda env, ...): function instances and
+        the supervised ingest run with its interpreter and packages."""
+        return Path(sys.prefix)
+
+    @cached_property
+    def rtca_command(self) -> list[str]:
+        """How to run the `rtca` CLI of this environment as a process of its own."""
+        return [sys.executable, "-m", "rtca.cli"]
 
     def describe(self) -> dict[str, Any]:
         """The effective configuration as plain JSON-able data (secrets masked), for `rtca config`."""

@@ -144,7 +144,7 @@ def supervised_ingest(settings: Settings, name: str, url: str, products: Collect
                       env: Mapping[str, str] | None = None, channels: Sequence[str] = ()) -> Iterator[Supervisor]:
     """`rtca ingest run --source simulator --url URL --products ...` as a supervised process (pid file, log under
     the run directory) named `name`, so it never collides with the workbench's own `ingest`; stopped on exit."""
-    argv = [str(settings.venv_dir / "bin" / "rtca"), "ingest", "run", "--source", "simulator", "--url", url,
+    argv = [*settings.rtca_command, "ingest", "run", "--source", "simulator", "--url", url,
             "--products", ",".join(products)]
     if channels:
         argv += ["--channels", ",".join(channels)]

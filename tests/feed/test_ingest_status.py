@@ -77,3 +77,21 @@ def test_an_ingest_that_logged_much_before_failing_is_still_shown(settings: Sett
     wait_for(lambda: Supervisor(settings).process(NAME) is None, timeout=10, what="the ingest to end")
     ended = ended_ingest(settings)
     assert ended is not None and ended.note.startswith("exited: error: the feed went away")
+
+
+def test_data_flows_once_the_ingest_says_so_since_its_last_start(settings: Settings) -> None:
+    """Runbook 40's check counted the ticker rows of any ingest before this one's subscription was refused."""
+    from rtca.feed.ingest import DATA_FLOWS
+    from rtca.feed.service import data_flows
+
+    log = Supervisor(settings).log_file(NAME)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = f"=== 2026-11-30 09:00:00 starting {NAME}: python -m rtca.cli ingest run\n"
+    log.write_text(start + "ingesting replay (ws://x) into t\n")
+    assert not data_flows(settings)
+    log.write_text(start + f"ingesting replay (ws://x) into t\n{DATA_FLOWS} from ws://x\n")
+    assert data_flows(settings)
+    log.write_text(start + f"{DATA_FLOWS} from ws://x\n" + start)  # started again since
+    assert not data_flows(settings)
+    log.write_text(start + f"{DATA_FLOWS} from ws://x\n" + "a gap warning\n" * 10_000)  # the start is long past
+    assert data_flows(settings)

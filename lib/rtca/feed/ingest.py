@@ -60,6 +60,8 @@ from rtca.settings import Settings
 log = logging.getLogger(__name__)
 
 STARTED = "ingesting"
+#: Announced at the first market data of a run (`rtca.runbook.check_ingest` counts rows only after it).
+DATA_FLOWS = "market data flows"
 """The first word of the line `rtca ingest run` prints once it publishes: `rtca ingest start` waits for it."""
 GAP_LOG_EVERY_S = 10.0
 """A product's missed trades are logged at most this often (every gap is a health record)."""
@@ -170,8 +172,10 @@ class Ingest:
         source: str,
         connection: ConnectionState,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         self.raw = raw
+        self.announce = announce
         self.health = health
         self.source = source
         self.connection = connection
@@ -208,6 +212,8 @@ class Ingest:
         if isinstance(parsed, Error):
             self._server_error(parsed, frame.connection)
         elif not isinstance(parsed, Subscriptions):
+            if not self._had_data and self.announce is not None:
+                self.announce(f"{DATA_FLOWS} from {self.connection.url}")
             self._had_data = True
         if (parsed.event_time is not None and record.event_ms is not None
                 and self._live(parsed, frame.connection, record.event_ms)):  # fmt: skip
@@ -350,12 +356,13 @@ async def ingest(
     health_interval: float = 1.0,
     max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     drain_timeout: float = 60.0,
+    announce: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """Run until the source ends, `duration` seconds pass, `max_messages` frames arrived or `stop` is set; then
     flush: every received frame is handed to the raw sink and waited for."""
     raw_publisher, health_publisher = Publisher(raw), Publisher(health)
     work = Ingest(raw_publisher, health_publisher, source=source, connection=connection.state,
-                  max_payload_bytes=max_payload_bytes)
+                  max_payload_bytes=max_payload_bytes, announce=announce)
     started = time.monotonic()
     ticker = asyncio.create_task(work.tick_every(health_interval), name="ingest-health")
     try:
@@ -405,7 +412,8 @@ async def ingest_to_pulsar(
         server = endpoint.server
         stops = [*([stop] if stop else []), *([server.failed] if server else [])]
         report = await ingest(connection, raw, health, source=spec.label(settings.feed.coinbase_url),
-                              duration=duration, max_messages=max_messages, stop=stops)  # fmt: skip
+                              duration=duration, max_messages=max_messages, stop=stops,
+                              announce=announce)  # fmt: skip
     if server is not None and server.failure is not None:  # what was received is in Pulsar; the source is dead
         failure = server.failure
         raise RtcaError(f"the {spec.kind} source failed: {type(failure).__name__}: {failure}",

@@ -19,10 +19,10 @@ import psutil
 
 from rtca.errors import ConfigError, ServiceError
 from rtca.feed.connection import CANNOT_CONNECT, RECEIVING_AGAIN
-from rtca.feed.ingest import STARTED
+from rtca.feed.ingest import DATA_FLOWS, STARTED
 from rtca.feed.sinks import OPERATION_TIMEOUT_S
 from rtca.settings import Settings
-from rtca.stack.process import STOPPED, Launch, Service, ServiceState, Supervisor
+from rtca.stack.process import STARTING, STOPPED, Launch, Service, ServiceState, Supervisor
 
 NAME = "ingest"
 
@@ -30,7 +30,7 @@ NAME = "ingest"
 def ingest_service(settings: Settings, run_args: Sequence[str] = (), *, name: str = NAME) -> Service:
     """The ingest as a supervised service: started once its log says it publishes (`rtca.feed.ingest.STARTED`),
     so that one ending at once (a bad capture, Pulsar unreachable) fails the start, naming its log."""
-    argv = [str(settings.venv_dir / "bin" / "rtca"), "ingest", "run", *run_args]
+    argv = [*settings.rtca_command, "ingest", "run", *run_args]
     supervisor = Supervisor(settings)
 
     def settled() -> bool:
@@ -60,7 +60,8 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
         except psutil.Error:
             current = []
         try:
-            same = "run" in current and _options(current[current.index("run") + 1:]) == wanted
+            command = [*settings.rtca_command, "ingest", "run"]  # another command: an ingest of an older rtca
+            same = current[:len(command)] == command and _options(current[len(command):]) == wanted
         except ConfigError:  # flags of another version: not the same
             same = False
         try:  # the same flags under other settings (another raw topic, another Pulsar) is another ingest
@@ -168,6 +169,13 @@ def connection_trouble(settings: Settings, *, name: str = NAME) -> ConnectionTro
         elif f": {RECEIVING_AGAIN} " in line:
             last, attempts = "", 0
     return ConnectionTrouble(last, attempts) if attempts else None
+
+
+def data_flows(settings: Settings, *, name: str = NAME) -> bool:
+    """Whether the ingest has received market data since its last start (its log says so once; a run whose start
+    is further back than the log's tail has run, logging, for a long while: taken as flowing)."""
+    run = Supervisor(settings).last_run_log(name) or ""
+    return f"\n{DATA_FLOWS} " in run or (bool(run) and f" {STARTING} {name}: " not in run)
 
 
 def ended_ingest(settings: Settings, *, name: str = NAME) -> ServiceState | None:

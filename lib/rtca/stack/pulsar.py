@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -92,7 +93,7 @@ def _launch(settings: Settings) -> Launch:
     worker_yaml = worker_yaml.replace("    logDirectory: logs/", f"    logDirectory: {logs / 'functions'}")
     (conf_dir / "functions_worker.yml").write_text(worker_yaml)
 
-    venv_bin = settings.venv_dir / "bin"
+    venv_bin = Path(sys.executable).parent  # function instances run `python3` from PATH: this environment's
     # The JVM unpacks native libraries (RocksDB's 13 MB, the checksum's) into java.io.tmpdir and deletes them only
     # on a clean exit: a killed Pulsar left them in /tmp. In the run directory they go with `rtca down --wipe`.
     tmp = data / "tmp"
