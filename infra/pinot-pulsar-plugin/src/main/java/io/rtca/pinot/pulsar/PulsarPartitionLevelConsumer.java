@@ -36,6 +36,7 @@ public class PulsarPartitionLevelConsumer implements PartitionLevelConsumer {
   static final int MAX_MESSAGES_PER_BATCH = 5000;
   /** The reader's prefetch queue. */
   static final int RECEIVER_QUEUE_SIZE = 1000;
+  private static final byte[] NO_DATA = new byte[0];
 
   private final PulsarConfig _config;
   private final String _clientId;
@@ -156,7 +157,10 @@ public class PulsarPartitionLevelConsumer implements PartitionLevelConsumer {
         return new Filled(position, true, dropped);
       }
       PulsarMsgOffset next = PulsarMsgOffset.nextAfter(message.getMessageId());
-      batch.add(message.getData(), next, message.getPublishTime());
+      // a null value (a tombstone) has no data: as an empty payload the decoder drops its row and consumption
+      // goes on; null itself made Pinot's consume loop throw and stopped the table for good
+      byte[] data = message.getData();
+      batch.add(data == null ? NO_DATA : data, next, message.getPublishTime());
       position = next;
     }
     return new Filled(position, false, dropped);

@@ -25,10 +25,13 @@ import org.junit.jupiter.api.Test;
 class FillTest {
 
   /** Message {@code index} of a batch of 10 in entry 7 of ledger 5; its payload is its index. */
-  @SuppressWarnings("unchecked")
   private static Message<byte[]> message(int index) {
+    return message(index, Integer.toString(index).getBytes(StandardCharsets.UTF_8));
+  }
+
+  @SuppressWarnings("unchecked")
+  private static Message<byte[]> message(int index, byte[] data) {
     MessageId id = new BatchMessageIdImpl(5, 7, -1, index, 10, null);
-    byte[] data = Integer.toString(index).getBytes(StandardCharsets.UTF_8);
     return (Message<byte[]>) Proxy.newProxyInstance(FillTest.class.getClassLoader(), new Class<?>[]{Message.class},
         (proxy, method, args) -> {
           switch (method.getName()) {
@@ -71,6 +74,19 @@ class FillTest {
     assertEquals(3, filled._dropped);
     assertEquals(new PulsarMsgOffset(5, 7, -1, 6), filled._position);
     assertFalse(filled._pastEnd);
+  }
+
+  @Test
+  void aMessageWithoutAValueIsAnEmptyPayloadNotANullThatStopsTheTable()
+      throws PulsarClientException {
+    PulsarMsgOffset start = new PulsarMsgOffset(5, 7, -1, 0);
+    PulsarMessageBatch batch = new PulsarMessageBatch(start);
+    Deque<Message<byte[]>> queue = new ArrayDeque<>(Arrays.asList(message(0), message(1, null), message(2)));
+    PulsarPartitionLevelConsumer.Filled filled =
+        PulsarPartitionLevelConsumer.fill(batch, waitMillis -> queue.poll(), start, null, 0L);
+    assertEquals(Arrays.asList("0", "", "2"), payloads(batch));
+    assertEquals(0, batch.getMessageLengthAtIndex(1));
+    assertEquals(new PulsarMsgOffset(5, 7, -1, 3), filled._position);
   }
 
   @Test
