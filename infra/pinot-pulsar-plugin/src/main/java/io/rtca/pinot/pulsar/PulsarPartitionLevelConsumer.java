@@ -1,6 +1,9 @@
 package io.rtca.pinot.pulsar;
 
 import java.io.IOException;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import org.apache.pinot.spi.stream.MessageBatch;
@@ -47,6 +50,9 @@ public class PulsarPartitionLevelConsumer implements PartitionLevelConsumer {
   private Reader<byte[]> _reader;
   /** Where {@link #_reader} is: the offset of the next message it returns. */
   private PulsarMsgOffset _readerPosition;
+  /** A reader being opened at {@link #_openingAt}, which a fetch at that offset takes over once it is open. */
+  private CompletableFuture<Reader<byte[]>> _opening;
+  private PulsarMsgOffset _openingAt;
   private boolean _closed;
 
   public PulsarPartitionLevelConsumer(PulsarConfig config, String clientId, int partition) {
@@ -81,7 +87,9 @@ public class PulsarPartitionLevelConsumer implements PartitionLevelConsumer {
 
     PulsarMessageBatch batch = new PulsarMessageBatch(start);
     try {
-      positionReaderAt(start);
+      if (!positionReaderAt(start, deadline)) {
+        return batch; // the reader is still being opened (a broker restarting): empty, as if nothing came
+      }
       Reader<byte[]> reader = _reader;
       Filled filled = fill(batch,
           waitMillis -> reader.readNext((int) Math.min(Integer.MAX_VALUE, waitMillis), TimeUnit.MILLISECONDS),
@@ -179,33 +187,93 @@ public class PulsarPartitionLevelConsumer implements PartitionLevelConsumer {
     return false;
   }
 
-  private void positionReaderAt(PulsarMsgOffset start)
-      throws PulsarClientException, TimeoutException {
+  /**
+   * Puts the reader at {@code start}; false if it is still being opened when {@code deadline} comes. Opening
+   * (looking up the partition's topic, creating the reader) runs in the background and a later fetch at the same
+   * offset takes it over: a synchronous open waited the client's 30-s operation timeout whatever the fetch's
+   * timeout, blocking Pinot's consumer thread (and a server stop) while the broker was down, and five failed opens
+   * in a row put the segment in ERROR for good; empty fetches instead keep it consuming until the broker is back.
+   */
+  private boolean positionReaderAt(PulsarMsgOffset start, long deadline)
+      throws PulsarClientException {
     if (_reader != null && start.equals(_readerPosition)) {
-      return;
+      return true;
     }
     if (_reader != null) {
       LOGGER.info("Pulsar consumer {}: fetch starts at {} but the reader is at {}; reopening", _clientId, start,
           _readerPosition);
       closeReader();
     }
-    if (_client == null) {
-      _client = _config.createClient();
+    if (_opening != null && !start.equals(_openingAt)) {
+      abandonOpening();
     }
-    if (_partitionTopic == null) {
-      _partitionTopic = PartitionTopics.select(
-          PartitionTopics.list(_client, _config.getTopicName(), _config.getConnectionTimeoutMillis()),
-          _config.getTopicName(), _partition);
+    if (_opening == null) {
+      if (_client == null) {
+        _client = _config.createClient();
+      }
+      PulsarClient client = _client;
+      String topic = _config.getTopicName();
+      int partition = _partition;
+      CompletableFuture<String> partitionTopic = _partitionTopic != null
+          ? CompletableFuture.completedFuture(_partitionTopic)
+          : client.getPartitionsForTopic(topic).thenApply(names -> PartitionTopics.select(names, topic, partition));
+      LOGGER.info("Pulsar consumer {} opens a reader on {} at {} (inclusive)", _clientId,
+          _partitionTopic != null ? _partitionTopic : topic, start);
+      _opening = partitionTopic.thenCompose(name -> client.newReader()
+          .topic(name)
+          .startMessageId(start.toStartMessageId())
+          .startMessageIdInclusive()
+          .receiverQueueSize(RECEIVER_QUEUE_SIZE)
+          .readerName(_clientId)
+          .createAsync());
+      _openingAt = start;
     }
-    LOGGER.info("Pulsar consumer {} opens a reader on {} at {} (inclusive)", _clientId, _partitionTopic, start);
-    _reader = _client.newReader()
-        .topic(_partitionTopic)
-        .startMessageId(start.toStartMessageId())
-        .startMessageIdInclusive()
-        .receiverQueueSize(RECEIVER_QUEUE_SIZE)
-        .readerName(_clientId)
-        .create();
-    _readerPosition = start;
+    try {
+      Reader<byte[]> reader = _opening.get(Math.max(0L, deadline - System.currentTimeMillis()),
+          TimeUnit.MILLISECONDS);
+      _opening = null;
+      _openingAt = null;
+      _reader = reader;
+      _readerPosition = start;
+      _partitionTopic = reader.getTopic();
+      return true;
+    } catch (TimeoutException e) {
+      return false;
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      abandonOpening();
+      throw new IllegalStateException("Interrupted while opening a reader on Pulsar topic " + _config.getTopicName(),
+          e);
+    } catch (ExecutionException e) {
+      _opening = null;
+      _openingAt = null;
+      Throwable cause = e.getCause();
+      while (cause instanceof CompletionException && cause.getCause() != null) {
+        cause = cause.getCause();
+      }
+      if (cause instanceof PulsarClientException) {
+        throw (PulsarClientException) cause;
+      }
+      if (cause instanceof RuntimeException) { // no such partition (PartitionTopics.select)
+        throw (RuntimeException) cause;
+      }
+      throw new IllegalStateException("Cannot open a reader on Pulsar topic " + _config.getTopicName() + ": "
+          + cause, cause);
+    }
+  }
+
+  /** Drops a reader still being opened (another offset is wanted, or the consumer closes): closed once it opens. */
+  private void abandonOpening() {
+    CompletableFuture<Reader<byte[]>> opening = _opening;
+    _opening = null;
+    _openingAt = null;
+    if (opening != null) {
+      opening.whenComplete((reader, error) -> {
+        if (reader != null) {
+          reader.closeAsync();
+        }
+      });
+    }
   }
 
   private void closeReader() {
@@ -233,6 +301,7 @@ public class PulsarPartitionLevelConsumer implements PartitionLevelConsumer {
       return;
     }
     _closed = true;
+    abandonOpening();
     closeReader();
     if (_client != null) {
       PulsarClients.closeInBackground(_client, "consumer " + _clientId);
