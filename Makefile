@@ -2,6 +2,7 @@
 # CLI inside it, test and test-fast call its pytest, lab its jupyter.
 PYTHON ?= python3.11
 VENV   := .venv
+LAB_PORT ?= 8888
 RTCA   := $(VENV)/bin/rtca
 STAMP  := $(VENV)/.installed
 
@@ -38,7 +39,7 @@ test-fast: venv
 	$(VENV)/bin/pytest -m "not stack"
 
 lab: venv
-	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir .
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --notebook-dir . $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV)

@@ -340,3 +340,21 @@ def test_bench_candidates_are_checked_before_any_benchmark_runs(argv: list[str],
     monkeypatch.setattr(suite, "run_suite", lambda *args, **kwargs: pytest.fail("a benchmark ran"))
     assert main(argv) == 1
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ingest, ended, code", [(True, False, 0), (False, False, 3), (None, True, 0)])
+def test_status_exits_3_for_a_running_ingest_that_is_not_healthy(ingest: bool | None, ended: bool, code: int,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ingest that cannot reach its source showed `not ready` and `rtca status` still exited 0."""
+    from rtca import cli
+    from rtca.feed import service
+    from rtca.stack.process import ServiceState
+
+    def state(name: str, healthy: bool, **kwargs: object) -> ServiceState:
+        return ServiceState(name, 1 if healthy or not kwargs else None, healthy, "u", None, **kwargs)  # type: ignore
+
+    monkeypatch.setattr(cli.stack, "status", lambda settings: [state("pulsar", True)])
+    monkeypatch.setattr(service, "ingest_state", lambda settings: None if ingest is None else state("ingest", ingest))
+    monkeypatch.setattr(service, "ended_ingest",
+                        lambda settings: state("ingest", False, ended=True) if ended else None)
+    assert main(["status"]) == code

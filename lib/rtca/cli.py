@@ -72,9 +72,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.feed.service import ended_ingest, ingest_state
 
     states = stack.status(settings)
-    ingest = ingest_state(settings) or ended_ingest(settings)
+    running = ingest_state(settings)  # a running ingest counts (one that cannot reach its source is not healthy);
+    ingest = running or ended_ingest(settings)  # one that ended is shown, not counted: a replay may just be over
     _print_states(states + ([ingest] if ingest else []))
-    return 0 if all(st.healthy for st in states) else 3
+    return 0 if all(st.healthy for st in states + ([running] if running else [])) else 3
 
 
 def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:

@@ -42,8 +42,10 @@ class RecordReport:
     """The server's `error` answers: message and reason (the first few)."""
 
     def __str__(self) -> str:
-        return (f"recorded {self.frames} frames from {self.url} to {self.path} in {self.seconds:.1f} s, "
-                f"{self.ended} ({self.connections} connection(s), {self.skipped} frames skipped)")
+        why = {"end_of_stream": "the stream ended", "duration": "its duration was over",
+               "max_messages": "its frame count was reached", "stopped": "stopped"}.get(self.ended, self.ended)
+        return (f"recorded {self.frames} frames from {self.url} to {self.path} in {self.seconds:.1f} s: {why} "
+                f"({self.connections} connection(s), {self.skipped} frames skipped)")
 
 
 def _one_line(data: bytes) -> str | None:

@@ -355,7 +355,8 @@ class ChartCheck:
     error: str | None
 
     def __str__(self) -> str:
-        return f"{self.chart:<40} {'ERROR ' + self.error if self.error else f'{self.rows} rows'}"
+        said = f"{self.rows} rows" if self.rows else "query ok, no rows yet (no data in its time range)"
+        return f"{self.chart:<40} {'ERROR ' + self.error if self.error else said}"
 
 
 def check_charts(settings: Settings, *, require_rows: bool = False) -> list[ChartCheck]:
