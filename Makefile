@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11"; exit 1; }
 	@test -d $(VENV) || { echo "creating $(VENV) ..."; $(PYTHON) -m venv $(VENV); }
 	@echo "installing pinned Python dependencies into $(VENV) (first time: 1-3 minutes, quietly) ..."
-	@$(VENV)/bin/pip install -q --upgrade pip
+	@$(VENV)/bin/pip install -q pip==26.3
 	@$(VENV)/bin/pip install -q -e ".[dev]"
 	@touch $(STAMP)
 

@@ -70,6 +70,8 @@ def test_record_connects_where_the_settings_say(monkeypatch: pytest.MonkeyPatch,
     ("RTCA_BACKEND", "foo", "backend"),
     ("RTCA_PINOT", "{bad", "\"pinot\""),
     ("RTCA_RUN_DIR", "", "run_dir: Value error, an empty path"),
+    ("RTCA_PINOT__HOST", "::1", "IPv6 literals are not supported"),  # http://::1:9000 failed deep in httpx
+    ("RTCA_SUPERSET__HOST", "", "a host name or IPv4 address"),
 ])  # fmt: skip
 def test_invalid_settings_are_named_without_a_traceback(name: str, value: str, field: str,
                                                          monkeypatch: pytest.MonkeyPatch,

@@ -35,6 +35,17 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 """A TCP port (65536 and up would wrap around to another one)."""
 
 
+def _host(value: str) -> str:
+    if not value or ":" in value or "/" in value or any(c.isspace() for c in value):
+        raise ValueError("a host name or IPv4 address (IPv6 literals are not supported: the services' address "
+                         "settings take host:port without brackets)")
+    return value
+
+
+Host = Annotated[str, AfterValidator(_host)]
+"""Where the local services listen and are reached; URLs are built from it."""
+
+
 def _not_empty(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         raise ValueError("an empty path (unset the variable for the default)")
@@ -91,7 +102,7 @@ def _canonical_uuid(value: str) -> str:
 
 class PulsarSettings(_Section):
     version: str = "4.0.8"
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     broker_port: Port = 6650
     web_port: Port = 8080
     #: The embedded bookie's port, taken when its data is created: a bookie started before keeps its first port.
@@ -123,7 +134,7 @@ class PulsarSettings(_Section):
 
 class PinotSettings(_Section):
     version: str = "0.11.0"
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     cluster: str = "rtca"
     zookeeper_port: Port = 2191
     controller_port: Port = 9000
@@ -159,7 +170,7 @@ class PinotSettings(_Section):
 
 class SupersetSettings(_Section):
     version: str = "6.1.0"
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: Port = 8088
     admin_user: str = "admin"
     #: These (RTCA_SUPERSET__*), else SUPERSET_ADMIN_PASSWORD / SUPERSET_SECRET_KEY, else generated once; kept under

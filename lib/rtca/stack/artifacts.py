@@ -165,7 +165,8 @@ def pinot_lib(settings: Settings) -> Path:
     with step(f"resolving Apache Pinot {version} jars from Maven Central (about 200 MB)"):
         shutil.rmtree(lib, ignore_errors=True)
         _maven(settings, ["-f", str(settings.infra_dir / "stack" / "pinot-runtime.pom.xml"),
-                          f"-Dpinot.version={version}", "dependency:copy-dependencies", f"-DoutputDirectory={lib}"],
+                          f"-Dpinot.version={version}", f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
+                          f"-DoutputDirectory={lib}"],
                what=f"resolve Pinot {version}", doing="resolving Pinot's jars")
     _mark(lib)
     return lib
@@ -215,7 +216,7 @@ def superset_venv(settings: Settings) -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         log = settings.logs_dir / "artifacts.log"
         for argv in ([sys.executable, "-m", "venv", str(venv)],
-                     [str(venv / "bin" / "pip"), "install", "--progress-bar", "off", "--upgrade", "pip"],
+                     [str(venv / "bin" / "pip"), "install", "--progress-bar", "off", "pip==26.3"],
                      [str(venv / "bin" / "pip"), "install", "--progress-bar", "off", "-r", str(requirements)]):
             code, output = _run_logged(argv, log=log, doing="installing Superset")
             if code != 0:
