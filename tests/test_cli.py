@@ -288,6 +288,10 @@ def test_a_variable_that_names_no_setting_is_warned_about(monkeypatch: pytest.Mo
     monkeypatch.setenv("RTCA_PINOT_BROKER_PORT", "18099")
     monkeypatch.setenv("RTCA_PINOT__BROKER_PORT", "18099")
     monkeypatch.setenv("RTCA_KEEP_STACK", "1")  # the tests' own, not a setting
+    from rtca.stack.docker import compose_env
+
+    for name in compose_env(rtca.settings.load_settings(), secrets=False):  # exported to run compose by hand
+        monkeypatch.setenv(name, "1")
     assert main(["config"]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warnings == [warnings[0]] and "RTCA_PINOT_BROKER_PORT names no setting" in warnings[0]

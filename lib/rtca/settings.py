@@ -355,6 +355,8 @@ _SETTINGS_HINT = ("fix or unset the variable named; the settings and their defau
 
 #: `RTCA_*` variables that are not settings: set by rtca for its own processes, or read by the tests.
 NOT_SETTINGS = frozenset({"RTCA_BIND_HOST", "RTCA_KEEP_STACK"})
+#: The variables `infra/docker/compose.yaml` interpolates (rendered from settings by `rtca.stack.docker`).
+COMPOSE_PREFIX = "RTCA_COMPOSE_"
 _WARNED: set[str] = set()
 
 
@@ -362,7 +364,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """`RTCA_*` variables that name no setting (a typo: `RTCA_PINOT_BROKER_PORT` for `RTCA_PINOT__BROKER_PORT`),
     which the settings would ignore without a word."""
     return sorted(key for key in environ if key.startswith("RTCA_") and key not in NOT_SETTINGS
-                  and not setting_exists(key))
+                  and not key.startswith(COMPOSE_PREFIX) and not setting_exists(key))
 
 
 def name_list(names: str | Iterable[str] | None) -> list[str] | None:
