@@ -230,7 +230,8 @@ class Tables(_Section):
 
 
 class FeedSettings(_Section):
-    """Where the live feed comes from (`rtca ingest --source coinbase`, `rtca record`; `--url` wins over it)."""
+    """Where the live feed comes from (`rtca ingest run|start --source coinbase`, `rtca record`; `--url` wins over
+    it)."""
 
     #: Coinbase Exchange's public market-data websocket (no key needed for the channels ingest subscribes to);
     #: e.g. wss://ws-feed-public.sandbox.exchange.coinbase.com for the sandbox.

@@ -19,6 +19,9 @@ MAX_EVENT_MS = 2**53
 JSON encoding and Pinot's LONG columns allow."""
 MAX_AHEAD_MS = 5 * 60_000
 """An event time is at most this far after its receipt (clock skew): the router's bound too."""
+MAX_PRODUCT_ID = 64
+"""Product ids are short (``BTC-USD``): a longer one is a malformed frame for ingest and the router alike; kept as
+state per product (gap detection, windows), a megabyte-long id each frame would grow their memory by as much."""
 MAX_VALUE = 1e100
 """Prices, sizes and volumes stay below this, so that products and squares of them stay finite (the router's
 bound too: far above any real value)."""

@@ -150,10 +150,6 @@ class MemorySampler:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    @property
-    def cpu_total(self) -> float:
-        return sum(self.cpu_seconds.values())
-
     def cpu_by_service(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for key, seconds in self.cpu_seconds.items():

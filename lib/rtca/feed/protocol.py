@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import orjson
 
+from rtca.analytics.checks import MAX_PRODUCT_ID
 from rtca.settings import FeedSettings
 
 COINBASE_WS_URL = FeedSettings().coinbase_url
@@ -266,11 +267,6 @@ class Message:
                                                f"({len(product)})", obj)  # fmt: skip
         return cls(**values)
 
-
-MAX_PRODUCT_ID = 64
-"""Product ids are short (``BTC-USD``): a longer one is a malformed frame, here as in the router, whose
-`MAX_PRODUCT_ID` is this one; kept as state per product (gap detection), a megabyte-long id each frame would grow
-ingest's memory by as much."""
 
 MESSAGE_TYPES: dict[str, type[Message]] = {}
 """Frame `type` -> message class; filled by `Message.__init_subclass__`."""

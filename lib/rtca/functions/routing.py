@@ -32,11 +32,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from rtca.analytics.checks import MAX_AHEAD_MS, MAX_VALUE
+from rtca.analytics.checks import MAX_AHEAD_MS, MAX_PRODUCT_ID, MAX_VALUE
 
 #: Cut dead-letter payloads here (bytes); `payload_bytes` keeps the full size.
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
-MAX_PRODUCT_ID = 64  # as ingest's (`rtca.feed.protocol.MAX_PRODUCT_ID`): both call a longer id malformed
 DEAD_LETTER = "dead_letter"
 CONTROL = "control"
 MAX_RECORD_BYTES = 5 * 1024 * 1024 - 64 * 1024
