@@ -97,3 +97,13 @@ def test_a_plugin_rebuild_ships_only_its_own_jars(tmp_path: Path) -> None:
     built = artifacts.plugin_lib(settings)
     jars = sorted(p.name for p in built.glob("*.jar"))
     assert stale.name not in jars and any(name.startswith("pinot-pulsar-plugin-") for name in jars), jars
+
+
+def test_a_superset_version_the_requirements_do_not_pin_is_refused_before_any_install(tmp_path: Path) -> None:
+    """RTCA_SUPERSET__VERSION alone changed nothing but the name of an initialisation marker."""
+    from rtca.errors import ConfigError
+
+    settings = load_settings(run_dir=tmp_path, cache_dir=tmp_path / "cache", superset={"version": "5.0.0"})
+    with pytest.raises(ConfigError, match=r"Superset 5.0.0 is configured but .*apache-superset==6"):
+        artifacts.superset_venv(settings)
+    assert not (tmp_path / "cache").exists()

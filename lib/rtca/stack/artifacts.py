@@ -20,7 +20,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from rtca.errors import ArtifactError, PrerequisiteError
+from rtca.errors import ArtifactError, ConfigError, PrerequisiteError
 from rtca.settings import Settings
 from rtca.stack.process import held_lock
 from rtca.stack.progress import say, step
@@ -209,6 +209,12 @@ def _requirements_digest(requirements: Path) -> str:
 def superset_venv(settings: Settings) -> Path:
     """Superset's own virtualenv (its pins clash with the notebook stack), keyed by its requirements file."""
     requirements = settings.infra_dir / "superset" / "requirements.txt"
+    pinned = re.search(r"^apache-superset==(\S+)", requirements.read_text(), flags=re.MULTILINE)
+    if pinned is None or pinned.group(1) != settings.superset.version:  # the version is the file's to choose
+        raise ConfigError(f"Superset {settings.superset.version} is configured but {requirements} pins "
+                          f"{'apache-superset==' + pinned.group(1) if pinned else 'no apache-superset'}",
+                          hint="change the pins in that file (with its dependencies), and RTCA_SUPERSET__VERSION "
+                               "to match (it names Superset's initialisation marker and the docker image)")
     venv = settings.cache_dir / "venvs" / f"superset-{_requirements_digest(requirements)}"
     if _marked(venv):
         return venv
