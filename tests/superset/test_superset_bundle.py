@@ -200,6 +200,18 @@ def test_export_keys_chart_metadata_by_the_stable_chart_ids(files: dict[str, dic
     assert scopes["product_id"]["immune"] == [stable_chart_id(real[102])]
 
 
+def test_the_colours_superset_writes_when_a_dashboard_is_viewed_are_no_edit(files: dict[str, dict[str, Any]]) -> None:
+    """After a browser showed it, `make up` said "dashboard 'Market overview': updated" with no file changed: the
+    frontend had written its colour domain and label map into the dashboard's metadata."""
+    from rtca.superset.bundle import normalise_dashboard
+
+    stored = files["dashboards/market_overview.yaml"]
+    viewed = copy.deepcopy(stored)
+    viewed["metadata"].update({"color_scheme_domain": ["#1FA8C9", "#454E7C"], "map_label_colors": {"price": "#1FA8C9"},
+                               "shared_label_colors": ["price"]})
+    assert normalise_dashboard(viewed)["metadata"] == normalise_dashboard(stored)["metadata"] == stored["metadata"]
+
+
 def test_export_leaves_out_dashboards_on_other_databases(files: dict[str, dict[str, Any]],
                                                          settings: Settings) -> None:
     """`rtca superset export` sees every dashboard in Superset: one a user built on another database must not land in

@@ -464,7 +464,12 @@ def normalise_dashboard(dashboard: dict[str, Any]) -> dict[str, Any]:
               for item in position.values()
               if isinstance(item, dict) and item.get("type") == "CHART" and "chartId" in item.get("meta", {})}
     dashboard["position"] = _remap_ids(position, id_map)
-    dashboard["metadata"] = _remap_ids(dashboard.get("metadata") or {}, id_map)
+    metadata = _remap_ids(dashboard.get("metadata") or {}, id_map)
+    # written by Superset's frontend each time a dashboard is viewed (the colours it happened to give the series
+    # drawn): not an edit, so neither a difference from the files nor something for an export to keep
+    metadata.update({"shared_label_colors": [], "color_scheme_domain": []})
+    metadata.pop("map_label_colors", None)
+    dashboard["metadata"] = metadata
     return dashboard
 
 
