@@ -98,6 +98,22 @@ def test_charts_are_simple_and_query_what_their_dataset_has(files: dict[str, dic
                 assert query["columns"][0]["columnType"] == "BASE_AXIS" and query["columns"][0]["timeGrain"], name
 
 
+
+def test_charts_label_their_time_in_utc_and_total_only_what_adds_up(files: dict[str, dict[str, Any]]) -> None:
+    """smart_date drew every axis label as "09 AM" (Superset hid the duplicates); every time is UTC; a tooltip total
+    of price and bands, or of spreads of several products, means nothing; SMART_NUMBER showed 0.000335 as 335µ."""
+    for name, chart in of_kind(files, "chart").items():
+        params = chart["params"]
+        if params.get("x_axis"):
+            assert params["x_axis_time_format"] in ("%H:%M", "%H:%M:%S"), name
+            assert params["tooltipTimeFormat"].endswith("UTC"), name
+            adds_up = all(m["sqlExpression"].startswith(("SUM(", "COUNT(")) for m in params["metrics"])
+            assert adds_up or not params["showTooltipTotal"], f"{name}: a tooltip total of what does not add up"
+        if chart["viz_type"] == "table":
+            assert not params["show_cell_bars"], name
+            assert all(params["column_config"][m["label"]]["d3NumberFormat"] != "SMART_NUMBER"
+                       for m in params["metrics"]), name
+
 def test_dashboards_refresh_and_hold_a_few_charts_each(files: dict[str, dict[str, Any]]) -> None:
     dashboards = {d["dashboard_title"]: d for d in of_kind(files, "dashboard").values()}
     assert DASHBOARDS <= set(dashboards)
