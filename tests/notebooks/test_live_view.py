@@ -504,3 +504,18 @@ def test_alerts_of_different_units_are_markers_on_their_rule_s_line_not_values_o
     marks = view.figure.data[1]
     assert marks.mode == "markers" and list(marks.y) == ["wide_spread", "vol"]
     assert list(marks.text) == ["spread 70 bps", "z 4.1"]
+
+
+def test_the_candle_still_forming_is_marked_incomplete(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    minute = int(time.time() // 60 * 60_000)
+    monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: pd.DataFrame(
+        {"bucket": [minute - 120_000, minute - 60_000, minute], "close": [1.0, 2.0, 3.0]}))
+    frame = live.candles(Settings(), "A-USD")
+    if int(time.time() // 60 * 60_000) == minute:  # the minute did not turn meanwhile
+        assert list(frame["complete"]) == [True, True, False]

@@ -474,14 +474,21 @@ def live_feed_health(settings: Settings, *, minutes: int = 15, interval: float =
     ], product_table=None, minutes=minutes, interval=interval)
 
 
+_CANDLE_SPANS = {"1s": pd.Timedelta(seconds=1), "1m": pd.Timedelta(minutes=1), "1h": pd.Timedelta(hours=1),
+                 "1d": pd.Timedelta(days=1)}
+
+
 def candles(settings: Settings, product: str | None, *, minutes: int = 60, size: str = "1m") -> pd.DataFrame:
     """OHLCV and VWAP candles (`rtca.pinot.queries.candles_sql`), oldest first, `bucket` as a time (UTC), not the
-    epoch milliseconds DATETRUNC returns."""
+    epoch milliseconds DATETRUNC returns; `complete` is False for the candle still forming (its volume and close
+    are so far)."""
     from rtca.pinot.queries import candles_sql
 
     frame = pinot_frame(settings, candles_sql(settings, product or "", minutes=int(minutes), size=size))
     if not frame.empty:
         frame["bucket"] = to_datetime(frame["bucket"])
+        now = pd.Timestamp(time.time_ns(), unit="ns")  # UTC, naive like the buckets
+        frame["complete"] = frame["bucket"] + _CANDLE_SPANS[size] <= now
     return frame
 
 
