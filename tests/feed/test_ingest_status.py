@@ -95,3 +95,30 @@ def test_data_flows_once_the_ingest_says_so_since_its_last_start(settings: Setti
     assert not data_flows(settings)
     log.write_text(start + f"{DATA_FLOWS} from ws://x\n" + "a gap warning\n" * 10_000)  # the start is long past
     assert data_flows(settings)
+
+
+def test_the_same_ingest_started_through_another_name_of_the_interpreter_is_left_running(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rtca ingest start` (the script: python3.11) then runbook 40 (`python -m rtca.cli`) stopped and restarted it."""
+    from pathlib import Path
+
+    from rtca.feed import service
+
+    args = ["--source", "simulator"]
+    python = Path(settings.rtca_command[0])
+    other = str(python.with_name("python3.11" if python.name != "python3.11" else "python"))
+
+    class Running:
+        @staticmethod
+        def cmdline() -> list[str]:
+            return [other, "-m", "rtca.cli", "ingest", "run", *args]
+
+        @staticmethod
+        def environ() -> dict[str, str]:
+            return dict(os.environ)
+
+    done: list[str] = []
+    monkeypatch.setattr(service.Supervisor, "process", lambda self, name: Running())
+    monkeypatch.setattr(service.Supervisor, "stop", lambda self, name: done.append("stop"))
+    monkeypatch.setattr(service.Supervisor, "state", lambda self, s: None)
+    assert service.start_ingest(settings, args)[1] == "running" and done == []

@@ -601,3 +601,20 @@ def test_down_stops_the_ingest_on_every_backend(tmp_path: Path) -> None:
     assert not process.is_running() or process.status() == "zombie"
     assert ingest_state(settings) is None and down(settings) == []
     check_stopped(settings)  # the external clusters answering are not ours
+
+
+def test_docker_s_prepare_uses_the_password_rtca_generated_for_its_superset(monkeypatch: pytest.MonkeyPatch,
+                                                                            tmp_path: Path) -> None:
+    """Only a Superset rtca did not set up needs the password given: docker's is the run directory's."""
+    from rtca.stack import pulsar, remote, superset
+    from rtca.stack.secrets import superset_secrets
+
+    monkeypatch.delenv("SUPERSET_ADMIN_PASSWORD", raising=False)
+    monkeypatch.delenv("RTCA_SUPERSET__ADMIN_PASSWORD", raising=False)
+    settings = load_settings(run_dir=tmp_path, backend="docker")
+    superset_secrets(settings)  # as compose_env generates and stores them before `docker compose up`
+    registered: list[str] = []
+    monkeypatch.setattr(pulsar, "ensure_namespace", lambda s: None)
+    monkeypatch.setattr(superset, "register_pinot", lambda s: registered.append("pinot"))
+    remote.prepare(settings)  # what `rtca up` runs once the containers are healthy
+    assert registered == ["pinot"]

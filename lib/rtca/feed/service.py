@@ -12,6 +12,7 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -60,8 +61,11 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
         except psutil.Error:
             current = []
         try:
-            command = [*settings.rtca_command, "ingest", "run"]  # another command: an ingest of an older rtca
-            same = current[:len(command)] == command and _options(current[len(command):]) == wanted
+            # another command is an ingest of an older rtca; the interpreter may be named otherwise (python,
+            # python3.11) in the same environment
+            command = [*settings.rtca_command, "ingest", "run"]
+            same = (bool(current) and Path(current[0]).parent == Path(command[0]).parent
+                    and current[1:len(command)] == command[1:] and _options(current[len(command):]) == wanted)
         except ConfigError:  # flags of another version: not the same
             same = False
         try:  # the same flags under other settings (another raw topic, another Pulsar) is another ingest

@@ -12,8 +12,9 @@ up to each product's last summary are applied silently; the summaries of later o
 the restart) are published, as the first run would have; problems are not reported a second time. Redelivered
 inputs up to the last one re-read are then skipped by message id. So after a restart the book resumes exactly,
 without a duplicate summary and without an invalid one. The re-reading needs the input's retention (the
-workbench's namespace keeps 7 days, `RTCA_PULSAR__RETENTION_MINUTES`: a live level2 feed passes ``max_replay``
-within hours, long before a snapshot expires); when it would read more than ``max_replay`` messages, the instance
+workbench's namespace keeps 7 days, `RTCA_PULSAR__RETENTION_MINUTES`: a busy level2 feed passes ``max_replay``
+within hours; a quiet product whose snapshot expired gets its updates ignored, as any update without a snapshot,
+until its next snapshot); when it would read more than ``max_replay`` messages, the instance
 drops every book instead and waits for the next snapshot of each product (publishing nothing for it until then),
 as it does for a product without a summary yet whose snapshot lies before that point.
 

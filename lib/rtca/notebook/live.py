@@ -304,7 +304,8 @@ def _more_products(dropdown: widgets.Dropdown, found: Sequence[str]) -> None:
         return
     chosen = dropdown.value
     dropdown.options = [*known, *new]  # ipywidgets selects the first option on a change of options
-    dropdown.value = chosen if chosen in dropdown.options else dropdown.options[0]
+    if dropdown.value == dropdown.options[0] and chosen in dropdown.options:  # not a choice the user made since
+        dropdown.value = chosen
 
 
 def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, product_table: str | None,

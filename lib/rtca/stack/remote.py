@@ -206,7 +206,7 @@ def prepare(settings: Settings) -> None:
     partitions = profile(settings).topic_partitions
     if partitions > 1:
         _auto_create_partitioned(settings, partitions)
-    if not superset_password_known(settings):
+    if not profile(settings).manages_services and not superset_password_known(settings):  # docker: rtca's own
         raise ConfigError("Superset's admin password is not configured",
                           hint="set RTCA_SUPERSET__ADMIN_PASSWORD (and RTCA_SUPERSET__ADMIN_USER if not 'admin')")
     superset.register_pinot(settings)
