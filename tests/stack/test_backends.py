@@ -32,6 +32,7 @@ from rtca.pinot.client import PinotClient, stream_configs
 from rtca.settings import PROJECT_ROOT, Settings, load_settings
 from rtca.stack import docker, external, profiles, remote
 from rtca.stack.process import ServiceState
+from rtca.stack.secrets import superset_secrets
 from rtca.superset.client import SupersetClient
 from cleanup import drop_topics
 from waiting import wait_for
@@ -382,14 +383,15 @@ def test_every_backend_is_dispatched() -> None:
 
 
 def as_external(settings: Settings, **pinot: Any) -> Settings:
-    """The local stack's URLs given to the external backend as if they were a remote cluster's."""
+    """The local stack's URLs given to the external backend as if they were a remote cluster's, with Superset's
+    admin password given as a user of an external Superset gives it (never read from the run directory)."""
     return load_settings(
         backend="external", run_dir=settings.run_dir,
         pulsar={"tenant": settings.pulsar.tenant, "namespace": settings.pulsar.namespace,
                 "service_url_override": settings.pulsar.service_url, "admin_url_override": settings.pulsar.admin_url},
         pinot={"controller_url_override": settings.pinot.controller_url,
                "broker_url_override": settings.pinot.broker_url, **pinot},
-        superset={"url_override": settings.superset.url},
+        superset={"url_override": settings.superset.url, "admin_password": superset_secrets(settings).admin_password},
     )  # fmt: skip
 
 
@@ -567,7 +569,8 @@ def test_scaled_namespace_creates_partitioned_topics(stack_up: Settings, pulsar_
                                    "service_url_override": stack_up.pulsar.service_url},
                            pinot={"controller_url_override": stack_up.pinot.controller_url,
                                   "broker_url_override": stack_up.pinot.broker_url},
-                           superset={"url_override": stack_up.superset.url})
+                           superset={"url_override": stack_up.superset.url,
+                                     "admin_password": superset_secrets(stack_up).admin_password})
     namespace = f"{scaled.pulsar.tenant}/{scaled.pulsar.namespace}"
     client = pulsar.Client(scaled.pulsar.service_url, operation_timeout_seconds=30)
     try:
@@ -607,7 +610,6 @@ def test_docker_s_prepare_uses_the_password_rtca_generated_for_its_superset(monk
                                                                             tmp_path: Path) -> None:
     """Only a Superset rtca did not set up needs the password given: docker's is the run directory's."""
     from rtca.stack import pulsar, remote, superset
-    from rtca.stack.secrets import superset_secrets
 
     monkeypatch.delenv("SUPERSET_ADMIN_PASSWORD", raising=False)
     monkeypatch.delenv("RTCA_SUPERSET__ADMIN_PASSWORD", raising=False)

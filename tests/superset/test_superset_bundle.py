@@ -121,7 +121,7 @@ def test_dashboards_refresh_and_hold_a_few_charts_each(files: dict[str, dict[str
     placed: list[str] = []
     for title, dash in dashboards.items():
         on_it = chart_uuids_of(dash)
-        assert 2 <= len(on_it) <= 4, f"{title} has {len(on_it)} charts"
+        assert 2 <= len(on_it) <= 5, f"{title} has {len(on_it)} charts"  # a few: one screen, no scrolling
         assert dash["metadata"]["refresh_frequency"] > 0, f"{title}: auto-refresh is off"
         assert dash["slug"] and dash["published"]
         placed += on_it
