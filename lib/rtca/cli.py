@@ -214,11 +214,15 @@ def _ingest_run_args(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_ingest_start(settings: Settings, args: argparse.Namespace) -> int:
-    from rtca.feed.service import describe_start, start_ingest
+    from rtca.feed.service import describe_start, receiving, start_ingest
 
     state, done = start_ingest(settings, _ingest_run_args(args))
-    print(describe_start(settings, state, done))
-    return 0
+    print(describe_start(settings, state, done), flush=True)
+    if done == "finished":
+        return 0
+    flowing, said = receiving(settings)
+    print(said)
+    return 0 if flowing else 3  # as `rtca status` for an ingest that is not healthy
 
 
 def cmd_replay_serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -151,3 +151,15 @@ def test_an_ingest_that_cannot_reach_its_source_is_not_healthy_and_the_runbook_c
     state = ingest_state(stack_up, name=name)
     assert state is not None and not state.healthy and "cannot connect" in state.note
     assert Supervisor(stack_up).process(name) is not None  # it keeps trying
+
+
+def test_a_start_says_whether_market_data_flows_not_only_that_the_process_runs(stack_up: Settings,
+                                                                              name: str) -> None:
+    """`rtca ingest start` offline said "healthy" for live Coinbase, which it could not reach."""
+    from rtca.feed.service import receiving
+
+    start_ingest(stack_up, NOWHERE, name=name)
+    flowing, said = receiving(stack_up, name=name, timeout=60)
+    assert not flowing and said.startswith("not receiving yet: ws://127.0.0.1:9: cannot connect"), said
+    start_ingest(stack_up, ["--source", "simulator", "--products", "TEST-USD", "--rate", "50"], name=name)
+    assert receiving(stack_up, name=name, timeout=60) == (True, "receiving market data")

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,24 @@ def data_flows(settings: Settings, *, name: str = NAME) -> bool:
     is further back than the log's tail has run, logging, for a long while: taken as flowing)."""
     run = Supervisor(settings).last_run_log(name) or ""
     return f"\n{DATA_FLOWS} " in run or (bool(run) and f" {STARTING} {name}: " not in run)
+
+
+def receiving(settings: Settings, *, name: str = NAME, timeout: float = 15.0) -> tuple[bool, str]:
+    """Whether the ingest receives market data, waiting up to `timeout` s for its first frames, and what to tell
+    the user: a start says "healthy" once the process publishes, before it has reached its source (offline, live
+    Coinbase cannot be reached)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if data_flows(settings, name=name):
+            return True, "receiving market data"
+        ended = ended_ingest(settings, name=name)
+        if ended is not None:
+            return False, f"the ingest {ended.note}"
+        trouble = connection_trouble(settings, name=name)
+        if trouble is not None or time.monotonic() >= deadline:
+            said = trouble.describe() if trouble else f"no market data after {timeout:g} s (`rtca logs {name}`)"
+            return False, f"not receiving yet: {said}"
+        time.sleep(0.25)
 
 
 def ended_ingest(settings: Settings, *, name: str = NAME) -> ServiceState | None:
