@@ -194,6 +194,13 @@ def superset_password_known(settings: Settings) -> bool:
     return bool(settings.superset.admin_password or os.environ.get("SUPERSET_ADMIN_PASSWORD"))
 
 
+def require_superset_password(settings: Settings) -> None:
+    """A ConfigError unless rtca set Superset up (its password is in the run directory) or the password is given."""
+    if not profile(settings).manages_services and not superset_password_known(settings):
+        raise ConfigError("Superset's admin password is not configured",
+                          hint="set RTCA_SUPERSET__ADMIN_PASSWORD (and RTCA_SUPERSET__ADMIN_USER if not 'admin')")
+
+
 def prepare(settings: Settings) -> None:
     """Idempotent: the Pulsar namespace with its policies, then Superset's Pinot database (fixed uuid).
 
@@ -206,9 +213,7 @@ def prepare(settings: Settings) -> None:
     partitions = profile(settings).topic_partitions
     if partitions > 1:
         _auto_create_partitioned(settings, partitions)
-    if not profile(settings).manages_services and not superset_password_known(settings):  # docker: rtca's own
-        raise ConfigError("Superset's admin password is not configured",
-                          hint="set RTCA_SUPERSET__ADMIN_PASSWORD (and RTCA_SUPERSET__ADMIN_USER if not 'admin')")
+    require_superset_password(settings)
     superset.register_pinot(settings)
 
 

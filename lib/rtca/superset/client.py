@@ -34,18 +34,14 @@ class SupersetClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SupersetClient:
-        from rtca.errors import ConfigError  # rtca.stack imports this module: its modules are imported here
-        from rtca.stack.profiles import profile
-        from rtca.stack.remote import http_options, superset_password_known
+        from rtca.stack.profiles import profile  # rtca.stack imports this module: its modules are imported here
+        from rtca.stack.remote import http_options, require_superset_password
         from rtca.stack.secrets import superset_secrets
 
         # A Superset rtca did not start has the password it was set up with: generating (and storing) one here
         # would only fail the login, and make the next `rtca deploy` believe the password is configured.
-        managed = profile(settings).manages_services
-        if not managed and not superset_password_known(settings):
-            raise ConfigError("Superset's admin password is not configured",
-                              hint="set RTCA_SUPERSET__ADMIN_PASSWORD (and RTCA_SUPERSET__ADMIN_USER if not 'admin')")
-        secrets = superset_secrets(settings, kept=managed)
+        require_superset_password(settings)
+        secrets = superset_secrets(settings, kept=profile(settings).manages_services)
         return cls(settings.superset.url, settings.superset.admin_user, secrets.admin_password,
                    verify=http_options(settings, "superset")["verify"])
 
