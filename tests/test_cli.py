@@ -348,6 +348,30 @@ def test_bench_candidates_are_checked_before_any_benchmark_runs(argv: list[str],
     assert says in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, says", [(["bench", "kernel", "--rates", "3000"], "not asked for"),
+                                        (["bench", "capacity", "--rates", "3000,fast"], "'fast' is not a rate"),
+                                        (["bench", "capacity", "--rates", "nan"], "'nan' is not a rate")])
+def test_bench_capacity_rates_are_checked_before_any_benchmark_runs(argv: list[str], says: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from rtca.bench import suite
+
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(suite, "run_suite", lambda *args, **kwargs: pytest.fail("a benchmark ran"))
+    assert main(argv) == 1
+    assert says in capsys.readouterr().err
+
+
+def test_bench_capacity_rates_and_hold_reach_the_benchmark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtca.bench import suite
+
+    seen = {}
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(suite, "run_suite", lambda *args, **kwargs: (seen.update(kwargs), ([], []))[1])
+    assert main(["bench", "capacity", "--rates", "3000,5000.5", "--hold", "150"]) == 0
+    assert seen["options"]["capacity"] == {"rates": [3000.0, 5000.5], "hold": 150.0}
+
+
 @pytest.mark.parametrize("ingest, ended, code", [(True, False, 0), (False, False, 3), (None, True, 0)])
 def test_status_exits_3_for_a_running_ingest_that_is_not_healthy(ingest: bool | None, ended: bool, code: int,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:

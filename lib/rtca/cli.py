@@ -385,6 +385,15 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
                               hint=f"candidates: {', '.join(CANDIDATES)}; e.g. `rtca bench queries --candidates "
                                    f"timesorted`")
         options.setdefault("queries", {})["candidates"] = candidates
+    if args.rates or args.hold:
+        if "capacity" not in (args.names or DEFAULT):
+            raise ConfigError("--rates and --hold are the capacity benchmark's, and it is not asked for",
+                              hint="e.g. `rtca bench capacity --rates 3000,5000 --hold 150`")
+        capacity = options.setdefault("capacity", {})
+        if args.hold:
+            capacity["hold"] = float(args.hold)
+        if args.rates:
+            capacity["rates"] = [_rate(r) for r in _split(args.rates) or []]
     results, written = run_suite(settings, args.names or DEFAULT, quick=args.quick, keep=args.keep,
                                  out_dir=Path(args.out) if args.out else None, options=options or None)
     for line in summary_lines(results):
@@ -392,6 +401,16 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if written:
         print(f"results: {written[-1]}")
     return 1 if any(r.error for r in results) else 0
+
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = 0.0
+    if not rate > 0 or rate == float("inf"):
+        raise ConfigError(f"--rates: {text!r} is not a rate in msg/s", hint="e.g. --rates 3000,5000")
+    return rate
 
 
 #: Benchmarks whose simulated market has a number of products (`--products`).
@@ -433,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
                        + " (defaults: 20 for freshness, 50 for capacity, 30 for queries)")
     bench.add_argument("--candidates", help="queries: also time candidate table tunings in the same run, e.g. "
                                             "timesorted,rawmetrics,timesorted_raw (rtca.bench.queries.CANDIDATES)")
+    bench.add_argument("--rates", help="capacity: hold these rates (msg/s, comma-separated) in order instead of "
+                                       "searching fractions of the identity's rate, e.g. 3000,5000")
+    bench.add_argument("--hold", type=_positive, help="capacity: seconds each rate is held (default 300; "
+                                                      "--quick 30)")
 
     def group(name: str, help_text: str, actions: dict[str, tuple[Handler, str]]) -> dict[str, Any]:
         sub = verbs.add_parser(name, help=help_text, description=help_text)

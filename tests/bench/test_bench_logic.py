@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rtca.bench.capacity import Hold, RateSearch, backlog_growing, best_sustained, slope
+from rtca.bench.capacity import GivenRates, Hold, RateSearch, backlog_growing, best_sustained, slope
 from rtca.bench.freshness import Visibility, direct_table
 from rtca.bench.ingest import perf_rate
 from rtca.bench.pipeline import BenchScope, product_names, simulator_payloads
@@ -168,6 +168,15 @@ def test_capacity_is_the_rate_ingest_held_not_the_rate_asked() -> None:
     assert best_sustained([hold(500, 500), held_short, failed]) is held_short
     assert best_sustained([hold(990, 985), hold(1000, 955)]).rate == 990  # more messages, though asked less
     assert best_sustained([failed]) is None
+
+
+def test_given_rates_are_each_held_once_in_order_whatever_the_outcome() -> None:
+    given = GivenRates([3000, 5000, 4000])
+    tried = []
+    while (rate := given.next()) is not None:
+        tried.append(rate)
+        given.record(rate, sustained=rate < 4500)
+    assert tried == [3000, 5000, 4000]
 
 
 def test_rate_search_climbs_then_bisects_once() -> None:

@@ -150,6 +150,19 @@ class RateSearch:
             self.failed = rate if self.failed is None else min(self.failed, rate)
 
 
+class GivenRates:
+    """The rates asked for, each held once in order, whatever the outcome (`rtca bench capacity --rates`)."""
+
+    def __init__(self, rates: Sequence[float]) -> None:
+        self._left = list(rates)
+
+    def next(self) -> float | None:
+        return self._left[0] if self._left else None
+
+    def record(self, rate: float, sustained: bool) -> None:
+        self._left.pop(0)
+
+
 def identity_rate(scope: BenchScope, products: Sequence[str], messages: int, rounds: int, say: Say) -> float:
     """The identity function's end-to-end rate on raw simulator frames (median of rounds, after a warm-up)."""
     from rtca.functions.deploy import publishing_identity_spec
@@ -167,15 +180,25 @@ def identity_rate(scope: BenchScope, products: Sequence[str], messages: int, rou
     return statistics.median(rates)
 
 
+def committed(scope: BenchScope, tables: dict[str, str]) -> dict[str, int]:
+    """Committed segments per table label (Pinot stops consuming a table while it commits one)."""
+    from rtca.pinot.client import PinotClient
+
+    with PinotClient(scope.base) as pinot:
+        return {label: pinot.committed_segments(table) for label, table in tables.items()}
+
+
 def hold_rate(scope: BenchScope, tables: dict[str, str], rate: float, products: Sequence[str], *, warmup: float,
               hold: float, seed: int) -> tuple[Hold, dict[str, Any]]:  # fmt: skip
     sampler = BacklogSampler(scope.base, {"router": scope.topic("raw"), "stats": scope.topic("ticker")},
                              interval=2.0).start()  # fmt: skip
+    commits_before = committed(scope, tables)
     try:
         measured = measure(scope, tables, rate=rate, products=products, warmup=warmup, seconds=hold,
                            poll_interval=0.1, drain=15.0, seed=seed)  # fmt: skip
     finally:
         samples = sampler.stop()
+    commits = {label: n - commits_before.get(label, 0) for label, n in committed(scope, tables).items()}
     stats = measured.visibility["ticker_stats"]
     summary = stats.summary()
     growing = {label: backlog_growing(series, rate, after=warmup + hold / 2) for label, series in samples.items()}
@@ -184,19 +207,23 @@ def hold_rate(scope: BenchScope, tables: dict[str, str], rate: float, products: 
                   None if summary is None else summary.p50, stats.missing(), growing, last)
     ticker = measured.visibility["ticker"].summary()
     detail = {"ingest": str(measured.report).splitlines()[0], "backlog_samples": samples,
-              "ticker_p99_ms": None if ticker is None else ticker.p99}
+              "ticker_p99_ms": None if ticker is None else ticker.p99, "segments_committed": commits,
+              "stats_rows_per_s": len(stats.latencies) / hold if hold else None}
     return result, detail
 
 
 def run(settings: Settings, *, quick: bool = False, keep: bool = False, say: Say = print, products: int = 50,
-        hold: float | None = None, fractions: Sequence[float] | None = None) -> BenchResult:  # fmt: skip
+        hold: float | None = None, fractions: Sequence[float] | None = None,
+        rates: Sequence[float] | None = None) -> BenchResult:  # fmt: skip
+    """`rates` (msg/s): hold exactly these, in order, instead of searching fractions of the reference."""
     result = BenchResult("capacity", started="", quick=quick)
     hold = hold or (30.0 if quick else 300.0)
     warmup = 10.0 if quick else 30.0
     fractions = list(fractions or ((0.25, 0.5, 0.7) if quick else (0.25, 0.5, 0.7, 0.85, 1.0)))
     names = product_names(products)
     result.parameters = {"products": products, "hold_s": hold, "warmup_s": warmup, "fractions": fractions,
-                         "max_p99_ms": MAX_P99_MS, "min_ingest_share": MIN_INGEST_SHARE}  # fmt: skip
+                         "rates": list(rates or []), "max_p99_ms": MAX_P99_MS,
+                         "min_ingest_share": MIN_INGEST_SHARE}  # fmt: skip
     holds: list[Hold] = []
     with BenchScope(settings, keep=keep, say=say) as scope:
         result.details["scope"] = scope.tag
@@ -211,7 +238,8 @@ def run(settings: Settings, *, quick: bool = False, keep: bool = False, say: Say
             scope.put_table(spec.schema, spec.table)
             tables[key] = spec.name
         wait_tables_answer(scope, list(tables.values()))
-        search = RateSearch([round(f * reference) for f in fractions], bisections=0 if quick else 1)
+        search = (GivenRates(rates) if rates else
+                  RateSearch([round(f * reference) for f in fractions], bisections=0 if quick else 1))
         seed = 1
         while (rate := search.next()) is not None:
             say(f"  holding {rate:,.0f} msg/s ({rate / reference:.0%} of identity) for {hold:.0f} s ...")
@@ -223,8 +251,8 @@ def run(settings: Settings, *, quick: bool = False, keep: bool = False, say: Say
                                                            "seconds": time.monotonic() - started})
             verdict = "sustained" if outcome.sustained else "NOT sustained: " + ", ".join(outcome.reasons)
             p99 = "-" if outcome.p99_ms is None else f"{outcome.p99_ms:,.0f} ms"
-            say(f"    ingest {outcome.ingest_rate:,.0f} msg/s, stats p99 {p99}, backlog {outcome.backlog_last}: "
-                f"{verdict}")
+            say(f"    ingest {outcome.ingest_rate:,.0f} msg/s, stats p99 {p99}, backlog {outcome.backlog_last}, "
+                f"segments committed {detail['segments_committed']}: {verdict}")
             search.record(rate, outcome.sustained)
     best = best_sustained(holds)
     result.add(Figure("capacity", f"highest sustained rate, as ingest held it ({hold:.0f} s holds)",
