@@ -128,6 +128,93 @@ def test_dashboards_refresh_and_hold_a_few_charts_each(files: dict[str, dict[str
     assert sorted(placed) == sorted(charts), "every chart on exactly one dashboard"
 
 
+def time_filter_problems(files: dict[str, dict[str, Any]]) -> list[str]:
+    """Why a dashboard's "Time range" filter (Superset's native `filter_time`) would not do what analysts expect.
+
+    Each dashboard has exactly one, that starts empty: with no value the charts keep their own windows (the frontend
+    only replaces the comparator of every TEMPORAL_RANGE filter of the charts in scope when the filter has a value).
+    In its scope only charts with a TEMPORAL_RANGE filter relative to now (a chart without one would ignore the
+    range) and no metric that counts to now (`NOW() - MAX(...)`: the latest values, for which a past range makes no
+    sense); the charts out of its scope are named in its description, which says why."""
+    charts = {c["uuid"]: c for c in of_kind(files, "chart").values()}
+    problems = []
+    for name, dash in of_kind(files, "dashboard").items():
+        natives = (dash.get("metadata") or {}).get("native_filter_configuration") or []
+        found = [n for n in natives if n.get("filterType") == "filter_time"]
+        if len(found) != 1:
+            problems.append(f"{name}: {len(found)} time range filters (filter_time), not 1")
+            continue
+        (native,) = found
+        default = native.get("defaultDataMask") or {}
+        if (default.get("filterState") or {}).get("value") is not None or default.get("extraFormData"):
+            problems.append(f"{name}: the time range filter has a default value {default}: the dashboard would not "
+                            "open on each chart's own window")
+        if (native.get("controlValues") or {}).get("enableEmptyFilter"):
+            problems.append(f"{name}: the time range filter requires a value")
+        if native.get("name") != "Time range" or native.get("type") != "NATIVE_FILTER":
+            problems.append(f"{name}: the filter_time is not a native filter named 'Time range'")
+        scope = native.get("scope") or {}
+        if scope.get("rootPath") != ["ROOT_ID"]:
+            problems.append(f"{name}: the time range filter is not scoped from the dashboard's root")
+        placed = {item["meta"]["chartId"]: charts[item["meta"]["uuid"]] for item in dash["position"].values()
+                  if isinstance(item, dict) and item.get("type") == "CHART"}
+        excluded = scope.get("excluded") or []
+        problems += [f"{name}: the time range filter excludes chart id {i}, not on the dashboard"
+                     for i in excluded if i not in placed]
+        for chart_id, chart in placed.items():
+            title = chart["slice_name"]
+            ranges = [f["comparator"] for f in chart["params"].get("adhoc_filters") or []
+                      if f.get("operator") == "TEMPORAL_RANGE"]
+            metrics = [chart["params"].get("metric")] + list(chart["params"].get("metrics") or [])
+            from_now = any("now()" in str((m or {}).get("sqlExpression", "")).lower() for m in metrics)
+            if chart_id in excluded:
+                if title not in (native.get("description") or ""):
+                    problems.append(f"{name}: {title!r} is out of the time range filter's scope without a word "
+                                    "in its description")
+            elif not ranges or not all("now" in r for r in ranges):
+                problems.append(f"{name}: {title!r} is in the time range filter's scope with time ranges {ranges}: "
+                                "the filter would not apply, or measures from the newest record to now")
+            elif from_now:
+                problems.append(f"{name}: {title!r} is in the time range filter's scope, but a metric counts to "
+                                "now (the latest values): a past range would show nonsense")
+    return problems
+
+
+def test_every_dashboard_has_a_time_range_filter_that_starts_empty(files: dict[str, dict[str, Any]]) -> None:
+    assert time_filter_problems(files) == []
+    excluded = {d["dashboard_title"]: [n for n in d["metadata"]["native_filter_configuration"]
+                                       if n["filterType"] == "filter_time"][0]["scope"]["excluded"]
+                for d in of_kind(files, "dashboard").values()}
+    assert {title: len(ids) for title, ids in excluded.items()} == {
+        "Market overview": 1, "Order book": 0, "Trade flow": 0, "Volatility and alerts": 0, "Feed health": 2}
+
+
+def _time_filter(files: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(n for n in files[name]["metadata"]["native_filter_configuration"] if n["filterType"] == "filter_time")
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda d: d["dashboards/order_book.yaml"]["metadata"]["native_filter_configuration"].remove(
+        _time_filter(d, "dashboards/order_book.yaml")),
+    lambda d: _time_filter(d, "dashboards/order_book.yaml")["defaultDataMask"].update(
+        filterState={"value": "Last day"}, extraFormData={"time_range": "Last day"}),
+    lambda d: _time_filter(d, "dashboards/order_book.yaml")["defaultDataMask"].update(
+        extraFormData={"time_range": "Last week"}),
+    lambda d: _time_filter(d, "dashboards/order_book.yaml")["controlValues"].update(enableEmptyFilter=True),
+    lambda d: _time_filter(d, "dashboards/market_overview.yaml")["scope"].update(excluded=[]),
+    lambda d: _time_filter(d, "dashboards/market_overview.yaml").update(description="Time range."),
+    lambda d: _time_filter(d, "dashboards/market_overview.yaml")["scope"]["excluded"].append(1),
+], ids=["no time filter", "default value", "default extra form data", "value required", "latest table in scope",
+        "exclusion not described", "excludes another dashboard's chart"])
+def test_a_time_range_filter_that_changes_the_first_view_or_misses_charts_fails(files: dict[str, dict[str, Any]],
+                                                                               break_it: Any) -> None:
+    broken = copy.deepcopy(files)
+    break_it(broken)
+    problems = time_filter_problems(broken)
+    assert problems and all(p.startswith(("dashboards/order_book.yaml", "dashboards/market_overview.yaml"))
+                            for p in problems), problems
+
+
 def test_import_format_serialises_query_contexts(files: dict[str, dict[str, Any]]) -> None:
     ready = for_import(files)
     for name, chart in of_kind(ready, "chart").items():
@@ -165,7 +252,8 @@ def _as_superset_exports(files: dict[str, dict[str, Any]], settings: Settings) -
                     stable_to_real[item["meta"]["chartId"]] = ids[item["meta"]["uuid"]]
                     item["meta"]["chartId"] = ids[item["meta"]["uuid"]]
             for native in content["metadata"].get("native_filter_configuration", []):
-                native["chartsInScope"] = sorted(stable_to_real.values())
+                excluded = native["scope"]["excluded"] = [stable_to_real[i] for i in native["scope"]["excluded"]]
+                native["chartsInScope"] = sorted(set(stable_to_real.values()) - set(excluded))
         out[f"{root}/{path}"] = yaml.safe_dump(content, sort_keys=False).encode()
     return out
 
