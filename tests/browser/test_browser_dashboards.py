@@ -129,3 +129,150 @@ def test_every_dashboard_renders_its_charts(stack_up: Settings, browser: object)
         failures += [f"{slug}: {s['title']}: drew nothing ({s['text']!r})" for s in states
                      if not s["drawn"] and not s["error"]]
     assert not failures, "\n".join(failures)
+
+
+#: Records every chart-data request the page makes (its body) and Superset's answer (each query's SQL), installed in
+#: every new document before Superset's own scripts: what the frontend sends, and what Superset sent to Pinot.
+_RECORD_CHART_DATA = r"""
+window.__rtcaChartData = [];
+const rtcaFetch = window.fetch;
+window.fetch = async function (input, init) {
+  const url = typeof input === 'string' ? input : input.url;
+  const response = await rtcaFetch.apply(this, arguments);
+  if (url.includes('/api/v1/chart/data')) {
+    const entry = {body: init && init.body ? String(init.body) : null, at: Date.now(), sql: null};
+    window.__rtcaChartData.push(entry);
+    response.clone().json().then(j => { entry.sql = (j.result || []).map(r => r.query || ''); }).catch(() => {});
+  }
+  return response;
+};
+"""
+
+
+def _chart_queries(driver: object, since: float) -> dict[int, list[tuple[str | None, str]]]:
+    """Chart id -> (time_range, SQL) of each query the page sent since `since` (ms) and has an answer for."""
+    import orjson
+
+    out: dict[int, list[tuple[str | None, str]]] = {}
+    for entry in driver.execute_script("return window.__rtcaChartData || []"):  # type: ignore[attr-defined]
+        if entry["at"] < since or not entry["body"] or entry["sql"] is None:
+            continue
+        body = orjson.loads(entry["body"])
+        chart_id = body.get("form_data", {}).get("slice_id")
+        if chart_id is None:  # a filter's options (the Product filter's values)
+            continue
+        for query, sql in zip(body["queries"], entry["sql"], strict=False):
+            out.setdefault(int(chart_id), []).append((query.get("time_range"), " ".join(sql.split())))
+    return out
+
+
+def _window(sql: str) -> tuple[str, str]:
+    import re
+
+    found = re.search(r"event_time >= '([^']+)' AND event_time < '([^']+)'", sql)
+    assert found, f"no time window in {sql!r}"
+    return found.group(1), found.group(2)
+
+
+def _wait_for(driver: object, since: float, charts: set[int], timeout: float = 90) -> dict[int, list]:
+    deadline = time.monotonic() + timeout
+    while True:
+        queries = _chart_queries(driver, since)
+        if charts <= set(queries) or time.monotonic() > deadline:
+            return queries
+        time.sleep(1)
+
+
+def test_the_time_range_filter_reaches_the_queries_and_clearing_it_restores_them(stack_up: Settings,
+                                                                                 browser: object) -> None:
+    """Market overview's Time range filter, in the browser: on first load every chart queries its own window; "Last
+    day" reaches every chart in its scope (the request's time_range, the SQL's window: yesterday's midnight to
+    today's) and not Latest ticker per product; Clear all brings the charts' own windows back."""
+    from datetime import datetime, timedelta, timezone
+
+    from selenium.webdriver.common.by import By
+
+    from rtca.superset.bundle import existing_uuids
+    from rtca.superset.client import SupersetClient
+
+    files = load_bundle(stack_up)
+    dashboard = files["dashboards/market_overview.yaml"]
+    (time_filter,) = [n for n in dashboard["metadata"]["native_filter_configuration"]
+                      if n["filterType"] == "filter_time"]
+    charts = {c["uuid"]: c for c in of_kind(files, "chart").values()}
+    with SupersetClient.from_settings(stack_up) as client:
+        ids = existing_uuids(client, "chart")
+    stable = {item["meta"]["chartId"]: item["meta"]["uuid"] for item in dashboard["position"].values()
+              if isinstance(item, dict) and item.get("type") == "CHART"}
+    on_it = {ids[uuid]: charts[uuid] for uuid in stable.values()}
+    excluded = {ids[stable[i]] for i in time_filter["scope"]["excluded"]}
+    assert excluded and excluded < set(on_it)
+    in_scope = set(on_it) - excluded
+
+    def own_windows(queries: dict[int, list], charts_: set[int]) -> list[str]:
+        wrong = []
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        for chart_id in charts_:
+            for time_range, sql in queries.get(chart_id, []):
+                end = datetime.fromisoformat(_window(sql)[1])
+                if time_range is not None or abs((now - end).total_seconds()) > 180:
+                    wrong.append(f"{on_it[chart_id]['slice_name']}: time_range {time_range!r}, window "
+                                 f"{_window(sql)} (not its own, ending about now)")
+        return wrong
+
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",  # type: ignore[attr-defined]
+                            {"source": _RECORD_CHART_DATA})
+    browser.get(f"{stack_up.superset.url}/superset/dashboard/{dashboard['slug']}/")  # type: ignore[attr-defined]
+    first = _wait_for(browser, 0, set(on_it))
+    assert set(first) >= set(on_it), f"charts that sent no query: {set(on_it) - set(first)}"
+    assert own_windows(first, set(on_it)) == []
+    trigger = browser.find_element(By.CSS_SELECTOR, "[data-test='time-range-trigger']")  # type: ignore[attr-defined]
+    assert trigger.text.strip() == "No filter", "the Time range filter does not start empty"
+
+    # choose Last > Last day in the filter's popover, then apply the filter bar
+    trigger.click()
+    _click(browser, ".time-range-popover [data-test='Range type']")
+    _click(browser, ".ant-select-item-option", "Last")
+    _click(browser, ".time-range-popover .ant-radio-wrapper", "Last day")
+    _click(browser, "[data-test='date-filter-control__apply-button']")
+    since = browser.execute_script("return Date.now()")  # type: ignore[attr-defined]
+    _click(browser, "[data-test='filter-bar__apply-button']")
+    chosen = _wait_for(browser, since, in_scope)
+    assert set(chosen) >= in_scope, f"charts in scope that did not query again: {in_scope - set(chosen)}"
+    for chart_id in in_scope:
+        for time_range, sql in chosen[chart_id]:
+            start, end = _window(sql)
+            assert time_range == "Last day", f"{on_it[chart_id]['slice_name']}: time_range {time_range!r}"
+            assert start.endswith("00:00:00.000000") and end.endswith("00:00:00.000000"), (start, end)
+            assert datetime.fromisoformat(end) - datetime.fromisoformat(start) == timedelta(days=1), (start, end)
+    # the auto-refresh (10 s) queries every chart again: the excluded one keeps its own window
+    refreshed = _wait_for(browser, since, in_scope | excluded, timeout=30)
+    assert own_windows(refreshed, excluded) == []
+
+    since = browser.execute_script("return Date.now()")  # type: ignore[attr-defined]
+    _click(browser, "button", "Clear all")
+    apply = browser.find_element(By.CSS_SELECTOR, "[data-test='filter-bar__apply-button']")  # type: ignore[attr-defined]
+    if apply.is_enabled():
+        apply.click()
+    cleared = _wait_for(browser, since, in_scope)
+    assert set(cleared) >= in_scope, f"charts in scope that did not query again: {in_scope - set(cleared)}"
+    assert own_windows(cleared, in_scope) == []
+    assert browser.find_element(By.CSS_SELECTOR,  # type: ignore[attr-defined]
+                                "[data-test='time-range-trigger']").text.strip() == "No filter"
+
+
+def _click(driver: object, css: str, text: str | None = None, timeout: float = 20) -> None:
+    """Click the first element matching `css` (with exactly `text`, if given), waiting for it to appear."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in driver.find_elements(By.CSS_SELECTOR, css)  # type: ignore[attr-defined]
+                 if e.is_displayed() and (text is None or e.text.strip() == text)]
+        if found:
+            found[0].click()
+            time.sleep(0.5)
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing to click: {css} {text or ''}")
+        time.sleep(0.5)

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from rtca.settings import Settings
@@ -66,12 +67,22 @@ def test_apply_twice_creates_nothing_twice(stack_up: Settings, superset: Superse
           f"{sum(datasets.values())}, databases {sum(databases.values())}")
     for content in of_kind(files, "chart").values():
         assert charts[content["slice_name"]] == 1, content["slice_name"]
+    chart_ids = existing_uuids(superset, "chart")
     for content in of_kind(files, "dashboard").values():
         assert dashboards[content["dashboard_title"]] == 1, content["dashboard_title"]
         found = superset.get(f"/api/v1/dashboard/{content['slug']}/charts")["result"]
         assert len(found) == len(chart_uuids_of(content)), content["dashboard_title"]
         metadata = superset.get(f"/api/v1/dashboard/{content['slug']}")["result"]
         assert '"refresh_frequency": 10' in metadata["json_metadata"]
+        # the Time range filter's scope names charts by id: the import must map the files' ids to Superset's
+        (in_superset,) = [n for n in orjson.loads(metadata["json_metadata"])["native_filter_configuration"]
+                          if n["filterType"] == "filter_time"]
+        (in_files,) = [n for n in content["metadata"]["native_filter_configuration"] if n["filterType"] == "filter_time"]
+        placed = {item["meta"]["chartId"]: item["meta"]["uuid"] for item in content["position"].values()
+                  if isinstance(item, dict) and item.get("type") == "CHART"}
+        assert sorted(in_superset["scope"]["excluded"]) == sorted(
+            chart_ids[placed[i]] for i in in_files["scope"]["excluded"]), content["dashboard_title"]
+        assert in_superset["defaultDataMask"] == in_files["defaultDataMask"], content["dashboard_title"]
     for content in of_kind(files, "dataset").values():
         assert datasets[content["table_name"]] == 1, content["table_name"]
     assert databases[stack_up.superset.database_name] == 1
