@@ -251,7 +251,8 @@ def test_the_time_range_filter_reaches_the_queries_and_clearing_it_restores_them
 
     since = browser.execute_script("return Date.now()")  # type: ignore[attr-defined]
     _click(browser, "button", "Clear all")
-    apply = browser.find_element(By.CSS_SELECTOR, "[data-test='filter-bar__apply-button']")  # type: ignore[attr-defined]
+    apply = browser.find_element(By.CSS_SELECTOR,  # type: ignore[attr-defined]
+                                 "[data-test='filter-bar__apply-button']")
     if apply.is_enabled():
         apply.click()
     cleared = _wait_for(browser, since, in_scope)

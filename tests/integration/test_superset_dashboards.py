@@ -77,7 +77,8 @@ def test_apply_twice_creates_nothing_twice(stack_up: Settings, superset: Superse
         # the Time range filter's scope names charts by id: the import must map the files' ids to Superset's
         (in_superset,) = [n for n in orjson.loads(metadata["json_metadata"])["native_filter_configuration"]
                           if n["filterType"] == "filter_time"]
-        (in_files,) = [n for n in content["metadata"]["native_filter_configuration"] if n["filterType"] == "filter_time"]
+        (in_files,) = [n for n in content["metadata"]["native_filter_configuration"]
+                       if n["filterType"] == "filter_time"]
         placed = {item["meta"]["chartId"]: item["meta"]["uuid"] for item in content["position"].values()
                   if isinstance(item, dict) and item.get("type") == "CHART"}
         assert sorted(in_superset["scope"]["excluded"]) == sorted(
