@@ -307,3 +307,37 @@ def test_frames_received_before_the_connection_failed_are_all_delivered(run: Run
     got, last_error = run(scenario())
     print("delivered:", got, "last error:", last_error)
     assert got == 5 and last_error is not None and "1009" in last_error
+
+
+def test_frames_a_server_sends_with_its_handshake_are_delivered_even_if_it_closes_before_our_subscription(
+        run: Run) -> None:  # fmt: skip
+    """A server may send frames right after the handshake (the exchange does not, a replay of a recording may) and
+    close before our subscription goes out: sending it then fails, and the frames already received were dropped."""
+
+    async def greet_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _accept_websocket(reader, writer)
+        writer.write(b"".join(_ws_frame(b'{"type":"heartbeat","n":%d}' % i, 1) for i in range(3))
+                     + _ws_frame((1000).to_bytes(2, "big") + b"bye", 8))  # a close frame, never our subscription
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> tuple[list[int], int, int]:
+        server = await asyncio.start_server(greet_and_close, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-B"], ["ticker"]),
+                                        backoff=Backoff(initial=5.0, maximum=5.0))  # one connection in the window
+            got: list[int] = []
+            async with aclosing(connection.frames()) as frames:
+                try:
+                    async with asyncio.timeout(2.0):
+                        async for frame in frames:
+                            got.append(orjson.loads(frame.data)["n"])
+                except TimeoutError:
+                    pass
+            return got, connection.state.connections, connection.state.failures
+
+    got, connections, failures = run(scenario())
+    print("delivered:", got, "connections:", connections, "failed attempts:", failures)
+    assert got == [0, 1, 2]
+    assert (connections, failures) == (1, 1)  # opened, but not subscribed: a failed attempt for the backoff

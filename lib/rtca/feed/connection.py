@@ -81,7 +81,7 @@ class ConnectionState:
     url: str
     connected: bool = False
     connections: int = 0
-    """Connections opened (and subscribed)."""
+    """Connections opened (a server may close one before our subscription goes out: also a failure)."""
     failures: int = 0
     """Connection attempts that failed before the subscription went out."""
     silences: int = 0
@@ -175,10 +175,14 @@ class FeedConnection:
                     proxy=None if _is_loopback(self.url) else True,
                 )
                 opened_at = time.monotonic()
-                await ws.send(self.subscribe)
-                self.state.connected = True
                 self.state.connections += 1
-                if self.on_open is not None:
+                try:
+                    await ws.send(self.subscribe)
+                except ConnectionClosed:  # the server closed first: what it sent with its handshake is still
+                    pass  # read below, then `recv` raises and this attempt counts as failed
+                else:
+                    self.state.connected = True
+                if self.state.connected and self.on_open is not None:
                     try:
                         self.on_open(self.url, time.time(), self.subscribe)
                     except BaseException as exc:  # e.g. the recorder's disk is full: not a connection problem
