@@ -116,6 +116,19 @@ def test_recreate_drops_a_table_and_it_reads_its_topic_again(scratch: Settings, 
     wait_rows(pinot, count, 5)  # read again from the start of its topic
 
 
+def test_a_new_table_gets_its_topic_first(scratch: Settings) -> None:
+    """The plugin never creates a topic (a misspelt one was consumed empty forever): a new table's comes first."""
+    topic = scratch.topic(scratch.topics.ticker_stats)
+    assert not _topic_exists(scratch, topic)
+    apply_tables(scratch, ["ticker_stats"])
+    assert _topic_exists(scratch, topic)
+
+
+def _topic_exists(settings: Settings, topic: str) -> bool:
+    path = f"{settings.pulsar.admin_url}/admin/v2/{topic.replace('://', '/', 1)}"
+    return any(httpx.get(f"{path}/{what}", timeout=30).status_code == 200 for what in ("stats", "partitioned-stats"))
+
+
 def wait_rows(pinot: PinotClient, sql: str, rows: int) -> None:
     def counted() -> bool:
         try:

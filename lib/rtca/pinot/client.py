@@ -10,6 +10,7 @@ import httpx
 from rtca.errors import DeployError
 from rtca.settings import Settings
 from rtca.stack.profiles import CONSUMER_FACTORY, profile, stream_connection_configs
+from rtca.stack.pulsar import ensure_topic
 from rtca.stack.remote import http_options, json_answer
 
 __all__ = ["CONSUMER_FACTORY", "JSON_DECODER", "PinotClient", "stream_configs"]
@@ -42,6 +43,7 @@ def stream_configs(settings: Settings, topic: str, *, offset_reset: str = "small
 
 class PinotClient:
     def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
+        self._settings = settings
         options = http_options(settings, "pinot")  # basic auth and TLS of a secured (external) Pinot
         self._controller = httpx.Client(base_url=settings.pinot.controller_url, timeout=timeout, **options)
         self._broker = httpx.Client(base_url=settings.pinot.broker_url, timeout=timeout, **options)
@@ -70,8 +72,13 @@ class PinotClient:
         return found.get("REALTIME") if found else None
 
     def put_table(self, table: Mapping[str, Any]) -> None:
+        """Create or update a table; a new one gets its topic first (the plugin refuses a topic that does not
+        exist, rather than creating a misspelt one)."""
         name = table["tableName"]
         if self.table(name) is None:
+            topic = _at(table, ("tableIndexConfig", "streamConfigs", "stream.pulsar.topic.name"))
+            if isinstance(topic, str):
+                ensure_topic(self._settings, topic)
             self._check(self._controller.post("/tables", json=dict(table)), f"create table {name}")
         else:
             self._check(self._controller.put(f"/tables/{name}", json=dict(table)), f"update table {name}")
@@ -125,3 +132,10 @@ class PinotClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _at(config: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    value: Any = config
+    for key in keys:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value

@@ -22,6 +22,7 @@ from rtca.errors import ServiceError
 from rtca.settings import Settings
 from rtca.stack.artifacts import bind_env, pulsar_home
 from rtca.stack.process import Launch, Service
+from rtca.stack.profiles import profile
 from rtca.stack.remote import http_options, json_answer
 
 #: Retention -1 = unlimited for the broker's other namespaces; the workbench's own has the settings' retention
@@ -150,6 +151,22 @@ def ensure_namespace(settings: Settings) -> None:
                              "inactiveTopicDeleteMode": "delete_when_no_subscriptions"}),
             f"disable inactive-topic deletion on {ns}")
         _ok(admin.post(f"/admin/v2/namespaces/{ns}/deduplication", json=True), f"enable deduplication on {ns}")
+
+
+def ensure_topic(settings: Settings, topic: str) -> None:
+    """Create `topic` (a full `persistent://` name) unless it exists, with the backend's partition count (as the
+    namespace's auto-creation would). Pinot's plugin never creates a topic (a misspelt name would be consumed empty
+    forever): a table needs its topic before it is created."""
+    if not topic.startswith("persistent://"):
+        return  # non-persistent topics exist while they are used
+    partitions = profile(settings).topic_partitions
+    path = f"/admin/v2/{topic.replace('://', '/', 1)}"
+    with httpx.Client(base_url=settings.pulsar.admin_url, timeout=30, **http_options(settings, "pulsar")) as admin:
+        if partitions > 1:
+            response = admin.put(f"{path}/partitions", json=partitions)
+        else:
+            response = admin.put(path)
+    _ok(response, f"create topic {topic}")  # 409: it exists (partitioned or not)
 
 
 _PARTITION = re.compile(r"-partition-\d+$")
