@@ -16,7 +16,7 @@ from waiting import wait_for
 
 from rtca.pinot.client import PinotClient
 from rtca.pinot.queries import candles_sql
-from rtca.pinot.tables import apply_tables, delete_tables, pinot_status, table_keys
+from rtca.pinot.tables import apply_tables, delete_tables, pinot_status, render_tables, table_keys
 from rtca.settings import Settings, Tables, Topics
 
 pytestmark = pytest.mark.stack
@@ -122,6 +122,22 @@ def test_a_new_table_gets_its_topic_first(scratch: Settings) -> None:
     assert not _topic_exists(scratch, topic)
     apply_tables(scratch, ["ticker_stats"])
     assert _topic_exists(scratch, topic)
+
+
+def test_a_table_on_a_misspelt_topic_is_refused_and_the_topic_left_missing(scratch: Settings,
+                                                                           pinot: PinotClient) -> None:
+    (spec,) = render_tables(scratch, ["ticker_stats"])
+    misspelt = f"{scratch.topic(scratch.topics.ticker_stats)}-typo"
+    pinot.put_schema(spec.schema)
+    table = json.loads(json.dumps(spec.table))
+    table["tableIndexConfig"]["streamConfigs"]["stream.pulsar.topic.name"] = misspelt
+    try:  # past PinotClient.put_table, which creates a new table's topic
+        response = httpx.post(f"{scratch.pinot.controller_url}/tables", json=table, timeout=60)
+        print(response.status_code, response.text[:500])
+        assert response.status_code >= 400 and f"{misspelt} does not exist" in response.text
+        assert not _topic_exists(scratch, misspelt)
+    finally:
+        drop_topics(scratch, [misspelt])
 
 
 def _topic_exists(settings: Settings, topic: str) -> bool:

@@ -193,6 +193,8 @@ public class PulsarPartitionLevelConsumer implements PartitionLevelConsumer {
    * offset takes it over: a synchronous open waited the client's 30-s operation timeout whatever the fetch's
    * timeout, blocking Pinot's consumer thread (and a server stop) while the broker was down, and five failed opens
    * in a row put the segment in ERROR for good; empty fetches instead keep it consuming until the broker is back.
+   * The reader is created only on a topic the look-up found: created on a missing topic, it creates it (the broker's
+   * auto topic creation), and the look-up itself never does.
    */
   private boolean positionReaderAt(PulsarMsgOffset start, long deadline)
       throws PulsarClientException {
@@ -216,7 +218,7 @@ public class PulsarPartitionLevelConsumer implements PartitionLevelConsumer {
       int partition = _partition;
       CompletableFuture<String> partitionTopic = _partitionTopic != null
           ? CompletableFuture.completedFuture(_partitionTopic)
-          : client.getPartitionsForTopic(topic).thenApply(names -> PartitionTopics.select(names, topic, partition));
+          : PartitionTopics.lookUp(client, topic).thenApply(names -> PartitionTopics.select(names, topic, partition));
       LOGGER.info("Pulsar consumer {} opens a reader on {} at {} (inclusive)", _clientId,
           _partitionTopic != null ? _partitionTopic : topic, start);
       _opening = partitionTopic.thenCompose(name -> client.newReader()

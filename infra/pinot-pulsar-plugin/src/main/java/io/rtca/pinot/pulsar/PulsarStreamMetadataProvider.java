@@ -89,7 +89,8 @@ public class PulsarStreamMetadataProvider implements StreamMetadataProvider {
           "The largest offset is per partition: use a partition metadata provider");
     }
     // Each step (partition look-up, reader creation, last-id request) gets the whole timeout: the first call in a JVM
-    // also loads the client's classes and connects, which alone can take seconds.
+    // also loads the client's classes and connects, which alone can take seconds. The reader comes only after the
+    // look-up found the topic: on a missing topic it would create it.
     long stepTimeoutMillis = Math.max(1L, timeoutMillis);
     PulsarClient client = client();
     String topic = PartitionTopics.select(PartitionTopics.list(client, _config.getTopicName(), timeoutMillis),
