@@ -6,6 +6,8 @@ import java.util.concurrent.CompletionException;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import org.apache.pinot.spi.stream.PermanentConsumerException;
+import org.apache.pinot.spi.stream.TransientConsumerException;
 import org.apache.pulsar.client.api.PulsarClient;
 import org.apache.pulsar.client.api.PulsarClientException;
 import org.slf4j.Logger;
@@ -55,7 +57,12 @@ final class PartitionTopics {
         == PulsarClientException.FailedFeatureCheck.SupportsGetPartitionedMetadataWithoutAutoCreation;
   }
 
-  /** {@link #lookUp}, waiting up to {@code timeoutMillis}. */
+  /**
+   * {@link #lookUp}, waiting up to {@code timeoutMillis}. An error no retry fixes (see
+   * {@link PulsarPartitionLevelConsumer#isPermanent}) is a {@link PermanentConsumerException}; any other (a broker
+   * briefly unreachable, a look-up timeout, too many requests, a broker not ready) a
+   * {@link TransientConsumerException}, which Pinot retries; the wait running out a {@link TimeoutException}.
+   */
   static List<String> list(PulsarClient client, String topic, long timeoutMillis)
       throws TimeoutException {
     try {
@@ -64,8 +71,7 @@ final class PartitionTopics {
       Thread.currentThread().interrupt();
       throw new IllegalStateException("Interrupted while looking up the partitions of Pulsar topic " + topic, e);
     } catch (ExecutionException e) {
-      throw new IllegalStateException("Cannot look up the partitions of Pulsar topic " + topic + ": "
-          + e.getCause(), e.getCause());
+      throw classify(unwrap(e), topic);
     }
   }
 
@@ -79,6 +85,21 @@ final class PartitionTopics {
         + "does not create topics");
     error.initCause(cause);
     return error;
+  }
+
+  /**
+   * What Pinot gets for {@code error}, a failed look-up of {@code topic}: permanent if no retry fixes it, else
+   * transient. The controller retries a partition count only on a transient error (an IllegalStateException, as every
+   * error was, failed a table's creation or a segment commit at once while a broker restarted).
+   */
+  static RuntimeException classify(Throwable error, String topic) {
+    // doesNotExist's error names the topic already; the client's own errors mostly do not
+    Throwable named = String.valueOf(error.getMessage()).contains(topic) ? error
+        : new IllegalStateException("Cannot look up the partitions of Pulsar topic " + topic + ": " + error, error);
+    if (PulsarPartitionLevelConsumer.isPermanent(error)) {
+      return new PermanentConsumerException(named);
+    }
+    return new TransientConsumerException(named);
   }
 
   /** The error inside the wrappers a future adds. */

@@ -174,13 +174,18 @@ public class PulsarPartitionLevelConsumer implements PartitionLevelConsumer {
     return new Filled(position, false, dropped);
   }
 
-  /** An error no retry fixes: a topic or namespace that does not exist, credentials refused. */
+  /**
+   * An error no retry fixes: a topic or namespace that does not exist, credentials refused, a malformed topic name.
+   * Anything else (the broker unreachable, a time-out, too many requests, a broker not ready) may pass.
+   */
   static boolean isPermanent(Throwable error) {
     for (Throwable e = error; e != null; e = e.getCause() == e ? null : e.getCause()) {
       if (e instanceof PulsarClientException.TopicDoesNotExistException
           || e instanceof PulsarClientException.NotFoundException
           || e instanceof PulsarClientException.AuthenticationException
-          || e instanceof PulsarClientException.AuthorizationException) {
+          || e instanceof PulsarClientException.AuthorizationException
+          || e instanceof PulsarClientException.InvalidTopicNameException
+          || e instanceof PulsarClientException.InvalidConfigurationException) {
         return true;
       }
     }

@@ -7,6 +7,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import org.apache.pinot.spi.stream.OffsetCriteria;
+import org.apache.pinot.spi.stream.PermanentConsumerException;
 import org.apache.pinot.spi.stream.StreamMetadataProvider;
 import org.apache.pinot.spi.stream.StreamPartitionMsgOffset;
 import org.apache.pinot.spi.stream.TransientConsumerException;
@@ -57,7 +58,10 @@ public class PulsarStreamMetadataProvider implements StreamMetadataProvider {
     return _client;
   }
 
-  /** 1 for a non-partitioned topic, else the number of partitions. */
+  /**
+   * 1 for a non-partitioned topic, else the number of partitions. Pinot's controller retries only a
+   * {@link TransientConsumerException} from here (and fails at once on anything else): a look-up that timed out is one.
+   */
   @Override
   public int fetchPartitionCount(long timeoutMillis) {
     try {
@@ -118,7 +122,9 @@ public class PulsarStreamMetadataProvider implements StreamMetadataProvider {
       Thread.currentThread().interrupt();
       throw new IllegalStateException("Interrupted while fetching the largest offset of " + topic, e);
     } catch (ExecutionException e) {
-      throw new TransientConsumerException(e.getCause());
+      Throwable cause = PartitionTopics.unwrap(e);
+      throw PulsarPartitionLevelConsumer.isPermanent(cause) ? new PermanentConsumerException(cause)
+          : new TransientConsumerException(cause);
     } finally {
       if (reader != null) {
         try {

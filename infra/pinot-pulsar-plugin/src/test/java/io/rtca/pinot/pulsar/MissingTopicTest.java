@@ -89,9 +89,9 @@ class MissingTopicTest {
     try (PulsarStreamMetadataProvider stream = new PulsarStreamMetadataProvider(config(topic), "missing-test",
         PulsarStreamMetadataProvider.WHOLE_STREAM);
         PulsarStreamMetadataProvider partition = new PulsarStreamMetadataProvider(config(topic), "missing-test", 0)) {
-      RuntimeException e = assertThrows(RuntimeException.class, () -> stream.fetchPartitionCount(30_000));
+      RuntimeException e = assertThrows(PermanentConsumerException.class, () -> stream.fetchPartitionCount(30_000));
       assertTrue(e.getMessage().contains(topic + " does not exist"), e.getMessage());
-      e = assertThrows(RuntimeException.class,
+      e = assertThrows(PermanentConsumerException.class,
           () -> partition.fetchStreamPartitionOffset(OffsetCriteria.LARGEST_OFFSET_CRITERIA, 30_000));
       assertTrue(e.getMessage().contains(topic + " does not exist"), e.getMessage());
     }

@@ -1,11 +1,13 @@
 package io.rtca.pinot.pulsar;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.net.ServerSocket;
 import java.util.Map;
 import org.apache.pinot.spi.stream.MessageBatch;
+import org.apache.pinot.spi.stream.TransientConsumerException;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -15,13 +17,17 @@ import org.junit.jupiter.api.Test;
  */
 class UnreachableBrokerTest {
 
+  private static int closedPort()
+      throws Exception {
+    try (ServerSocket probe = new ServerSocket(0)) {
+      return probe.getLocalPort(); // closed again: nothing listens there
+    }
+  }
+
   @Test
   void fetchesWhileTheBrokerIsDownAreEmptyAndKeepToTheirTimeout()
       throws Exception {
-    int port;
-    try (ServerSocket probe = new ServerSocket(0)) {
-      port = probe.getLocalPort(); // closed again: nothing listens there
-    }
+    int port = closedPort();
     Map<String, String> map = PulsarConfigTest.tableStreamConfigs();
     map.put("stream.pulsar.bootstrap.servers", "pulsar://127.0.0.1:" + port);
     PulsarPartitionLevelConsumer consumer =
@@ -40,5 +46,17 @@ class UnreachableBrokerTest {
     // generous bounds (a loaded machine), far under the 30 s a synchronous open took
     assertTrue(longest < 10_000, "a fetch took " + longest + " ms");
     assertTrue(closing < 10_000, "closing took " + closing + " ms");
+  }
+
+  /** The controller retries only a TransientConsumerException: any other failed a table's creation at once. */
+  @Test
+  void thePartitionCountOfAnUnreachableBrokerIsTransient()
+      throws Exception {
+    Map<String, String> map = PulsarConfigTest.tableStreamConfigs();
+    map.put("stream.pulsar.bootstrap.servers", "pulsar://127.0.0.1:" + closedPort());
+    try (PulsarStreamMetadataProvider provider = new PulsarStreamMetadataProvider(PulsarConfigTest.config(map),
+        "unreachable-test", PulsarStreamMetadataProvider.WHOLE_STREAM)) {
+      assertThrows(TransientConsumerException.class, () -> provider.fetchPartitionCount(1000));
+    }
   }
 }
