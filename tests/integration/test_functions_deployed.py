@@ -21,6 +21,7 @@ import pulsar
 import pytest
 
 from rtca.analytics.stats import FIELDS, StatsRow, mismatches, pandas_reference
+from rtca.bench.pipeline import topic_stats
 from rtca.errors import DeployError
 from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
 from rtca.functions import routing
@@ -176,6 +177,21 @@ def test_capture_through_the_router_gives_the_capture_counts_per_channel(deploye
     level2 = [orjson.loads(d) for d in read(client, settings.topic(settings.topics.level2), 1, settle=0.5)]
     assert isinstance(level2[0]["bids" if level2[0]["type"] == "snapshot" else "changes"][0][1], float)
     assert stored(client, settings.topic(settings.topics.dead_letter)) == []
+    assert_all_acknowledged(settings, settings.topic(settings.topics.raw))
+
+
+def assert_all_acknowledged(settings: Settings, topic: str) -> None:
+    """Every input the functions answered is acknowledged (they acknowledge asynchronously, in batches, once the
+    records are stored): the input's subscription ends with no backlog and nothing unacknowledged."""
+
+    def left() -> dict[str, tuple[int, int]]:
+        subscriptions = topic_stats(settings, topic).get("subscriptions") or {}
+        return {name: (int(s.get("msgBacklog") or 0), int(s.get("unackedMessages") or 0))
+                for name, s in subscriptions.items()}  # fmt: skip
+
+    wait_for(lambda: bool(left()) and not any(b or u for b, u in left().values()), timeout=30,
+             what=f"every input of {topic} to be acknowledged")  # fmt: skip
+    print("subscriptions (backlog, unacknowledged):", left())
 
 
 def test_hostile_payloads_all_end_in_the_dead_letter_topic_and_the_router_goes_on(deployed, client) -> None:  # type: ignore[no-untyped-def]
@@ -236,6 +252,7 @@ def test_deployed_statistics_equal_pandas_on_interleaved_random_walks(deployed, 
     assert_equals_pandas(records, stream)
     first = min((r for r in records if r["product_id"] == "ABTC-USD"), key=lambda r: r["sequence"])
     assert first["ewma_var"] is None and first["rolling_mean"] is None and first["count"] == 1
+    assert_all_acknowledged(settings, settings.topic(settings.topics.ticker))
 
 
 def test_restart_mid_stream_still_equals_pandas_over_the_whole_stream(deployed, client, stack) -> None:  # type: ignore[no-untyped-def]
