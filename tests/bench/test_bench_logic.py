@@ -304,6 +304,13 @@ def test_raw_forms_ask_the_same_window_of_the_raw_table(settings: Settings) -> N
         "bench_1_coinbase_ticker_latest", "t_untuned")
     with pytest.raises(ValueError, match="no time window"):
         raw_form("1-minute candles", "SELECT 1 FROM x", "y")
+    candles = ("SELECT event_time, product_id, MAX(high_price) \nFROM bench_1_coinbase_trade_flow \nWHERE "
+               "event_time >= '2026-11-29 00:21:09.000000' AND event_time < '2026-11-29 01:21:09.000000' GROUP BY 1, 2 "
+               "ORDER BY "
+               "MAX(event_ms) DESC\n LIMIT {}")
+    for limit in (100, 10000):  # the untuned reference returns as many rows as the chart asks for
+        before = raw_form("1-minute candles", candles.format(limit), "m_untuned")
+        assert before.endswith(f"DESC\n LIMIT {limit}") and "FROM m_untuned" in before and "MAX(price)" in before
 
 
 def test_consumed_records_of_tables_whose_rows_are_not_records(settings: Settings) -> None:

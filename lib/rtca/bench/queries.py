@@ -358,15 +358,15 @@ def _minute_avg_sql(metric: str) -> str:
 #: Charts that read a table built for them (pre-aggregated by a function or by Pinot at ingestion, an upsert table of
 #: the latest row) rather than the raw records: chart -> (the raw table the question is otherwise
 #: asked of, the SQL Superset sent for the chart on it before the change, with `{table}`, `{start}`, `{end}`; None =
-#: the chart's own SQL). Their untuned reference is that SQL on the raw table's untuned copy: what the dashboard
-#: costs without the tuning.
+#: the chart's own SQL; its LIMIT becomes the chart's own). Their untuned reference is that SQL on the raw table's
+#: untuned copy: what the dashboard costs without the tuning.
 RAW_FORMS: dict[str, tuple[str, str | None]] = {
     "1-minute candles": ("matches", (
         "SELECT CAST(DATE_TRUNC('minute', CAST(event_time AS TIMESTAMP)) AS TIMESTAMP), product_id, "
         "FIRSTWITHTIME(price, event_ms, 'DOUBLE'), MAX(price), MIN(price), LASTWITHTIME(price, event_ms, 'DOUBLE'), "
         "SUM(size), COUNT(*) \nFROM {table} \nWHERE event_time >= '{start}' AND event_time < '{end}' GROUP BY "
         "CAST(DATE_TRUNC('minute', CAST(event_time AS TIMESTAMP)) AS TIMESTAMP), product_id ORDER BY MAX(event_ms) "
-        "DESC\n LIMIT 100")),
+        "DESC\n LIMIT 10000")),
     "Traded volume per minute": ("matches", (
         "SELECT CAST(DATE_TRUNC('minute', CAST(event_time AS TIMESTAMP)) AS TIMESTAMP), product_id, SUM(size) \n"
         "FROM {table} \nWHERE event_time >= '{start}' AND event_time < '{end}' GROUP BY "
@@ -378,6 +378,7 @@ RAW_FORMS: dict[str, tuple[str, str | None]] = {
     "Spread (bps)": ("book", _minute_avg_sql("spread_bps")),
 }
 _WINDOW = re.compile(r"event_time >= '([^']+)' AND event_time < '([^']+)'")
+_LIMIT = re.compile(r"\bLIMIT (\d+)\s*$")
 
 
 def raw_form(chart: str, sql: str, table: str) -> str:
@@ -388,7 +389,9 @@ def raw_form(chart: str, sql: str, table: str) -> str:
     window = _WINDOW.search(sql)
     if window is None:
         raise ValueError(f"{chart!r}: no time window in {sql!r}")
-    return template.format(table=table, start=window.group(1), end=window.group(2))
+    raw = template.format(table=table, start=window.group(1), end=window.group(2))
+    limit = _LIMIT.search(sql)  # the same rows as the chart asks for (the candles' row limit was 100, then 10,000)
+    return _LIMIT.sub(f"LIMIT {limit.group(1)}", raw) if limit else raw
 
 
 #: Tables large enough for a candidate to matter.
