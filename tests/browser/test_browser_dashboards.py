@@ -142,7 +142,10 @@ window.fetch = async function (input, init) {
   if (url.includes('/api/v1/chart/data')) {
     const entry = {body: init && init.body ? String(init.body) : null, at: Date.now(), sql: null};
     window.__rtcaChartData.push(entry);
-    response.clone().json().then(j => { entry.sql = (j.result || []).map(r => r.query || ''); }).catch(() => {});
+    response.clone().json().then(j => {
+      entry.rows = (j.result || []).map(r => r.rowcount);
+      entry.sql = (j.result || []).map(r => r.query || '');
+    }).catch(() => {});
   }
   return response;
 };
@@ -277,3 +280,77 @@ def _click(driver: object, css: str, text: str | None = None, timeout: float = 2
         if time.monotonic() > deadline:
             raise AssertionError(f"nothing to click: {css} {text or ''}")
         time.sleep(0.5)
+
+
+def _open_recording(driver: object, settings: Settings, slug: str) -> None:
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",  # type: ignore[attr-defined]
+                           {"source": _RECORD_CHART_DATA})
+    driver.get(f"{settings.superset.url}/superset/dashboard/{slug}/")  # type: ignore[attr-defined]
+
+
+def _chart_ids(settings: Settings, names: list[str]) -> dict[str, int]:
+    from rtca.superset.bundle import existing_uuids
+    from rtca.superset.client import SupersetClient
+
+    files = load_bundle(settings)
+    with SupersetClient.from_settings(settings) as client:
+        ids = existing_uuids(client, "chart")
+    return {name: ids[files[name]["uuid"]] for name in names}
+
+
+def _holder_of(driver: object, title: str, timeout: float = 90) -> None:
+    """Wait until the chart titled `title` drew (and nothing on the page loads)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = {s["title"]: s for s in _chart_states(driver)}
+        state = states.get(title)
+        if state and state["drawn"] and not any(s["loading"] for s in states.values()):
+            time.sleep(1.5)  # ECharts animates its first frame
+            return
+        time.sleep(1)
+    raise AssertionError(f"{title!r} did not draw: {states.get(title)}")
+
+
+def test_the_candles_table_shows_its_whole_window_without_the_row_limit_warning(stack_up: Settings,
+                                                                               browser: object) -> None:
+    """Superset warns "row limit reached" beside a chart whose query returned row_limit rows (it showed with 100
+    rows: 10 products' 10 newest minutes). The table's query returns every product-minute of its window (counted
+    in Pinot over the same window), the header has no warning, and the table pages them (10 a page)."""
+    import re
+
+    import orjson
+    from live_data import seed_live_data
+    from selenium.webdriver.common.by import By
+
+    from rtca.pinot.client import PinotClient
+
+    seed_live_data(stack_up)
+    chart = load_bundle(stack_up)["charts/1_minute_candles.yaml"]
+    (chart_id,) = _chart_ids(stack_up, ["charts/1_minute_candles.yaml"]).values()
+    _open_recording(browser, stack_up, "market-overview")
+    _holder_of(browser, chart["slice_name"])
+    answers = [e for e in browser.execute_script("return window.__rtcaChartData")  # type: ignore[attr-defined]
+               if e["sql"] and e["body"] and orjson.loads(e["body"]).get("form_data", {}).get("slice_id") == chart_id]
+    assert answers, "no chart-data answer for the candles table"
+    sql, rows = " ".join(answers[-1]["sql"][0].split()), answers[-1]["rows"][0]
+    start, end = _window(sql)
+    table = re.search(r"FROM (\S+)", sql).group(1)  # type: ignore[union-attr]
+    with PinotClient(stack_up) as pinot:
+        ((products,),) = pinot.query(f"SELECT COUNT(DISTINCT product_id) FROM {table} "
+                                     f"WHERE event_time >= '{start}' AND event_time < '{end}'")
+        groups = len(pinot.query(f"SELECT COUNT(*) FROM {table} WHERE event_time >= '{start}' AND event_time < "
+                                 f"'{end}' GROUP BY product_id, DATETRUNC('MINUTE', event_ms) LIMIT 1000000"))
+    # every product-minute of the window (a product's minute that closed since the page's query may be missing)
+    assert groups - products <= rows <= groups and rows < chart["params"]["row_limit"], (rows, groups, products)
+    # and any hour of these products would fit: Superset warns at rowcount >= row_limit
+    assert products * 60 < chart["params"]["row_limit"], f"{products} products' hour would reach the row limit"
+    holder = [h for h in browser.find_elements(  # type: ignore[attr-defined]
+        By.CSS_SELECTOR, "[data-test='dashboard-component-chart-holder']") if chart["slice_name"] in h.text][0]
+    warnings = holder.find_elements(By.CSS_SELECTOR, "[data-test='slice-header'] .anticon-warning, "
+                                                     "[data-test='slice-header'] [aria-label='warning']")
+    assert not warnings, "the candles table shows Superset's row limit warning"
+    shown = holder.find_elements(By.CSS_SELECTOR, "table tbody tr")
+    assert 0 < len(shown) <= chart["params"]["page_length"], len(shown)
+    if rows > chart["params"]["page_length"]:
+        assert holder.find_elements(By.CSS_SELECTOR, ".pagination, .ant-pagination, .dt-pagination"), \
+            "more rows than a page and no pages"

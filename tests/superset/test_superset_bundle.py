@@ -114,6 +114,28 @@ def test_charts_label_their_time_in_utc_and_total_only_what_adds_up(files: dict[
             assert all(params["column_config"][m["label"]]["d3NumberFormat"] != "SMART_NUMBER"
                        for m in params["metrics"]), name
 
+
+#: Products whose full hour of minutes the candles table holds (a stack has stored 110, 8 to 10 of them live).
+CANDLE_PRODUCTS = 150
+
+
+def test_the_candles_table_holds_its_whole_window_and_pages_it(files: dict[str, dict[str, Any]]) -> None:
+    """With 100 rows the table showed 10 products' 10 newest minutes and Superset's "row limit reached" (it warns
+    when a query returns row_limit rows): the row limit covers the window, the table's own pages and search show
+    it."""
+    chart = files["charts/1_minute_candles.yaml"]
+    params, (query,) = chart["params"], chart["query_context"]["queries"]
+    (window,) = [f["comparator"] for f in params["adhoc_filters"] if f.get("operator") == "TEMPORAL_RANGE"]
+    assert window.startswith('DATEADD(DATETRUNC(DATETIME("now"), minute), -1, hour)'), window
+    assert params["groupby"] == ["product_id", "event_time"] and params["time_grain_sqla"] == "PT1M"
+    assert params["row_limit"] >= CANDLE_PRODUCTS * 60, params["row_limit"]
+    assert query["row_limit"] == params["row_limit"]
+    # Pinot 0.11 cannot run the row-count subquery of server pagination: the browser pages what the query returned
+    assert params["server_pagination"] is False and 0 < params["page_length"] <= 20
+    assert params["include_search"], "a product's minutes among thousands of rows: the table's Search finds them"
+    assert "a page" in chart["description"]
+
+
 def test_dashboards_refresh_and_hold_a_few_charts_each(files: dict[str, dict[str, Any]]) -> None:
     dashboards = {d["dashboard_title"]: d for d in of_kind(files, "dashboard").values()}
     assert DASHBOARDS <= set(dashboards)
