@@ -354,3 +354,69 @@ def test_the_candles_table_shows_its_whole_window_without_the_row_limit_warning(
     if rows > chart["params"]["page_length"]:
         assert holder.find_elements(By.CSS_SELECTOR, ".pagination, .ant-pagination, .dt-pagination"), \
             "more rows than a page and no pages"
+
+
+#: The widest block of one colour the chart drew, 12 pixels tall at least (a bar), and the canvas' width: pixels that
+#: are not background, each of the same colour as the 11 below it, side by side. Lines (steep ones too), points, text
+#: and the grid draw no such block wider than a few pixels; a legend's bar symbol is about 25.
+_SOLID_WIDTH = r"""
+const canvas = arguments[0];
+const w = canvas.width, h = canvas.height, tall = 12;
+const d = canvas.getContext('2d').getImageData(0, 0, w, h).data;
+const at = (x, y) => (y * w + x) * 4;
+const drawn = i => d[i + 3] > 128 && Math.min(d[i], d[i + 1], d[i + 2]) < 200;
+const same = (i, j) => Math.abs(d[i] - d[j]) + Math.abs(d[i + 1] - d[j + 1]) + Math.abs(d[i + 2] - d[j + 2]) < 24;
+let best = 0;
+for (let y = 0; y + tall <= h; y++) {
+  let run = 0;
+  for (let x = 0; x < w; x++) {
+    const i = at(x, y);
+    let block = drawn(i) && (run === 0 || same(i, at(x - 1, y)));
+    for (let k = 1; block && k < tall; k++) block = same(i, at(x, y + k));
+    run = block ? run + 1 : 0;
+    best = Math.max(best, run);
+  }
+}
+return [best, w];
+"""
+
+#: Dashboards and their per-minute counts of events that come now and then (the seeding brings its dead letters in
+#: one burst, its alerts in a minute or two).
+SPARSE_COUNT_CHARTS = {"feed-health": "Dead letters per minute by reason", "volatility-alerts": "Alerts per minute"}
+
+
+@pytest.mark.parametrize("slug", sorted(SPARSE_COUNT_CHARTS))
+def test_a_minute_of_dead_letters_or_alerts_is_not_drawn_across_the_chart(stack_up: Settings, browser: object,
+                                                                          slug: str) -> None:
+    """A bar of one minute alone spanned the whole chart (ECharts sizes bars on a time axis by the smallest gap
+    between their times, a lone one by the whole axis). The dashboard opens with its Time range filter on the
+    seeding's first minutes (the `native_filters` URL parameter), where these charts have a minute or two: they draw
+    points, and no block wider than a tenth of the chart."""
+    from datetime import datetime, timedelta, timezone
+    from urllib.parse import quote
+
+    from live_data import seed_live_data
+    from selenium.webdriver.common.by import By
+
+    started = datetime.fromtimestamp(seed_live_data(stack_up).started_ms / 1000, timezone.utc)
+    start = started.replace(second=0, microsecond=0, tzinfo=None)
+    window = f"{start:%Y-%m-%dT%H:%M:%S} : {start + timedelta(minutes=3):%Y-%m-%dT%H:%M:%S}"
+    dashboard = next(d for d in of_kind(load_bundle(stack_up), "dashboard").values() if d["slug"] == slug)
+    (time_filter,) = [n["id"] for n in dashboard["metadata"]["native_filter_configuration"]
+                      if n["filterType"] == "filter_time"]
+    rison = (f"({time_filter}:(extraFormData:(time_range:'{window}'),filterState:(value:'{window}'),"
+             f"id:{time_filter},ownState:()))")
+    title = SPARSE_COUNT_CHARTS[slug]
+    browser.get(f"{stack_up.superset.url}/superset/dashboard/{slug}/"  # type: ignore[attr-defined]
+                f"?native_filters={quote(rison)}")
+    _holder_of(browser, title)
+    widths = {}
+    for holder in browser.find_elements(  # type: ignore[attr-defined]
+            By.CSS_SELECTOR, "[data-test='dashboard-component-chart-holder']"):
+        name = holder.find_element(By.CSS_SELECTOR, ".header-title").text
+        for canvas in holder.find_elements(By.CSS_SELECTOR, "canvas")[:1]:
+            widths[name] = browser.execute_script(_SOLID_WIDTH, canvas)  # type: ignore[attr-defined]
+    browser.save_screenshot(str(stack_up.run_dir / "screenshots" / f"{slug}-seeding.png"))  # type: ignore[attr-defined]
+    print(f"{slug} over {window}: widest block / canvas width per chart: {widths}")
+    best, width = widths[title]
+    assert best < width / 10, f"{title}: a block {best} of {width} pixels wide"

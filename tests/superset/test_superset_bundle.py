@@ -136,6 +136,39 @@ def test_the_candles_table_holds_its_whole_window_and_pages_it(files: dict[str, 
     assert "a page" in chart["description"]
 
 
+#: Per-minute counts of events that come now and then: a bar of one minute alone spans the whole axis (ECharts sizes
+#: bars on a time axis by the smallest gap between their times, and with one time by the axis' length).
+SPARSE_COUNTS = ("charts/dead_letters_per_minute_by_reason.yaml", "charts/alerts_per_minute.yaml")
+
+
+def test_sparse_per_minute_counts_are_zero_filled_points_not_bars(files: dict[str, dict[str, Any]]) -> None:
+    for name in SPARSE_COUNTS:
+        chart = files[name]
+        params = chart["params"]
+        assert chart["viz_type"] == "echarts_timeseries_line", f"{name}: a lone minute's bar spans the chart"
+        assert params["markerEnabled"] and params["markerSize"] >= 4, f"{name}: a lone minute draws no line"
+        assert (params["resample_rule"], params["resample_method"]) == ("1T", "zerofill"), name
+        assert params["time_grain_sqla"] == "PT1M" and params["metrics"][0]["sqlExpression"] == "COUNT(*)"
+        assert "stack" not in params and not params["area"], name
+
+
+def test_resampled_charts_save_the_query_the_frontend_builds(files: dict[str, dict[str, Any]]) -> None:
+    """Superset's frontend puts its resample step after the pivot (zerofill is asfreq with fill_value 0); the saved
+    query context, which the chart-data API and the benchmark run, must do the same."""
+    resampled = {name for name, chart in of_kind(files, "chart").items() if chart["params"].get("resample_rule")}
+    assert resampled >= set(SPARSE_COUNTS)
+    for name in resampled:
+        params = files[name]["params"]
+        zero = params["resample_method"] == "zerofill"
+        options = {"method": "asfreq" if zero else params["resample_method"], "rule": params["resample_rule"],
+                   "fill_value": 0 if zero else None}
+        step = {"operation": "resample", "options": options}
+        for query in files[name]["query_context"]["queries"]:
+            operations = [p["operation"] for p in query["post_processing"]]
+            assert operations[:2] == ["pivot", "resample"], f"{name}: {operations}"
+            assert query["post_processing"][1] == step, name
+
+
 def test_dashboards_refresh_and_hold_a_few_charts_each(files: dict[str, dict[str, Any]]) -> None:
     dashboards = {d["dashboard_title"]: d for d in of_kind(files, "dashboard").values()}
     assert DASHBOARDS <= set(dashboards)
