@@ -152,11 +152,19 @@ def test_sparse_per_minute_counts_are_zero_filled_points_not_bars(files: dict[st
         assert "stack" not in params and not params["area"], name
 
 
+#: Per-minute volume bars of one product: bars as wide as the gaps between its traded minutes, without zero-filling.
+ZERO_FILLED_BARS = ("charts/traded_volume_per_minute.yaml", "charts/buy_and_sell_volume_per_minute.yaml")
+
+
 def test_resampled_charts_save_the_query_the_frontend_builds(files: dict[str, dict[str, Any]]) -> None:
     """Superset's frontend puts its resample step after the pivot (zerofill is asfreq with fill_value 0); the saved
     query context, which the chart-data API and the benchmark run, must do the same."""
     resampled = {name for name, chart in of_kind(files, "chart").items() if chart["params"].get("resample_rule")}
-    assert resampled >= set(SPARSE_COUNTS)
+    assert resampled >= set(SPARSE_COUNTS) | set(ZERO_FILLED_BARS)
+    for name in ZERO_FILLED_BARS:  # a quiet product's bars as wide as its gaps: one minute, zero between
+        params = files[name]["params"]
+        assert params["viz_type"] == "echarts_timeseries_bar" and params["time_grain_sqla"] == "PT1M", name
+        assert (params["resample_rule"], params["resample_method"]) == ("1T", "zerofill"), name
     for name in resampled:
         params = files[name]["params"]
         zero = params["resample_method"] == "zerofill"
