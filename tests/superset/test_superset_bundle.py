@@ -136,6 +136,15 @@ def test_the_candles_table_holds_its_whole_window_and_pages_it(files: dict[str, 
     assert "a page" in chart["description"]
 
 
+def test_the_latest_alerts_table_holds_its_hour_and_pages_it(files: dict[str, dict[str, Any]]) -> None:
+    """Its 50 rows hid the hour's older alerts under the same warning: an hour of alerts is a few hundred."""
+    chart = files["charts/latest_alerts.yaml"]
+    params, (query,) = chart["params"], chart["query_context"]["queries"]
+    assert params["query_mode"] == "raw" and params["order_by_cols"] == ['["event_time", false]']
+    assert params["row_limit"] == query["row_limit"] >= 10_000
+    assert params["server_pagination"] is False and 0 < params["page_length"] <= 20 and params["include_search"]
+
+
 #: Per-minute counts of events that come now and then: a bar of one minute alone spans the whole axis (ECharts sizes
 #: bars on a time axis by the smallest gap between their times, and with one time by the axis' length).
 SPARSE_COUNTS = ("charts/dead_letters_per_minute_by_reason.yaml", "charts/alerts_per_minute.yaml")
