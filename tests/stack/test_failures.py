@@ -358,6 +358,29 @@ def test_a_fresh_pulsar_s_bookie_listens_on_the_configured_port(stack_up: Settin
     assert our_processes(settings) == []
 
 
+@pytest.mark.stack
+def test_the_pinot_broker_serves_its_configured_port_and_waits_only_a_second_to_exit(stack_up: Settings,
+                                                                                     tmp_path: Path) -> None:
+    """Pinot's broker waits `pinot.broker.delayShutdownTimeMs` (10 s by default: most of `rtca down`) for queries in
+    flight before it exits. Only its configuration file sets that, and a file replaces StartBroker's flags, so the
+    file carries the host and query port too: the broker must answer there."""
+    from rtca.stack import pinot
+
+    settings = isolated_settings(tmp_path)
+    supervisor = Supervisor(settings)
+    roles = {s.name: s for s in pinot.services(settings)}
+    names = ["pinot-zookeeper", "pinot-controller", "pinot-broker"]
+    try:
+        supervisor.start_all([roles[name] for name in names], timeout=240, started=[])  # healthy: /health answered
+        assert settings.pinot.broker_url.endswith(f":{settings.pinot.broker_port}")
+        supervisor.stop("pinot-broker")
+        said = supervisor.log_file("pinot-broker").read_text(errors="replace")
+        assert f"Wait for {pinot.BROKER_SHUTDOWN_DELAY_MS}ms before shutting down" in said
+    finally:
+        supervisor.stop_all(names[::-1])
+    assert our_processes(settings) == []
+
+
 @pytest.mark.parametrize("content", ["null", '{"pid": "12", "create_time": 0}', "[]", "{", ""])
 def test_a_damaged_pid_file_means_not_running_and_is_removed(tmp_path: Path, content: str) -> None:
     supervisor = Supervisor(load_settings(run_dir=tmp_path))

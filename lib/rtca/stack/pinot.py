@@ -66,7 +66,7 @@ def services(settings: Settings) -> list[Service]:
                 url=p.controller_url, health_url=f"{p.controller_url}/health", ports=(p.controller_port,),
                 after=("pinot-zookeeper",), host=p.host),
         Service("pinot-broker", lambda: _jvm(settings, p.broker_heap, "StartBroker", *cluster,
-                                             "-brokerHost", p.host, "-brokerPort", str(p.broker_port)),
+                                             "-configFileName", str(broker_config(settings))),
                 url=p.broker_url, health_url=f"{p.broker_url}/health", ports=(p.broker_port,),
                 after=cluster_dep, host=p.host),
         Service("pinot-server", lambda: _jvm(settings, p.server_heap, "StartServer", *cluster,
@@ -78,6 +78,24 @@ def services(settings: Settings) -> list[Service]:
                 url=server_admin, health_url=f"{server_admin}/health",
                 ports=(p.server_port, p.server_admin_port, p.server_grpc_port), after=cluster_dep, host=p.host),
     ]
+
+
+#: Seconds the broker waits for queries in flight before it exits (Pinot's default, 10 s, was most of `rtca down`).
+BROKER_SHUTDOWN_DELAY_MS = 1000
+
+
+def broker_config(settings: Settings) -> Path:
+    """The broker's configuration file. Only a file sets `pinot.broker.delayShutdownTimeMs`, and a file replaces
+    StartBroker's own flags (host, query port), so it carries them too (the keys of 0.11's `generateBrokerConf`)."""
+    p = settings.pinot
+    path = settings.run_dir / "conf" / "pinot-broker.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"pinot.cluster.name={p.cluster}\n"
+                    f"pinot.zk.server={p.zookeeper_address}\n"
+                    f"pinot.broker.hostname={p.host}\n"
+                    f"pinot.broker.client.queryPort={p.broker_port}\n"
+                    f"pinot.broker.delayShutdownTimeMs={BROKER_SHUTDOWN_DELAY_MS}\n")
+    return path
 
 
 def cluster_marker(settings: Settings) -> Path:
