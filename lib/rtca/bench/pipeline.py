@@ -42,7 +42,7 @@ from rtca.feed.simulator import SimulatedMarket
 from rtca.feed.sinks import Done, Record, Sink, pulsar_client, pulsar_sinks
 from rtca.settings import Settings, Tables, Topics
 from rtca.stack.pulsar import delete_topics
-from rtca.stack.remote import http_options
+from rtca.stack.remote import http_options, pulsar_topic_path
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +160,6 @@ def _admin(settings: Settings) -> httpx.Client:
     return httpx.Client(base_url=settings.pulsar.admin_url, timeout=30, **http_options(settings, "pulsar"))
 
 
-def _topic_path(topic: str) -> str:
-    return "/admin/v2/" + topic.replace("://", "/", 1)
-
-
 def delete_topics_with_prefix(settings: Settings, prefix: str, timeout: float = 60.0) -> None:
     """Delete every topic of the namespace whose short name starts with `prefix` (retried, see `delete_topics`)."""
     left = delete_topics(settings, lambda topic: topic.rsplit("/", 1)[-1].startswith(prefix), timeout=timeout)
@@ -173,7 +169,7 @@ def delete_topics_with_prefix(settings: Settings, prefix: str, timeout: float = 
 
 def topic_stats(settings: Settings, topic: str) -> dict[str, Any]:
     with _admin(settings) as admin:
-        response = admin.get(_topic_path(topic) + "/stats")
+        response = admin.get(pulsar_topic_path(topic) + "/stats")
         return dict(response.json()) if response.is_success else {}
 
 

@@ -35,7 +35,7 @@ from rtca.functions import routing
 from rtca.functions.runtime import RAW_SERDE
 from rtca.settings import Settings, name_list
 from rtca.stack.profiles import build_function_package, profile
-from rtca.stack.remote import http_options, json_answer
+from rtca.stack.remote import http_options, json_answer, pulsar_topic_path
 from rtca.stack.progress import say
 
 Guarantee = Literal["ATLEAST_ONCE", "ATMOST_ONCE", "EFFECTIVELY_ONCE", "MANUAL"]
@@ -381,7 +381,7 @@ def _recreate(admin: httpx.Client, settings: Settings, name: str, existing: Mapp
     # topic whose subscription is deleted below, and read alongside the new function.
     _wait_consumers(admin, before, subscription, lambda now: not any(now.values()), f"{name}'s instances to stop")
     for topic in removed:
-        path = f"/admin/v2/{topic.replace('://', '/', 1)}/subscription/{quote(subscription, safe='')}"
+        path = f"{pulsar_topic_path(topic)}/subscription/{quote(subscription, safe='')}"
         response = _request(lambda p=path: admin.delete(p, params={"force": "true"}),  # type: ignore[misc]
                             f"delete subscription {subscription} on {topic}")  # fmt: skip
         if not (response.is_success or response.status_code == 404):
@@ -392,7 +392,7 @@ def _consumers(admin: httpx.Client, topics: Sequence[str], subscription: str) ->
     """Per topic, the names of the consumers attached to `subscription` (random per instance start)."""
     found = {}
     for topic in topics:
-        base = f"/admin/v2/{topic.replace('://', '/', 1)}"
+        base = pulsar_topic_path(topic)
         response = _request(lambda b=base: admin.get(f"{b}/stats"), f"stats of {topic}")  # type: ignore[misc]
         if response.status_code == 404:  # a partitioned topic (or none: nothing attached)
             response = _request(lambda b=base: admin.get(f"{b}/partitioned-stats"),  # type: ignore[misc]
@@ -422,7 +422,7 @@ def _wait_consumers(admin: httpx.Client, topics: Sequence[str], subscription: st
 
 def _ensure_compaction(admin: httpx.Client, topic: str) -> None:
     """Create `topic` if needed and set its compaction threshold (a topic policy; idempotent)."""
-    path = "/admin/v2/" + topic.replace("://", "/", 1)
+    path = pulsar_topic_path(topic)
     response = _request(lambda: admin.put(path), f"create topic {topic}")
     if not (response.is_success or response.status_code == 409):
         raise _fail(f"create topic {topic}", response)

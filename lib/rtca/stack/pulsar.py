@@ -23,7 +23,7 @@ from rtca.settings import Settings
 from rtca.stack.artifacts import bind_env, pulsar_home
 from rtca.stack.process import Launch, Service
 from rtca.stack.profiles import profile
-from rtca.stack.remote import http_options, json_answer
+from rtca.stack.remote import http_options, json_answer, pulsar_topic_path
 
 #: Retention -1 = unlimited for the broker's other namespaces; the workbench's own has the settings' retention
 #: (`ensure_namespace`): Pinot reads with a Reader, which is not a subscription, so nothing else keeps data.
@@ -160,7 +160,7 @@ def ensure_topic(settings: Settings, topic: str) -> None:
     if not topic.startswith("persistent://"):
         return  # non-persistent topics exist while they are used
     partitions = profile(settings).topic_partitions
-    path = f"/admin/v2/{topic.replace('://', '/', 1)}"
+    path = pulsar_topic_path(topic)
     with httpx.Client(base_url=settings.pulsar.admin_url, timeout=30, **http_options(settings, "pulsar")) as admin:
         if partitions > 1:
             response = admin.put(f"{path}/partitions", json=partitions)
@@ -205,7 +205,7 @@ def delete_topics(settings: Settings, wanted: Callable[[str], bool], *, timeout:
                 for topic in sorted({_PARTITION.sub("", t) for t in left}):
                     suffix = "/partitions" if topic in partitioned else ""
                     with suppress(httpx.HTTPError):  # done late, or not: the next listing tells
-                        admin.delete(f"/admin/v2/{topic.replace('://', '/', 1)}{suffix}", params={"force": "true"})
+                        admin.delete(f"{pulsar_topic_path(topic)}{suffix}", params={"force": "true"})
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 

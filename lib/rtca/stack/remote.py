@@ -60,6 +60,11 @@ def json_answer(response: httpx.Response, what: str) -> Any:
                           hint="is that the service's address? `rtca config` shows the URLs in use") from None
 
 
+def pulsar_topic_path(topic: str) -> str:
+    """The admin REST path of a full topic name (`persistent://tenant/ns/t` -> `/admin/v2/persistent/tenant/ns/t`)."""
+    return "/admin/v2/" + topic.replace("://", "/", 1)
+
+
 def http_options(settings: Settings, service: str) -> dict[str, Any]:
     """Keyword arguments for `httpx.Client` / `httpx.get` talking to `service` (pulsar, pinot or superset)."""
     options: dict[str, Any] = {"verify": verify_option(settings)}
