@@ -181,3 +181,26 @@ def test_the_namespace_keeps_the_configured_retention(stack_up: Settings) -> Non
     policy = httpx.get(f"{p.admin_url}/admin/v2/namespaces/{p.tenant}/{p.namespace}/retention", timeout=30).json()
     assert policy == {"retentionTimeInMinutes": p.retention_minutes, "retentionSizeInMB": p.retention_mb}
     assert p.retention_minutes == 7 * 24 * 60  # the default: as long as Pinot's tables keep their rows
+
+
+def test_a_changed_retention_reaches_a_running_stack_through_up_and_deploy(stack_up: Settings) -> None:
+    """The README promises that `rtca up` and `rtca deploy` set a changed retention on an existing namespace (to
+    bound a live feed's disk, say); both used to return early on a running local stack and leave the old policy."""
+    import httpx
+
+    from rtca import stack
+
+    p = stack_up.pulsar
+    url = f"{p.admin_url}/admin/v2/namespaces/{p.tenant}/{p.namespace}/retention"
+
+    def with_retention(minutes: int) -> Settings:
+        return stack_up.model_copy(update={"pulsar": p.model_copy(update={"retention_minutes": minutes})})
+
+    try:
+        stack.up(with_retention(p.retention_minutes + 1))  # longer, so nothing another test wrote goes meanwhile
+        assert httpx.get(url, timeout=30).json()["retentionTimeInMinutes"] == p.retention_minutes + 1
+        stack.prepare(with_retention(p.retention_minutes + 2))  # `rtca deploy`'s first step
+        assert httpx.get(url, timeout=30).json()["retentionTimeInMinutes"] == p.retention_minutes + 2
+    finally:
+        stack.prepare(stack_up)
+    assert httpx.get(url, timeout=30).json()["retentionTimeInMinutes"] == p.retention_minutes

@@ -50,9 +50,9 @@ def status(settings: Settings) -> list[ServiceState]:
 
 def prepare(settings: Settings) -> None:
     """What deploying needs besides running services: the Pulsar namespace with its policies and Superset's Pinot
-    database. `up` sets them up on the stacks rtca starts; on `external` clusters it is the first step of every
-    deployment (idempotent; it needs tenant-admin rights there)."""
-    if settings.backend == "external":
-        from rtca.stack.remote import prepare as prepare_remote
+    database. The first step of every deployment on every backend (idempotent; on `external` clusters it needs
+    tenant-admin rights): `up` sets them when it starts a stack, and this applies a policy changed since (a
+    shorter retention, say) to one that kept running."""
+    from rtca.stack.remote import prepare as prepare_remote
 
-        prepare_remote(settings)
+    prepare_remote(settings)

@@ -140,7 +140,8 @@ def up(settings: Settings) -> list[ServiceState]:
     check_prerequisites()
     before = status(settings)
     if all(state.healthy for state in before):
-        say("the stack is already up; nothing changed")
+        remote.prepare(settings)  # idempotent: a retention changed since the start applies now
+        say("the stack is already up; nothing started (the namespace's policies applied)")
         return before
     was_running = any(state.healthy for state in before)
     try:

@@ -62,7 +62,8 @@ def _up(settings: Settings, supervisor: Supervisor) -> list[ServiceState]:
     wanted = services(settings)
     missing = [s for s in wanted if not (supervisor.process(s.name) and supervisor.healthy(s))]
     if not missing:  # checked first: a healthy stack needs neither downloads nor free disk for them
-        say("the stack is already up; nothing changed")
+        pulsar.ensure_namespace(settings)  # idempotent: a retention changed since the start applies now
+        say("the stack is already up; nothing started (the namespace's policies applied)")
         return status(settings, wanted)
     check_prerequisites(settings)
     for service in missing:  # before the downloads of a first start (minutes), not after them
