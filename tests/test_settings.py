@@ -93,6 +93,8 @@ def test_a_section_given_as_json_that_does_not_parse_is_a_config_error(monkeypat
 def test_name_lists_from_papermill_strings() -> None:
     assert name_list("router") == ["router"] and name_list("ticker, matches") == ["ticker", "matches"]
     assert name_list(["a", "b"]) == ["a", "b"] and name_list(None) is None
+    # a YAML list given through `-p` arrives as its text: taken apart at the commas it gave '[a' and 'b]'
+    assert name_list("[SKL-USD, 'YFI-BTC']") == name_list(' ["SKL-USD","YFI-BTC"] ') == ["SKL-USD", "YFI-BTC"]
 
 
 def test_the_exchange_url_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:

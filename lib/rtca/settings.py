@@ -370,11 +370,15 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 
 def name_list(names: str | Iterable[str] | None) -> list[str] | None:
     """Names given as a list or as one comma-separated string (a papermill `-p functions coinbase-router`
-    parameter, which is a string: taken as a list it would be its letters); None stays None (all)."""
+    parameter, which is a string: taken as a list it would be its letters), also written as a YAML list
+    (`-p products '[BTC-USD, ETH-USD]'`, which papermill's `-p` passes as that text); None stays None (all)."""
     if names is None:
         return None
     if isinstance(names, str):
-        names = [name.strip() for name in names.split(",") if name.strip()]
+        text = names.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        names = [name.strip().strip("'\"").strip() for name in text.split(",")]
     elif not isinstance(names, (list, tuple, set, frozenset)):  # `-p tables 5`: papermill passes the number
         raise ConfigError(f"expected names, got {type(names).__name__} {names!r}",
                           hint="a list of names, or one comma-separated string, e.g. ticker,matches")
