@@ -355,7 +355,7 @@ def _recreate(admin: httpx.Client, settings: Settings, name: str, existing: Mapp
     Pulsar cannot change a function's inputs in place: an update that adds one is refused ("Input Topics cannot be
     altered") and one that only removes some keeps reading them (it merges the two lists). Deleting the function
     would also delete its subscriptions, so that the new one read its kept inputs again from the earliest message
-    retained (all of them here: retention is unlimited). So the function is first updated to keep them, and deleted
+    retained (the namespace's retention: 7 days by default). So the function is first updated to keep them, and deleted
     only once its instances run that update (the worker stops an instance with the settings it was started with);
     then the subscriptions on the inputs it no longer reads are deleted (their backlog would grow for ever)."""
     before = sorted(existing.get("inputSpecs") or {})
