@@ -33,7 +33,7 @@ from rtca.functions.samples import hostile_payloads
 from rtca.pinot.client import PinotClient
 from rtca.pinot.tables import apply_tables
 from rtca.settings import Settings
-from rtca.stack.remote import http_options
+from rtca.stack.remote import http_options, pulsar_topic_path
 from rtca.superset.bundle import apply_dashboards
 
 HOSTILE = 40
@@ -137,7 +137,7 @@ def _wait_settled(settings: Settings, *, timeout: float = 180.0) -> None:
                         (TICKER_STATS, settings.topic(settings.topics.ticker))):  # fmt: skip
         subscription = f"{p.tenant}/{p.namespace}/{name}"
         with httpx.Client(base_url=p.admin_url, timeout=30, **http_options(settings, "pulsar")) as admin:
-            path = "/admin/v2/" + topic.replace("://", "/", 1)
+            path = pulsar_topic_path(topic)
             last = admin.get(path + "/lastMessageId").raise_for_status().json()
             target, taken = (last["ledgerId"], last["entryId"]), (-1, -1)
             while taken < target:
