@@ -69,7 +69,7 @@ def test_record_connects_where_the_settings_say(monkeypatch: pytest.MonkeyPatch,
     ("RTCA_PULSAR__WEB_PORT", "70000", "pulsar.web_port"),
     ("RTCA_BACKEND", "foo", "backend"),
     ("RTCA_PINOT", "{bad", "\"pinot\""),
-    ("RTCA_RUN_DIR", "", "run_dir: Value error, an empty path"),
+    ("RTCA_RUN_DIR", "", "run_dir (RTCA_RUN_DIR): Value error, an empty path"),
     ("RTCA_PINOT__HOST", "::1", "IPv6 literals are not supported"),  # http://::1:9000 failed deep in httpx
     ("RTCA_SUPERSET__HOST", "", "a host name or IPv4 address"),
 ])  # fmt: skip

@@ -55,6 +55,27 @@ def test_a_variable_that_names_no_setting_is_warned_about_once_by_the_library_to
     assert len(warnings) == 1 and warnings[0].startswith("warning: RTCA_PINOT_BROKER_PORT")
 
 
+def test_an_unknown_variable_inside_a_section_is_one_error_naming_the_section_s_settings(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """It was warned about as "ignored", then refused by the section with pydantic's "Extra inputs are not
+    permitted": two messages that contradict each other."""
+    monkeypatch.setenv("RTCA_PINOT__BROKER_PROT", "18099")
+    with pytest.raises(ConfigError, match="RTCA_PINOT__BROKER_PROT names no setting of the pinot section") as failed:
+        load_settings()
+    assert "RTCA_PINOT__BROKER_PORT" in (failed.value.hint or "")
+    assert "ignored" not in capsys.readouterr().err
+
+
+def test_a_refused_value_names_its_variable_or_the_parameter_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runbook's `backend` parameter was reported as an invalid RTCA_* environment variable."""
+    monkeypatch.setenv("RTCA_PINOT__BROKER_PORT", "abc")
+    with pytest.raises(ConfigError, match=r"pinot.broker_port \(RTCA_PINOT__BROKER_PORT\)"):
+        load_settings()
+    monkeypatch.delenv("RTCA_PINOT__BROKER_PORT")
+    with pytest.raises(ConfigError, match=r"backend \(given as a parameter\)"):
+        load_settings(backend="nope")
+
+
 def test_a_runbook_without_a_backend_parameter_takes_rtca_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     """`papermill runbooks/90-teardown.ipynb ...` in a job for an external cluster (RTCA_BACKEND=external) took the
     parameter's default, local: its teardown would have stopped a local stack on that machine."""
@@ -79,7 +100,7 @@ def test_a_runbook_env_value_of_the_wrong_type_or_range_is_named_and_not_kept(en
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     key = next(iter(env))
     monkeypatch.delenv(key, raising=False)
-    with pytest.raises(ConfigError, match=f"invalid settings .*{named}"):
+    with pytest.raises(ConfigError, match=f"invalid settings: .*{named}"):
         runbook_settings("local", env)
     assert key not in os.environ  # the next cell's settings are not broken by it
 

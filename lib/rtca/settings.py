@@ -335,8 +335,16 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with explicit keyword overrides on top (used by the CLI and tests); values of
     the wrong type or range are a `ConfigError` naming each, not pydantic's report. An `RTCA_*` variable that names
-    no setting is a warning on stderr (once per process): the CLI's, a notebook's or a runbook's."""
-    for variable in unknown_variables(os.environ):
+    no setting is a warning on stderr (once per process): the CLI's, a notebook's or a runbook's; one inside a
+    section (`RTCA_PINOT__NOPE`) is an error, as the section refuses it, naming the section's settings."""
+    unknown = unknown_variables(os.environ)
+    for variable in unknown:
+        section, _, field = variable.removeprefix("RTCA_").lower().partition("__")
+        model = Settings.model_fields[section].annotation if section in Settings.model_fields else None
+        if field and isinstance(model, type) and issubclass(model, BaseModel):
+            known = ", ".join(f"RTCA_{section.upper()}__{name.upper()}" for name in model.model_fields)
+            raise ConfigError(f"{variable} names no setting of the {section} section", hint=f"its settings: {known}")
+    for variable in unknown:
         if variable not in _WARNED:
             _WARNED.add(variable)
             print(f"warning: {variable} names no setting and is ignored (sections and fields are separated by two "
@@ -344,15 +352,24 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings (RTCA_* environment variables): {problems}", hint=_SETTINGS_HINT) from None
+        problems = "; ".join(f"{_source_of(e['loc'], overrides)}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}", hint=_SETTINGS_HINT) from None
     except SettingsError as exc:  # e.g. a section given as JSON that does not parse (RTCA_PINOT='{bad')
         raise ConfigError(f"invalid settings (RTCA_* environment variables): {exc}", hint=_SETTINGS_HINT) from None
 
 
+def _source_of(loc: tuple[Any, ...], overrides: Mapping[str, Any]) -> str:
+    """Where a refused value came from: `pinot.broker_port (RTCA_PINOT__BROKER_PORT)`, or a caller's argument (a
+    runbook's `backend` parameter was blamed on the environment)."""
+    path = ".".join(map(str, loc)) or "settings"
+    if loc and loc[0] in overrides:
+        return f"{path} (given as a parameter)"
+    return f"{path} (RTCA_{'__'.join(str(part).upper() for part in loc)})" if loc else path
+
+
 #: Not `rtca config`: it reads the same settings and fails the same way.
-_SETTINGS_HINT = ("fix or unset the variable named; the settings and their defaults are in lib/rtca/settings.py "
-                  "(`rtca config` prints them once they load)")
+_SETTINGS_HINT = ("fix or unset the variable (or parameter) named; the settings and their defaults are in "
+                  "lib/rtca/settings.py (`rtca config` prints them once they load)")
 
 #: `RTCA_*` variables that are not settings: set by rtca for its own processes, or read by the tests.
 NOT_SETTINGS = frozenset({"RTCA_BIND_HOST", "RTCA_KEEP_STACK"})
