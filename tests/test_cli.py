@@ -388,3 +388,36 @@ def test_status_exits_3_for_a_running_ingest_that_is_not_healthy(ingest: bool | 
     monkeypatch.setattr(service, "ended_ingest",
                         lambda settings: state("ingest", False, ended=True) if ended else None)
     assert main(["status"]) == code
+
+
+def test_functions_status_tells_a_service_that_is_not_pulsar_from_functions_not_deployed(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Any 404 read as "not deployed": pointed at another service (Superset's port), `rtca functions status` sent the
+    user to deploy six functions that were running. And a refused connection did not say which URL refused it."""
+    import http.server
+    import threading
+
+    class NotPulsar(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><html><body>Not found</body></html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotPulsar)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("RTCA_PULSAR__ADMIN_URL_OVERRIDE", url)
+        assert main(["functions", "status"]) == 1
+        captured = capsys.readouterr()
+        assert "not deployed" not in captured.out
+        assert f"{url} answered HTTP 404 (text/html; charset=utf-8), not as Pulsar's functions API" in captured.err
+    finally:
+        server.shutdown()
+    monkeypatch.setenv("RTCA_PULSAR__ADMIN_URL_OVERRIDE", "http://127.0.0.1:1")
+    assert main(["functions", "status"]) == 1
+    assert "at http://127.0.0.1:1: " in capsys.readouterr().err

@@ -290,7 +290,9 @@ def test_a_refused_create_or_update_says_which(monkeypatch: pytest.MonkeyPatch, 
     def refuse(request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
             inputs = {Settings().topic(Settings().topics.raw): {}}  # the same inputs: an update in place
-            return httpx.Response(200, json={"userConfig": {}, "inputSpecs": inputs}) if exists else httpx.Response(404)
+            if exists:
+                return httpx.Response(200, json={"userConfig": {}, "inputSpecs": inputs})
+            return httpx.Response(404, json={"reason": "Function coinbase-router doesn't exist"})  # as Pulsar says
         return httpx.Response(400, json={"reason": "Namespace does not exist"})
 
     monkeypatch.setattr(fdeploy, "_admin", lambda settings, timeout=60.0: httpx.Client(

@@ -272,12 +272,35 @@ def _request(call: Callable[[], httpx.Response], what: str) -> httpx.Response:
     try:
         return call()
     except httpx.HTTPError as exc:
-        raise DeployError(f"{what}: {exc}", hint="is Pulsar up with its functions worker? `rtca status`") from exc
+        try:
+            url = exc.request.url
+            where = f" at {url.scheme}://{url.netloc.decode()}"
+        except RuntimeError:  # an error raised before any request was built
+            where = ""
+        raise DeployError(f"{what}{where}: {exc}", hint="is Pulsar up with its functions worker? `rtca status`, and "
+                                                        "`rtca config` for the admin URL in use") from exc
+
+
+def _no_such_function(response: httpx.Response) -> bool:
+    """A 404 of the functions API (a JSON `reason`): the function does not exist. Any other 404 comes from something
+    that is not Pulsar's admin API (another service on the port), which reported every function as not deployed."""
+    if response.status_code != 404:
+        return False
+    try:
+        if isinstance(response.json().get("reason"), str):
+            return True
+    except (ValueError, AttributeError):
+        pass
+    url = response.request.url
+    raise DeployError(f"{url.scheme}://{url.netloc.decode()} answered HTTP 404 "
+                      f"({response.headers.get('content-type') or 'no content type'}), not as Pulsar's functions API",
+                      hint="is that Pulsar's admin URL? `rtca config` shows the one in use (RTCA_PULSAR__WEB_PORT, "
+                           "RTCA_PULSAR__ADMIN_URL_OVERRIDE)")
 
 
 def _get_config(admin: httpx.Client, settings: Settings, name: str) -> dict[str, Any] | None:
     response = _request(lambda: admin.get(_path(settings, name)), f"read function {name}")
-    if response.status_code == 404:
+    if _no_such_function(response):
         return None
     if not response.is_success:
         raise _fail(f"read function {name}", response)
@@ -485,7 +508,7 @@ def _instance_logs(settings: Settings, name: str) -> tuple[str, str]:
 
 def _status_json(admin: httpx.Client, settings: Settings, name: str) -> dict[str, Any] | None:
     response = _request(lambda: admin.get(_path(settings, name, "/status")), f"status of {name}")
-    if response.status_code == 404:
+    if _no_such_function(response):
         return None
     if not response.is_success:
         raise _fail(f"status of {name}", response)
