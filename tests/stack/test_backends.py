@@ -446,8 +446,9 @@ def test_rejected_credentials_are_named() -> None:
         settings = load_settings(backend="external", pinot={"controller_url_override": url})
         problems = {state.name: problem for state, problem in remote.check(settings)}
         assert problems["pinot-controller"] == f"{url}/health rejected the credentials (HTTP 401)"
-        with pytest.raises(ServiceError, match="RTCA_PINOT__USERNAME"):
+        with pytest.raises(ServiceError, match="RTCA_PINOT__USERNAME") as failed:
             remote.require_healthy(settings)
+        assert str(failed.value).startswith(f"pinot-controller: {url}/health rejected")  # named once, not twice
     finally:
         server.shutdown()
 

@@ -186,7 +186,8 @@ def require_healthy(settings: Settings, only: Collection[str] | None = None, *,
     failed = [(state, problem) for state, problem in results if problem is not None]
     if failed:
         settings_of = {e.name: e.setting for e in endpoints(settings)}
-        lines = "; ".join(f"{state.name}: {problem}" for state, problem in failed)
+        # ServiceError names the services first: one alone is not named again ("pinot-broker: pinot-broker: ...")
+        lines = failed[0][1] if len(failed) == 1 else "; ".join(f"{s.name}: {problem}" for s, problem in failed)
         hint = hint or "check " + ", ".join(sorted({settings_of[state.name] for state, _ in failed}))
         raise ServiceError(", ".join(state.name for state, _ in failed), lines, hint=hint)
     return [state for state, _ in results]
