@@ -312,8 +312,10 @@ def cmd_pinot_apply(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_pinot_status(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.pinot.tables import format_status, pinot_status
 
-    print(format_status(pinot_status(settings)))
-    return 0
+    rows = pinot_status(settings)
+    print(format_status(rows))
+    # like `rtca status`: 3 when a table is missing or could not be counted (scripts can act on it)
+    return 0 if all(row.exists and not row.error for row in rows) else 3
 
 
 def cmd_superset_apply(settings: Settings, args: argparse.Namespace) -> int:

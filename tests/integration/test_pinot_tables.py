@@ -210,3 +210,20 @@ def test_status_and_tables_filled_by_the_pipeline(stack_up: Settings, pinot: Pin
                          f"AND kind = 'tick' AND reconnects >= 1 AND last_error IS NOT NULL LIMIT 1")
     print("last error after the reconnect:", errors)
     assert errors and errors[0][0] and errors[0][0] != "null", errors
+
+
+def test_status_exits_3_for_a_missing_table_and_names_a_service_that_is_not_pinot(
+        stack_up: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """`rtca pinot status` exited 0 whatever it found (unlike `rtca status`), and a broker URL that reached another
+    service printed 500 characters of its HTML page on every row."""
+    from rtca.cli import main
+
+    monkeypatch.setenv("RTCA_TABLES__TICKER", "status_test_no_such_table")
+    assert main(["pinot", "status"]) == 3
+    out = capsys.readouterr().out
+    assert "status_test_no_such_table" in out and "missing" in out and "`rtca pinot apply`" in out
+    monkeypatch.delenv("RTCA_TABLES__TICKER")
+    monkeypatch.setenv("RTCA_PINOT__BROKER_URL_OVERRIDE", stack_up.superset.url)  # answers, but not as Pinot
+    assert main(["pinot", "status"]) == 3
+    out = capsys.readouterr().out
+    assert "<" not in out and "text/html" in out and out.count("hint:") == 1, out

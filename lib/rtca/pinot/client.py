@@ -51,6 +51,12 @@ class PinotClient:
     @staticmethod
     def _check(response: httpx.Response, what: str) -> Any:
         if not response.is_success:
+            kind = response.headers.get("content-type", "")
+            if "json" not in kind and "text/plain" not in kind:  # another service's page (HTML), not Pinot's answer
+                url = response.request.url
+                raise DeployError(f"Pinot could not {what}: HTTP {response.status_code} ({kind or 'no content type'}) "
+                                  f"from {url.scheme}://{url.netloc.decode()}",
+                                  hint="is that Pinot's controller / broker? `rtca config` shows the URLs in use")
             raise DeployError(f"Pinot could not {what}: HTTP {response.status_code} {response.text[:500]}")
         return json_answer(response, f"{what} (Pinot)") if response.content else None
 

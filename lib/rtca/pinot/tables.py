@@ -304,6 +304,8 @@ class TableStatus:
     committed: int = 0
     newest_ms: int | None = None
     error: str = ""
+    #: What to do about `error`, shown once under the table rather than on every row.
+    hint: str = ""
 
     def __str__(self) -> str:
         if not self.exists:
@@ -332,7 +334,9 @@ def pinot_status(settings: Settings) -> list[TableStatus]:
                 rows.append(TableStatus(name, True, int(count), consuming, committed,
                                         int(newest) if count and newest is not None else None))
             except (DeployError, IndexError, TypeError, ValueError) as exc:
-                rows.append(TableStatus(name, True, None, consuming, committed, error=str(exc)[:200]))
+                message = exc.args[0] if isinstance(exc, DeployError) else str(exc)
+                rows.append(TableStatus(name, True, None, consuming, committed, error=str(message)[:200],
+                                        hint=getattr(exc, "hint", None) or ""))
     return rows
 
 
@@ -347,6 +351,9 @@ def format_status(rows: Sequence[TableStatus]) -> str:
         count = "?" if row.rows is None else f"{row.rows:,}"
         lines.append(f"{row.table:<24}{count:>12}{row.consuming:>11}{row.committed:>11}  {newest}"
                      + (f"  error: {row.error}" if row.error else ""))
+    lines += [f"  hint: {hint}" for hint in dict.fromkeys(row.hint for row in rows if row.hint)]
+    if any(not row.exists for row in rows):
+        lines.append("  hint: `rtca pinot apply` creates the missing tables")
     return "\n".join(lines)
 
 
