@@ -43,6 +43,27 @@ def test_logs_wants_a_positive_number_of_lines(lines: str) -> None:
         build_parser().parse_args(["logs", "pulsar", "-n", lines])
 
 
+def test_a_missing_log_names_the_services_and_counts_the_per_run_logs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """The hint listed every log of the run directory: 240 names, mostly `ingest-<id>`, with the services lost in it."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("pulsar", "superset", *(f"ingest-{i:08x}" for i in range(12))):
+        (logs / f"{name}.log").write_text("x\n")
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    assert main(["logs", "nosuch"]) == 1
+    hint = capsys.readouterr().err.split("hint:", 1)[1]
+    assert hint.split(":", 1)[1].strip().startswith("pulsar, superset, ingest-")
+    assert hint.count("ingest-") == 5 and "and 7 more" in hint
+
+
+def test_an_empty_export_directory_is_refused_not_taken_for_the_tracked_bundle(
+        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """`rtca superset export "$OUT"` with OUT unset used to overwrite infra/superset with Superset's version."""
+    assert main(["superset", "export", ""]) == 1
+    assert "an empty output directory" in capsys.readouterr().err
+
+
 def test_feed_servers_and_recorder_have_commands() -> None:
     parser = build_parser()
     replay = parser.parse_args(["replay", "serve", "--speed", "max", "--port", "9999"])

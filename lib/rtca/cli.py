@@ -86,10 +86,23 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     log = Supervisor(settings).log_file(args.service)
     if not log.exists():
-        raise RtcaError(f"no log for '{args.service}' at {log}",
-                        hint=f"logs present: {', '.join(p.stem for p in settings.logs_dir.glob('*.log')) or 'none'}")
+        raise RtcaError(f"no log for '{args.service}' at {log}", hint=_logs_present(settings))
     print("\n".join(_last_lines(log, args.lines)))
     return 0
+
+
+def _logs_present(settings: Settings) -> str:
+    """The services' logs by name; the many per-run logs (`ingest-<id>`, ...) only counted, newest first: listed
+    whole they were 240 names."""
+    from rtca.feed.service import NAME as INGEST
+    from rtca.stack.local import services as local_services
+
+    names = {p.stem: p for p in settings.logs_dir.glob("*.log")}
+    services = [n for n in [*(s.name for s in local_services(settings)), INGEST] if n in names]
+    runs = sorted((n for n in names if n not in services), key=lambda n: names[n].stat().st_mtime, reverse=True)
+    shown = services + runs[:5]
+    more = f" and {len(runs) - 5} more (ls {settings.logs_dir})" if len(runs) > 5 else ""
+    return f"logs present: {', '.join(shown)}{more}" if shown else "no logs yet"
 
 
 def _last_lines(path: Path, count: int, block: int = 64 * 1024) -> list[str]:
@@ -329,7 +342,9 @@ def cmd_superset_apply(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_superset_export(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.superset.bundle import export_dashboards
 
-    written = export_dashboards(settings, Path(args.out_dir) if args.out_dir else None)
+    if args.out_dir is not None and not args.out_dir.strip():  # an unset "$OUT": it would mean the tracked bundle
+        raise ConfigError("an empty output directory", hint="omit it to write infra/superset, or name a directory")
+    written = export_dashboards(settings, Path(args.out_dir) if args.out_dir is not None else None)
     print(f"wrote {len(written)} files")
     return 0
 
