@@ -442,3 +442,21 @@ def test_functions_status_tells_a_service_that_is_not_pulsar_from_functions_not_
     monkeypatch.setenv("RTCA_PULSAR__ADMIN_URL_OVERRIDE", "http://127.0.0.1:1")
     assert main(["functions", "status"]) == 1
     assert "at http://127.0.0.1:1: " in capsys.readouterr().err
+
+
+def test_an_https_url_on_a_plain_http_port_is_blamed_on_the_scheme_not_the_stack(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """The hint said "is the stack up?" while the stack was up and the URL's scheme was wrong."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("RTCA_PINOT__CONTROLLER_URL_OVERRIDE", url)
+        assert main(["pinot", "status"]) == 1
+        err = capsys.readouterr().err
+        assert f"hint: {url} may not speak TLS: check the scheme" in err and "is the stack up" not in err
+    finally:
+        server.shutdown()

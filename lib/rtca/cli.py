@@ -552,6 +552,17 @@ FILESYSTEM_HINT = ("free disk space, or check the path and its permissions (the 
 
 
 UNREACHABLE_HINT = "is the stack up? `rtca status` shows it, `rtca up` starts it; `rtca config` shows the URLs"
+#: An https:// URL on a plain-http port: the TLS handshake stalls ("handshake operation timed out") or is answered in
+#: plain text ("wrong version number"); the stack is up, the scheme is wrong.
+TLS_MISMATCH_HINT = ("{url} may not speak TLS: check the scheme (http:// or https://) of the URL settings in use "
+                     "(`rtca config`)")
+
+
+def _unreachable_hint(exc: httpx.TransportError) -> str:
+    text = str(exc)
+    if _where(exc).startswith("https://") and ("handshake" in text or "WRONG_VERSION_NUMBER" in text):
+        return TLS_MISMATCH_HINT.format(url=_where(exc))
+    return UNREACHABLE_HINT
 
 
 def _where(exc: httpx.TransportError) -> str:
@@ -572,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except httpx.TransportError as exc:  # a service that does not answer: the stack is down, or a URL is wrong
-        print(f"error: cannot reach {_where(exc)}: {type(exc).__name__}: {exc}\n  hint: {UNREACHABLE_HINT}",
+        print(f"error: cannot reach {_where(exc)}: {type(exc).__name__}: {exc}\n  hint: {_unreachable_hint(exc)}",
               file=sys.stderr)
         return 1
     except httpx.HTTPStatusError as exc:  # a refusal (a wrong token, say) where no caller said more about it
