@@ -111,9 +111,10 @@ def _did_you_mean(names: Sequence[str], known: Sequence[str]) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
-def check_parameters() -> None:
-    """Refuse parameters the runbook does not take (run in the kernel papermill executes; elsewhere a no-op); and
-    have the kernel show the workbench's own errors as their message only."""
+def check_parameters(kind: str = "runbook", error: type[RtcaError] = RunbookCheckFailed) -> None:
+    """Refuse parameters the `kind` of notebook (a runbook, an exploratory notebook) does not take (run in the
+    kernel papermill executes; elsewhere a no-op); and have the kernel show the workbench's own errors as their
+    message only."""
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython comes with the notebook tools
@@ -126,8 +127,8 @@ def check_parameters() -> None:
         return
     unknown, declared = unknown_parameters(history)
     if unknown:
-        said = f"unknown runbook parameter(s): {', '.join(unknown)}{_did_you_mean(unknown, declared)}"
-        raise RunbookCheckFailed(said, hint=f"this runbook takes: {', '.join(declared)}")
+        said = f"unknown {kind} parameter(s): {', '.join(unknown)}{_did_you_mean(unknown, declared)}"
+        raise error(said, hint=f"this {kind} takes: {', '.join(declared)}")
 
 
 def settings(backend: str | None = None, env: Mapping[str, str] | str | None = None) -> Settings:

@@ -519,3 +519,34 @@ def test_the_candle_still_forming_is_marked_incomplete(monkeypatch: pytest.Monke
     frame = live.candles(Settings(), "A-USD")
     if int(time.time() // 60 * 60_000) == minute:  # the minute did not turn meanwhile
         assert list(frame["complete"]) == [True, True, False]
+
+
+def test_numbers_given_as_text_are_taken_and_anything_else_is_refused_before_a_query(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """papermill's `-r minutes 30` passes '30': `live_market(settings, interval='5')` failed in the controls with
+    "'>' not supported between instances of 'str' and 'int'", after the product query had run."""
+    import pandas as pd
+
+    from rtca.errors import ConfigError
+    from rtca.notebook import live
+
+    asked: list[object] = []
+    monkeypatch.setattr(live, "products", lambda *args, **kwargs: asked.append(kwargs["minutes"]) or ["A-USD"])
+    monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: pd.DataFrame())
+    view = live.live_market(Settings(), minutes="30", interval=" 5 ")  # type: ignore[arg-type]
+    assert (view.controls.minutes.value, view.controls.interval.value, asked) == (30, 5.0, [30])
+    assert live.live_market(Settings(), minutes=20.0).controls.minutes.value == 20  # -p minutes 20.0
+    for given, said in [({"minutes": "abc"}, "parameter minutes: 'abc' is not a whole number at least 1"),
+                        ({"minutes": 7.5}, "parameter minutes: 7.5 is not a whole number"),
+                        ({"minutes": True}, "parameter minutes: True"),
+                        ({"interval": "soon"}, "parameter interval: 'soon' is not a number above 0"),
+                        ({"interval": "nan"}, "parameter interval: 'nan'"),
+                        ({"product": 5}, "parameter product: 5 is not a product id")]:  # fmt: skip
+        asked.clear()
+        with pytest.raises(ConfigError, match=said) as refused:
+            live.live_market(Settings(), **given)  # type: ignore[arg-type]
+        assert f"-p {next(iter(given))} " in str(refused.value.hint) and asked == [], "refused before any query"
+    with pytest.raises(ConfigError, match="parameter refreshes: 'x'"):
+        view.run(refreshes="x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="parameter minutes: 'an hour'"):
+        live.candles(Settings(), "A-USD", minutes="an hour")  # type: ignore[arg-type]

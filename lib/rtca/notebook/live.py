@@ -9,6 +9,7 @@ background of the kernel while the controls stay responsive.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import threading
 import time
@@ -84,6 +85,47 @@ def _query_hint(exc: Exception) -> str:
     if "Out of -1" in text or "<html" in text.lower():  # pinotdb's words for an answer that is not a broker's
         return f"the address answers, but not as a Pinot broker: {_ADDRESS_HINT}"
     return f"Pinot could not answer (its servers, or a broker that is starting): {_STACK_HINT}; {_ADDRESS_HINT}"
+
+
+def check_parameters() -> None:
+    """A notebook's first cell: papermill only warns about a parameter the notebook does not take (`-p prodcut
+    BTC-USD` charted the default product, rc 0), so it is refused here, naming those the notebook takes; the
+    workbench's errors then show as their message and hint, without a traceback through the library."""
+    from rtca.runbook import check_parameters as refuse_unknown
+
+    refuse_unknown("notebook", ConfigError)
+
+
+def number_parameter(name: str, value: object, *, whole: bool, above: float = 0, at_least: float | None = None,
+                     example: str) -> float:
+    """A numeric parameter as a number: papermill's `-r NAME 30` passes the string '30' and `-p NAME abc` the
+    string 'abc', which failed deep in a view (`int('abc')`, `'>' not supported between 'str' and 'int'`). A
+    number, or a string of one, is taken; anything else is a `ConfigError` naming the parameter and the form."""
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    fits = (number is not None and math.isfinite(number) and (not whole or number.is_integer())
+            and (number >= at_least if at_least is not None else number > above))  # fmt: skip
+    if not fits or number is None:
+        least = f"at least {at_least:g}" if at_least is not None else f"above {above:g}"
+        raise ConfigError(f"parameter {name}: {value!r} is not {'a whole number' if whole else 'a number'} {least}",
+                          hint=f"e.g. {name}={example} (papermill: -p {name} {example})")
+    return int(number) if whole else number
+
+
+def product_parameter(value: object) -> str | None:
+    """The `product` parameter: None (or empty) for the most active one, else a product id as text."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"parameter product: {value!r} is not a product id",
+                          hint="e.g. product='BTC-USD' (papermill: -p product BTC-USD), or None for the most active")
+    return value.strip()
 
 
 def to_datetime(values: pd.Series) -> pd.Series:
@@ -221,6 +263,7 @@ class LiveView:
 
     def run(self, refreshes: int = 3) -> int:
         """Refresh `refreshes` times, `interval` seconds apart (blocking: for papermill and nbval)."""
+        refreshes = int(number_parameter("refreshes", refreshes, whole=True, at_least=1, example="3"))
         for index in range(refreshes):
             self.refresh()
             if index + 1 < refreshes:
@@ -314,8 +357,11 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
     """A FigureWidget with one subplot row per distinct `Trace.row`, refreshed from Pinot.
 
     With `product_table`, a product dropdown (filled from that table, most traded first with `rank_table`) fills
-    `{product}` in every query.
+    `{product}` in every query. `minutes` and `interval` may be strings of numbers (papermill's `-r`).
     """
+    minutes = int(number_parameter("minutes", minutes, whole=True, at_least=1, example="15"))
+    interval = number_parameter("interval", interval, whole=False, example="5.0")
+    product = product_parameter(product)
     options = products(settings, product_table, minutes=minutes, rank_table=rank_table) if product_table else []
     controls = Controls.create(options, product=product, minutes=minutes, interval=interval)
     controls.product.layout.display = None if product_table else "none"
@@ -485,7 +531,8 @@ def candles(settings: Settings, product: str | None, *, minutes: int = 60, size:
     are so far)."""
     from rtca.pinot.queries import candles_sql
 
-    frame = pinot_frame(settings, candles_sql(settings, product or "", minutes=int(minutes), size=size))
+    minutes = int(number_parameter("minutes", minutes, whole=True, at_least=1, example="60"))
+    frame = pinot_frame(settings, candles_sql(settings, product or "", minutes=minutes, size=size))
     if not frame.empty:
         frame["bucket"] = to_datetime(frame["bucket"])
         now = pd.Timestamp(time.time_ns(), unit="ns")  # UTC, naive like the buckets
