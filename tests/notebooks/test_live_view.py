@@ -550,3 +550,59 @@ def test_numbers_given_as_text_are_taken_and_anything_else_is_refused_before_a_q
         view.run(refreshes="x")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="parameter minutes: 'an hour'"):
         live.candles(Settings(), "A-USD", minutes="an hour")  # type: ignore[arg-type]
+
+
+#: A broker's answer to `SELEC 1` and to an unknown column, as Pinot 0.11 sent them (frames shortened): each
+#: message is a Java stack trace, and each server of a query may send its own copy.
+_PARSE_ERROR = {"errorCode": 150, "message": (
+    "SQLParsingError:\norg.apache.pinot.sql.parsers.SqlCompilationException: Caught exception while parsing query: "
+    "SELEC 1\n\tat org.apache.pinot.sql.parsers.CalciteSqlParser.compileToSqlNodeAndOptions(CalciteSqlParser.java:"
+    "136)\n\tat org.apache.pinot.broker.api.resources.PinotClientRequest.executeSqlQuery(PinotClientRequest.java:"
+    "212)\n...\nCaused by: org.apache.calcite.runtime.CalciteContextException: From line 1, column 1 to line 1, "
+    "column 5: Non-query expression encountered in illegal context\n\tat java.base/jdk.internal.reflect.Native"
+    "ConstructorAccessorImpl.newInstance0(Native Method)\n...\nCaused by: org.apache.calcite.runtime.Calcite"
+    "Exception: Non-query expression encountered in illegal context\n\tat java.base/jdk.internal.reflect.Native"
+    "ConstructorAccessorImpl.newInstance0(Native Method)\n")}  # fmt: skip
+_COLUMN_ERROR = {"errorCode": 710, "message": (
+    "UnknownColumnError:\norg.apache.pinot.spi.exception.BadQueryRequestException: Unknown columnName 'nocol' found "
+    "in the query\n\tat org.apache.pinot.broker.requesthandler.BaseBrokerRequestHandler.getActualColumnName("
+    "BaseBrokerRequestHandler.java:1794)\n")}  # fmt: skip
+
+
+def test_pinot_s_error_is_its_code_and_first_line_not_a_java_stack() -> None:
+    """The message was pinotdb's pretty-printed dict, cut at 300 characters in the middle of a stack frame."""
+    from rtca.notebook.live import pinot_error
+
+    assert pinot_error({"exceptions": [_COLUMN_ERROR, _COLUMN_ERROR], "numServersQueried": 2}) == (
+        "Pinot error 710: UnknownColumnError: Unknown columnName 'nocol' found in the query")
+    assert pinot_error({"exceptions": [_PARSE_ERROR]}) == (
+        "Pinot error 150: SQLParsingError: Caught exception while parsing query: SELEC 1 (cause: Non-query "
+        "expression encountered in illegal context)")
+    unavailable = {"errorCode": 305, "message": "null:\n2 segments [t__0__1__20261130T1715Z, t__0__0__20261129T2225Z] "
+                                                "unavailable"}  # fmt: skip
+    assert pinot_error({"exceptions": [unavailable]}) == (
+        "Pinot error 305: 2 segments [t__0__1__20261130T1715Z, t__0__0__20261129T2225Z] unavailable")
+    assert pinot_error({"exceptions": [], "numServersQueried": 1}) is None and pinot_error("<html>") is None
+
+
+@pytest.mark.stack
+def test_a_failed_query_says_what_pinot_said_and_what_to_do_about_it(stack_up: Settings) -> None:
+    """Against the real broker: an unknown column, a syntax error (its hint sent users to the schemas) and the
+    controller's address taken for the broker's (it said `timed out: Out of -1, only -1 responded`)."""
+    table = stack_up.tables.ticker
+    with pytest.raises(ServiceError) as column:
+        pinot_frame(stack_up, f"SELECT nocol FROM {table} LIMIT 1")
+    said = str(column.value).splitlines()[0]
+    assert said.endswith("Pinot error 710: UnknownColumnError: Unknown columnName 'nocol' found in the query"), said
+    assert "schema.json" in str(column.value.hint)
+    with pytest.raises(ServiceError) as parse:
+        pinot_frame(stack_up, "SELEC 1")
+    assert "Pinot error 150: SQLParsingError:" in str(parse.value) and "\tat" not in str(parse.value)
+    assert "could not parse this SQL" in str(parse.value.hint) and "schema.json" not in str(parse.value.hint)
+    controller = stack_up.model_copy(update={"pinot": stack_up.pinot.model_copy(
+        update={"broker_url_override": stack_up.pinot.controller_url})})  # fmt: skip
+    with pytest.raises(ServiceError) as other:
+        pinot_frame(controller, "SELECT 1")
+    said = str(other.value)
+    assert "not as a Pinot broker" in str(other.value.hint) and "HTTP 404" in said, said
+    assert "timed out" not in said and "Out of -1" not in said, said

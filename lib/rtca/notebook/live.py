@@ -9,6 +9,7 @@ background of the kernel while the controls stay responsive.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import threading
@@ -53,37 +54,95 @@ def pinot_frame(settings: Settings, sql: str) -> pd.DataFrame:
     with httpx.Client(timeout=QUERY_TIMEOUT_S, **http_options(settings, "pinot")) as session:
         connection = pinotdb.connect(host=url.host, port=url.port or (443 if url.scheme == "https" else 80),
                                      path=url.path.rstrip("/") + "/query/sql", scheme=url.scheme, session=session)
+        cursor = None
         try:
             cursor = connection.cursor()
             cursor.execute(sql.replace("%", "%(percent)s"), _PERCENT)
             columns = [column[0] for column in cursor.description or []]
             return pd.DataFrame(cursor.fetchall(), columns=columns)
         except (httpx.HTTPError, pinotdb.exceptions.Error) as exc:
-            raise ServiceError("pinot-broker", f"query failed at {settings.pinot.broker_url}: "
-                               f"{type(exc).__name__}: {str(exc)[:300]}", hint=_query_hint(exc)) from None
+            raise _query_failed(settings, exc, getattr(cursor, "raw_query_response", None)) from None
         finally:
             connection.close()
 
 
 _STACK_HINT = "`rtca status` shows the stack, `rtca up` starts what is down"
 _ADDRESS_HINT = "`rtca config` shows the broker URL used (RTCA_PINOT__BROKER_PORT and the like move it)"
+_NOT_A_BROKER = "the address answers, but not as a Pinot broker"
 #: Pinot's error codes for a query its servers could not answer (not the query's fault): segments or servers
 #: unavailable, servers not responding, execution timeout, broker timeout.
 _SERVING_CODES = frozenset({240, 250, 305, 427, 450})
+_SQL_PARSING_CODE = 150
+_TABLE_MISSING_CODE = 190
+_JAVA_CLASS = re.compile(r"^(?:[a-z_][\w$]*\.)+[A-Z][\w$]*: ")  # org.apache.pinot...SomeException:
 
 
-def _query_hint(exc: Exception) -> str:
+def _java_message(line: str) -> str:
+    return _JAVA_CLASS.sub("", line.strip().removeprefix("Caused by: "))
+
+
+def pinot_error(payload: object) -> str | None:
+    """Pinot's exceptions in a broker's answer, one line each: the error code, the first line of the message (its
+    error name and what it says) and, when there is one, the innermost cause (where a SQL parse stopped); None
+    without any. The whole message is a Java stack trace: pinotdb's pretty-printed dict of it, cut at 300
+    characters, ended mid-frame (`'\\tat org.apache.pinot.broker...`)."""
+    if not isinstance(payload, dict):
+        return None
+    said: list[str] = []
+    for exception in payload.get("exceptions") or []:
+        if not isinstance(exception, dict):
+            continue
+        lines = [line.strip() for line in str(exception.get("message", "")).splitlines()
+                 if line.strip() and not line.strip().startswith(("at ", "..."))]  # fmt: skip
+        first = lines[0] if lines else "(no message)"
+        if first.endswith(":") and len(lines) > 1:  # "UnknownColumnError:", then the exception saying what
+            first = f"{first} {_java_message(lines[1])}".removeprefix("null: ")  # an error without a name
+        causes = [_java_message(line) for line in lines if line.startswith("Caused by: ")]
+        if causes and causes[-1] not in first:
+            first += f" (cause: {causes[-1][:200]})"
+        line = f"Pinot error {exception.get('errorCode', '?')}: {first}"
+        if line not in said:  # each server of the query sends its own copy
+            said.append(line)
+    return "; ".join(said) or None
+
+
+def _error_codes(payload: object, text: str) -> set[int]:
+    if isinstance(payload, dict):
+        return {int(e["errorCode"]) for e in payload.get("exceptions") or []
+                if isinstance(e, dict) and str(e.get("errorCode", "")).isdigit()}  # fmt: skip
+    return {int(code) for code in re.findall(r"'errorCode': (\d+)", text)}
+
+
+def _query_failed(settings: Settings, exc: Exception, answer: object) -> ServiceError:
+    """The error of a failed query: Pinot's own message in a line when the broker sent one; for an address that
+    is no broker, what did answer instead of pinotdb's words for it (`timed out: Out of -1, only -1 responded`:
+    nothing timed out)."""
+    payload = answer.get("response") if isinstance(answer, dict) else None
+    hint = _query_hint(exc, payload)
+    if hint.startswith(_NOT_A_BROKER) and isinstance(answer, dict):
+        body = payload if isinstance(payload, str) else json.dumps(payload)
+        said = f"the answer is no Pinot broker's: HTTP {answer.get('status_code')}: {' '.join(body.split())[:150]}"
+    else:
+        said = pinot_error(payload) or f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    return ServiceError("pinot-broker", f"query failed at {settings.pinot.broker_url}: {said}", hint=hint)
+
+
+def _query_hint(exc: Exception, payload: object = None) -> str:
     """What to do about a failed query: the table, the SQL, the stack or the broker's address."""
     text = str(exc)
-    if "TableDoesNotExistError" in text:  # errorCode 190: the broker answers, the table is not there
+    codes = _error_codes(payload, text)
+    if _TABLE_MISSING_CODE in codes or "TableDoesNotExistError" in text:  # the broker answers, the table is not there
         return "the table does not exist yet: `rtca pinot apply` (or runbooks/20-pinot-tables) creates the tables"
     if isinstance(exc, httpx.TransportError):
         return f"no broker answers there: {_STACK_HINT}; {_ADDRESS_HINT}"
-    codes = {int(code) for code in re.findall(r"'errorCode': (\d+)", text)}
+    if _SQL_PARSING_CODE in codes:
+        return ("Pinot could not parse this SQL: its message says where (line, column); names that are SQL words "
+                "take double quotes (\"value\"), text single quotes")
     if codes and not codes & _SERVING_CODES:  # the broker answered and refused the query itself
         return "Pinot refused this SQL: the columns of each table are in infra/pinot/<table>/schema.json"
-    if "Out of -1" in text or "<html" in text.lower():  # pinotdb's words for an answer that is not a broker's
-        return f"the address answers, but not as a Pinot broker: {_ADDRESS_HINT}"
+    broker_like = isinstance(payload, dict) and ({"numServersQueried", "exceptions", "resultTable"} & set(payload))
+    if (payload is not None and not broker_like) or "Out of -1" in text or "<html" in text.lower():
+        return f"{_NOT_A_BROKER}: {_ADDRESS_HINT}"  # pinotdb's "Out of -1": an answer without a broker's fields
     return f"Pinot could not answer (its servers, or a broker that is starting): {_STACK_HINT}; {_ADDRESS_HINT}"
 
 
