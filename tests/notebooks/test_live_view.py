@@ -606,3 +606,38 @@ def test_a_failed_query_says_what_pinot_said_and_what_to_do_about_it(stack_up: S
     said = str(other.value)
     assert "not as a Pinot broker" in str(other.value.hint) and "HTTP 404" in said, said
     assert "timed out" not in said and "Out of -1" not in said, said
+
+
+def test_a_view_without_products_says_so_when_it_has_no_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Feed health with no ingest writing said `refresh 1: 0 rows in 117 ms` and nothing else: the note was only
+    for views with a product."""
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: pd.DataFrame())
+    view = live.live_feed_health(Settings(), minutes=5)
+    assert view.run(refreshes=1) == 0
+    assert "0 rows" in view.controls.status.value
+    assert "(no rows in the last 5 min: is data flowing? `rtca status` shows the ingest)" in \
+        view.controls.status.value
+
+
+@pytest.mark.stack
+def test_candles_of_a_product_without_trades_say_so_and_name_products_that_have_some(stack_up: Settings,
+                                                                                   unique: str) -> None:
+    """`live.candles(settings, "NOPE-USD")` returned an empty DataFrame and nothing else."""
+    import warnings
+
+    from rtca.notebook.live import candles
+
+    traded = products(stack_up, stack_up.tables.matches, minutes=60)
+    assert traded, "the replay's trades reach the matches table"
+    with pytest.warns(UserWarning, match=f"candles: no rows for 'NOPE-{unique}' in the last 60 min; products "
+                                         f"with data: {traded[0]}") as said:  # fmt: skip
+        assert candles(stack_up, f"NOPE-{unique}").empty
+    assert [w.category.__name__ for w in said] == ["NoRowsWarning"]
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        assert not candles(stack_up, traded[0]).empty
+    assert not [w for w in quiet if w.category.__name__ == "NoRowsWarning"]

@@ -14,6 +14,7 @@ import math
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -484,7 +485,7 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
             if trace.forming_minute:
                 data.marker.opacity = _forming_opacity(times, time.time() * 1000) if not frame.empty else 1.0
         view.figure.layout.title = f"{title}{': ' + chosen if product_table else ''} (last {window} min)"
-        view.note = _no_rows_note(chosen, window, view.controls.product.options) if product_table and not shown else ""
+        view.note = _no_rows_note(chosen, window, view.controls.product.options) if not shown else ""
         return shown
 
     return LiveView(figure, controls, update, kind=title)
@@ -497,6 +498,10 @@ def _no_rows_note(product: str, minutes: int, options: Sequence[str]) -> str:
     if not others:
         return f"no rows in the last {minutes} min: is data flowing? `rtca status` shows the ingest"
     return f"no rows for {product!r} in the last {minutes} min; products with data: {', '.join(others)}"
+
+
+class NoRowsWarning(UserWarning):
+    """A query of the notebooks found no rows: a DataFrame shown empty says neither why nor what has data."""
 
 
 def live_market(settings: Settings, *, product: str | None = None, minutes: int = 15,
@@ -587,7 +592,7 @@ _CANDLE_SPANS = {"1s": pd.Timedelta(seconds=1), "1m": pd.Timedelta(minutes=1), "
 def candles(settings: Settings, product: str | None, *, minutes: int = 60, size: str = "1m") -> pd.DataFrame:
     """OHLCV and VWAP candles (`rtca.pinot.queries.candles_sql`), oldest first, `bucket` as a time (UTC), not the
     epoch milliseconds DATETRUNC returns; `complete` is False for the candle still forming (its volume and close
-    are so far)."""
+    are so far). No rows is a `NoRowsWarning` naming products that have some."""
     from rtca.pinot.queries import candles_sql
 
     minutes = int(number_parameter("minutes", minutes, whole=True, at_least=1, example="60"))
@@ -596,6 +601,9 @@ def candles(settings: Settings, product: str | None, *, minutes: int = 60, size:
         frame["bucket"] = to_datetime(frame["bucket"])
         now = pd.Timestamp(time.time_ns(), unit="ns")  # UTC, naive like the buckets
         frame["complete"] = frame["bucket"] + _CANDLE_SPANS[size] <= now
+    else:  # a product the feed does not carry, a typo or no trades in the window: say so, and which have some
+        found = products(settings, settings.tables.matches, minutes=minutes)
+        warnings.warn(NoRowsWarning(f"candles: {_no_rows_note(str(product), minutes, found)}"), stacklevel=2)
     return frame
 
 
