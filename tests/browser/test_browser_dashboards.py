@@ -358,6 +358,63 @@ def test_the_candles_table_shows_its_whole_window_without_the_row_limit_warning(
             "more rows than a page and no pages"
 
 
+#: Per row of the table in a chart holder: how far (px) it reaches below the visible part of the elements around it
+#: that clip (overflow other than visible), up to the holder; and every element of the chart that scrolls vertically.
+_ROWS_OUT_OF_VIEW = r"""
+const holder = arguments[0];
+const rows = Array.from(holder.querySelectorAll('table tbody tr')).map(row => {
+  const bottom = row.getBoundingClientRect().bottom;
+  let below = 0;
+  for (let e = row.parentElement; e && e !== holder.parentElement; e = e.parentElement) {
+    if (e === holder || getComputedStyle(e).overflowY !== 'visible') {
+      below = Math.max(below, bottom - (e.getBoundingClientRect().top + e.clientTop + e.clientHeight));
+    }
+  }
+  return Math.round(below);
+});
+const scrolling = Array.from(holder.querySelectorAll('*')).filter(
+  e => /auto|scroll/.test(getComputedStyle(e).overflowY) && e.scrollHeight > e.clientHeight + 1)
+  .map(e => `${e.tagName.toLowerCase()}: ${e.scrollHeight} px in ${e.clientHeight}`);
+return [rows, scrolling];
+"""
+
+#: The paged tables and their dashboards.
+PAGED_TABLES = {"charts/1_minute_candles.yaml": "market-overview", "charts/latest_alerts.yaml": "volatility-alerts"}
+
+
+@pytest.mark.parametrize("name", sorted(PAGED_TABLES))
+def test_a_table_shows_its_whole_page_without_scrolling_inside_the_chart(stack_up: Settings, browser: object,
+                                                                          name: str) -> None:
+    """The candles and Latest alerts tables page their rows (10 a page) in a dashboard cell that was 400 px tall:
+    about 6.5 rows showed and the table scrolled inside the chart for the rest of the page. Every row of a full page
+    is within the chart's visible area and nothing in the chart scrolls vertically."""
+    import orjson
+    from live_data import seed_live_data
+    from selenium.webdriver.common.by import By
+
+    seed_live_data(stack_up)
+    chart = load_bundle(stack_up)[name]
+    (chart_id,) = _chart_ids(stack_up, [name]).values()
+    slug = PAGED_TABLES[name]
+    _open_recording(browser, stack_up, slug)
+    _holder_of(browser, chart["slice_name"])
+    answers = [e for e in browser.execute_script("return window.__rtcaChartData")  # type: ignore[attr-defined]
+               if e["sql"] and e["body"] and orjson.loads(e["body"]).get("form_data", {}).get("slice_id") == chart_id]
+    assert answers, f"no chart-data answer for {chart['slice_name']}"
+    holder = [h for h in browser.find_elements(  # type: ignore[attr-defined]
+        By.CSS_SELECTOR, "[data-test='dashboard-component-chart-holder']") if chart["slice_name"] in h.text][0]
+    page = chart["params"]["page_length"]
+    rows, scrolling = browser.execute_script(_ROWS_OUT_OF_VIEW, holder)  # type: ignore[attr-defined]
+    browser.save_screenshot(str(stack_up.run_dir / "screenshots" / f"{slug}-page.png"))  # type: ignore[attr-defined]
+    print(f"{chart['slice_name']}: {answers[-1]['rows'][0]} rows, {len(rows)} on the page, px below the visible "
+          f"area per row {rows}, scrolling {scrolling}")
+    assert len(rows) == min(page, answers[-1]["rows"][0]), "not a whole page of rows"
+    assert len(rows) == page, f"{chart['slice_name']}: fewer rows than a page: the seeding gives at least {page}"
+    hidden = [i + 1 for i, below in enumerate(rows) if below > 1]
+    assert not hidden, f"{chart['slice_name']}: rows {hidden} of {page} are out of view (px below: {rows})"
+    assert not scrolling, f"{chart['slice_name']}: scrolls inside the chart: {scrolling}"
+
+
 #: The widest block of one colour the chart drew, 12 pixels tall at least (a bar), and the canvas' width: pixels that
 #: are not background, each of the same colour as the 11 below it, side by side. Lines (steep ones too), points, text
 #: and the grid draw no such block wider than a few pixels; a legend's bar symbol is about 25.
