@@ -362,10 +362,10 @@ def test_the_candles_table_shows_its_whole_window_without_the_row_limit_warning(
 
 def test_a_refresh_round_queries_every_chart_at_once(stack_up: Settings, browser: object) -> None:
     """Superset 6.1 spread a round of the auto-refresh over 5 s (stagger_time's default, above 0.2 x 10 s) and starts
-    the next round refresh_frequency after the round's last answer: each chart was queried every 15.3-17.7 s on a 10 s
+    the next round refresh_frequency after the round's last answer: each chart was queried every 15.2-17.7 s on a 10 s
     dashboard. On the dashboard with the most charts, over three rounds after the first load (the page's own requests,
     recorded in the browser), a round's requests start within 0.3 x refresh_frequency of each other: 0.5 x staggered,
-    0.01-0.13 x at once. How long a round's answers take (0.5-1.5 s, 5-6 s with the machine's load at 7) and so how
+    0.01-0.13 x at once. How long a round's answers take (0.5-1.5 s; 5-6 s with the load average above 7) and so how
     often a chart is queried depends on the machine: printed, not asserted."""
     import orjson
 

@@ -203,8 +203,8 @@ def test_dashboards_refresh_and_hold_a_few_charts_each(files: dict[str, dict[str
 def test_dashboards_refresh_every_chart_at_once(files: dict[str, dict[str, Any]]) -> None:
     """Superset 6.1's auto-refresh spreads a round's chart requests over max(stagger_time, 0.2 x refresh_frequency)
     (stagger_time defaults to 5 s) unless `stagger_refresh` is false, and waits refresh_frequency after a round's
-    last answer before the next round: 10 s dashboards refreshed every 15.3-17.3 s, all charts at once every
-    10.7-11.7 s (infra/superset/README.md)."""
+    last answer before the next round: 10 s dashboards refreshed every 15.2-17.7 s, all charts at once every
+    10.7-14.0 s (infra/superset/README.md)."""
     for dash in of_kind(files, "dashboard").values():
         assert dash["metadata"].get("stagger_refresh") is False, f"{dash['dashboard_title']}: staggered refresh"
 
