@@ -13,8 +13,9 @@ from rtca.cli import _ingest_run_args, build_parser, main
 def test_rate_is_a_positive_number_or_max() -> None:
     parser = build_parser()
     assert parser.parse_args(["ingest", "run", "--rate", "250"]).rate == 250.0
-    assert parser.parse_args(["ingest", "run", "--rate", "max"]).rate is None
-    assert parser.parse_args(["ingest", "run"]).rate == 100.0
+    assert parser.parse_args(["ingest", "run", "--rate", "max"]).rate == "max"
+    assert parser.parse_args(["ingest", "run"]).rate is None  # not given: the simulator's default, if it is one
+    assert parser.parse_args(["simulator", "serve"]).rate == 100.0
 
 
 @pytest.mark.parametrize("rate", ["abc", "0", "-5", "nan", "inf"])
@@ -29,12 +30,46 @@ def test_a_bad_rate_is_refused_before_anything_starts(rate: str, capsys: pytest.
 def test_ingest_start_passes_only_what_differs_from_the_defaults() -> None:
     parser = build_parser()
     assert _ingest_run_args(parser.parse_args(["ingest", "start"])) == []
-    args = parser.parse_args(["ingest", "start", "--source", "simulator", "--rate", "max", "--loop"])
-    assert _ingest_run_args(args) == ["--source", "simulator", "--loop", "--rate", "max"]
-    assert _ingest_run_args(parser.parse_args(["ingest", "start", "--rate", "250"])) == ["--rate", "250.0"]
+    args = parser.parse_args(["ingest", "start", "--source", "replay", "--speed", "max", "--loop"])
+    assert _ingest_run_args(args) == ["--source", "replay", "--speed", "max", "--loop"]
+    assert _ingest_run_args(parser.parse_args(["ingest", "start", "--source", "simulator", "--rate", "250"])) == [
+        "--source", "simulator", "--rate", "250.0"]
     # what start passes, run accepts
     run = parser.parse_args(["ingest", "run", *_ingest_run_args(args)])
-    assert (run.source, run.rate, run.loop) == ("simulator", None, True)
+    assert (run.source, run.speed, run.loop, run.rate) == ("replay", "max", True, None)
+
+
+@pytest.mark.parametrize("action", ["run", "start"])
+@pytest.mark.parametrize("flags, says", [
+    (["--capture", "/nonexistent", "--duration", "5"], "--capture is for --source replay (did you mean --source "
+                                                       "replay --capture /nonexistent?)"),
+    (["--source", "simulator", "--capture", "X"], "--capture is for --source replay"),
+    (["--source", "simulator", "--speed", "5"], "--speed is for --source replay"),
+    (["--source", "simulator", "--loop"], "--loop is for --source replay"),
+    (["--source", "coinbase", "--shift-time"], "--shift-time is for --source replay"),
+    (["--source", "replay", "--rate", "5"], "--rate is for --source simulator"),
+    (["--source", "replay", "--seed", "3"], "--seed is for --source simulator"),
+    (["--speed", "1"], "--speed is for --source replay"),  # given, even as the default: the source was forgotten
+    (["--source", "replay", "--url", "ws://127.0.0.1:9", "--speed", "5"], "not for the server at --url"),
+])  # fmt: skip
+def test_another_sources_flags_are_refused_not_ignored(action: str, flags: list[str], says: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`rtca ingest run --capture X` ingested live Coinbase, exit 0: --capture is a replay's; each source's flags
+    were ignored by the others. Refused before Pulsar or the source is tried, and before a start stops anything."""
+    from ports import open_and_refusing_ports
+
+    from rtca.feed import sinks
+
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    tried: list[str] = []
+    monkeypatch.setattr(sinks, "broker_unreachable", lambda url, **_: tried.append(url) or "refused")
+    with open_and_refusing_ports() as (_, refusing):
+        monkeypatch.setenv("RTCA_PULSAR__BROKER_PORT", str(refusing))
+        assert main(["ingest", action, *flags]) == 1
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") <= 2 and "Traceback" not in err, err
+    assert tried == [], "Pulsar was tried"
 
 
 @pytest.mark.parametrize("lines", ["0", "-8", "x"])

@@ -138,9 +138,9 @@ def _above_zero(value: str, what: str) -> float:
     return number
 
 
-def _rate(value: str) -> float | None:
-    """`--rate`: frames per second, or `max` (None: as fast as the client reads)."""
-    return None if value == "max" else _above_zero(value, "frames per second (or 'max')")
+def _rate(value: str) -> float | str:
+    """`--rate`: frames per second, or `max` (as fast as the client reads; None is "not given")."""
+    return "max" if value == "max" else _above_zero(value, "frames per second (or 'max')")
 
 
 def _seconds(value: str) -> float:
@@ -183,14 +183,14 @@ INGEST_FLAGS: dict[str, dict[str, Any]] = {
     "--source": {"choices": ["coinbase", "replay", "simulator"], "default": "coinbase",
                  "help": "live Coinbase, a replay of a capture, or the seeded simulator"},
     "--url": {"help": "connect to this websocket server instead (e.g. `rtca replay serve`, `rtca simulator serve`)"},
-    "--capture": {"help": "capture file to replay (default: the shipped 2021-04-17 recording)"},
-    "--speed": {"type": _speed, "default": "1", "help": "replay pace: 1, N (times faster) or max"},
-    "--loop": {"action": "store_true", "help": "replay forever, times and ids shifted to keep increasing"},
-    "--shift-time": {"action": "store_true", "help": "shift replayed times to now"},
+    "--capture": {"help": "replay: capture file (default: the shipped 2021-04-17 recording)"},
+    "--speed": {"type": _speed, "help": "replay: pace, 1 (default), N (times faster) or max"},
+    "--loop": {"action": "store_true", "help": "replay: forever, times and ids shifted to keep increasing"},
+    "--shift-time": {"action": "store_true", "help": "replay: shift replayed times to now"},
     "--products": {"help": "comma-separated product ids (default: the source's)"},
     "--channels": {"help": "comma-separated channels (default: the source's)"},
-    "--rate": {"type": _rate, "default": "100", "help": "simulator frames per second, or max"},
-    "--seed": {"type": int, "default": 0, "help": "simulator seed"},
+    "--rate": {"type": _rate, "help": "simulator: frames per second (default 100), or max"},
+    "--seed": {"type": int, "help": "simulator: seed (default 0)"},
     "--duration": {"type": _seconds, "help": "stop after this many seconds"},
     "--max-messages": {"type": _positive, "help": "stop after this many frames"},
 }
@@ -213,14 +213,12 @@ def cmd_ingest_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _ingest_run_args(args: argparse.Namespace) -> list[str]:
-    """The `ingest start` flags as `ingest run` arguments for the supervised process."""
+    """The `ingest start` flags as `ingest run` arguments for the supervised process: those given only."""
     out: list[str] = []
     for flag, spec in INGEST_FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if spec.get("action") == "store_true":
             out += [flag] if value else []
-        elif flag == "--rate":  # parsed already (a bad one failed here, not in the background process)
-            out += [] if value == _rate(spec["default"]) else [flag, "max" if value is None else repr(value)]
         elif value is not None and value != spec.get("default"):
             out += [flag, str(value)]
     return out
@@ -250,8 +248,8 @@ def cmd_replay_serve(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_simulator_serve(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.feed.simulator import serve_simulator
 
-    stats = serve_simulator(products=_split(args.products), rate=args.rate, seed=args.seed, host=args.host,
-                            port=args.port)
+    stats = serve_simulator(products=_split(args.products), rate=None if args.rate == "max" else args.rate,
+                            seed=args.seed, host=args.host, port=args.port)
     print(f"served {stats.frames_sent} frames to {stats.connections} connections")
     return 0
 
@@ -502,10 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulator = group("simulator", "a local server speaking Coinbase's protocol for a simulated market", {
         "serve": (cmd_simulator_serve, "serve a seeded simulated market until Ctrl-C (ingest it with --url)"),
     })
+    # the servers take all of their source's options: their defaults are given here (ingest's are None: not given)
+    served: dict[str, dict[str, Any]] = {"--speed": {"default": "1"}, "--rate": {"default": "100"},
+                                         "--seed": {"default": 0}}
     for flag in ("--capture", "--speed", "--loop", "--shift-time"):
-        replay["serve"].add_argument(flag, **INGEST_FLAGS[flag])
+        replay["serve"].add_argument(flag, **{**INGEST_FLAGS[flag], **served.get(flag, {})})
     for flag in ("--products", "--rate", "--seed"):
-        simulator["serve"].add_argument(flag, **INGEST_FLAGS[flag])
+        simulator["serve"].add_argument(flag, **{**INGEST_FLAGS[flag], **served.get(flag, {})})
     for action in (replay["serve"], simulator["serve"]):
         for flag, spec in serve_flags.items():
             action.add_argument(flag, **spec)

@@ -275,9 +275,14 @@ def ingest_args(*, source: str, speed: Any = "1", loop: Any = True, shift_time: 
                 products: str | Sequence[str] | None = None, channels: str | Sequence[str] | None = None,
                 rate: Any = 100.0) -> list[str]:
     """The 40-ingest runbook's parameters as `rtca ingest run` flags (lists or comma-separated strings for products
-    and channels; yes/no parameters checked by `flag`)."""
-    args = ["--source", str(source), "--speed", str(speed), "--rate", str(rate)]
-    args += ["--loop"] * flag("loop", loop) + ["--shift-time"] * flag("shift_time", shift_time)
+    and channels; yes/no parameters checked by `flag`): only those of the chosen source (the replay's speed, loop
+    and shift_time, the simulator's rate), which the ingest refuses for any other."""
+    loop, shift_time = flag("loop", loop), flag("shift_time", shift_time)  # checked whatever the source
+    args = ["--source", str(source)]
+    if source == "replay":
+        args += ["--speed", str(speed)] + ["--loop"] * loop + ["--shift-time"] * shift_time
+    elif source == "simulator":
+        args += ["--rate", str(rate)]
     for option, value in (("--products", products), ("--channels", channels)):
         names = name_list(value)
         if names:

@@ -37,8 +37,8 @@ def test_start_leaves_a_running_ingest_alone_and_restarts_one_with_other_flags(s
     assert done == "started" and first.pid is not None
     again, done = start_ingest(stack_up, NOWHERE, name=name)
     assert (done, again.pid) == ("running", first.pid)
-    spelled_out, done = start_ingest(stack_up, [*NOWHERE, "--speed", "1", "--rate", "100.0"], name=name)
-    assert (done, spelled_out.pid) == ("running", first.pid)  # the defaults, spelled out: the same options
+    spelled_out, done = start_ingest(stack_up, [*NOWHERE, "--source", "coinbase"], name=name)
+    assert (done, spelled_out.pid) == ("running", first.pid)  # the default, spelled out: the same options
     other, done = start_ingest(stack_up, [*NOWHERE, "--channels", "ticker"], name=name)
     assert done == "restarted" and other.pid not in (None, first.pid)
     process = Supervisor(stack_up).process(name)

@@ -56,3 +56,22 @@ def test_a_server_given_in_place_of_the_exchange_is_not_labelled_coinbase() -> N
     assert SourceSpec.build("coinbase", url=live).label(live) == "coinbase"
     assert SourceSpec.build("coinbase", url="ws://127.0.0.1:9").label(live) == "url"
     assert SourceSpec.build("replay", url="ws://127.0.0.1:9").label(live) == "replay"
+
+
+@pytest.mark.parametrize("options, says", [
+    ({"kind": "coinbase", "capture": "x.capture"}, "--capture is for --source replay"),
+    ({"kind": "simulator", "loop": True}, "--loop is for --source replay"),
+    ({"kind": "replay", "rate": "max"}, "--rate is for --source simulator"),
+    ({"kind": "coinbase", "seed": 0}, "--seed is for --source simulator"),
+    ({"kind": "simulator", "url": "ws://127.0.0.1:9", "rate": 5.0}, "not for the server at --url"),
+])  # fmt: skip
+def test_options_the_source_would_ignore_are_refused(options: dict[str, Any], says: str) -> None:
+    """Given to another source they were ignored: `--capture X` alone ingested live Coinbase."""
+    with pytest.raises(ConfigError, match=says.replace("-", r"\-")):
+        SourceSpec.build(**options)
+
+
+def test_options_not_given_are_the_sources_defaults() -> None:
+    assert (SourceSpec.build("replay").speed, SourceSpec.build("replay", speed="max").speed) == (1.0, None)
+    simulator = SourceSpec.build("simulator")
+    assert (simulator.rate, simulator.seed, SourceSpec.build("simulator", rate="max").rate) == (100.0, 0, None)

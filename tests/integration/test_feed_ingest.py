@@ -188,7 +188,7 @@ def test_malformed_frames_never_stop_the_service(stack: Settings, topics: tuple[
 
 
 def test_simulator_into_pulsar(stack: Settings, topics: tuple[str, str]) -> None:
-    report = run_ingest(stack, source="simulator", rate=None, seed=5, max_messages=3000, raw_topic=topics[0],
+    report = run_ingest(stack, source="simulator", rate="max", seed=5, max_messages=3000, raw_topic=topics[0],
                         health_topic=topics[1])
     messages = read_topic(stack, topics[0])
     counts = key_counts(messages)

@@ -48,10 +48,26 @@ def test_env_that_is_no_mapping_is_refused_naming_the_forms(given: object) -> No
 def test_ingest_parameters_become_the_flags_they_mean() -> None:
     args = runbook.ingest_args(source="replay", speed="max", loop="false", shift_time=True,
                                products=["SKL-USD", "YFI-BTC"], channels="ticker, matches")
-    assert args == ["--source", "replay", "--speed", "max", "--rate", "100.0", "--shift-time",
+    assert args == ["--source", "replay", "--speed", "max", "--shift-time",
                     "--products", "SKL-USD,YFI-BTC", "--channels", "ticker,matches"]
-    with pytest.raises(RunbookCheckFailed, match="loop"):
-        runbook.ingest_args(source="replay", loop="sometimes")
+    for source in ("replay", "coinbase", "simulator"):
+        with pytest.raises(RunbookCheckFailed, match="loop"):
+            runbook.ingest_args(source=source, loop="sometimes")
+
+
+@pytest.mark.parametrize("source, flags", [
+    ("replay", ["--speed", "1", "--loop", "--shift-time"]),
+    ("coinbase", []),
+    ("simulator", ["--rate", "100.0"]),
+])  # fmt: skip
+def test_the_runbook_passes_only_its_sources_options(source: str, flags: list[str]) -> None:
+    """The runbook's defaults (speed 1, loop, shift_time, rate 100) went to every source, and the ingest now
+    refuses another source's options: `-p source coinbase` would fail at start with `--speed is for ...`."""
+    from rtca.feed.service import _options
+
+    args = runbook.ingest_args(source=source)
+    assert args == ["--source", source, *flags]
+    assert _options(args)["source"] == source  # what `start_ingest` checks before it starts anything
 
 
 def test_the_ingest_check_picks_a_table_the_channels_reach() -> None:

@@ -427,13 +427,13 @@ def run_ingest(
     source: SourceKind = "coinbase",
     url: str | None = None,
     capture: Path | str | None = None,
-    speed: float | str = 1.0,
+    speed: float | str | None = None,
     loop: bool = False,
     shift_time: bool = False,
     products: Sequence[str] | None = None,
     channels: Sequence[str] | None = None,
-    rate: float | None = 100.0,
-    seed: int = 0,
+    rate: float | str | None = None,
+    seed: int | None = None,
     raw_topic: str | None = None,
     health_topic: str | None = None,
     duration: float | None = None,
@@ -442,7 +442,8 @@ def run_ingest(
     announce: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """`rtca ingest run`: ingest in the foreground until the source ends (a capture without `loop`), `duration`
-    or `max_messages`, or SIGINT / SIGTERM; then flush and return the counts."""
+    or `max_messages`, or SIGINT / SIGTERM; then flush and return the counts. The source's options are those of
+    `SourceSpec.build`: None is the source's default, and one the source would ignore is refused."""
     spec = SourceSpec.build(
         source, url=url, capture=capture, speed=speed, loop=loop, shift_time=shift_time, products=products,
         channels=channels, rate=rate, seed=seed,

@@ -92,8 +92,8 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
 
 
 def _options(run_args: Sequence[str]) -> dict[str, Any]:
-    """`rtca ingest run` flags as the options they mean (defaults filled in: `--speed 1` is no flag at all);
-    invalid ones are a ConfigError with argparse's reason."""
+    """`rtca ingest run` flags as the options they mean (None where not given); invalid ones (argparse's reason,
+    or an option the source would ignore) are a ConfigError."""
     from rtca.cli import _split, build_parser
     from rtca.feed.sources import SourceSpec, check_replay_products
 
@@ -108,8 +108,8 @@ def _options(run_args: Sequence[str]) -> dict[str, Any]:
     try:  # what `rtca ingest run` would refuse at once (an unknown channel), refused before anything is stopped
         check_replay_products(SourceSpec.build(
             options["source"], url=options["url"], capture=options["capture"], speed=options["speed"],
-            products=_split(options["products"]), channels=_split(options["channels"]), rate=options["rate"],
-            seed=options["seed"]))  # fmt: skip
+            loop=options["loop"], shift_time=options["shift_time"], products=_split(options["products"]),
+            channels=_split(options["channels"]), rate=options["rate"], seed=options["seed"]))  # fmt: skip
     except ConfigError as exc:
         raise ConfigError(f"invalid ingest options: {exc.args[0]}", hint=exc.hint) from None
     return options

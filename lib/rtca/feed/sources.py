@@ -3,12 +3,14 @@
 A replay or simulator runs in-process on 127.0.0.1 (port 0) and ingest connects to it through a real websocket,
 so the code path is the live one; with `url` set, ingest connects to a server running elsewhere instead
 (`rtca replay serve`). Defaults: live = the LIVE_PRODUCTS on LIVE_CHANNELS; a capture = the products and channels
-it holds; the simulator = LIVE_PRODUCTS on LIVE_CHANNELS.
+it holds; the simulator = LIVE_PRODUCTS on LIVE_CHANNELS. A replay's options (capture, speed, loop, shift_time)
+and the simulator's (rate, seed) are refused for any other source, and the pacing ones with `url` (the server
+there paces itself): ignored, they let `--capture X` alone ingest live Coinbase.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,33 @@ from rtca.feed.simulator import simulator_server
 
 SourceKind = Literal["coinbase", "replay", "simulator"]
 
+DEFAULT_SPEED = 1.0
+DEFAULT_RATE = 100.0
+DEFAULT_SEED = 0
+
+#: The options of one source only; `(url)`: of the server the workbench runs in-process, not taken with `url`.
+SOURCE_OPTIONS: dict[str, tuple[SourceKind, bool]] = {
+    "capture": ("replay", False), "speed": ("replay", True), "loop": ("replay", True),
+    "shift_time": ("replay", True), "rate": ("simulator", True), "seed": ("simulator", True),
+}
+
+
+def refuse_other_sources_options(kind: str, given: Mapping[str, object], url: str | None = None) -> None:
+    """A ConfigError for an option `given` (name: value, None or False when not given) that `kind` would ignore:
+    another source's, or one pacing the in-process server while `url` names a server elsewhere."""
+    for name, value in given.items():
+        if value is None or value is False or name not in SOURCE_OPTIONS:
+            continue
+        owner, paces = SOURCE_OPTIONS[name]
+        flag = "--" + name.replace("_", "-")
+        written = f"{flag} {value:g}" if isinstance(value, float) else flag if value is True else f"{flag} {value}"
+        if owner != kind:
+            raise ConfigError(f"{flag} is for --source {owner} (did you mean --source {owner} {written}?)",
+                              hint=f"--source {kind} would ignore it; `rtca ingest run --help` lists the options")
+        if paces and url:
+            raise ConfigError(f"{flag} is for the {owner} rtca runs itself, not for the server at --url {url}",
+                              hint=f"give it to that server (`rtca {owner} serve {written}`), or leave out --url")
+
 
 @dataclass(frozen=True)
 class SourceSpec:
@@ -31,15 +60,15 @@ class SourceSpec:
     kind: SourceKind = "coinbase"
     url: str | None = None
     capture: Path = SHIPPED_CAPTURE
-    speed: float | None = 1.0
+    speed: float | None = DEFAULT_SPEED
     """Replay pace; None = as fast as ingest reads."""
     loop: bool = False
     shift_time: bool = False
     products: tuple[str, ...] | None = None
     channels: tuple[str, ...] | None = None
-    rate: float | None = 100.0
+    rate: float | None = DEFAULT_RATE
     """Simulator frames per second; None = as fast as ingest reads."""
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     limit: int | None = None
     """Simulator: end the stream after this many frames."""
     faults: Faults | None = None
@@ -56,19 +85,23 @@ class SourceSpec:
         *,
         url: str | None = None,
         capture: Path | str | None = None,
-        speed: float | str | None = 1.0,
+        speed: float | str | None = None,
         loop: bool = False,
         shift_time: bool = False,
         products: Sequence[str] | None = None,
         channels: Sequence[str] | None = None,
-        rate: float | None = 100.0,
-        seed: int = 0,
+        rate: float | str | None = None,
+        seed: int | None = None,
         limit: int | None = None,
         faults: Faults | None = None,
     ) -> SourceSpec:
-        """A validated spec from loosely typed options (CLI strings included)."""
+        """A validated spec from loosely typed options (CLI strings included). None (False for loop and
+        shift_time) is "not given": the source's default (speed 1, rate 100, seed 0); `max` for speed or rate is
+        as fast as ingest reads. An option the source would ignore is refused (`refuse_other_sources_options`)."""
         if kind not in get_args(SourceKind):
             raise ConfigError(f"unknown source {kind!r}", hint=f"one of {', '.join(get_args(SourceKind))}")
+        refuse_other_sources_options(kind, {"capture": capture, "speed": speed, "loop": loop,
+                                            "shift_time": shift_time, "rate": rate, "seed": seed}, url)
         unknown = sorted(set(channels or ()) - CHANNELS)
         if unknown:
             raise ConfigError(f"unknown channel(s) {', '.join(unknown)}", hint=f"one of {', '.join(sorted(CHANNELS))}")
@@ -76,16 +109,29 @@ class SourceSpec:
             kind=kind,  # type: ignore[arg-type]
             url=url,
             capture=Path(capture) if capture else SHIPPED_CAPTURE,
-            speed=parse_speed(speed),
+            speed=DEFAULT_SPEED if speed is None else parse_speed(speed),
             loop=loop,
             shift_time=shift_time,
             products=tuple(products) if products else None,
             channels=tuple(channels) if channels else None,
-            rate=rate,
-            seed=seed,
+            rate=DEFAULT_RATE if rate is None else parse_rate(rate),
+            seed=DEFAULT_SEED if seed is None else seed,
             limit=limit,
             faults=faults,
         )
+
+
+def parse_rate(value: float | str) -> float | None:
+    """`max` -> None (as fast as ingest reads); else frames per second above 0."""
+    if isinstance(value, str) and value.strip().lower() == "max":
+        return None
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = 0.0
+    if not 0 < rate < float("inf"):
+        raise ConfigError(f"invalid simulator rate {value!r}", hint="frames per second above 0, or max")
+    return rate
 
 
 def check_replay_products(spec: SourceSpec) -> None:
