@@ -495,3 +495,38 @@ def test_an_https_url_on_a_plain_http_port_is_blamed_on_the_scheme_not_the_stack
         assert f"hint: {url} may not speak TLS: check the scheme" in err and "is the stack up" not in err
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("source, code", [(["--url"], 1), (["--source", "simulator", "--max-messages", "5"], 0)])
+def test_an_ingest_that_never_reaches_its_source_fails(source: list[str], code: int, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Offline (`--url ws://127.0.0.1:1`): "cannot connect" lines, then a report of 0 received and exit 0. Pulsar
+    plays no part in it: in-memory sinks stand in, the source and its websocket are real."""
+    import importlib
+    from contextlib import asynccontextmanager
+
+    from ports import open_and_refusing_ports
+
+    from rtca.feed.sinks import MemorySink
+
+    ingest = importlib.import_module("rtca.feed.ingest")  # `rtca.feed.ingest` is also the package's function
+
+    @asynccontextmanager
+    async def memory_sinks(settings: object, *topics: str):  # type: ignore[no-untyped-def]
+        yield [MemorySink() for _ in topics]
+
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(ingest, "pulsar_sinks", memory_sinks)
+    with open_and_refusing_ports() as (_, refusing):
+        url = f"ws://127.0.0.1:{refusing}"
+        argv = [*source, url] if source == ["--url"] else source
+        assert main(["ingest", "run", *argv, "--duration", "2"]) == code
+    out, err = capsys.readouterr()
+    if code == 0:
+        assert '"received": 5' in out and "error:" not in err, err
+        return
+    assert '"received": 0' in out, out
+    said = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert said and said[-1].startswith(f"error: nothing received from {url} (") and "connection attempts)" in said[-1]
+    assert "hint: offline or behind a proxy? `--source replay` or `--source simulator` run without the internet" in err

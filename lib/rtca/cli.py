@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -18,6 +18,9 @@ from rtca import stack
 from rtca.errors import ConfigError, RtcaError
 from rtca.settings import Settings, load_settings
 from rtca.stack.process import ServiceState, Supervisor
+
+if TYPE_CHECKING:
+    from rtca.feed.ingest import IngestReport
 
 Handler = Callable[[Settings, argparse.Namespace], int]
 
@@ -209,6 +212,17 @@ def cmd_ingest_run(settings: Settings, args: argparse.Namespace) -> int:
                         seed=args.seed, duration=args.duration, max_messages=args.max_messages,
                         announce=lambda line: print(line, flush=True))
     print(json.dumps(dataclasses.asdict(report), default=str))
+    return ingest_exit_code(report)
+
+
+def ingest_exit_code(report: IngestReport) -> int:
+    """0 if every record reached Pulsar, else 1; an RtcaError if the source never sent a frame (an offline ingest
+    printed its report and exited 0, as if it had worked)."""
+    from rtca.feed.ingest import OFFLINE_HINT
+
+    if report.received == 0:
+        raise RtcaError(f"nothing received from {report.url} ({report.attempts} connection attempts)",
+                        hint=OFFLINE_HINT if report.source in ("coinbase", "url") else "the warnings above say why")
     return 0 if report.ok else 1
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from rtca.errors import ConfigError
 from rtca.feed.capture import Capture
-from rtca.feed.connection import CANNOT_CONNECT, RECEIVING_AGAIN, Backoff, FeedConnection
+from rtca.feed.connection import CANNOT_CONNECT, HINT_AFTER_ATTEMPTS, RECEIVING_AGAIN, Backoff, FeedConnection
 from rtca.feed.protocol import subscribe_frame
 from rtca.feed.replay import replay_server
 from rtca.feed.server import Faults, ServerStats
@@ -115,6 +115,34 @@ def test_the_log_says_when_frames_flow_again_after_failed_attempts(run: Run, shi
     print(lines)
     assert sum(f": {CANNOT_CONNECT}: " in line for line in lines) == failures >= 3
     assert lines[-1] == f"ws://127.0.0.1:{port}: {RECEIVING_AGAIN} after {failures} failed connection attempt(s)"
+
+
+def test_an_unreachable_source_gets_its_hint_once_not_at_every_attempt(run: Run,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Offline, the ingest only repeated "cannot connect" (a line a minute for good): after a few failed attempts
+    with nothing ever received it says what to try, once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def attempts(hint: str | None) -> int:
+        connection = FeedConnection(f"ws://127.0.0.1:{port}", subscribe_frame(["A-B"], ["ticker"]), backoff=FAST,
+                                    offline_hint=hint)  # fmt: skip
+        await read_for(connection, 1.5)
+        return connection.state.attempts
+
+    with caplog.at_level(logging.WARNING, logger="rtca.feed.connection"):
+        tried = run(attempts("offline? try the replay"))
+        lines = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        run(attempts(None))
+        unhinted = [r.getMessage() for r in caplog.records]
+    hints = [i for i, line in enumerate(lines) if "offline? try the replay" in line]
+    assert tried > HINT_AFTER_ATTEMPTS + 1 and len(hints) == 1, lines
+    assert lines[hints[0]] == (f"ws://127.0.0.1:{port}: nothing received in {HINT_AFTER_ATTEMPTS} attempts: "
+                               f"offline? try the replay")
+    assert sum(f": {CANNOT_CONNECT}: " in line for line in lines[:hints[0]]) == HINT_AFTER_ATTEMPTS
+    assert not any("nothing received" in line for line in unhinted)  # the recorder's: no --source to suggest
 
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:

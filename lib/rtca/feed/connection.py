@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 #: Words of the connection's log lines that `rtca status` and the runbooks read (an ingest that cannot connect).
 CANNOT_CONNECT = "cannot connect"
 RECEIVING_AGAIN = "receiving again"
+#: Failed attempts, with nothing ever received, after which `FeedConnection`'s `offline_hint` is logged (once).
+HINT_AFTER_ATTEMPTS = 3
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 """Largest frame accepted (websockets' default is 1 MiB; a full level2 snapshot can be bigger)."""
@@ -80,6 +82,8 @@ class ConnectionState:
 
     url: str
     connected: bool = False
+    attempts: int = 0
+    """Connections tried, failed or not."""
     connections: int = 0
     """Connections opened (a server may close one before our subscription goes out: also a failure)."""
     failures: int = 0
@@ -128,9 +132,12 @@ class FeedConnection:
         on_open: Callable[[str, float, str], None] | None = None,
         rng: random.Random | None = None,
         end_of_stream: bool = True,
+        offline_hint: str | None = None,
     ) -> None:
         """`subscribe` is the subscribe frame's text, sent right after each connect (the exchange requires it
-        within 5 s); `on_open(url, at, subscribe)` is called after it went out (the recorder writes it down)."""
+        within 5 s); `on_open(url, at, subscribe)` is called after it went out (the recorder writes it down);
+        `offline_hint` is logged once after `HINT_AFTER_ATTEMPTS` failed attempts while nothing was ever received
+        (a warning a minute for good was all an offline user saw)."""
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018 - raises on a port out of range
@@ -154,6 +161,7 @@ class FeedConnection:
         self.max_size = max_size
         self.on_open = on_open
         self.end_of_stream = end_of_stream
+        self.offline_hint = offline_hint
         self.state = ConnectionState(url)
         self._rng = rng or random.Random()
 
@@ -161,7 +169,9 @@ class FeedConnection:
         """Frames as they arrive, across reconnects; ends only at `END_OF_STREAM` (if `end_of_stream`)."""
         attempt = 0
         failed_in_a_row = 0  # attempts that failed since frames last flowed
+        ever_delivered = hinted = False
         while True:
+            self.state.attempts += 1
             delivered = False
             opened_at: float | None = None
             hook_failed: BaseException | None = None
@@ -209,7 +219,7 @@ class FeedConnection:
                         log.warning("%s: %s after %d failed connection attempt(s)", self.url, RECEIVING_AGAIN,
                                     failed_in_a_row)  # fmt: skip
                         failed_in_a_row = 0
-                    delivered = True
+                    delivered = ever_delivered = True
                     yield Frame(data, time.time(), self.state.connections)
                     # after the frame in hand is out (what websockets received before it failed the connection
                     # still comes, then `recv` times out on an empty queue and `_trouble` says why)
@@ -239,6 +249,10 @@ class FeedConnection:
                 self.state.connected = False
                 if ws is not None:  # within `CLOSE_TIMEOUT_S`
                     await _close(ws, self.url)
+            if (self.offline_hint and not hinted and not ever_delivered
+                    and failed_in_a_row >= HINT_AFTER_ATTEMPTS):  # fmt: skip
+                log.warning("%s: nothing received in %d attempts: %s", self.url, failed_in_a_row, self.offline_hint)
+                hinted = True
             if delivered and opened_at is not None and time.monotonic() - opened_at >= self.stable_after:
                 attempt = 0  # a connection that worked for a while: the next one waits the shortest delay
             delay = self.backoff.delay(attempt, self._rng)

@@ -65,6 +65,8 @@ DATA_FLOWS = "market data flows"
 """The first word of the line `rtca ingest run` prints once it publishes: `rtca ingest start` waits for it."""
 GAP_LOG_EVERY_S = 10.0
 """A product's missed trades are logged at most this often (every gap is a health record)."""
+OFFLINE_HINT = "offline or behind a proxy? `--source replay` or `--source simulator` run without the internet"
+"""What to try when the exchange (or a server given by URL) cannot be reached."""
 REFUSED = "failed to subscribe"
 """How an `error` frame refusing the subscription starts (Coinbase's, and the replay and simulator servers')."""
 
@@ -139,6 +141,8 @@ class IngestReport:
     gaps: int
     out_of_order: int
     health_records: int
+    attempts: int = 0
+    """Connections tried (the first included)."""
 
     @property
     def rate(self) -> float:
@@ -380,6 +384,7 @@ async def ingest(
         pending=raw_publisher.pending, malformed=work.malformed, unknown=work.unknown,
         reconnects=connection.state.reconnects, missed_trades=work.gaps.missed_trades, gaps=work.gaps.gaps,
         out_of_order=work.gaps.out_of_order, health_records=health_publisher.acked,
+        attempts=connection.state.attempts,
     )
 
 
@@ -405,7 +410,8 @@ async def ingest_to_pulsar(
     async with open_source(spec) as endpoint, pulsar_sinks(settings, raw_topic, health_topic) as (raw, health):
         # the exchange never ends its stream: a close code of our servers' from anything else is a drop like any
         connection = FeedConnection(endpoint.url, endpoint.subscribe_frame(), silence_timeout=silence_timeout,
-                                    end_of_stream=spec.kind != "coinbase")
+                                    end_of_stream=spec.kind != "coinbase",
+                                    offline_hint=OFFLINE_HINT if spec.kind == "coinbase" else None)
         log.info("ingesting %s (%s) into %s", spec.kind, endpoint.url, raw_topic)
         if announce is not None:
             announce(f"{STARTED} {spec.kind} ({endpoint.url}) into {raw_topic}")

@@ -86,8 +86,13 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
             raise
         why = ended.note.removeprefix("exited: ").split("; `rtca logs")[0]  # "error: ...": the CLI's own words
         raise ServiceError(name, f"exited during start-up: {why}", log=exc.log, hint=exc.hint) from None
-    if supervisor.process(name) is None:
-        done = "finished"  # a short run (--duration, --max-messages) ended well within its start-up
+    if supervisor.process(name) is None:  # a short run (--duration, --max-messages) ended within its start-up
+        ended = ended_ingest(settings, name=name)
+        if ended is not None and not ended.note.startswith("finished"):  # e.g. nothing received: not a success
+            why = ended.note.removeprefix("exited: ").split("; `rtca logs")[0]
+            raise ServiceError(name, f"exited during start-up: {why}", log=supervisor.log_file(name),
+                               hint=f"`rtca logs {name}`")
+        done = "finished"
     return supervisor.state(service), done
 
 
