@@ -525,7 +525,9 @@ def test_an_ingest_that_never_reaches_its_source_fails(source: list[str], code: 
     out, err = capsys.readouterr()
     if code == 0:
         assert '"received": 5' in out and "error:" not in err, err
+        assert out.startswith("ingesting simulator (ws://127.0.0.1:"), out
         return
+    assert out.startswith(f"ingesting url ({url}) into "), out  # it said "coinbase", the report "url"
     assert '"received": 0' in out, out
     said = [line for line in err.splitlines() if line.startswith("error: ")]
     assert said and said[-1].startswith(f"error: nothing received from {url} (") and "connection attempts)" in said[-1]

@@ -412,12 +412,13 @@ async def ingest_to_pulsar(
         connection = FeedConnection(endpoint.url, endpoint.subscribe_frame(), silence_timeout=silence_timeout,
                                     end_of_stream=spec.kind != "coinbase",
                                     offline_hint=OFFLINE_HINT if spec.kind == "coinbase" else None)
-        log.info("ingesting %s (%s) into %s", spec.kind, endpoint.url, raw_topic)
+        label = spec.label(settings.feed.coinbase_url)  # as the report and feed health say: `url` is not coinbase
+        log.info("ingesting %s (%s) into %s", label, endpoint.url, raw_topic)
         if announce is not None:
-            announce(f"{STARTED} {spec.kind} ({endpoint.url}) into {raw_topic}")
+            announce(f"{STARTED} {label} ({endpoint.url}) into {raw_topic}")
         server = endpoint.server
         stops = [*([stop] if stop else []), *([server.failed] if server else [])]
-        report = await ingest(connection, raw, health, source=spec.label(settings.feed.coinbase_url),
+        report = await ingest(connection, raw, health, source=label,
                               duration=duration, max_messages=max_messages, stop=stops,
                               announce=announce)  # fmt: skip
     if server is not None and server.failure is not None:  # what was received is in Pulsar; the source is dead
