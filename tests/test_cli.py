@@ -227,6 +227,17 @@ def test_values_that_would_do_nothing_or_wrap_are_refused_by_the_parser(argv: li
     assert refused.value.code == 2
 
 
+@pytest.mark.parametrize("command", [["ingest", "run"], ["ingest", "start"], ["replay", "serve"]])
+def test_a_bad_speed_says_what_a_speed_is(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """The error's first line only reached the user: its hint, the one thing that says what to write, was lost."""
+    with pytest.raises(SystemExit) as refused:
+        main([*command, "--speed", "fast"])
+    assert refused.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith("argument --speed: invalid speed 'fast': use a positive factor such as 1, 10 or 2.5, "
+                         "or max"), last
+
+
 def test_serving_on_a_taken_port_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 

@@ -157,8 +157,8 @@ def _speed(value: str) -> str:
 
     try:
         parse_speed(value)
-    except RtcaError as exc:
-        raise argparse.ArgumentTypeError(str(exc).splitlines()[0]) from None
+    except RtcaError as exc:  # one line, the hint included: it says what a speed is
+        raise argparse.ArgumentTypeError(f"{exc.args[0]}: {exc.hint}" if exc.hint else exc.args[0]) from None
     return value
 
 
