@@ -238,6 +238,41 @@ def test_a_bad_speed_says_what_a_speed_is(command: list[str], capsys: pytest.Cap
                          "or max"), last
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["ingest", "run", "--products", ""], "--products"),
+    (["ingest", "start", "--products", ","], "--products"),
+    (["ingest", "run", "--channels", " , "], "--channels"),
+    (["ingest", "run", "--source", "replay", "--capture", ""], "--capture"),
+    (["ingest", "run", "--url", ""], "--url"),
+    (["record", "x.capture", "--url", ""], "--url"),
+    (["simulator", "serve", "--products", ""], "--products"),
+])  # fmt: skip
+def test_an_empty_value_is_refused_not_taken_for_the_default(argv: list[str], flag: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`--products ''` ingested the default products, `--capture ''` the shipped capture, `--url ''` live Coinbase,
+    exit 0, where the runbooks refuse an empty selection."""
+    from ports import open_and_refusing_ports
+
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # where `record x.capture` would write
+    with open_and_refusing_ports() as (taken, refusing), pytest.raises(SystemExit) as refused:
+        monkeypatch.setenv("RTCA_PULSAR__BROKER_PORT", str(refusing))  # a run that is not refused ends at once
+        main([*argv, *(["--port", str(taken)] if argv[0] == "simulator" else ["--duration", "1"])])
+    assert refused.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument {flag}:" in last and ("names nothing: omit it" in last or "is empty: omit it" in last), last
+
+
+def test_functions_delete_of_an_empty_name_says_how_to_mean_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The hint was the runbooks' ("leave the parameter as None"), which means nothing at the prompt."""
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
+    assert main(["functions", "delete", ""]) == 1
+    err = capsys.readouterr().err
+    assert "an empty selection of names" in err and "hint: omit it for all, or name some" in err, err
+
+
 def test_serving_on_a_taken_port_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 

@@ -162,6 +162,22 @@ def _speed(value: str) -> str:
     return value
 
 
+def _names(value: str) -> str:
+    """`--products`, `--channels`: comma-separated names, passed on as given; an empty list is refused (`''` or
+    `,` silently meant the source's defaults)."""
+    if not [name for name in value.split(",") if name.strip()]:
+        raise argparse.ArgumentTypeError(f"{value!r} names nothing: omit it for the source's defaults, or name some "
+                                         f"(comma-separated)")
+    return value
+
+
+def _not_empty(value: str) -> str:
+    """A path or URL: an empty one is refused (`--capture ''` meant the shipped capture, `--url ''` live Coinbase)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"{value!r} is empty: omit it for the default, or give one")
+    return value
+
+
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -185,13 +201,14 @@ def _positive(value: str) -> int:
 INGEST_FLAGS: dict[str, dict[str, Any]] = {
     "--source": {"choices": ["coinbase", "replay", "simulator"], "default": "coinbase",
                  "help": "live Coinbase, a replay of a capture, or the seeded simulator"},
-    "--url": {"help": "connect to this websocket server instead (e.g. `rtca replay serve`, `rtca simulator serve`)"},
-    "--capture": {"help": "replay: capture file (default: the shipped 2021-04-17 recording)"},
+    "--url": {"type": _not_empty,
+              "help": "connect to this websocket server instead (e.g. `rtca replay serve`, `rtca simulator serve`)"},
+    "--capture": {"type": _not_empty, "help": "replay: capture file (default: the shipped 2021-04-17 recording)"},
     "--speed": {"type": _speed, "help": "replay: pace, 1 (default), N (times faster) or max"},
     "--loop": {"action": "store_true", "help": "replay: forever, times and ids shifted to keep increasing"},
     "--shift-time": {"action": "store_true", "help": "replay: shift replayed times to now"},
-    "--products": {"help": "comma-separated product ids (default: the source's)"},
-    "--channels": {"help": "comma-separated channels (default: the source's)"},
+    "--products": {"type": _names, "help": "comma-separated product ids (default: the source's)"},
+    "--channels": {"type": _names, "help": "comma-separated channels (default: the source's)"},
     "--rate": {"type": _rate, "help": "simulator: frames per second (default 100), or max"},
     "--seed": {"type": int, "help": "simulator: seed (default 0)"},
     "--duration": {"type": _seconds, "help": "stop after this many seconds"},
@@ -527,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     record = verb("record", cmd_record, "record a websocket feed (default: live Coinbase) to a capture file")
     record.add_argument("output", help="capture file to write (the format of lib/rtca/feed/captures; replay it "
                                        "with `rtca replay serve --capture`)")
-    record.add_argument("--url", default=None, help="websocket to record (default: Coinbase Exchange, "
+    record.add_argument("--url", type=_not_empty, default=None, help="websocket to record (default: Coinbase Exchange, "
                                                     "RTCA_FEED__COINBASE_URL)")
     for flag in ("--products", "--channels", "--duration"):
         record.add_argument(flag, **INGEST_FLAGS[flag])

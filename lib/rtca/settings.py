@@ -401,7 +401,7 @@ def name_list(names: str | Iterable[str] | None) -> list[str] | None:
                           hint="a list of names, or one comma-separated string, e.g. ticker,matches")
     wanted = [str(name).strip() for name in names if str(name).strip()]
     if not wanted:  # an empty papermill parameter would otherwise select nothing and report success
-        raise ConfigError("an empty selection of names", hint="leave the parameter as None for all, or name some")
+        raise ConfigError("an empty selection of names", hint="omit it for all, or name some")
     return wanted
 
 

@@ -75,3 +75,11 @@ def test_options_not_given_are_the_sources_defaults() -> None:
     assert (SourceSpec.build("replay").speed, SourceSpec.build("replay", speed="max").speed) == (1.0, None)
     simulator = SourceSpec.build("simulator")
     assert (simulator.rate, simulator.seed, SourceSpec.build("simulator", rate="max").rate) == (100.0, 0, None)
+
+
+@pytest.mark.parametrize("options", [{"kind": "replay", "capture": ""}, {"kind": "coinbase", "products": []},
+                                     {"kind": "simulator", "channels": [" "]}])
+def test_an_empty_selection_is_refused_not_taken_for_the_default(options: dict[str, Any]) -> None:
+    """`capture=""` replayed the shipped capture, empty products the source's: what was asked was nothing."""
+    with pytest.raises(ConfigError, match="an empty"):
+        SourceSpec.build(**options)

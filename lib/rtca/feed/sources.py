@@ -100,6 +100,11 @@ class SourceSpec:
         as fast as ingest reads. An option the source would ignore is refused (`refuse_other_sources_options`)."""
         if kind not in get_args(SourceKind):
             raise ConfigError(f"unknown source {kind!r}", hint=f"one of {', '.join(get_args(SourceKind))}")
+        if capture is not None and not str(capture).strip():  # it meant the shipped capture without a word
+            raise ConfigError("an empty capture path", hint="omit it for the shipped recording, or name a file")
+        for what, names in (("products", products), ("channels", channels)):
+            if names is not None and not [name for name in names if name.strip()]:  # it meant the defaults
+                raise ConfigError(f"an empty selection of {what}", hint="omit it for the source's, or name some")
         refuse_other_sources_options(kind, {"capture": capture, "speed": speed, "loop": loop,
                                             "shift_time": shift_time, "rate": rate, "seed": seed}, url)
         unknown = sorted(set(channels or ()) - CHANNELS)
