@@ -3,6 +3,9 @@ that dies at once."""
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -578,3 +581,66 @@ def test_an_ingest_that_never_reaches_its_source_fails(source: list[str], code: 
     said = [line for line in err.splitlines() if line.startswith("error: ")]
     assert said and said[-1].startswith(f"error: nothing received from {url} (") and "connection attempts)" in said[-1]
     assert "hint: offline or behind a proxy? `--source replay` or `--source simulator` run without the internet" in err
+
+
+@pytest.fixture
+def simulator_url() -> Iterator[str]:
+    """A simulator served by `rtca simulator serve` in a process of its own (the test's `main` has the thread)."""
+    import subprocess
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-m", "rtca.cli", "simulator", "serve", "--products", "T-USD"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        yield server.stdout.readline().strip()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.parametrize("under, says", [("a-file/sub", "part of the path is a file, not a directory"),
+                                         ("a-file", "a file is in the way of a directory: check the path")])
+def test_a_bad_output_path_gets_a_hint_about_that_path(under: str, says: str, simulator_url: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Every filesystem error got "free disk space ... (the run directory is RTCA_RUN_DIR ...)", about neither the
+    error nor the path given; a file where the capture's folder should be was a traceback (FileExistsError)."""
+    monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path / "run"))
+    (tmp_path / "a-file").write_text("")
+    output = tmp_path / under / "out.capture"
+    assert main(["record", str(output), "--url", simulator_url, "--products", "T-USD", "--max-messages", "5",
+                 "--duration", "20"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"hint: {says}" in err and "Traceback" not in err, err
+    assert "RTCA_RUN_DIR" not in err and "disk space" not in err, err
+
+
+@pytest.mark.parametrize("output, says", [("", "error: no output file named"), (".", "error: . is a directory")])
+def test_record_refuses_an_output_that_is_no_file_name(output: str, says: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`rtca record ''` said "error:  exists"; `rtca record /tmp --force` connected, then failed on "Is a
+    directory" with the disk-space hint."""
+    from ports import open_and_refusing_ports
+
+    monkeypatch.chdir(tmp_path)
+    with open_and_refusing_ports() as (_, refusing):
+        assert main(["record", output, "--force", "--url", f"ws://127.0.0.1:{refusing}", "--duration", "1"]) == 1
+    assert capsys.readouterr().err.startswith(says)
+
+
+@pytest.mark.parametrize("code, in_run_dir, says", [
+    (errno.ENOSPC, True, "free disk space; the run directory is RTCA_RUN_DIR, `rtca config` shows it"),
+    (errno.ENOENT, False, "no such file or directory: check the path"),
+    (errno.ENOSPC, False, "free disk space"),
+    (errno.EACCES, False, "check the permissions of the path"),
+    (errno.EISDIR, False, "the path is a directory: give a file's name"),
+])  # fmt: skip
+def test_the_filesystem_hint_fits_the_error_and_names_the_run_directory_only_for_its_paths(
+        code: int, in_run_dir: bool, says: str, tmp_path: Path) -> None:  # fmt: skip
+    from rtca.cli import _filesystem_hint
+
+    run_dir = tmp_path / "run"
+    path = run_dir / "logs" / "x.log" if in_run_dir else tmp_path / "elsewhere"
+    assert _filesystem_hint(OSError(code, os.strerror(code), str(path)), run_dir) == says

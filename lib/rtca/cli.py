@@ -288,6 +288,11 @@ def cmd_simulator_serve(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.feed.recorder import record
 
+    if not args.output.strip():  # `Path("")` is the current directory: "error:  exists"
+        raise ConfigError("no output file named (an empty name)", hint="e.g. `rtca record my.capture --duration 60`")
+    if Path(args.output).is_dir():  # with --force, "Is a directory" once the connection is open
+        raise ConfigError(f"{args.output} is a directory", hint="name the capture file to write, e.g. "
+                                                                 f"{Path(args.output) / 'feed.capture'}")
     if Path(args.output).exists() and not args.force:
         raise RtcaError(f"{args.output} exists", hint="another file name, or --force to overwrite it")
     url = args.url or settings.feed.coinbase_url
@@ -575,12 +580,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-FILESYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
-                               errno.EISDIR, errno.ENAMETOOLONG, errno.EFBIG})
-"""Errors of the machine's files (a full disk, a read-only or misnamed run directory): the user's to fix, so a line
-that names the path instead of a traceback."""
-FILESYSTEM_HINT = ("free disk space, or check the path and its permissions (the run directory is RTCA_RUN_DIR, "
-                   "`rtca config` shows it)")
+FILESYSTEM_HINTS: dict[int, str] = {
+    errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (the disk quota is used up)",
+    errno.EFBIG: "the file system takes no file this large: write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EACCES: "check the permissions of the path", errno.EPERM: "check the permissions of the path",
+    errno.ENOTDIR: "part of the path is a file, not a directory: give a directory's path",
+    errno.EISDIR: "the path is a directory: give a file's name",
+    errno.ENOENT: "no such file or directory: check the path",
+    errno.EEXIST: "a file is in the way of a directory: check the path",  # mkdir(parents=True) under a file
+    errno.ENAMETOOLONG: "give a shorter path",
+}
+"""Errors of the machine's files (a full disk, a read-only or misnamed path): the user's to fix, so a line that
+names the path, and a hint for that error, instead of a traceback."""
+RUN_DIR_HINT = "; the run directory is RTCA_RUN_DIR, `rtca config` shows it"
+
+
+def _filesystem_hint(exc: OSError, run_dir: Path | None) -> str:
+    """The hint for `exc.errno`; the run directory named only when the path is in it (it is not the user's path
+    to check for `rtca record /tmp`)."""
+    hint = FILESYSTEM_HINTS[exc.errno]  # type: ignore[index]
+    paths = [Path(os.fsdecode(name)) for name in (exc.filename, exc.filename2) if name not in (None, "")]
+    if run_dir is not None and any(_within(path, run_dir) for path in paths):
+        hint += RUN_DIR_HINT
+    return hint
+
+
+def _within(path: Path, folder: Path) -> bool:
+    path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    return path == folder or folder in path.parents
 
 
 UNREACHABLE_HINT = "is the stack up? `rtca status` shows it, `rtca up` starts it; `rtca config` shows the URLs"
@@ -608,6 +636,7 @@ def _where(exc: httpx.TransportError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides: dict[str, Any] = {"backend": args.backend} if args.backend else {}
+    settings: Settings | None = None
     try:
         settings = load_settings(**overrides)
         return int(args.handler(settings, args))
@@ -627,10 +656,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
     except OSError as exc:
-        if exc.errno not in FILESYSTEM_ERRNOS:
+        if exc.errno not in FILESYSTEM_HINTS:
             raise  # anything else is a bug to report, with its traceback
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror}{where}\n  hint: {FILESYSTEM_HINT}", file=sys.stderr)
+        hint = _filesystem_hint(exc, settings.run_dir if settings is not None else None)
+        print(f"error: {exc.strerror}{where}\n  hint: {hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
