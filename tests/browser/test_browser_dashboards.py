@@ -164,7 +164,8 @@ def _chart_queries(driver: object, since: float) -> dict[int, list[tuple[str | N
 
     out: dict[int, list[tuple[str | None, str]]] = {}
     for entry in driver.execute_script("return window.__rtcaChartData || []"):  # type: ignore[attr-defined]
-        if entry["at"] < since or not entry["body"] or entry["sql"] is None:
+        # sent since: an auto-refresh in flight when the filter changed answers after `since` with the old filter
+        if entry["started"] < since or not entry["body"] or entry["sql"] is None:
             continue
         body = orjson.loads(entry["body"])
         chart_id = body.get("form_data", {}).get("slice_id")
