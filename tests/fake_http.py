@@ -1,5 +1,5 @@
-"""A slow HTTP peer on loopback, for what a client does when an admin API answers after its timeout. Only for unit
-tests of the retrying; the integration tests use the real services."""
+"""HTTP peers on loopback for unit tests of what a client does with an answer it did not expect: a slow admin API
+(after the client's timeout), or another service's page on a port. The integration tests use the real services."""
 
 from __future__ import annotations
 
@@ -36,8 +36,28 @@ class SlowHandler(BaseHTTPRequestHandler):
         pass
 
 
+def answering(status: int, content_type: str | None = None, body: bytes = b"") -> type[BaseHTTPRequestHandler]:
+    """A handler giving every request the same answer (a proxy's login page, a 404 page, a refusal)."""
+
+    class Answering(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.send_response(status)
+            if content_type:
+                self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Answering
+
+
 @contextmanager
-def serving(handler: type[SlowHandler]) -> Iterator[str]:
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """The handler on a free loopback port; yields its base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

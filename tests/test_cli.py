@@ -189,32 +189,14 @@ def test_an_address_that_answers_html_is_one_line_naming_it_not_a_traceback(comm
                                                                              monkeypatch: pytest.MonkeyPatch,
                                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """A proxy's login page (or another service on the port) answered 200 with HTML: JSONDecodeError tracebacks."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from fake_http import answering, serving
 
-    class LoginPage(BaseHTTPRequestHandler):
-        def _page(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.end_headers()
-            self.wfile.write(b"<html>please log in</html>")
-
-        do_GET = do_POST = do_PUT = _page
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), LoginPage)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    try:
+    with serving(answering(200, "text/html", b"<html>please log in</html>")) as url:
+        port = url.rsplit(":", 1)[1]
         monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
         for name in ("RTCA_PINOT__CONTROLLER_PORT", "RTCA_PINOT__BROKER_PORT", "RTCA_PULSAR__WEB_PORT"):
-            monkeypatch.setenv(name, str(port))
+            monkeypatch.setenv(name, port)
         assert main(command) == 1
-    finally:
-        server.shutdown()
-        server.server_close()
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "but not JSON (text/html)" in err and f"127.0.0.1:{port}" in err, err
     assert "Traceback" not in err
@@ -499,30 +481,14 @@ def test_functions_status_tells_a_service_that_is_not_pulsar_from_functions_not_
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """Any 404 read as "not deployed": pointed at another service (Superset's port), `rtca functions status` sent the
     user to deploy six functions that were running. And a refused connection did not say which URL refused it."""
-    import http.server
-    import threading
+    from fake_http import answering, serving
 
-    class NotPulsar(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            self.send_response(404)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.end_headers()
-            self.wfile.write(b"<!doctype html><html><body>Not found</body></html>")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotPulsar)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(answering(404, "text/html; charset=utf-8", b"<!doctype html><html>Not found</html>")) as url:
         monkeypatch.setenv("RTCA_PULSAR__ADMIN_URL_OVERRIDE", url)
         assert main(["functions", "status"]) == 1
-        captured = capsys.readouterr()
-        assert "not deployed" not in captured.out
-        assert f"{url} answered HTTP 404 (text/html; charset=utf-8), not as Pulsar's functions API" in captured.err
-    finally:
-        server.shutdown()
+    captured = capsys.readouterr()
+    assert "not deployed" not in captured.out
+    assert f"{url} answered HTTP 404 (text/html; charset=utf-8), not as Pulsar's functions API" in captured.err
     monkeypatch.setenv("RTCA_PULSAR__ADMIN_URL_OVERRIDE", "http://127.0.0.1:1")
     assert main(["functions", "status"]) == 1
     assert "at http://127.0.0.1:1: " in capsys.readouterr().err
@@ -531,19 +497,16 @@ def test_functions_status_tells_a_service_that_is_not_pulsar_from_functions_not_
 def test_an_https_url_on_a_plain_http_port_is_blamed_on_the_scheme_not_the_stack(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """The hint said "is the stack up?" while the stack was up and the URL's scheme was wrong."""
-    import http.server
-    import threading
+    from http.server import BaseHTTPRequestHandler
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"https://127.0.0.1:{server.server_address[1]}"
+    from fake_http import serving
+
+    with serving(BaseHTTPRequestHandler) as plain:  # answers a TLS hello in plain text
+        url = plain.replace("http://", "https://")
         monkeypatch.setenv("RTCA_PINOT__CONTROLLER_URL_OVERRIDE", url)
         assert main(["pinot", "status"]) == 1
-        err = capsys.readouterr().err
-        assert f"hint: {url} may not speak TLS: check the scheme" in err and "is the stack up" not in err
-    finally:
-        server.shutdown()
+    err = capsys.readouterr().err
+    assert f"hint: {url} may not speak TLS: check the scheme" in err and "is the stack up" not in err
 
 
 @pytest.mark.parametrize("source, code", [(["--url"], 1), (["--source", "simulator", "--max-messages", "5"], 0)])

@@ -428,29 +428,15 @@ def test_external_bad_url_is_named(stack_up: Settings) -> None:
 
 def test_rejected_credentials_are_named() -> None:
     """A secured service answering 401 is reported as a credentials problem, naming the URL and the settings."""
-    import http.server
-    import threading
+    from fake_http import answering, serving
 
-    class Refuse(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            self.send_response(401)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(answering(401)) as url:
         settings = load_settings(backend="external", pinot={"controller_url_override": url})
         problems = {state.name: problem for state, problem in remote.check(settings)}
         assert problems["pinot-controller"] == f"{url}/health rejected the credentials (HTTP 401)"
         with pytest.raises(ServiceError, match="RTCA_PINOT__USERNAME") as failed:
-            remote.require_healthy(settings)
+            remote.require_healthy(settings, only=["pinot-controller"])
         assert str(failed.value).startswith(f"pinot-controller: {url}/health rejected")  # named once, not twice
-    finally:
-        server.shutdown()
 
 
 @pytest.fixture
