@@ -459,7 +459,8 @@ def _fill_a_page(settings: Settings, key: str, rows: int) -> None:
     table = getattr(settings.tables, key)
     where = f"WHERE product_id = '{PAGE_PRODUCT}' AND event_ms >= {minute - rows * 60_000}"
     with PinotClient(settings) as pinot:
-        wait_for(lambda: pinot.count(table, where) >= rows, timeout=120, what=f"{rows} rows of {PAGE_PRODUCT} in {table}")
+        wait_for(lambda: pinot.count(table, where) >= rows, timeout=120,
+                 what=f"{rows} rows of {PAGE_PRODUCT} in {table}")
 
 
 @pytest.mark.parametrize("name", sorted(PAGED_TABLES))
