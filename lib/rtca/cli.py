@@ -626,11 +626,13 @@ def _unreachable_hint(exc: httpx.TransportError) -> str:
 
 
 def _where(exc: httpx.TransportError) -> str:
+    from rtca.stack.remote import origin
+
     try:
         url = exc.request.url
     except RuntimeError:  # raised without a request
         return "a service"
-    return f"{url.scheme}://{url.netloc.decode()}"
+    return origin(url)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

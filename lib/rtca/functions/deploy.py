@@ -35,7 +35,7 @@ from rtca.functions import routing
 from rtca.functions.runtime import RAW_SERDE
 from rtca.settings import Settings, name_list
 from rtca.stack.profiles import build_function_package, profile
-from rtca.stack.remote import http_options, json_answer, pulsar_topic_path
+from rtca.stack.remote import http_options, json_answer, origin, pulsar_topic_path
 from rtca.stack.progress import say
 
 Guarantee = Literal["ATLEAST_ONCE", "ATMOST_ONCE", "EFFECTIVELY_ONCE", "MANUAL"]
@@ -273,8 +273,7 @@ def _request(call: Callable[[], httpx.Response], what: str) -> httpx.Response:
         return call()
     except httpx.HTTPError as exc:
         try:
-            url = exc.request.url
-            where = f" at {url.scheme}://{url.netloc.decode()}"
+            where = f" at {origin(exc.request.url)}"
         except RuntimeError:  # an error raised before any request was built
             where = ""
         raise DeployError(f"{what}{where}: {exc}", hint="is Pulsar up with its functions worker? `rtca status`, and "
@@ -291,8 +290,7 @@ def _no_such_function(response: httpx.Response) -> bool:
             return True
     except (ValueError, AttributeError):
         pass
-    url = response.request.url
-    raise DeployError(f"{url.scheme}://{url.netloc.decode()} answered HTTP 404 "
+    raise DeployError(f"{origin(response.request.url)} answered HTTP 404 "
                       f"({response.headers.get('content-type') or 'no content type'}), not as Pulsar's functions API",
                       hint="is that Pulsar's admin URL? `rtca config` shows the one in use (RTCA_PULSAR__WEB_PORT, "
                            "RTCA_PULSAR__ADMIN_URL_OVERRIDE)")

@@ -11,7 +11,7 @@ from rtca.errors import DeployError
 from rtca.settings import Settings
 from rtca.stack.profiles import CONSUMER_FACTORY, profile, stream_connection_configs
 from rtca.stack.pulsar import ensure_topic
-from rtca.stack.remote import http_options, json_answer
+from rtca.stack.remote import http_options, json_answer, origin
 
 __all__ = ["CONSUMER_FACTORY", "JSON_DECODER", "PinotClient", "stream_configs"]
 
@@ -53,9 +53,8 @@ class PinotClient:
         if not response.is_success:
             kind = response.headers.get("content-type", "")
             if "json" not in kind and "text/plain" not in kind:  # another service's page (HTML), not Pinot's answer
-                url = response.request.url
                 raise DeployError(f"Pinot could not {what}: HTTP {response.status_code} ({kind or 'no content type'}) "
-                                  f"from {url.scheme}://{url.netloc.decode()}",
+                                  f"from {origin(response.request.url)}",
                                   hint="is that Pinot's controller / broker? `rtca config` shows the URLs in use")
             raise DeployError(f"Pinot could not {what}: HTTP {response.status_code} {response.text[:500]}")
         return json_answer(response, f"{what} (Pinot)") if response.content else None

@@ -48,15 +48,19 @@ def verify_option(settings: Settings) -> ssl.SSLContext | bool:
     return True
 
 
+def origin(url: httpx.URL) -> str:
+    """`scheme://host:port` of a URL: the address errors name (not its path, which says nothing about a wrong port)."""
+    return f"{url.scheme}://{url.netloc.decode()}"
+
+
 def json_answer(response: httpx.Response, what: str) -> Any:
     """The JSON body of an answer: one that is not JSON (a proxy's login page, another service on the port) is a
     DeployError naming the address, not a JSONDecodeError traceback."""
     try:
         return response.json()
     except ValueError:
-        url = response.request.url
         raise DeployError(f"could not {what}: HTTP {response.status_code} but not JSON "
-                          f"({response.headers.get('content-type')}) from {url.scheme}://{url.netloc.decode()}",
+                          f"({response.headers.get('content-type')}) from {origin(response.request.url)}",
                           hint="is that the service's address? `rtca config` shows the URLs in use") from None
 
 
