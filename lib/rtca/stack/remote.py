@@ -14,9 +14,12 @@ we start but reach like any remote service). Nothing here starts or stops a proc
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -125,27 +128,93 @@ def _http_probe(settings: Settings, service: str, url: str, *, expect_json_list:
     return probe
 
 
-def broker_unreachable(service_url: str, *, timeout: float = 5.0) -> str | None:
-    """None when a broker of `service_url` accepts a TCP connection, else why none did. The client takes any broker
-    of a list (pulsar://host1:6650,host2:6650/), so one answering is enough."""
+def _accepting_broker(service_url: str, timeout: float) -> tuple[str | None, str | None]:
+    """(`scheme://host:port` of the first broker of `service_url` that accepts a TCP connection, None), else (None,
+    why none does). The client takes any broker of a list (pulsar://host1:6650,host2:6650/), so one is enough."""
     scheme, _, hosts = service_url.partition("://")
     default_port = 6651 if scheme == "pulsar+ssl" else 6650
     addresses = [a for a in hosts.split("/", 1)[0].split(",") if a]
     if scheme not in ("pulsar", "pulsar+ssl") or not addresses:
-        return f"{service_url} is not a pulsar:// or pulsar+ssl:// URL"
+        return None, f"{service_url} is not a pulsar:// or pulsar+ssl:// URL"
     failures = []
     for address in addresses:
         try:
             parts = urlsplit(f"//{address}")
-            with socket.create_connection((parts.hostname or "", parts.port or default_port), timeout=timeout):
-                return None
+            host, port = parts.hostname or "", parts.port or default_port
+            with socket.create_connection((host, port), timeout=timeout):
+                return f"{scheme}://{address if parts.port else f'{address}:{port}'}", None
         except (OSError, ValueError) as exc:  # refused, unresolvable, or not a host:port
             failures.append(f"{address}: {exc}")
-    return f"{service_url} did not answer: {'; '.join(failures)}"
+    return None, f"{service_url} did not answer: {'; '.join(failures)}"
 
 
-def _tcp_probe(service_url: str) -> Callable[[], str | None]:
-    return lambda: broker_unreachable(service_url)
+def broker_unreachable(service_url: str, *, timeout: float = 5.0) -> str | None:
+    """None when a broker of `service_url` accepts a TCP connection, else why none did: a quick sign that the broker
+    is up (`rtca.feed.sinks`), not a proof that it is Pulsar (`broker_not_answering` is)."""
+    return _accepting_broker(service_url, timeout)[1]
+
+
+#: The pulsar client's C++ log lines (connection closed, lookup failed, ...) go here rather than to the terminal: the
+#: health check says in one line what went wrong. Whoever configures logging sees them.
+_client_log = logging.getLogger("rtca.stack.remote.pulsar_client")
+_client_log.addHandler(logging.NullHandler())
+
+#: The namespace the broker check looks a topic up in. One that does not exist: the broker answers TopicNotFound and
+#: creates nothing. A missing topic of the configured namespace would be created when the namespace auto-creates
+#: partitioned topics (`prepare` on scaled profiles): the C++ client's lookup does not send PIP-344's
+#: `metadata_auto_creation_enabled=false`.
+_PROBE_NAMESPACE = "rtca-health-check-no-such-namespace"
+
+
+def _lookup(settings: Settings, url: str, timeout: float) -> BaseException | None:
+    """What a partitioned-metadata lookup at `url` ended with (None: a list of partitions), or a TimeoutError when
+    nothing came within `timeout` s. Bounded here: on a port that answers something else, the client retries its
+    lookup well past its operation timeout (17 to 24 s for a 3 s timeout against the admin API's port)."""
+    import pulsar
+
+    client = pulsar.Client(url, operation_timeout_seconds=max(1, math.ceil(timeout)),
+                           connection_timeout_ms=int(timeout * 1000), logger=_client_log,
+                           **pulsar_client_options(settings))
+    outcome: list[BaseException | None] = []
+
+    def lookup() -> None:
+        try:
+            client.get_topic_partitions(f"persistent://{settings.pulsar.tenant}/{_PROBE_NAMESPACE}/probe")
+            outcome.append(None)
+        except Exception as exc:  # the client's errors, reported by the caller
+            outcome.append(exc)
+
+    thread = threading.Thread(target=lookup, name="pulsar-broker-check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    answer = outcome[0] if outcome else TimeoutError(f"no answer in {timeout:g} s")
+    client.close()  # also ends a lookup still retrying
+    thread.join(timeout)
+    return answer
+
+
+def broker_not_answering(settings: Settings, service_url: str, setting: str, *,
+                         timeout: float = 5.0) -> str | None:  # fmt: skip
+    """None when a Pulsar broker of `service_url` answers a lookup, else why not. Accepting TCP is not enough: the
+    admin API's port, Superset's, any service's does, and the user would only learn it from the ingest's or the
+    functions' timeouts. A refused port fails at once on the TCP check, with its message."""
+    import pulsar
+
+    address, refused = _accepting_broker(service_url, timeout)
+    if address is None:
+        return refused
+    answer = _lookup(settings, address, timeout)
+    if answer is None or isinstance(answer, (pulsar.TopicNotFound, pulsar.AuthorizationError)):
+        return None  # the broker answered (no such namespace, or not ours to look up in)
+    if isinstance(answer, pulsar.AuthenticationError):
+        return f"{address} rejected the credentials ({answer})"
+    if isinstance(answer, (TimeoutError, pulsar.ConnectError, pulsar.Timeout)):
+        why = "" if isinstance(answer, TimeoutError) else f" ({type(answer).__name__})"
+        tls = ", or its TLS certificate did not verify" if address.startswith("pulsar+ssl:") else ""
+        return (f"{address} accepts TCP connections but is not a Pulsar broker: nothing answered in Pulsar's binary "
+                f"protocol within {timeout:g} s{why}{tls}; does {setting} name another service's port? A broker's "
+                f"is 6650 (6651 with TLS)")
+    return f"{address} answered a lookup with {type(answer).__name__}: {answer}"
 
 
 def endpoints(settings: Settings) -> list[Endpoint]:
@@ -153,7 +222,8 @@ def endpoints(settings: Settings) -> list[Endpoint]:
     return [
         Endpoint("pulsar-admin", p.admin_url, "RTCA_PULSAR__ADMIN_URL_OVERRIDE / RTCA_PULSAR__AUTH_TOKEN",
                  _http_probe(settings, "pulsar", f"{p.admin_url}/admin/v2/clusters", expect_json_list=True)),
-        Endpoint("pulsar-broker", p.service_url, "RTCA_PULSAR__SERVICE_URL_OVERRIDE", _tcp_probe(p.service_url)),
+        Endpoint("pulsar-broker", p.service_url, "RTCA_PULSAR__SERVICE_URL_OVERRIDE",
+                 lambda: broker_not_answering(settings, p.service_url, "RTCA_PULSAR__SERVICE_URL_OVERRIDE")),
         # /health answers without credentials on a secured controller: /tables proves they are accepted.
         Endpoint("pinot-controller", pinot.controller_url,
                  "RTCA_PINOT__CONTROLLER_URL_OVERRIDE / RTCA_PINOT__USERNAME / RTCA_PINOT__PASSWORD",
