@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from rtca.stack import pulsar, remote
 from rtca.stack.secrets import superset_secrets
 from rtca.stack.superset import pinot_passwords, pinot_sqlalchemy_uri
 from rtca.superset.client import SupersetClient
+from fake_pulsar import http_error, pulsar_broker, silent, tcp_serving
 from ports import open_and_refusing_ports
 
 
@@ -183,9 +186,61 @@ def test_superset_reaches_a_pinot_with_basic_auth(tmp_path: Path) -> None:
 
 def test_a_pulsar_url_of_several_brokers_is_healthy_when_one_answers() -> None:
     """The client takes any broker of the list; the health check did only look at the first."""
-    with open_and_refusing_ports() as (up, down):
-        assert remote._tcp_probe(f"pulsar://127.0.0.1:{down},127.0.0.1:{up}")() is None
-        assert "did not answer" in (remote._tcp_probe(f"pulsar://127.0.0.1:{down}")() or "")
+    settings = load_settings(backend="external")
+    with open_and_refusing_ports() as (_, down), tcp_serving(pulsar_broker([])) as up:
+        assert remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{down},127.0.0.1:{up}", "S") is None
+        assert "did not answer" in (remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{down}", "S") or "")
+
+
+def test_the_broker_check_looks_up_a_topic_where_no_lookup_creates_one() -> None:
+    """A lookup of a missing topic makes the broker create it where the namespace auto-creates partitioned topics
+    (the C++ client does not ask it not to): the check looks in a namespace that does not exist."""
+    settings = load_settings(backend="external")
+    looked_up: list[str] = []
+    with tcp_serving(pulsar_broker(looked_up)) as port:
+        assert remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}", "S") is None
+    assert looked_up and all(f"/{settings.pulsar.namespace}/" not in topic for topic in looked_up), looked_up
+    assert all(topic.startswith(f"persistent://{settings.pulsar.tenant}/rtca-health-check-") for topic in looked_up)
+
+
+@pytest.mark.parametrize("peer", [silent, http_error], ids=["silent", "http"])
+def test_a_port_that_accepts_tcp_but_is_not_pulsar_is_unhealthy_and_says_so(
+        peer: Callable[[socket.socket], None], capfd: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """The admin API's port (8080), Superset's (8088), any TCP service passed the check that only connected: the
+    user learnt it from the ingest's and the functions' timeouts. Bounded in time, and the client's own log lines
+    (it writes to stderr from C++) stay off the terminal."""
+    settings = load_settings(backend="external")
+    with tcp_serving(peer) as port:
+        start = time.monotonic()
+        problem = remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}",
+                                              "RTCA_PULSAR__SERVICE_URL_OVERRIDE", timeout=1)
+        took = time.monotonic() - start
+    assert problem is not None and problem.startswith(f"pulsar://127.0.0.1:{port} accepts TCP connections but is "
+                                                      "not a Pulsar broker"), problem
+    assert "RTCA_PULSAR__SERVICE_URL_OVERRIDE" in problem and "6650" in problem
+    assert took < 3, f"{took:.1f} s"
+    assert capfd.readouterr().err == ""
+
+
+def test_a_refused_broker_port_fails_at_once_without_the_pulsar_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(backend="external")
+    monkeypatch.setattr(remote, "_lookup", lambda *_: pytest.fail("the client was tried on a refused port"))
+    with open_and_refusing_ports() as (_, port):
+        start = time.monotonic()
+        problem = remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}", "S")
+    assert time.monotonic() - start < 1
+    assert problem is not None and "refused" in problem
+    assert problem.startswith(f"pulsar://127.0.0.1:{port} did not answer: "), problem
+
+
+def test_status_names_a_broker_url_that_is_not_pulsar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The endpoint's check is the protocol one, with the setting to fix (`rtca status` shows the note alone)."""
+    monkeypatch.setattr(remote, "_lookup", lambda *_: TimeoutError("no answer in 5 s"))
+    with tcp_serving(silent) as port:
+        settings = load_settings(backend="external", pulsar={"service_url_override": f"pulsar://127.0.0.1:{port}"})
+        [(broker, _)] = remote.check(settings, only={"pulsar-broker"})
+    assert not broker.healthy and "is not a Pulsar broker" in broker.note
+    assert "RTCA_PULSAR__SERVICE_URL_OVERRIDE" in broker.note
 
 
 def test_down_wipe_on_external_says_nothing_was_wiped(tmp_path: Path) -> None:

@@ -1,0 +1,153 @@
+"""Loopback TCP peers for unit tests of the Pulsar broker check: a port that accepts and says nothing, one that answers
+as an HTTP server does (another service's port), and a minimal broker speaking Pulsar's binary protocol (CONNECT and a
+partitioned-metadata lookup, hand-encoded protobuf). The integration tests use the real broker."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+# BaseCommand types and the fields that carry them (PulsarApi.proto)
+CONNECT, CONNECTED, PARTITIONED_METADATA, PARTITIONED_METADATA_RESPONSE, PING, PONG = 2, 3, 21, 22, 18, 19
+
+
+@contextmanager
+def tcp_serving(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """`handle` each connection accepted on a free loopback port (one thread each); yields the port."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            try:
+                handle(conn)
+            except OSError:
+                pass  # the client gave up first
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+def silent(conn: socket.socket) -> None:
+    """Reads whatever comes and never answers (a service waiting for its own protocol's first words)."""
+    while conn.recv(4096):
+        pass
+
+
+def http_error(conn: socket.socket) -> None:
+    """What an HTTP server answers to bytes that are not HTTP, then closes (the admin API's port, Superset's)."""
+    conn.recv(4096)
+    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+def pulsar_broker(looked_up: list[str]) -> Callable[[socket.socket], None]:
+    """A broker answering CONNECT and partitioned-metadata lookups (0 partitions); appends each topic looked up."""
+
+    def handle(conn: socket.socket) -> None:
+        while (frame := _read_frame(conn)) is not None:
+            command = _decode(frame)
+            kind = command[1]
+            if kind == CONNECT:
+                version = _decode(command[CONNECT]).get(4, 0)  # protocol_version
+                conn.sendall(_frame(CONNECTED, _bytes(1, b"fake-broker") + _int(2, version)))
+            elif kind == PARTITIONED_METADATA:
+                request = _decode(command[PARTITIONED_METADATA])
+                looked_up.append(request[1].decode())
+                conn.sendall(_frame(PARTITIONED_METADATA_RESPONSE, _int(1, 0) + _int(2, request[2]) + _int(3, 0)))
+            elif kind == PING:
+                conn.sendall(_frame(PONG, None))
+
+    return handle
+
+
+# --- the few bits of protobuf the frames need -----------------------------------------------------------------------
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _int(field: int, value: int) -> bytes:
+    return _varint(field << 3) + _varint(value)
+
+
+def _bytes(field: int, value: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(value)) + value
+
+
+def _frame(kind: int, body: bytes | None) -> bytes:
+    """[total size][command size][BaseCommand{type, the command in the field numbered as its type}]"""
+    command = _int(1, kind) + (_bytes(kind, body) if body is not None else b"")
+    return (len(command) + 4).to_bytes(4, "big") + len(command).to_bytes(4, "big") + command
+
+
+def _read_exactly(conn: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _read_frame(conn: socket.socket) -> bytes | None:
+    """The BaseCommand of the next frame (commands without payload: all a lookup sends), None once closed."""
+    head = _read_exactly(conn, 8)
+    if head is None:
+        return None
+    total, size = int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
+    command = _read_exactly(conn, size)
+    if total > size + 4:
+        _read_exactly(conn, total - size - 4)
+    return command
+
+
+def _decode(data: bytes) -> dict[int, int | bytes]:
+    """Field number -> value (varints and length-delimited fields only, the last of a repeated one)."""
+    fields: dict[int, int | bytes] = {}
+    at = 0
+
+    def varint() -> int:
+        nonlocal at
+        value = shift = 0
+        while True:
+            byte = data[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while at < len(data):
+        key = varint()
+        if key & 7 == 0:
+            fields[key >> 3] = varint()
+        elif key & 7 == 2:
+            size = varint()
+            fields[key >> 3] = data[at:at + size]
+            at += size
+        else:
+            raise ValueError(f"wire type {key & 7} not expected in a lookup's commands")
+    return fields
