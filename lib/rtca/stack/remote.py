@@ -4,6 +4,7 @@ Shared by the `external` backend (someone else's Pulsar / Pinot / Superset) and 
 we start but reach like any remote service). Nothing here starts or stops a process.
 
     endpoints(settings)          what to check, in order: Pulsar admin + broker, Pinot controller + broker, Superset
+    broker_not_answering         the Pulsar broker check: a lookup in its binary protocol, not only a TCP connection
     check(settings)              health of every endpoint, as ServiceStates (never raises for an unhealthy one)
     require_healthy(settings)    the same, but one ServiceError naming every URL that did not answer
     prepare(settings)            namespace (retention, no inactive-topic deletion, partitioned auto-creation) and
