@@ -222,6 +222,18 @@ def test_a_port_that_accepts_tcp_but_is_not_pulsar_is_unhealthy_and_says_so(
     assert capfd.readouterr().err == ""
 
 
+def test_a_check_cut_short_leaves_the_process_to_exit_cleanly_and_silently() -> None:
+    """The client's threads, still logging a lookup cut short (a TLS handshake refused, retried), called into a
+    Python logger of an interpreter that was finishing: `rtca status` aborted at exit (2 runs in 8, exit 134)."""
+    with tcp_serving(http_error) as port:
+        code = ("from rtca.settings import load_settings; from rtca.stack import remote; "
+                f"print(remote.broker_not_answering(load_settings(), 'pulsar+ssl://127.0.0.1:{port}', 'S', timeout=1))")
+        runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+                for _ in range(3)]
+    assert [(run.returncode, run.stderr) for run in runs] == [(0, "")] * 3
+    assert all("is not a Pulsar broker" in run.stdout for run in runs)
+
+
 def test_a_refused_broker_port_fails_at_once_without_the_pulsar_client(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(backend="external")
     monkeypatch.setattr(remote, "_lookup", lambda *_: pytest.fail("the client was tried on a refused port"))
