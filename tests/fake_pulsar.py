@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 # BaseCommand types and the fields that carry them (PulsarApi.proto)
 CONNECT, CONNECTED, PARTITIONED_METADATA, PARTITIONED_METADATA_RESPONSE, PING, PONG = 2, 3, 21, 22, 18, 19
+ERROR, AUTHENTICATION_ERROR = 14, 3  # BaseCommand.ERROR, ServerError.AuthenticationError
 
 
 @contextmanager
@@ -56,6 +57,12 @@ def http_error(conn: socket.socket) -> None:
     """What an HTTP server answers to bytes that are not HTTP, then closes (the admin API's port, Superset's)."""
     conn.recv(4096)
     conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+def rejecting_credentials(conn: socket.socket) -> None:
+    """What a broker does with a token it rejects: an AuthenticationError for the CONNECT, then it closes."""
+    if _read_frame(conn) is not None:
+        conn.sendall(_frame(ERROR, _int(1, 2**64 - 1) + _int(2, AUTHENTICATION_ERROR) + _bytes(3, b"Unauthorized")))
 
 
 def pulsar_broker(looked_up: list[str]) -> Callable[[socket.socket], None]:

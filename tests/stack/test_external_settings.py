@@ -26,7 +26,7 @@ from rtca.stack import pulsar, remote
 from rtca.stack.secrets import superset_secrets
 from rtca.stack.superset import pinot_passwords, pinot_sqlalchemy_uri
 from rtca.superset.client import SupersetClient
-from fake_pulsar import http_error, pulsar_broker, silent, tcp_serving
+from fake_pulsar import http_error, pulsar_broker, rejecting_credentials, silent, tcp_serving
 from ports import open_and_refusing_ports
 
 
@@ -220,6 +220,19 @@ def test_a_port_that_accepts_tcp_but_is_not_pulsar_is_unhealthy_and_says_so(
     assert "RTCA_PULSAR__SERVICE_URL_OVERRIDE" in problem and "6650" in problem
     assert took < 3, f"{took:.1f} s"
     assert capfd.readouterr().err == ""
+
+
+def test_a_rejected_token_is_named_as_a_possible_cause() -> None:
+    """A broker closes the connection on a token it rejects, and the client then only sees a peer that answered
+    nothing: with a token configured, the message says it may be the token rather than the port."""
+    settings = load_settings(backend="external", pulsar={"auth_token": "not-the-token"})
+    with tcp_serving(rejecting_credentials) as port:
+        problem = remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}", "S", timeout=1) or ""
+    assert "is not a Pulsar broker" in problem and "rejected RTCA_PULSAR__AUTH_TOKEN" in problem, problem
+    assert "not-the-token" not in problem
+    with tcp_serving(silent) as port:
+        assert "TOKEN" not in (remote.broker_not_answering(load_settings(), f"pulsar://127.0.0.1:{port}", "S",
+                                                           timeout=1) or "TOKEN")
 
 
 def test_a_check_cut_short_leaves_the_process_to_exit_cleanly_and_silently() -> None:

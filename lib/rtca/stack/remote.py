@@ -211,9 +211,12 @@ def broker_not_answering(settings: Settings, service_url: str, setting: str, *,
     if isinstance(answer, (TimeoutError, pulsar.ConnectError, pulsar.Timeout)):
         why = "" if isinstance(answer, TimeoutError) else f" ({type(answer).__name__})"
         tls = ", or its TLS certificate did not verify" if address.startswith("pulsar+ssl:") else ""
+        # A broker closes the connection on a token it rejects: to the client, that is a peer that answered nothing.
+        token = (", or it rejected RTCA_PULSAR__AUTH_TOKEN (a broker then closes the connection)"
+                 if settings.pulsar.auth_token is not None else "")
         return (f"{address} accepts TCP connections but is not a Pulsar broker: nothing answered in Pulsar's binary "
-                f"protocol within {timeout:g} s{why}{tls}; does {setting} name another service's port? A broker's "
-                f"is 6650 (6651 with TLS)")
+                f"protocol within {timeout:g} s{why}{tls}{token}; does {setting} name another service's port? A "
+                f"broker's is 6650 (6651 with TLS)")
     return f"{address} answered a lookup with {type(answer).__name__}: {answer}"
 
 
