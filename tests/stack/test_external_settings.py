@@ -215,8 +215,8 @@ def test_a_port_that_accepts_tcp_but_is_not_pulsar_is_unhealthy_and_says_so(
         problem = remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}",
                                               "RTCA_PULSAR__SERVICE_URL_OVERRIDE", timeout=1)
         took = time.monotonic() - start
-    assert problem is not None and problem.startswith(f"pulsar://127.0.0.1:{port} accepts TCP connections but is "
-                                                      "not a Pulsar broker"), problem
+    assert problem is not None and problem.startswith(f"pulsar://127.0.0.1:{port} accepts TCP connections but does "
+                                                      "not answer as a Pulsar broker"), problem
     assert "RTCA_PULSAR__SERVICE_URL_OVERRIDE" in problem and "6650" in problem
     assert took < 3, f"{took:.1f} s"
     assert capfd.readouterr().err == ""
@@ -228,7 +228,7 @@ def test_a_rejected_token_is_named_as_a_possible_cause() -> None:
     settings = load_settings(backend="external", pulsar={"auth_token": "not-the-token"})
     with tcp_serving(rejecting_credentials) as port:
         problem = remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}", "S", timeout=1) or ""
-    assert "is not a Pulsar broker" in problem and "rejected RTCA_PULSAR__AUTH_TOKEN" in problem, problem
+    assert "does not answer as a Pulsar broker" in problem and "rejected RTCA_PULSAR__AUTH_TOKEN" in problem, problem
     assert "not-the-token" not in problem
     with tcp_serving(silent) as port:
         assert "TOKEN" not in (remote.broker_not_answering(load_settings(), f"pulsar://127.0.0.1:{port}", "S",
@@ -244,7 +244,7 @@ def test_a_check_cut_short_leaves_the_process_to_exit_cleanly_and_silently() -> 
         runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
                 for _ in range(3)]
     assert [(run.returncode, run.stderr) for run in runs] == [(0, "")] * 3
-    assert all("is not a Pulsar broker" in run.stdout for run in runs)
+    assert all("does not answer as a Pulsar broker" in run.stdout for run in runs)
 
 
 def test_a_refused_broker_port_fails_at_once_without_the_pulsar_client(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,7 +264,7 @@ def test_status_names_a_broker_url_that_is_not_pulsar(monkeypatch: pytest.Monkey
     with tcp_serving(silent) as port:
         settings = load_settings(backend="external", pulsar={"service_url_override": f"pulsar://127.0.0.1:{port}"})
         [(broker, _)] = remote.check(settings, only={"pulsar-broker"})
-    assert not broker.healthy and "is not a Pulsar broker" in broker.note
+    assert not broker.healthy and "does not answer as a Pulsar broker" in broker.note
     assert "RTCA_PULSAR__SERVICE_URL_OVERRIDE" in broker.note
 
 

@@ -206,17 +206,15 @@ def broker_not_answering(settings: Settings, service_url: str, setting: str, *,
     answer = _lookup(settings, address, timeout)
     if answer is None or isinstance(answer, (pulsar.TopicNotFound, pulsar.AuthorizationError)):
         return None  # the broker answered (no such namespace, or not ours to look up in)
-    if isinstance(answer, pulsar.AuthenticationError):
-        return f"{address} rejected the credentials ({answer})"
     if isinstance(answer, (TimeoutError, pulsar.ConnectError, pulsar.Timeout)):
         why = "" if isinstance(answer, TimeoutError) else f" ({type(answer).__name__})"
         tls = ", or its TLS certificate did not verify" if address.startswith("pulsar+ssl:") else ""
         # A broker closes the connection on a token it rejects: to the client, that is a peer that answered nothing.
         token = (", or it rejected RTCA_PULSAR__AUTH_TOKEN (a broker then closes the connection)"
                  if settings.pulsar.auth_token is not None else "")
-        return (f"{address} accepts TCP connections but is not a Pulsar broker: nothing answered in Pulsar's binary "
-                f"protocol within {timeout:g} s{why}{tls}{token}; does {setting} name another service's port? A "
-                f"broker's is 6650 (6651 with TLS)")
+        return (f"{address} accepts TCP connections but does not answer as a Pulsar broker: nothing came in "
+                f"Pulsar's binary protocol within {timeout:g} s{why}{tls}{token}; does {setting} name another "
+                f"service's port? A broker's is 6650 (6651 with TLS)")
     return f"{address} answered a lookup with {type(answer).__name__}: {answer}"
 
 
