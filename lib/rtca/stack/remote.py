@@ -215,7 +215,7 @@ def broker_not_answering(settings: Settings, service_url: str, setting: str, *,
         return (f"{address} accepts TCP connections but does not answer as a Pulsar broker: nothing came in "
                 f"Pulsar's binary protocol within {timeout:g} s{why}{tls}{token}; does {setting} name another "
                 f"service's port? A broker's is 6650 (6651 with TLS)")
-    return f"{address} answered a lookup with {type(answer).__name__}: {answer}"
+    return f"a lookup at {address} failed: {type(answer).__name__} ({answer})"  # e.g. a CA file that cannot be read
 
 
 def endpoints(settings: Settings) -> list[Endpoint]:
