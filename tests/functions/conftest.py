@@ -94,7 +94,11 @@ class FakeProducer:
         self.context, self.topic, self.name = context, topic, name
 
     def send_async(self, data: bytes, callback: Callable[..., None] | None, **conf: Any) -> None:
-        """Stores and completes at once (or fails, when the context says so)."""
+        """Stores and completes at once (or fails, when the context says so). Refuses a key, time or sequence id of
+        another type with ValueError, as the real client does before sending."""
+        for name, kind in (("partition_key", str), ("event_timestamp", int), ("sequence_id", int)):
+            if conf.get(name) is not None and not isinstance(conf[name], kind):
+                raise ValueError(f"{name} must be a {kind.__name__}, not {type(conf[name]).__name__}")
         if self.context.fail_publish:
             if callback is not None:
                 callback(pulsar.Result.Timeout, None)

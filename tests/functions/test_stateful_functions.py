@@ -370,6 +370,36 @@ def test_a_record_that_breaks_a_kernel_unforeseen_is_a_dead_letter_and_the_strea
     assert len(ctx.acked) == 3  # the poisoned input with its dead letter, the others with the window record
 
 
+T0 = 1_700_000_000_000
+
+
+@pytest.mark.parametrize(("topic", "bad"), [
+    (TICKER, {"type": "ticker", "product_id": 5, "price": 110.0, "event_ms": T0 + 1, "received_ms": T0 + 1}),
+    (BOOK, {"product_id": 5, "event_ms": T0 + 1, "received_ms": T0 + 1, "valid": True, "spread_bps": 99.0}),
+    (BOOK, {"product_id": "", "event_ms": T0 + 1, "received_ms": T0 + 1, "valid": True, "spread_bps": 99.0}),
+    (BOOK, {"product_id": "A", "event_ms": T0 + 1, "received_ms": 2**63, "valid": True, "spread_bps": 99.0}),
+    (HEALTH, {"kind": "gap", "ts_ms": T0 + 1, "source": "replay", "product_id": ["A"], "first_missing": 1,
+              "last_missing": 9, "missed": 9}),
+    (HEALTH, {"kind": "gap", "ts_ms": "soon", "source": "replay", "product_id": "A", "first_missing": 1,
+              "last_missing": 9, "missed": 9}),
+])  # fmt: skip
+def test_the_alerts_function_dead_letters_a_record_whose_alert_it_could_not_publish(  # type: ignore[no-untyped-def]
+        fake_context, message_ids, topic, bad) -> None:  # fmt: skip
+    """A product id that is not a string failed the publish after the engine had taken the record in (the Pulsar
+    client refuses it as a key): `process` raised, and the redelivered input was lost without a dead letter. A time
+    that is not a LONG made an alert Pinot drops. Both are refused before any state changes, as in every function."""
+    ctx, function = alert_context(fake_context, {}), AlertsFunction()
+    ticker = {"type": "ticker", "product_id": "A", "price": 100.0, "event_ms": T0, "received_ms": T0}
+    ctx.run(function, orjson.dumps(ticker), next(message_ids), topic=TICKER)
+    ctx.run(function, orjson.dumps(bad), next(message_ids), topic=topic)
+    [dead] = records(ctx, DEAD)
+    assert dead["reason"] == "invalid_field" and dead["source_topic"] == topic
+    assert records(ctx, ALERTS) == [] and set(function.progress) == {"A"}
+    ctx.run(function, orjson.dumps({**ticker, "price": 110.0, "event_ms": T0 + 2}), next(message_ids), topic=TICKER)
+    [move] = records(ctx, ALERTS)
+    assert move["rule"] == "move" and move["product_id"] == "A"  # the product's state went on as before
+
+
 @pytest.mark.parametrize("bad", [
     {"type": "snapshot", "product_id": "", "event_ms": 1000, "bids": [[99.0, 1.0]], "asks": [[101.0, 1.0]]},
     {"type": "snapshot", "product_id": "R", "event_ms": 1000, "bids": [[0.0, 1.0]], "asks": [[5e-324, 1.0]]},

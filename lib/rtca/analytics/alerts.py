@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtca.analytics.checks import event_time, number
+from rtca.analytics.checks import event_time, number, product_id
 
 KINDS = ("price_move", "vol_zscore", "spread_bps", "feed_stalled", "missed_trades")
 SOURCES = ("ticker", "book", "volatility", "feed_health")
@@ -120,13 +120,24 @@ def book_problem_alert(problem: Mapping[str, Any]) -> dict[str, Any]:
                         problem.get("received_ms"), 1.0, 0.0, problem.get("detail", ""))  # fmt: skip
 
 
-def _trade_count(record: Mapping[str, Any], name: str) -> int:
-    """A gap record's trade ids and count: integers a LONG holds (what ingest writes); else the record is refused
-    (ValueError: a dead letter), before any state keeps it."""
+def _long(record: Mapping[str, Any], name: str) -> int:
+    """A field an alert carries as a LONG (a gap's trade ids and count, the times): an integer in [0, 2**63) (what
+    ingest and the functions write); else the record is refused (ValueError: a dead letter) before any state keeps
+    it: Pinot would drop (or mis-store) the alert of text, a fraction or a larger number, a loss nobody sees."""
     value = record[name]
     if type(value) is not int or not 0 <= value < 2**63:
         raise ValueError(f"{name} must be an integer in [0, 2**63), got {value!r:.40}")
     return value
+
+
+def _optional_long(record: Mapping[str, Any], name: str) -> int | None:
+    """`_long`, or None for a field that is absent or null."""
+    return None if record.get(name) is None else _long(record, name)
+
+
+def _times(record: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """A record's ``event_ms`` and ``received_ms`` as its alerts carry them (`_optional_long`)."""
+    return _optional_long(record, "event_ms"), _optional_long(record, "received_ms")
 
 
 @dataclass
@@ -158,12 +169,12 @@ class AlertEngine:
 
     @classmethod
     def key_of(cls, record: Mapping[str, Any], source: str | None = None) -> str | None:
-        """The key whose state `record` can change: the feed source for a feed-health tick, else the product."""
+        """The key whose state `record` can change: the feed source for a feed-health tick, else the product
+        (`rtca.analytics.checks.product_id`: TypeError / ValueError for a record without a usable one)."""
         source = source or cls.source_of(record)
         if source == "feed_health" and record.get("kind") == "tick":
             return str(record.get("source") or "feed")
-        product = record.get("product_id")
-        return product if isinstance(product, str) else None
+        return product_id(record)
 
     def state_of(self, key: str) -> dict[str, Any]:
         """Everything the rules keep for `key` (JSON-ready): armed flags, price windows, volatility histories,
@@ -237,9 +248,10 @@ class AlertEngine:
     # --- the rules -------------------------------------------------------------------------------------------------
     def _price_move(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        product = record["product_id"]
+        product = product_id(record)
         try:  # one price far ahead would pin the window: every later price would be skipped as older than it
             event_ms, price = event_time(record), number(record["price"], "price", positive=True)
+            received_ms = _optional_long(record, "received_ms")
         except (KeyError, TypeError, ValueError):
             return out  # outside the record contract: the statistics and volatility functions dead-letter it
         for rule in self._by_kind("price_move"):
@@ -258,13 +270,14 @@ class AlertEngine:
             low = min(p for _, p in prices)
             high = max(p for _, p in prices)
             value = max((price - low) / low, (high - price) / high) * 100.0  # differences: exact at round moves
-            out += self._check(rule, product, value, event_ms, record.get("received_ms"),
+            out += self._check(rule, product, value, event_ms, received_ms,
                                f"{{key}} moved {{value:.3f}}% within {rule.window_s:g}s (over {{threshold:g}}%)")
         return out
 
     def _vol_zscore(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        product, vol = record["product_id"], record.get("realized_vol")
+        product, vol = product_id(record), record.get("realized_vol")
+        event_ms, received_ms = _times(record)
         if vol is None or not math.isfinite(vol):
             return out
         for rule in self._by_kind("vol_zscore"):
@@ -275,8 +288,7 @@ class AlertEngine:
                 # d * d, not d ** 2: a float power raises OverflowError (a huge value would poison the history)
                 std = math.sqrt(sum((v - mean) * (v - mean) for v in history) / (n - 1))
                 if 0 < std < math.inf:
-                    out += self._check(rule, product, (vol - mean) / std, record.get("event_ms"),
-                                       record.get("received_ms"),
+                    out += self._check(rule, product, (vol - mean) / std, event_ms, received_ms,
                                        "{key} realized vol z-score {value:.2f} (over {threshold:g})")
             history.append(float(vol))
             self.changed = True
@@ -286,10 +298,11 @@ class AlertEngine:
         if record.get("valid") is False:
             return []
         out: list[dict[str, Any]] = []
-        product = record["product_id"]
+        product = product_id(record)
+        event_ms, received_ms = _times(record)
         for rule in self._by_kind("spread_bps"):
-            out += self._check(rule, product, record.get("spread_bps"), record.get("event_ms"),
-                               record.get("received_ms"), "{key} spread {value:.1f} bps (over {threshold:g})")
+            out += self._check(rule, product, record.get("spread_bps"), event_ms, received_ms,
+                               "{key} spread {value:.1f} bps (over {threshold:g})")
         return out
 
     def _feed_stalled(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -297,23 +310,23 @@ class AlertEngine:
         if silence_ms is None:
             return []  # no frame yet: nothing to measure
         out: list[dict[str, Any]] = []
-        source = str(record.get("source") or "feed")
+        source, ts_ms = str(record.get("source") or "feed"), _optional_long(record, "ts_ms")
         for rule in self._by_kind("feed_stalled"):
-            out += self._check(rule, source, silence_ms / 1000.0, record.get("ts_ms"), record.get("ts_ms"),
+            out += self._check(rule, source, silence_ms / 1000.0, ts_ms, ts_ms,
                                "feed {key} silent for {value:.1f} s (over {threshold:g} s)")
         return out
 
     def _missed_trades(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        product = record["product_id"]
-        missed, first, last = (_trade_count(record, name) for name in ("missed", "first_missing", "last_missing"))
+        product, ts_ms = product_id(record), _optional_long(record, "ts_ms")
+        missed, first, last = (_long(record, name) for name in ("missed", "first_missing", "last_missing"))
         for rule in self._by_kind("missed_trades"):
             key = (rule.name, product)
             if missed <= rule.threshold or first == self._gaps.get(key):
                 continue
             self._gaps[key] = first
             self.changed = True
-            alert = alert_record(rule.name, rule.severity, product, record.get("ts_ms"), record.get("ts_ms"),
+            alert = alert_record(rule.name, rule.severity, product, ts_ms, ts_ms,
                                  float(missed), rule.threshold,
                                  f"{product}: {missed} missed trades ({first}..{last})")  # fmt: skip
             alert["alert_id"] = f"{rule.name}:{product}:{first}"

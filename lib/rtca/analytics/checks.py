@@ -4,7 +4,8 @@ The router enforces the record contract (`rtca.functions.routing`), but anything
 bypasses it, and one record outside the contract would otherwise poison a product for good: an event time far
 ahead makes every later record of its product late (dropped by the windows, the order book's cadence and the alerts'
 price window), a price of 1e200 makes the statistics' variance infinite (written as JSON null, which a restarted
-function cannot resume from), a price written as text (``" 1_0 "``) is read by Python but dropped by Pinot. These
+function cannot resume from), a price written as text (``" 1_0 "``) is read by Python but dropped by Pinot, a
+product id that is not a string cannot key the published records (the Pulsar client refuses it). These
 checks raise TypeError / ValueError, which the functions turn into dead letters, and leave every other record alone.
 """
 
@@ -42,6 +43,18 @@ def event_time(record: Mapping[str, Any]) -> int:
         raise ValueError(f"event_ms {event_ms} is {(event_ms - received_ms) / 1000:.0f} s after its receipt "
                          f"(at most {MAX_AHEAD_MS // 1000} s)")  # fmt: skip
     return event_ms
+
+
+def product_id(record: Mapping[str, Any]) -> str:
+    """A record's ``product_id``: a string of 1 to MAX_PRODUCT_ID characters, else TypeError / ValueError (a dead
+    letter). It keys the product's state and the published records: the Pulsar client refuses any other key after
+    the state has taken the record in, and the record would then be lost on redelivery."""
+    product = record["product_id"]
+    if type(product) is not str:
+        raise TypeError(f"product_id must be a string, not {type(product).__name__}: {product!r:.40}")
+    if not 0 < len(product) <= MAX_PRODUCT_ID:
+        raise ValueError(f"product_id must have 1 to {MAX_PRODUCT_ID} characters, not {len(product)}")
+    return product
 
 
 def number(value: Any, name: str, *, positive: bool = False) -> float:

@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 import pulsar
 
+from rtca.analytics.checks import product_id
 from rtca.functions.routing import MAX_PRODUCT_ID, Reason, dead_letter_record, encode_dead_letter
 from rtca.functions.runtime import (
     Context,
@@ -181,10 +182,7 @@ class StatefulFunction(pulsar.Function):
         """Rebuild state from topics (once, before the first input)."""
 
     def key_of(self, record: Mapping[str, Any]) -> str | None:
-        product = record["product_id"]
-        if not isinstance(product, str) or not product:
-            raise ValueError("product_id must be a non-empty string")
-        return product
+        return product_id(record)
 
     def already_done(self, key: str | None, topic: str, message_id: MessageIdKey) -> bool:
         """True for an input whose effect the state already holds (redelivered after a restart)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from rtca.analytics.checks import event_time, number
+from rtca.analytics.checks import event_time, number, product_id
 from rtca.analytics.stats import DEFAULT_SPAN, DEFAULT_WINDOW, StatsRow, TickerStats
 from rtca.functions.resume import DECODE_ERRORS, StatefulFunction, id_key, json_records, read_topic
 from rtca.functions.runtime import Context, MessageIdKey, Publisher, ack_now, message_id_key
@@ -115,11 +115,9 @@ class TickerStatsFunction(StatefulFunction):
         topic = context.get_current_message_topic_name()
         try:
             ticker = orjson.loads(input)
-            product = ticker["product_id"]
+            product = product_id(ticker)
             price = number(ticker["price"], "price", positive=True)
             event_ms = event_time(ticker)  # checked again: see `rtca.analytics.checks`
-            if not isinstance(product, str) or not product:
-                raise ValueError("product_id must be a non-empty string")
             book = books.book(product)
             key = message_id_key(message_id)
             if book.already_done(topic, key):
