@@ -245,3 +245,29 @@ def test_an_event_far_ahead_of_the_clock_is_refused_without_a_receive_time(engin
     first = tracker.update({**record, "event_ms": now - 5_000, "received_ms": now})
     second = tracker.update({**record, "event_ms": now + 60_000, "received_ms": now + 60_000})
     assert first + second and {r["product_id"] for r in first + second} == {product}  # its windows go on
+
+
+@pytest.mark.parametrize("engine, record", [
+    (lambda: TradeFlow(1_000), match(0, None)),
+    (lambda: Volatility(1_000), ticker(0, 100.0)),
+    (lambda: BookTracker(cadence_ms=1_000), {"type": "snapshot", "product_id": "P", "bids": [[9.0, 1.0]],
+                                            "asks": [[11.0, 1.0]]}),
+    (lambda: AlertEngine(parse_rules([{"name": "r", "kind": "price_move", "threshold": 1.0}])), ticker(0, 100.0)),
+])  # fmt: skip
+def test_an_event_far_ahead_of_the_clock_is_refused_whatever_its_receive_time(engine, record) -> None:  # type: ignore[no-untyped-def]
+    """A receive time of 2286 let an event time of 2286 pass as "at most 5 minutes after its receipt": one such
+    record made every later record of its product late, for good. The receive time is bounded by the clock."""
+    now = time.time_ns() // 1_000_000
+    tracker = engine()
+    update = tracker.evaluate if isinstance(tracker, AlertEngine) else tracker.update
+    far = 10_000_000_000_000  # 2286-11-20
+    try:
+        update({**record, "event_ms": far, "received_ms": far})
+    except ValueError as exc:
+        assert "after the clock" in str(exc)
+    else:
+        assert isinstance(tracker, AlertEngine)  # the alerts pass a price outside the contract over (no state)
+    later = [{**record, "event_ms": now + t, "received_ms": now + 4 * 60_000, "price": price}  # a skew it tolerates
+             for t, price in ((60_000, 100.0), (61_000, 103.0), (62_000, 100.0))]  # fmt: skip
+    out = [r for one in later for r in update(one)]
+    assert out and {r["product_id"] for r in out} == {"P"}  # not late: its windows (and price window) go on

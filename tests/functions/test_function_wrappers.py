@@ -69,6 +69,22 @@ def test_router_routes_a_record_whose_size_property_no_ingest_wrote(fake_context
     assert ctx.published[-1].topic == TOPICS["ticker"] and len(ctx.acked) == 1
 
 
+def test_router_takes_no_receive_time_far_ahead_of_its_clock(fake_context, message_ids) -> None:  # type: ignore[no-untyped-def]
+    """A ``received_ms`` property of 2286 let a frame of 2286 pass as "at most 5 minutes after its receipt", and
+    every later record of its product was late for the windowed functions. Its clock stands in for such a one."""
+    ctx, router = router_context(fake_context), Router()
+    far = {"received_ms": "10000000000000"}  # 2286-11-20
+    match = {**SAMPLES["match"], "time": "2286-11-20T17:46:40.000000Z"}
+    ctx.run(router, orjson.dumps(match), next(message_ids), far)
+    dead = orjson.loads(ctx.published[-1].data)
+    assert ctx.published[-1].topic == TOPICS["dead_letter"] and dead["reason"] == "invalid_time"
+    before = time.time_ns() // 1_000_000
+    ctx.run(router, orjson.dumps(SAMPLES["ticker"]), next(message_ids), far)
+    ticker = orjson.loads(ctx.published[-1].data)
+    assert ctx.published[-1].topic == TOPICS["ticker"] and before <= ticker["received_ms"] <= before + 60_000
+    assert len(ctx.acked) == 2
+
+
 def test_router_does_not_ack_when_the_publish_fails(fake_context, message_ids) -> None:  # type: ignore[no-untyped-def]
     ctx, router = router_context(fake_context), Router()
     ctx.fail_publish = True

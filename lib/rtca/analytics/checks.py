@@ -19,7 +19,8 @@ MAX_EVENT_MS = 2**53
 """Event times stay below this (exact as a float): beyond, a window's bounds no longer fit the 64-bit integers that
 JSON encoding and Pinot's LONG columns allow."""
 MAX_AHEAD_MS = 5 * 60_000
-"""An event time is at most this far after its receipt (clock skew): the router's bound too."""
+"""An event time is at most this far after its receipt, and a receipt time this far after the clock of the process
+that checks it (clock skew): the router's bounds too."""
 MAX_PRODUCT_ID = 64
 """Product ids are short (``BTC-USD``): a longer one is a malformed frame for ingest and the router alike; kept as
 state per product (gap detection, windows), a megabyte-long id each frame would grow their memory by as much."""
@@ -28,17 +29,31 @@ MAX_VALUE = 1e100
 bound too: far above any real value)."""
 
 
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def receipt_time(received_ms: int) -> int:
+    """`received_ms` if it is at most MAX_AHEAD_MS after this process's clock, else ValueError. An event time may be
+    MAX_AHEAD_MS after its receipt: a receipt far ahead (a wrong clock, or anyone publishing) would let one event far
+    ahead through, and one from 2286 made every later record of its product late, for good."""
+    now = now_ms()
+    if received_ms > now + MAX_AHEAD_MS:
+        raise ValueError(f"received_ms {received_ms} is {(received_ms - now) / 1000:.0f} s after the clock "
+                         f"(at most {MAX_AHEAD_MS // 1000} s)")  # fmt: skip
+    return received_ms
+
+
 def event_time(record: Mapping[str, Any]) -> int:
-    """A record's ``event_ms``: an int in [0, MAX_EVENT_MS), at most MAX_AHEAD_MS after its ``received_ms``, or,
-    for a record without one (not the router's), after the time it is checked."""
+    """A record's ``event_ms``: an int in [0, MAX_EVENT_MS), at most MAX_AHEAD_MS after its ``received_ms`` (itself
+    checked by `receipt_time`), or, for a record without one (not the router's), after the time it is checked."""
     event_ms = record["event_ms"]
     if type(event_ms) is not int:
         raise TypeError(f"event_ms must be an int, not {event_ms!r:.40}")
     if not 0 <= event_ms < MAX_EVENT_MS:
         raise ValueError(f"event_ms out of range: {event_ms}")
     received_ms = record.get("received_ms")
-    if type(received_ms) is not int:
-        received_ms = time.time_ns() // 1_000_000
+    received_ms = receipt_time(received_ms) if type(received_ms) is int else now_ms()
     if event_ms > received_ms + MAX_AHEAD_MS:
         raise ValueError(f"event_ms {event_ms} is {(event_ms - received_ms) / 1000:.0f} s after its receipt "
                          f"(at most {MAX_AHEAD_MS // 1000} s)")  # fmt: skip

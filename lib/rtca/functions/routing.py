@@ -9,8 +9,9 @@ The record contract (the fields every table in `infra/pinot/README.md` relies on
   the source topic and message id, and the payload (UTF-8, invalid bytes replaced; ``payload_b64`` when the bytes
   were not UTF-8; cut at 64 KB with ``payload_bytes`` the full size). Beyond the fields' shapes, an event time
   before 1971 or more than 5 minutes after the frame's receipt is ``invalid_time`` (`MIN_EVENT_MS`, `MAX_AHEAD_MS`:
-  one far-future record would make every later record of its product late to the windowed functions), and a
-  decimal of 1e100 or more ``invalid_field`` (`MAX_DECIMAL`), as is a frame carrying a column the tables derive
+  one far-future record would make every later record of its product late to the windowed functions; the router
+  takes its own clock for a receipt time more than 5 minutes after it, `rtca.functions.runtime.received_ms_of`),
+  and a decimal of 1e100 or more ``invalid_field`` (`MAX_DECIMAL`), as is a frame carrying a column the tables derive
   (`RESERVED_FIELDS`); a frame ingest cut (over its size limit), or whose typed record Pulsar would refuse
   (`MAX_RECORD_BYTES`), is ``too_large``.
 

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import pulsar
 
+from rtca.analytics.checks import now_ms, receipt_time
+
 MessageIdKey = tuple[int, int, int]
 """(ledger, entry, batch index): orders the messages of one topic partition."""
 
@@ -78,10 +80,6 @@ def freeze_startup_objects() -> None:
 _frozen = False
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def message_id_key(message_id: Any) -> MessageIdKey:
     return (message_id.ledger_id(), message_id.entry_id(), message_id.batch_index())
 
@@ -100,12 +98,14 @@ def user_config(context: Context, key: str) -> Any:
 
 
 def received_ms_of(properties: Mapping[str, str]) -> int:
-    """The ingest receive time from the `received_ms` message property, else now."""
+    """The ingest receive time from the `received_ms` message property, else now: also for one more than
+    `rtca.analytics.checks.MAX_AHEAD_MS` after this clock (`receipt_time`), which would let an event time far ahead
+    pass the router's check."""
     try:
         value = int(properties.get("received_ms", ""))
+        return receipt_time(value) if value > 0 else now_ms()
     except (TypeError, ValueError):
         return now_ms()
-    return value if 0 < value < 2**53 else now_ms()
 
 
 class _Countdown:
