@@ -91,7 +91,7 @@ def fuzz(count: int, *, seed: int) -> Iterator[str | bytes]:
 
     def oversized() -> bytes:
         size = rng.choice([3_000_000, 4_500_000, 6_000_000])
-        return orjson.dumps(sample("ticker", product_id="OVERSIZED", extra="z" * size))
+        return orjson.dumps(sample("ticker", product_id="OVERSIZED-USD", extra="z" * size))
 
     extras = itertools.cycle([mutated, absurd_number, deep])  # by `i % 3`, the mutations never came
     for i in range(count):

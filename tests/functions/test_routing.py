@@ -256,3 +256,19 @@ def test_a_frame_ingest_cut_is_a_too_large_dead_letter_with_its_full_size() -> N
     assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.TOO_LARGE
     assert out.record["payload_bytes"] == 4_800_000 and out.record["payload"] == start.decode()
     assert "4800000 bytes" in out.record["detail"] and out.key == "BTC-USD"
+
+
+@pytest.mark.parametrize("product", ["BTC-USD", "1INCH-USD", "USDT-USDC", "ZZPAGE-USD", "B07-USD",
+                                     *read_capture(SHIPPED_CAPTURE).products])
+def test_coinbase_product_ids_are_routed(product: str) -> None:
+    assert routed(sample("ticker", product_id=product)).channel == "ticker"
+
+
+@pytest.mark.parametrize("product", ["btc-usd", "BTC USD", "BTC", "BTC-USD-", "-USD", "BTC-USD\n", "BÄT-USD",
+                                     "X" * 21 + "-USD", "G" * 30 + "-" + "H" * 30])
+def test_a_product_id_not_of_coinbase_shape_is_a_dead_letter(product: str) -> None:
+    """Every function after the router keeps state per product id, for good: a frame with a new made-up one each
+    time (up to 64 characters were taken) grew five functions' memory and checkpoints with each."""
+    out = routed(sample("match", product_id=product))
+    assert out.channel == DEAD_LETTER and out.record["reason"] == Reason.INVALID_FIELD
+    assert "not a Coinbase product id" in out.record["detail"]

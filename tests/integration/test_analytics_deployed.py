@@ -205,7 +205,7 @@ def test_deployed_book_over_the_capture_equals_a_plain_dict_book_across_a_restar
 def simulated(kind: str, prefix: str, seed: int, steps: int, step_us: int = 5_000) -> list[dict[str, Any]]:
     """Typed records of one kind (``match``, ``ticker``) from a seeded simulator run, as the router converts them."""
     start_us = 1_700_000_000_000_000
-    market = SimulatedMarket([f"{prefix}-{p}" for p in ("BTC-USD", "ETH-USD", "SOL-EUR")], seed=seed,
+    market = SimulatedMarket([f"{prefix}X{p}" for p in ("BTC-USD", "ETH-USD", "SOL-EUR")], seed=seed,
                              start_us=start_us)  # fmt: skip
     out = []
     for i in range(steps):
@@ -287,7 +287,7 @@ def test_volatility_restarted_mid_stream_emits_each_window_exactly_once(deployed
     mid_stream = produce_restarting(stack, client, spec, settings.topic(settings.topics.ticker), stream,
                                     per_second=250, restart_after=2.0)  # fmt: skip
     records = [orjson.loads(d) for d in read(client, spec.output, before + len(expected), timeout=150)][before:]  # type: ignore[arg-type]
-    mine = [r for r in records if r["product_id"].startswith("R-")]
+    mine = [r for r in records if r["product_id"].startswith("RX")]
     keys = Counter((r["product_id"], r["event_ms"]) for r in mine)
     print(f"volatility restart: {len(stream)} tickers, {len(mine)} window records, {len(expected)} expected, "
           f"{sum(n - 1 for n in keys.values())} duplicates, {len(set(expected.index) - set(keys))} missing")

@@ -12,8 +12,8 @@ The record contract (the fields every table in `infra/pinot/README.md` relies on
   one far-future record would make every later record of its product late to the windowed functions; the router
   takes its own clock for a receipt time more than 5 minutes after it, `rtca.functions.runtime.received_ms_of`),
   and a decimal of 1e100 or more ``invalid_field`` (`MAX_DECIMAL`), as is a frame carrying a column the tables derive
-  (`RESERVED_FIELDS`); a frame ingest cut (over its size limit), or whose typed record Pulsar would refuse
-  (`MAX_RECORD_BYTES`), is ``too_large``.
+  (`RESERVED_FIELDS`) or a product id not of Coinbase's shape (``BTC-USD``: `PRODUCT_ID`); a frame ingest cut (over
+  its size limit), or whose typed record Pulsar would refuse (`MAX_RECORD_BYTES`), is ``too_large``.
 
 `route()` never raises: anything unexpected, even a bug here, ends as a dead letter with reason ``internal_error``.
 """
@@ -109,6 +109,12 @@ MAX_DECIMAL = MAX_VALUE
 meme coins in base units reach 1e14). The functions after the router check it again (`rtca.analytics.checks`)."""
 MIN_EVENT_MS = 365 * 86_400_000
 """1971-01-01: Pinot refuses time values before it (a "1970-01-01T00:00:00+23:59" is even negative)."""
+PRODUCT_ID = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}", re.ASCII).fullmatch
+"""What a Coinbase Exchange product id looks like (``BTC-USD``, ``1INCH-USD``, ``USDT-USDC``): each function after the
+router keeps state per product id, for good (a restart must resume it), so a frame of any other shape (``btc-usd``,
+64 characters of noise) is ``invalid_field`` here rather than a key kept in five functions' memory and checkpoints.
+It does not bound how many products there are: only the raw topic's publishers (ingest, whose trackers keep at most
+`rtca.feed.gaps.MAX_PRODUCTS`) can."""
 _SIDES = frozenset(("buy", "sell"))
 
 
@@ -439,8 +445,10 @@ def convert(message: dict[str, Any], received_ms: int) -> Routed:
         product = get("product_id")
         if product is None:
             raise Rejected(Reason.MISSING_FIELD, f"{kind}: no 'product_id'")
-        if type(product) is not str or not 0 < len(product) <= MAX_PRODUCT_ID:
+        if type(product) is not str or PRODUCT_ID(product) is None:
             _text("product_id", product, max_len=MAX_PRODUCT_ID)
+            raise Rejected(Reason.INVALID_FIELD, f"{kind}: product_id {product[:40]!r} is not a Coinbase product id "
+                                                 f"(BASE-QUOTE: 1 to 20 capital letters or digits each)")  # fmt: skip
     event_ms = received_ms
     if shape.time_field is not None:
         raw_time = get(shape.time_field)

@@ -82,7 +82,8 @@ _BAD_TIMES: list[Any] = [
     "2021-04-17 16:43", "17/04/2021", 1618677817, "", "1969-12-31T23:59:59Z", "2021-04-17T16:43:30.2Z+25:00",
     "2021-04-17T16:43:30+24:00", None, ["2021-04-17T16:43:30Z"],
 ]  # fmt: skip
-_BAD_PRODUCTS: list[Any] = ["", 42, None, ["BTC-USD"], "X" * 65, {"id": "BTC-USD"}, True]
+_BAD_PRODUCTS: list[Any] = ["", 42, None, ["BTC-USD"], "X" * 65, {"id": "BTC-USD"}, True, "btc-usd", "BTC USD",
+                            "X" * 64, "BTC-USD-"]
 _BAD_SIDES: list[Any] = ["hold", "", "BUY", 1, None]
 _NUMERIC = {
     "ticker": ["price"], "match": ["price", "size"], "last_match": ["price", "size"], "rfq_match": ["price", "size"],
