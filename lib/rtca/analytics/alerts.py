@@ -194,20 +194,25 @@ class AlertEngine:
 
     def resume(self, key: str, state: Mapping[str, Any]) -> None:
         """Take `key`'s state from `state_of` (rules it does not name start afresh; unknown rule names are
-        ignored)."""
-        for rule in self.rules:
-            k = (rule.name, key)
-            for table in (self.armed, self._prices, self._vols, self._gaps):
-                table.pop(k, None)  # type: ignore[attr-defined]
-            name = rule.name
-            if name in state.get("armed", {}):
-                self.armed[k] = bool(state["armed"][name])
-            if name in state.get("prices", {}):
-                self._prices[k] = deque((int(t), float(p)) for t, p in state["prices"][name])
-            if name in state.get("vols", {}):
-                self._vols[k] = deque((float(v) for v in state["vols"][name]), maxlen=rule.history)
-            if name in state.get("gaps", {}):
-                self._gaps[k] = int(state["gaps"][name])
+        ignored). All or nothing: a state that does not parse raises (TypeError, ValueError...) with `key`'s
+        state as it was, never half replaced (armed flags taken, the prices lost)."""
+        armed, prices, vols, gaps = (state.get(part, {}) for part in ("armed", "prices", "vols", "gaps"))
+        parsed = {
+            rule.name: (
+                bool(armed[rule.name]) if rule.name in armed else None,
+                deque((int(t), float(p)) for t, p in prices[rule.name]) if rule.name in prices else None,
+                deque((float(v) for v in vols[rule.name]), maxlen=rule.history) if rule.name in vols else None,
+                int(gaps[rule.name]) if rule.name in gaps else None,
+            )
+            for rule in self.rules
+        }
+        tables: tuple[dict[tuple[str, str], Any], ...] = (self.armed, self._prices, self._vols, self._gaps)
+        for name, values in parsed.items():
+            for table, value in zip(tables, values):
+                if value is None:
+                    table.pop((name, key), None)
+                else:
+                    table[(name, key)] = value
 
     def evaluate(self, record: Mapping[str, Any], source: str | None = None) -> list[dict[str, Any]]:
         """The alerts one record of `source` (`SOURCES`; None: by its shape) raises, usually none; sets `changed`."""
