@@ -245,6 +245,23 @@ def test_a_shift_past_the_year_9999_sends_the_frame_as_recorded(tmp_path: Path) 
     assert source.passes == 1 and all(orjson.loads(t)["time"] == "9999-12-31T23:59:59.999999Z" for t in sent)
 
 
+def test_a_counter_the_shift_takes_past_a_long_is_sent_as_recorded(tmp_path: Path) -> None:
+    """A capture with a trade id near 2**63: the second pass shifted it past 2**64, `dumps` raised and the whole
+    stream stopped. Such an id is sent as recorded (as a time past the year 9999); the other counters still move."""
+    frame = ('{{"type":"match","product_id":"X-USD","trade_id":{},"sequence":{},"price":"1","size":"1",'
+             '"side":"buy","time":"2021-04-17T16:43:30.244075Z"}}')
+    path = tmp_path / "big.capture"
+    path.write_text(f"0.0: {frame.format(1, 1)}\n0.1: {frame.format(2**63 - 1, 2)}\n")
+    source = ReplaySource(read_capture(path), speed=None, loop=True)
+
+    async def eight() -> list[dict[str, Any]]:
+        return [orjson.loads((await source.next()).text) for _ in range(8)]  # type: ignore[union-attr]
+
+    sent = asyncio.run(eight())
+    assert source.passes == 3 and [f["trade_id"] for f in sent[1::2]] == [2**63 - 1] * 4
+    assert [f["sequence"] for f in sent] == sorted(f["sequence"] for f in sent)  # still increasing
+
+
 def test_a_fast_looping_replay_never_dates_frames_after_now() -> None:
     clock = [1_800_000_000.0]
     source = ReplaySource(read_capture(SHIPPED_CAPTURE), speed=None, loop=True, shift_time=True,

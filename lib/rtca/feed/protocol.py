@@ -106,7 +106,7 @@ def _str(value: object) -> str:
     return value
 
 
-_INT_LIMIT = 2**63
+INT_LIMIT = 2**63
 """Integer fields (sequence, trade ids) are >= 0 and below this, as the router and Pinot's LONG columns require: a
 larger one would also break the JSON encoding of what ingest derives from it (a gap's size in feed health)."""
 
@@ -118,7 +118,7 @@ def _int(value: object) -> int:
         number = int(value)
     else:
         raise TypeError(f"expected an integer, got {value!r:.40}")
-    if not 0 <= number < _INT_LIMIT:
+    if not 0 <= number < INT_LIMIT:
         raise ValueError(f"integer out of range: {value!r:.40}")
     return number
 

@@ -7,7 +7,8 @@ recorded, byte for byte, unless something must change:
   per-product span, so that they keep increasing (trade ids stay consecutive across passes). A frame older than
   the capture (the `last_match` and first ticker a subscription starts with, replayed at each pass) is sent no
   earlier than the latest time the earlier passes sent for its product and channel, so times never go back from
-  one pass to the next;
+  one pass to the next. A counter the offset would take to 2**63 or beyond, or a time past the year 9999, is sent
+  as recorded (the frame's other fields still move);
 - `shift_time`: times move by (now - capture start), so that they look live and freshness downstream means
   something (at speeds other than 1x they drift from the wall clock);
 - the `skip_trade_ids` / `sequence_jump` faults.
@@ -28,7 +29,7 @@ import orjson
 from rtca.errors import ConfigError
 from rtca.feed.book import L2Book
 from rtca.feed.capture import SHIPPED_CAPTURE, Capture, read_capture
-from rtca.feed.protocol import CHANNEL_OF_TYPE, dumps, epoch_us, format_time_us, parse_time
+from rtca.feed.protocol import CHANNEL_OF_TYPE, INT_LIMIT, dumps, epoch_us, format_time_us, parse_time
 from rtca.feed.server import Faults, FeedServer, Outgoing, ServerStats, serve_foreground
 
 _NOT_REPLAYED = frozenset({"subscriptions", "error"})
@@ -218,15 +219,18 @@ class ReplaySource:
                 self._fault_offsets[(entry.product, "sequence")] += jump[1]
 
     def _render(self, entry: _Entry) -> tuple[Outgoing, dict[str, Any] | None]:
-        """The frame as this pass sends it: the recorded text unless a counter or the time must move."""
+        """The frame as this pass sends it: the recorded text unless a counter or the time must move (each kept as
+        recorded where the move would take it out of range: a looping replay must not stop on one frame)."""
         obj = entry.obj
         offsets = {}
         if obj is not None and entry.product is not None:
             for name in _COUNTERS:
                 key = (entry.product, "trade_id" if name == "last_trade_id" else name)
                 offset = self.passes * self._spans.get(key, 0) + self._fault_offsets.get(key, 0)
-                if offset and isinstance(obj.get(name), int):
-                    offsets[name] = obj[name] + offset
+                value = obj.get(name)
+                # a recorded id the shift takes to 2**63 or beyond (no JSON encoding past 2**64): sent as recorded
+                if offset and isinstance(value, int) and value + offset < INT_LIMIT:
+                    offsets[name] = value + offset
         moved = None
         if entry.time_us is not None and entry.time_field is not None:
             series = (entry.product or "", entry.channel)
