@@ -23,7 +23,7 @@ import pulsar
 
 from rtca.errors import ServiceError
 from rtca.settings import Settings
-from rtca.stack.remote import broker_unreachable, pulsar_client_options
+from rtca.stack.remote import broker_not_answering, broker_unreachable, pulsar_client_options
 
 log = logging.getLogger(__name__)
 
@@ -288,10 +288,13 @@ def _settle_group(group: list[Done], result: pulsar.Result, _message_id: object,
             log.exception("ack callback failed")
 
 
-def require_reachable(service_url: str, *, timeout: float = 5.0) -> None:
-    """A ServiceError at once when no broker of `service_url` accepts a connection: the client would only fail
-    after its whole operation timeout (a minute, `OPERATION_TIMEOUT_S`)."""
-    reason = broker_unreachable(service_url, timeout=timeout)
+def require_reachable(settings: Settings, *, timeout: float = 5.0) -> None:
+    """A ServiceError within `timeout` when no Pulsar broker answers at the service URL: the client would only fail
+    after its whole operation timeout (a minute, `OPERATION_TIMEOUT_S`), also on a port of another service."""
+    service_url = settings.pulsar.service_url
+    setting = ("RTCA_PULSAR__SERVICE_URL_OVERRIDE" if settings.pulsar.service_url_override
+               else "RTCA_PULSAR__BROKER_PORT")
+    reason = broker_not_answering(settings, service_url, setting, timeout=timeout)
     if reason is not None:
         raise ServiceError("pulsar", f"no broker answers at {service_url} ({reason})",
                            hint="is Pulsar up? `rtca status` (`rtca up` starts the stack)")
@@ -300,7 +303,7 @@ def require_reachable(service_url: str, *, timeout: float = 5.0) -> None:
 @asynccontextmanager
 async def pulsar_sinks(settings: Settings, *topics: str) -> AsyncIterator[list[PulsarSink]]:
     """One sink per topic on one client, closed (with its producers) on exit."""
-    await asyncio.to_thread(require_reachable, settings.pulsar.service_url)
+    await asyncio.to_thread(require_reachable, settings)
     client = pulsar_client(settings)
 
     def broker_answers() -> bool:
