@@ -9,9 +9,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from rtca.stack.broker_check import CONNECT, CONNECTED, ERROR, bytes_field, frame, int_field
+
 # BaseCommand types and the fields that carry them (PulsarApi.proto)
-CONNECT, CONNECTED, PARTITIONED_METADATA, PARTITIONED_METADATA_RESPONSE, PING, PONG = 2, 3, 21, 22, 18, 19
-ERROR, AUTHENTICATION_ERROR = 14, 3  # BaseCommand.ERROR, ServerError.AuthenticationError
+PARTITIONED_METADATA, PARTITIONED_METADATA_RESPONSE, PING, PONG = 21, 22, 18, 19
+AUTHENTICATION_ERROR = 3  # ServerError.AuthenticationError
 
 
 @contextmanager
@@ -62,53 +64,32 @@ def http_error(conn: socket.socket) -> None:
 def rejecting_credentials(conn: socket.socket) -> None:
     """What a broker does with a token it rejects: an AuthenticationError for the CONNECT, then it closes."""
     if _read_frame(conn) is not None:
-        conn.sendall(_frame(ERROR, _int(1, 2**64 - 1) + _int(2, AUTHENTICATION_ERROR) + _bytes(3, b"Unauthorized")))
+        error = int_field(1, 2**64 - 1) + int_field(2, AUTHENTICATION_ERROR) + bytes_field(3, b"Unauthorized")
+        conn.sendall(frame(ERROR, error))
 
 
 def pulsar_broker(looked_up: list[str]) -> Callable[[socket.socket], None]:
     """A broker answering CONNECT and partitioned-metadata lookups (0 partitions); appends each topic looked up."""
 
     def handle(conn: socket.socket) -> None:
-        while (frame := _read_frame(conn)) is not None:
-            command = _decode(frame)
+        while (data := _read_frame(conn)) is not None:
+            command = _decode(data)
             kind = command[1]
             if kind == CONNECT:
                 version = _decode(command[CONNECT]).get(4, 0)  # protocol_version
-                conn.sendall(_frame(CONNECTED, _bytes(1, b"fake-broker") + _int(2, version)))
+                conn.sendall(frame(CONNECTED, bytes_field(1, b"fake-broker") + int_field(2, version)))
             elif kind == PARTITIONED_METADATA:
                 request = _decode(command[PARTITIONED_METADATA])
                 looked_up.append(request[1].decode())
-                conn.sendall(_frame(PARTITIONED_METADATA_RESPONSE, _int(1, 0) + _int(2, request[2]) + _int(3, 0)))
+                answer = int_field(1, 0) + int_field(2, request[2]) + int_field(3, 0)  # 0 partitions, request id, OK
+                conn.sendall(frame(PARTITIONED_METADATA_RESPONSE, answer))
             elif kind == PING:
-                conn.sendall(_frame(PONG, None))
+                conn.sendall(frame(PONG, None))
 
     return handle
 
 
-# --- the few bits of protobuf the frames need -----------------------------------------------------------------------
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _int(field: int, value: int) -> bytes:
-    return _varint(field << 3) + _varint(value)
-
-
-def _bytes(field: int, value: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(value)) + value
-
-
-def _frame(kind: int, body: bytes | None) -> bytes:
-    """[total size][command size][BaseCommand{type, the command in the field numbered as its type}]"""
-    command = _int(1, kind) + (_bytes(kind, body) if body is not None else b"")
-    return (len(command) + 4).to_bytes(4, "big") + len(command).to_bytes(4, "big") + command
-
-
+# --- reading frames (writing them: rtca.stack.broker_check) ------------------------------------------------------
 def _read_exactly(conn: socket.socket, size: int) -> bytes | None:
     data = b""
     while len(data) < size:

@@ -66,7 +66,7 @@ def test_another_sources_flags_are_refused_not_ignored(action: str, flags: list[
 
     monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
     tried: list[str] = []
-    monkeypatch.setattr(sinks, "broker_unreachable", lambda url, **_: tried.append(url) or "refused")
+    monkeypatch.setattr(sinks, "broker_not_answering", lambda _, url, *__, **___: tried.append(url) or "refused")
     with open_and_refusing_ports() as (_, refusing):
         monkeypatch.setenv("RTCA_PULSAR__BROKER_PORT", str(refusing))
         assert main(["ingest", action, *flags]) == 1
@@ -293,7 +293,7 @@ def test_a_missing_capture_is_named_before_pulsar_is_tried(tmp_path: Path, monke
     monkeypatch.setenv("RTCA_RUN_DIR", str(tmp_path))
     monkeypatch.setenv("RTCA_PULSAR__BROKER_PORT", str(port))
     tried: list[str] = []
-    monkeypatch.setattr(sinks, "broker_unreachable", lambda url, **_: tried.append(url) or "refused")
+    monkeypatch.setattr(sinks, "broker_not_answering", lambda _, url, *__, **___: tried.append(url) or "refused")
     monkeypatch.setattr(sinks.pulsar, "Client", lambda *a, **k: tried.append("client") or pytest.fail("client"))
     assert main(["ingest", "run", "--source", "replay", "--capture", str(tmp_path / "nowhere.capture")]) == 1
     assert "error: capture not found" in capsys.readouterr().err
@@ -363,7 +363,7 @@ def test_ingest_against_an_unreachable_pulsar_fails_at_once_naming_it(tmp_path: 
     assert main(["ingest", "run", "--source", "simulator", "--products", "T-USD", "--duration", "30"]) == 1
     assert clients == []
     err = capsys.readouterr().err
-    assert f"pulsar: no broker answers at pulsar://127.0.0.1:{port}" in err and "Traceback" not in err, err
+    assert f"pulsar: pulsar://127.0.0.1:{port} did not answer" in err and "Traceback" not in err, err
 
 
 def test_a_variable_that_names_no_setting_is_warned_about(monkeypatch: pytest.MonkeyPatch,

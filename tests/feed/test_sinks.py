@@ -138,7 +138,7 @@ def test_ingest_starts_when_a_broker_of_the_url_answers_and_names_the_setting_wh
     with open_and_refusing_ports() as (_, down), tcp_serving(pulsar_broker([])) as up, tcp_serving(silent) as mute:
         require_reachable(at(f"pulsar://127.0.0.1:{down},127.0.0.1:{up}"))
         require_reachable(at(f"pulsar://127.0.0.1:{up}/"))
-        with pytest.raises(ServiceError, match="no broker answers.*did not answer"):  # refused: at once, as before
+        with pytest.raises(ServiceError, match="did not answer: .*refused"):  # refused: at once, as before
             require_reachable(at(f"pulsar://127.0.0.1:{down}"), timeout=1)
         # a port that accepts TCP but is not a broker (the admin API's, Superset's): the client would wait a minute
         with pytest.raises(ServiceError, match="not answer as a Pulsar broker.*RTCA_PULSAR__SERVICE_URL_OVERRIDE"):

@@ -22,7 +22,7 @@ import pytest
 from rtca.errors import ConfigError
 from rtca.functions import deploy
 from rtca.settings import Settings, load_settings
-from rtca.stack import pulsar, remote
+from rtca.stack import broker_check, pulsar, remote
 from rtca.stack.secrets import superset_secrets
 from rtca.stack.superset import pinot_passwords, pinot_sqlalchemy_uri
 from rtca.superset.client import SupersetClient
@@ -185,11 +185,23 @@ def test_superset_reaches_a_pinot_with_basic_auth(tmp_path: Path) -> None:
 
 
 def test_a_pulsar_url_of_several_brokers_is_healthy_when_one_answers() -> None:
-    """The client takes any broker of the list; the health check did only look at the first."""
+    """The client takes any broker of the list: the check did only look at the first, then at the first that
+    accepted TCP (another service's port first in the list failed it)."""
     settings = load_settings(backend="external")
-    with open_and_refusing_ports() as (_, down), tcp_serving(pulsar_broker([])) as up:
-        assert remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{down},127.0.0.1:{up}", "S") is None
-        assert "did not answer" in (remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{down}", "S") or "")
+    check = broker_check.broker_not_answering
+    with open_and_refusing_ports() as (_, down), tcp_serving(pulsar_broker([])) as up, tcp_serving(http_error) as web:
+        assert check(settings, f"pulsar://127.0.0.1:{down},127.0.0.1:{up}", "S") is None
+        assert check(settings, f"pulsar://127.0.0.1:{web},127.0.0.1:{up}", "S") is None
+        assert "did not answer" in (check(settings, f"pulsar://127.0.0.1:{down}", "S") or "")
+
+
+def test_an_http_answer_is_not_handed_to_the_pulsar_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client reads an answer's first four bytes as a frame's size: "HTTP" made it allocate 1.2 GB (`rtca
+    status` against the admin API's port). The check reads them first, and leaves the client out."""
+    monkeypatch.setattr(broker_check, "_looked_up", lambda *_: pytest.fail("the client was given an HTTP port"))
+    with tcp_serving(http_error) as port:
+        problem = broker_check.broker_not_answering(load_settings(), f"pulsar://127.0.0.1:{port}", "S") or ""
+    assert "does not answer as a Pulsar broker: it answered b'HTTP', not a Pulsar frame" in problem, problem
 
 
 def test_the_broker_check_looks_up_a_topic_where_no_lookup_creates_one() -> None:
@@ -198,7 +210,7 @@ def test_the_broker_check_looks_up_a_topic_where_no_lookup_creates_one() -> None
     settings = load_settings(backend="external")
     looked_up: list[str] = []
     with tcp_serving(pulsar_broker(looked_up)) as port:
-        assert remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}", "S") is None
+        assert broker_check.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}", "S") is None
     assert looked_up and all(f"/{settings.pulsar.namespace}/" not in topic for topic in looked_up), looked_up
     assert all(topic.startswith(f"persistent://{settings.pulsar.tenant}/rtca-health-check-") for topic in looked_up)
 
@@ -212,7 +224,7 @@ def test_a_port_that_accepts_tcp_but_is_not_pulsar_is_unhealthy_and_says_so(
     settings = load_settings(backend="external")
     with tcp_serving(peer) as port:
         start = time.monotonic()
-        problem = remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}",
+        problem = broker_check.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}",
                                               "RTCA_PULSAR__SERVICE_URL_OVERRIDE", timeout=1)
         took = time.monotonic() - start
     assert problem is not None and problem.startswith(f"pulsar://127.0.0.1:{port} accepts TCP connections but does "
@@ -227,32 +239,34 @@ def test_a_rejected_token_is_named_as_a_possible_cause() -> None:
     nothing: with a token configured, the message says it may be the token rather than the port."""
     settings = load_settings(backend="external", pulsar={"auth_token": "not-the-token"})
     with tcp_serving(rejecting_credentials) as port:
-        problem = remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}", "S", timeout=1) or ""
+        problem = broker_check.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}", "S", timeout=1) or ""
     assert "does not answer as a Pulsar broker" in problem and "rejected RTCA_PULSAR__AUTH_TOKEN" in problem, problem
     assert "not-the-token" not in problem
     with tcp_serving(silent) as port:
-        assert "TOKEN" not in (remote.broker_not_answering(load_settings(), f"pulsar://127.0.0.1:{port}", "S",
+        assert "TOKEN" not in (broker_check.broker_not_answering(load_settings(), f"pulsar://127.0.0.1:{port}", "S",
                                                            timeout=1) or "TOKEN")
 
 
 def test_a_check_cut_short_leaves_the_process_to_exit_cleanly_and_silently() -> None:
     """The client's threads, still logging a lookup cut short (a TLS handshake refused, retried), called into a
-    Python logger of an interpreter that was finishing: `rtca status` aborted at exit (2 runs in 8, exit 134)."""
-    with tcp_serving(http_error) as port:
-        code = ("from rtca.settings import load_settings; from rtca.stack import remote; "
-                f"print(remote.broker_not_answering(load_settings(), 'pulsar+ssl://127.0.0.1:{port}', 'S', timeout=1))")
+    Python logger of an interpreter that was finishing: `rtca status` aborted at exit (2 runs in 8, exit 134). Here
+    the client's lookup is cut short by a peer that answers the check's own CONNECT and closes on the client's."""
+    with tcp_serving(rejecting_credentials) as port:
+        code = ("from rtca.settings import load_settings; from rtca.stack import broker_check; "
+                "settings = load_settings(pulsar={'auth_token': 'rejected'}); "
+                f"print(broker_check.broker_not_answering(settings, 'pulsar://127.0.0.1:{port}', 'S', timeout=1))")
         runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
                 for _ in range(3)]
     assert [(run.returncode, run.stderr) for run in runs] == [(0, "")] * 3
-    assert all("does not answer as a Pulsar broker" in run.stdout for run in runs)
+    assert all("no lookup was answered in time" in run.stdout for run in runs), runs[0].stdout
 
 
 def test_a_refused_broker_port_fails_at_once_without_the_pulsar_client(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(backend="external")
-    monkeypatch.setattr(remote, "_lookup", lambda *_: pytest.fail("the client was tried on a refused port"))
+    monkeypatch.setattr(broker_check, "_looked_up", lambda *_: pytest.fail("the client was tried on a refused port"))
     with open_and_refusing_ports() as (_, port):
         start = time.monotonic()
-        problem = remote.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}", "S")
+        problem = broker_check.broker_not_answering(settings, f"pulsar://127.0.0.1:{port}", "S")
     assert time.monotonic() - start < 1
     assert problem is not None and "refused" in problem
     assert problem.startswith(f"pulsar://127.0.0.1:{port} did not answer: "), problem
@@ -260,8 +274,7 @@ def test_a_refused_broker_port_fails_at_once_without_the_pulsar_client(monkeypat
 
 def test_status_names_a_broker_url_that_is_not_pulsar(monkeypatch: pytest.MonkeyPatch) -> None:
     """The endpoint's check is the protocol one, with the setting to fix (`rtca status` shows the note alone)."""
-    monkeypatch.setattr(remote, "_lookup", lambda *_: TimeoutError("no answer in 5 s"))
-    with tcp_serving(silent) as port:
+    with tcp_serving(http_error) as port:
         settings = load_settings(backend="external", pulsar={"service_url_override": f"pulsar://127.0.0.1:{port}"})
         [(broker, _)] = remote.check(settings, only={"pulsar-broker"})
     assert not broker.healthy and "does not answer as a Pulsar broker" in broker.note

@@ -23,7 +23,8 @@ import pulsar
 
 from rtca.errors import ServiceError
 from rtca.settings import Settings
-from rtca.stack.remote import broker_not_answering, broker_unreachable, pulsar_client_options
+from rtca.stack.broker_check import broker_not_answering, broker_setting, broker_unreachable
+from rtca.stack.remote import pulsar_client_options
 
 log = logging.getLogger(__name__)
 
@@ -291,13 +292,9 @@ def _settle_group(group: list[Done], result: pulsar.Result, _message_id: object,
 def require_reachable(settings: Settings, *, timeout: float = 5.0) -> None:
     """A ServiceError within `timeout` when no Pulsar broker answers at the service URL: the client would only fail
     after its whole operation timeout (a minute, `OPERATION_TIMEOUT_S`), also on a port of another service."""
-    service_url = settings.pulsar.service_url
-    setting = ("RTCA_PULSAR__SERVICE_URL_OVERRIDE" if settings.pulsar.service_url_override
-               else "RTCA_PULSAR__BROKER_PORT")
-    reason = broker_not_answering(settings, service_url, setting, timeout=timeout)
+    reason = broker_not_answering(settings, settings.pulsar.service_url, broker_setting(settings), timeout=timeout)
     if reason is not None:
-        raise ServiceError("pulsar", f"no broker answers at {service_url} ({reason})",
-                           hint="is Pulsar up? `rtca status` (`rtca up` starts the stack)")
+        raise ServiceError("pulsar", reason, hint="is Pulsar up? `rtca status` (`rtca up` starts the stack)")
 
 
 @asynccontextmanager

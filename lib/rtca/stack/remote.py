@@ -4,7 +4,7 @@ Shared by the `external` backend (someone else's Pulsar / Pinot / Superset) and 
 we start but reach like any remote service). Nothing here starts or stops a process.
 
     endpoints(settings)          what to check, in order: Pulsar admin + broker, Pinot controller + broker, Superset
-    broker_not_answering         the Pulsar broker check: a lookup in its binary protocol, not only a TCP connection
+                                 (the Pulsar broker's: `rtca.stack.broker_check`)
     check(settings)              health of every endpoint, as ServiceStates (never raises for an unhealthy one)
     require_healthy(settings)    the same, but one ServiceError naming every URL that did not answer
     prepare(settings)            namespace (retention, no inactive-topic deletion, partitioned auto-creation) and
@@ -15,15 +15,11 @@ we start but reach like any remote service). Nothing here starts or stops a proc
 
 from __future__ import annotations
 
-import math
 import os
-import socket
 import ssl
-import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -128,103 +124,15 @@ def _http_probe(settings: Settings, service: str, url: str, *, expect_json_list:
     return probe
 
 
-def _accepting_broker(service_url: str, timeout: float) -> tuple[str | None, str | None]:
-    """(`scheme://host:port` of the first broker of `service_url` that accepts a TCP connection, None), else (None,
-    why none does). The client takes any broker of a list (pulsar://host1:6650,host2:6650/), so one is enough."""
-    scheme, _, hosts = service_url.partition("://")
-    default_port = 6651 if scheme == "pulsar+ssl" else 6650
-    addresses = [a for a in hosts.split("/", 1)[0].split(",") if a]
-    if scheme not in ("pulsar", "pulsar+ssl") or not addresses:
-        return None, f"{service_url} is not a pulsar:// or pulsar+ssl:// URL"
-    failures = []
-    for address in addresses:
-        try:
-            parts = urlsplit(f"//{address}")
-            host, port = parts.hostname or "", parts.port or default_port
-            with socket.create_connection((host, port), timeout=timeout):
-                return f"{scheme}://{address if parts.port else f'{address}:{port}'}", None
-        except (OSError, ValueError) as exc:  # refused, unresolvable, or not a host:port
-            failures.append(f"{address}: {exc}")
-    return None, f"{service_url} did not answer: {'; '.join(failures)}"
-
-
-def broker_unreachable(service_url: str, *, timeout: float = 5.0) -> str | None:
-    """None when a broker of `service_url` accepts a TCP connection, else why none did: a quick sign that the broker
-    is up (`rtca.feed.sinks`), not a proof that it is Pulsar (`broker_not_answering` is)."""
-    return _accepting_broker(service_url, timeout)[1]
-
-
-#: The namespace the broker check looks a topic up in. One that does not exist: the broker answers TopicNotFound and
-#: creates nothing. A missing topic of the configured namespace would be created when the namespace auto-creates
-#: partitioned topics (`prepare` on scaled profiles): the C++ client's lookup does not send PIP-344's
-#: `metadata_auto_creation_enabled=false`.
-_PROBE_NAMESPACE = "rtca-health-check-no-such-namespace"
-
-
-def _lookup(settings: Settings, url: str, timeout: float) -> BaseException | None:
-    """What a partitioned-metadata lookup at `url` ended with (None: a list of partitions), or a TimeoutError when
-    nothing came within `timeout` s. Bounded here: on a port that answers something else, the client retries its
-    lookup well past its operation timeout (17 to 24 s for a 3 s timeout against the admin API's port).
-
-    The client's own log lines (connection closed, handshake failed, lookup failed) go nowhere: the caller says in one
-    line what went wrong. Not to a Python logger: the client's threads, still logging a lookup cut short, called into
-    a finishing interpreter and aborted the process at exit (2 runs in 8)."""
-    import pulsar
-
-    client = pulsar.Client(url, operation_timeout_seconds=max(1, math.ceil(timeout)),
-                           connection_timeout_ms=int(timeout * 1000),
-                           logger=pulsar.FileLogger(pulsar.LoggerLevel.Error, os.devnull),
-                           **pulsar_client_options(settings))
-    outcome: list[BaseException | None] = []
-
-    def lookup() -> None:
-        try:
-            client.get_topic_partitions(f"persistent://{settings.pulsar.tenant}/{_PROBE_NAMESPACE}/probe")
-            outcome.append(None)
-        except Exception as exc:  # the client's errors, reported by the caller
-            outcome.append(exc)
-
-    thread = threading.Thread(target=lookup, name="pulsar-broker-check", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    answer = outcome[0] if outcome else TimeoutError(f"no answer in {timeout:g} s")
-    client.close()  # also ends a lookup still retrying
-    thread.join(timeout)
-    return answer
-
-
-def broker_not_answering(settings: Settings, service_url: str, setting: str, *,
-                         timeout: float = 5.0) -> str | None:  # fmt: skip
-    """None when a Pulsar broker of `service_url` answers a lookup, else why not. Accepting TCP is not enough: the
-    admin API's port, Superset's, any service's does, and the user would only learn it from the ingest's or the
-    functions' timeouts. A refused port fails at once on the TCP check, with its message."""
-    import pulsar
-
-    address, refused = _accepting_broker(service_url, timeout)
-    if address is None:
-        return refused
-    answer = _lookup(settings, address, timeout)
-    if answer is None or isinstance(answer, (pulsar.TopicNotFound, pulsar.AuthorizationError)):
-        return None  # the broker answered (no such namespace, or not ours to look up in)
-    if isinstance(answer, (TimeoutError, pulsar.ConnectError, pulsar.Timeout)):
-        why = "" if isinstance(answer, TimeoutError) else f" ({type(answer).__name__})"
-        tls = ", or its TLS certificate did not verify" if address.startswith("pulsar+ssl:") else ""
-        # A broker closes the connection on a token it rejects: to the client, that is a peer that answered nothing.
-        token = (", or it rejected RTCA_PULSAR__AUTH_TOKEN (a broker then closes the connection)"
-                 if settings.pulsar.auth_token is not None else "")
-        return (f"{address} accepts TCP connections but does not answer as a Pulsar broker: nothing came in "
-                f"Pulsar's binary protocol within {timeout:g} s{why}{tls}{token}; does {setting} name another "
-                f"service's port? A broker's is 6650 (6651 with TLS)")
-    return f"a lookup at {address} failed: {type(answer).__name__} ({answer})"  # e.g. a CA file that cannot be read
-
-
 def endpoints(settings: Settings) -> list[Endpoint]:
+    from rtca.stack.broker_check import broker_not_answering, broker_setting  # it builds on this module
+
     p, pinot, superset = settings.pulsar, settings.pinot, settings.superset
     return [
         Endpoint("pulsar-admin", p.admin_url, "RTCA_PULSAR__ADMIN_URL_OVERRIDE / RTCA_PULSAR__AUTH_TOKEN",
                  _http_probe(settings, "pulsar", f"{p.admin_url}/admin/v2/clusters", expect_json_list=True)),
-        Endpoint("pulsar-broker", p.service_url, "RTCA_PULSAR__SERVICE_URL_OVERRIDE",
-                 lambda: broker_not_answering(settings, p.service_url, "RTCA_PULSAR__SERVICE_URL_OVERRIDE")),
+        Endpoint("pulsar-broker", p.service_url, broker_setting(settings),
+                 lambda: broker_not_answering(settings, p.service_url, broker_setting(settings))),
         # /health answers without credentials on a secured controller: /tables proves they are accepted.
         Endpoint("pinot-controller", pinot.controller_url,
                  "RTCA_PINOT__CONTROLLER_URL_OVERRIDE / RTCA_PINOT__USERNAME / RTCA_PINOT__PASSWORD",
