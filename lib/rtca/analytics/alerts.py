@@ -170,7 +170,7 @@ class AlertEngine:
     @classmethod
     def key_of(cls, record: Mapping[str, Any], source: str | None = None) -> str | None:
         """The key whose state `record` can change: the feed source for a feed-health tick, else the product
-        (`rtca.analytics.checks.product_id`: TypeError / ValueError for a record without a usable one)."""
+        (`rtca.analytics.checks.product_id`: KeyError / TypeError / ValueError for a record without a usable one)."""
         source = source or cls.source_of(record)
         if source == "feed_health" and record.get("kind") == "tick":
             return str(record.get("source") or "feed")

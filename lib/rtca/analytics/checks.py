@@ -30,6 +30,8 @@ bound too: far above any real value)."""
 
 
 def now_ms() -> int:
+    """This process's clock in epoch milliseconds: the bound of receipt times, and the receipt of a record without
+    one."""
     return time.time_ns() // 1_000_000
 
 
@@ -61,9 +63,9 @@ def event_time(record: Mapping[str, Any]) -> int:
 
 
 def product_id(record: Mapping[str, Any]) -> str:
-    """A record's ``product_id``: a string of 1 to MAX_PRODUCT_ID characters, else TypeError / ValueError (a dead
-    letter). It keys the product's state and the published records: the Pulsar client refuses any other key after
-    the state has taken the record in, and the record would then be lost on redelivery."""
+    """A record's ``product_id``: a string of 1 to MAX_PRODUCT_ID characters, else KeyError / TypeError / ValueError
+    (a dead letter). It keys the product's state and the published records: the Pulsar client refuses any other key
+    after the state has taken the record in, and the record would then be lost on redelivery."""
     product = record["product_id"]
     if type(product) is not str:
         raise TypeError(f"product_id must be a string, not {type(product).__name__}: {product!r:.40}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -33,7 +32,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from rtca.analytics.checks import MAX_AHEAD_MS, MAX_PRODUCT_ID, MAX_VALUE
+from rtca.analytics.checks import MAX_AHEAD_MS, MAX_PRODUCT_ID, MAX_VALUE, now_ms
 
 #: Cut dead-letter payloads here (bytes); `payload_bytes` keeps the full size.
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
@@ -523,7 +522,7 @@ def route(
     `payload` is only its start (ingest publishes the start of an oversized frame, `rtca.feed.ingest`)."""
     data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
     if received_ms is None:
-        received_ms = time.time_ns() // 1_000_000
+        received_ms = now_ms()
     try:
         if cut_from is not None:
             raise Rejected(Reason.TOO_LARGE, f"a frame of {cut_from} bytes, more than ingest publishes; the record "
