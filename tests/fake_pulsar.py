@@ -1,6 +1,6 @@
 """Loopback TCP peers for unit tests of the Pulsar broker check: a port that accepts and says nothing, one that answers
-as an HTTP server does (another service's port), and a minimal broker speaking Pulsar's binary protocol (CONNECT and a
-partitioned-metadata lookup, hand-encoded protobuf). The integration tests use the real broker."""
+as an HTTP server does (another service's port), one that rejects credentials as a broker does, and a minimal broker
+(CONNECT, and the partitioned-metadata lookup a client makes first, hand-encoded protobuf)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from rtca.stack.broker_check import CONNECT, CONNECTED, ERROR, bytes_field, frame, int_field
+from rtca.stack.broker_check import (AUTHENTICATION_ERROR, CONNECT, CONNECTED, ERROR, bytes_field, decode, frame,
+                                     int_field)
 
 # BaseCommand types and the fields that carry them (PulsarApi.proto)
 PARTITIONED_METADATA, PARTITIONED_METADATA_RESPONSE, PING, PONG = 21, 22, 18, 19
-AUTHENTICATION_ERROR = 3  # ServerError.AuthenticationError
 
 
 @contextmanager
@@ -73,13 +73,13 @@ def pulsar_broker(looked_up: list[str]) -> Callable[[socket.socket], None]:
 
     def handle(conn: socket.socket) -> None:
         while (data := _read_frame(conn)) is not None:
-            command = _decode(data)
+            command = decode(data)
             kind = command[1]
             if kind == CONNECT:
-                version = _decode(command[CONNECT]).get(4, 0)  # protocol_version
+                version = decode(command[CONNECT]).get(4, 0)  # protocol_version
                 conn.sendall(frame(CONNECTED, bytes_field(1, b"fake-broker") + int_field(2, version)))
             elif kind == PARTITIONED_METADATA:
-                request = _decode(command[PARTITIONED_METADATA])
+                request = decode(command[PARTITIONED_METADATA])
                 looked_up.append(request[1].decode())
                 answer = int_field(1, 0) + int_field(2, request[2]) + int_field(3, 0)  # 0 partitions, request id, OK
                 conn.sendall(frame(PARTITIONED_METADATA_RESPONSE, answer))
@@ -110,32 +110,3 @@ def _read_frame(conn: socket.socket) -> bytes | None:
     if total > size + 4:
         _read_exactly(conn, total - size - 4)
     return command
-
-
-def _decode(data: bytes) -> dict[int, int | bytes]:
-    """Field number -> value (varints and length-delimited fields only, the last of a repeated one)."""
-    fields: dict[int, int | bytes] = {}
-    at = 0
-
-    def varint() -> int:
-        nonlocal at
-        value = shift = 0
-        while True:
-            byte = data[at]
-            at += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value
-
-    while at < len(data):
-        key = varint()
-        if key & 7 == 0:
-            fields[key >> 3] = varint()
-        elif key & 7 == 2:
-            size = varint()
-            fields[key >> 3] = data[at:at + size]
-            at += size
-        else:
-            raise ValueError(f"wire type {key & 7} not expected in a lookup's commands")
-    return fields

@@ -6,26 +6,27 @@ Superset's (8088), any service's does, and the user would learn it only from the
     broker_unreachable(url)                        the TCP part alone: a quick sign for ingest's producer watchdog
     broker_setting(settings)                       the setting a user fixes when the broker URL is wrong
 
-The check speaks the first words of Pulsar's binary protocol itself (a CONNECT, and the size word of the answer)
-before it lets the client look a topic up: the client reads the first four bytes of any answer as a frame's size, and
-an HTTP server's "HTTP" is 1.2 GB, which it allocated (`rtca status` against the admin API's port peaked at 1.2 GB).
+The check speaks the first words of Pulsar's binary protocol itself: a CONNECT with the token, answered by CONNECTED
+(or an ERROR saying what the broker refused). Not through pulsar.Client: it reads the first four bytes of any answer
+as a frame's size, and an HTTP server's "HTTP" is 1.2 GB, which it allocated (`rtca status` against the admin API's
+port peaked at 1.2 GB); it retries a lookup well past its timeouts (17-24 s for 3 s); and the logger of a process's
+first client is the logger of all its clients (the C++ client keeps the first), so a check's client would have
+chosen where ingest's client logs.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import socket
 import ssl
-import threading
 import time
 from urllib.parse import urlsplit
 
 from rtca.settings import Settings
-from rtca.stack.remote import pulsar_client_options, verify_option
+from rtca.stack.remote import verify_option
 
 # --- the few bits of Pulsar's binary protocol (PulsarApi.proto) the check writes ------------------------------------
-CONNECT, CONNECTED, ERROR = 2, 3, 14  # BaseCommand.Type
+CONNECT, CONNECTED, ERROR, AUTH_CHALLENGE = 2, 3, 14, 36  # BaseCommand.Type (each in the field of that number)
+AUTHENTICATION_ERROR = 3  # ServerError
 MAX_FRAME_BYTES = 5 * 1024 * 1024 + 64 * 1024
 """A broker's frames are at most its message size limit (5 MiB by default) plus headers: a larger size word is not
 Pulsar talking."""
@@ -54,20 +55,47 @@ def frame(kind: int, body: bytes | None) -> bytes:
     return (len(command) + 4).to_bytes(4, "big") + len(command).to_bytes(4, "big") + command
 
 
-def connect_frame() -> bytes:
-    """A CONNECT without credentials (client_version, protocol_version): a broker answers CONNECTED, or an ERROR
-    when it wants credentials; either is a frame of a few bytes."""
-    return frame(CONNECT, bytes_field(1, b"rtca-broker-check") + int_field(4, 6))
+def connect_frame(token: str | None = None) -> bytes:
+    """A CONNECT (client_version, protocol_version, and the token as auth_method_name "token" and auth_data)."""
+    auth = bytes_field(5, b"token") + bytes_field(3, token.encode()) if token is not None else b""
+    return frame(CONNECT, bytes_field(1, b"rtca-broker-check") + int_field(4, 6) + auth)
+
+
+def decode(data: bytes) -> dict[int, int | bytes]:
+    """A protobuf message's fields, number -> value (varints and length-delimited fields only, the last of a
+    repeated one): all the commands the check reads hold. ValueError for anything else."""
+    fields: dict[int, int | bytes] = {}
+    at = 0
+
+    def varint() -> int:
+        nonlocal at
+        value = shift = 0
+        while True:
+            if at >= len(data) or shift > 63:
+                raise ValueError("a truncated or overlong varint")
+            byte = data[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while at < len(data):
+        key = varint()
+        if key & 7 == 0:
+            fields[key >> 3] = varint()
+        elif key & 7 == 2:
+            size = varint()
+            if at + size > len(data):
+                raise ValueError("a field longer than its message")
+            fields[key >> 3] = data[at:at + size]
+            at += size
+        else:
+            raise ValueError(f"wire type {key & 7}")
+    return fields
 
 
 # --- the check -------------------------------------------------------------------------------------------------------
-#: The namespace the client looks a topic up in. One that does not exist: the broker answers TopicNotFound and
-#: creates nothing. A missing topic of the configured namespace would be created when the namespace auto-creates
-#: partitioned topics (`prepare` on scaled profiles): the C++ client's lookup does not send PIP-344's
-#: `metadata_auto_creation_enabled=false`.
-_PROBE_NAMESPACE = "rtca-health-check-no-such-namespace"
-
-
 def broker_setting(settings: Settings) -> str:
     """The setting to fix when no broker answers at `settings.pulsar.service_url`."""
     if settings.pulsar.service_url_override:
@@ -112,9 +140,8 @@ def broker_unreachable(service_url: str, *, timeout: float = 5.0) -> str | None:
 
 def broker_not_answering(settings: Settings, service_url: str, setting: str, *,
                          timeout: float = 5.0) -> str | None:  # fmt: skip
-    """None when a Pulsar broker of `service_url` answers a lookup within `timeout` s (for the whole check), else why
-    not, naming `setting`. A refused port fails at once, with the TCP message; any broker of a list answering will do.
-    """
+    """None when a Pulsar broker of `service_url` answers a CONNECT (with the token) within `timeout` s, for the whole
+    check, else why not, naming `setting`. A refused port fails at once; any broker of a list answering will do."""
     parsed = _addresses(service_url)
     if isinstance(parsed, str):
         return parsed
@@ -129,40 +156,75 @@ def broker_not_answering(settings: Settings, service_url: str, setting: str, *,
             continue
         address = f"{scheme}://{host}:{port}"
         with conn:
-            problem = _first_words(settings, conn, scheme, host, deadline, timeout)
+            problem = _connect(settings, conn, scheme, host, deadline, timeout)
         if problem is None:
-            problem = _looked_up(settings, address, deadline)
-            if problem is None:
-                return None
-        problems.append(f"{address} accepts TCP connections but does not answer as a Pulsar broker: {problem}; "
+            return None
+        problems.append(f"{address}: {problem}" if problem.startswith("the broker ") else
+                        f"{address} accepts TCP connections but does not answer as a Pulsar broker: {problem}; "
                         f"does {setting} name another service's port? A broker's is 6650 (6651 with TLS)")
     if not problems:
         return f"{service_url} did not answer: {'; '.join(refused)}"
     return "; ".join(problems)
 
 
-def _first_words(settings: Settings, conn: socket.socket, scheme: str, host: str, deadline: float,
-                 timeout: float) -> str | None:  # fmt: skip
-    """None when the peer answers a CONNECT with something of a Pulsar frame's size, else what it did."""
+def _connect(settings: Settings, conn: socket.socket, scheme: str, host: str, deadline: float,
+             timeout: float) -> str | None:  # fmt: skip
+    """None when the peer answers a CONNECT as a broker that takes us, else what it did ("the broker ..." when it
+    is a broker refusing something)."""
+    token = settings.pulsar.auth_token.get_secret_value() if settings.pulsar.auth_token is not None else None
+    # A broker closes the connection on a token it rejects (or answers an ERROR): closed is also what it does then.
+    maybe_token = ", or it rejected RTCA_PULSAR__AUTH_TOKEN (a broker then closes the connection)" if token else ""
     try:
         if scheme == "pulsar+ssl":
             conn = _tls_context(settings).wrap_socket(conn, server_hostname=host)
         conn.settimeout(max(0.1, deadline - time.monotonic()))
-        conn.sendall(connect_frame())
-        head = b""
-        while len(head) < 4:
-            chunk = conn.recv(4 - len(head))
-            if not chunk:
-                return "it closed the connection without a word" if not head else f"it answered {head!r}"
-            head += chunk
+        conn.sendall(connect_frame(token))
+        head = _receive(conn, 4)
+        size = int.from_bytes(head, "big")
+        if len(head) < 4:
+            return (f"it answered {head!r}" if head else "it closed the connection without a word") + maybe_token
+        if not 4 < size <= MAX_FRAME_BYTES:
+            return f"it answered {head!r}, not a Pulsar frame"
+        body = _receive(conn, size)
+        command = decode(body[4:4 + int.from_bytes(body[:4], "big")])
     except ssl.SSLError as exc:
         return f"the TLS handshake failed ({exc.reason or exc})"
     except TimeoutError:
-        return f"nothing came in Pulsar's binary protocol within {timeout:g} s"
+        return f"nothing came in Pulsar's binary protocol within {timeout:g} s{maybe_token}"
     except OSError as exc:
-        return f"the connection failed ({exc})"
-    size = int.from_bytes(head, "big")
-    return None if 4 < size <= MAX_FRAME_BYTES else f"it answered {head!r}, not a Pulsar frame"
+        return f"the connection failed ({exc}){maybe_token}"
+    except ValueError as exc:
+        return f"its answer is not a Pulsar command ({exc})"
+    kind = command.get(1)
+    if kind in (CONNECTED, AUTH_CHALLENGE):
+        return None  # connected, or a broker asking the next step of an authentication
+    if kind == ERROR:
+        error = _fields(command.get(ERROR))
+        message = error.get(3, b"")
+        text = message.decode(errors="replace")[:200] if isinstance(message, bytes) else ""
+        if error.get(2) == AUTHENTICATION_ERROR:
+            return ("the broker rejected RTCA_PULSAR__AUTH_TOKEN" if token else
+                    "the broker wants credentials: set RTCA_PULSAR__AUTH_TOKEN") + f" ({text})"
+        return f"the broker refused the connection: error {error.get(2)} ({text})"
+    return f"it answered a command of type {kind} to a CONNECT, not CONNECTED"
+
+
+def _fields(data: int | bytes | None) -> dict[int, int | bytes]:
+    try:
+        return decode(data) if isinstance(data, bytes) else {}
+    except ValueError:
+        return {}
+
+
+def _receive(conn: socket.socket, size: int) -> bytes:
+    """Up to `size` bytes: fewer only when the peer closed the connection."""
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(min(size - len(data), 65536))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext:
@@ -173,46 +235,3 @@ def _tls_context(settings: Settings) -> ssl.SSLContext:
     if verify is False:
         context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def _looked_up(settings: Settings, address: str, deadline: float) -> str | None:
-    """None when the client's partitioned-metadata lookup at `address` is answered before `deadline`, else why not.
-    Bounded here: on a port that answers something else, the client retries its lookup well past its operation
-    timeout (17 to 24 s for a 3 s timeout against the admin API's port).
-
-    The client's own log lines (connection closed, handshake failed, lookup failed) go nowhere: the caller says in one
-    line what went wrong. Not to a Python logger: the client's threads, still logging a lookup cut short, called into
-    a finishing interpreter and aborted the process at exit (2 runs in 8)."""
-    import pulsar
-
-    left = max(0.5, deadline - time.monotonic())
-    client = pulsar.Client(address, operation_timeout_seconds=max(1, math.ceil(left)),
-                           connection_timeout_ms=int(left * 1000),
-                           logger=pulsar.FileLogger(pulsar.LoggerLevel.Error, os.devnull),
-                           **pulsar_client_options(settings))
-    outcome: list[BaseException | None] = []
-
-    def lookup() -> None:
-        try:
-            client.get_topic_partitions(f"persistent://{settings.pulsar.tenant}/{_PROBE_NAMESPACE}/probe")
-            outcome.append(None)
-        except Exception as exc:  # the client's errors, reported below
-            outcome.append(exc)
-
-    try:
-        thread = threading.Thread(target=lookup, name="pulsar-broker-check", daemon=True)
-        thread.start()
-        thread.join(max(0.0, deadline - time.monotonic()))
-        came = list(outcome)  # in time: a lookup that close() cuts short returns no partitions and no error
-    finally:
-        client.close()  # also ends a lookup still retrying
-    answer = came[0] if came else None
-    if came and (answer is None or isinstance(answer, (pulsar.TopicNotFound, pulsar.AuthorizationError))):
-        return None  # the broker answered (no such namespace, or not ours to look up in)
-    if not came or isinstance(answer, (pulsar.ConnectError, pulsar.Timeout)):
-        why = "" if answer is None else f" ({type(answer).__name__})"
-        # A broker closes the connection on a token it rejects: to the client, that is a peer that answered nothing.
-        token = (", or it rejected RTCA_PULSAR__AUTH_TOKEN (a broker then closes the connection)"
-                 if settings.pulsar.auth_token is not None else "")
-        return f"no lookup was answered in time{why}{token}"
-    return f"a lookup failed: {type(answer).__name__} ({answer})"  # e.g. a CA file that cannot be read
