@@ -210,6 +210,17 @@ def test_an_http_answer_is_no_pulsar_frame(no_pulsar_client: None) -> None:
     assert "does not answer as a Pulsar broker: it answered b'HTTP', not a Pulsar frame" in problem, problem
 
 
+def test_a_frame_sized_answer_that_is_no_command_is_not_a_broker() -> None:
+    """Four bytes of a plausible size are not enough: what follows must decode as a command, and be CONNECTED."""
+    def garbage(conn: socket.socket) -> None:
+        conn.recv(4096)
+        conn.sendall((9).to_bytes(4, "big") + (5).to_bytes(4, "big") + b"\x0f\xff\xff\xff\xff")
+
+    with tcp_serving(garbage) as port:
+        problem = broker_check.broker_not_answering(load_settings(), f"pulsar://127.0.0.1:{port}", "S", timeout=1)
+    assert problem is not None and "its answer is not a Pulsar command" in problem, problem
+
+
 def test_the_broker_check_connects_and_looks_nothing_up(no_pulsar_client: None) -> None:
     """A lookup of a missing topic makes the broker create it where the namespace auto-creates partitioned topics:
     a CONNECT answered is the proof, and creates nothing."""

@@ -62,8 +62,8 @@ def connect_frame(token: str | None = None) -> bytes:
 
 
 def decode(data: bytes) -> dict[int, int | bytes]:
-    """A protobuf message's fields, number -> value (varints and length-delimited fields only, the last of a
-    repeated one): all the commands the check reads hold. ValueError for anything else."""
+    """A protobuf message's fields, number -> value (varints and length-delimited ones, the last of a repeated one;
+    fixed-size ones skipped): what the commands the check reads hold. ValueError for anything else."""
     fields: dict[int, int | bytes] = {}
     at = 0
 
@@ -90,6 +90,8 @@ def decode(data: bytes) -> dict[int, int | bytes]:
                 raise ValueError("a field longer than its message")
             fields[key >> 3] = data[at:at + size]
             at += size
+        elif key & 7 in (1, 5):  # fixed 64 / 32 bits: none the check reads, skipped
+            at += 8 if key & 7 == 1 else 4
         else:
             raise ValueError(f"wire type {key & 7}")
     return fields
