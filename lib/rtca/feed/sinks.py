@@ -23,7 +23,7 @@ import pulsar
 
 from rtca.errors import ServiceError
 from rtca.settings import Settings
-from rtca.stack.broker_check import broker_not_answering, broker_setting, broker_unreachable
+from rtca.stack.broker_check import broker_not_answering, broker_setting
 from rtca.stack.remote import pulsar_client_options
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ async def pulsar_sinks(settings: Settings, *topics: str) -> AsyncIterator[list[P
     client = pulsar_client(settings)
 
     def broker_answers() -> bool:
-        return broker_unreachable(settings.pulsar.service_url) is None
+        return broker_not_answering(settings, settings.pulsar.service_url, broker_setting(settings)) is None
 
     sinks: list[PulsarSink] = []
     try:

@@ -2,8 +2,7 @@
 Superset's (8088), any service's does, and the user would learn it only from the ingest's or the functions' timeouts.
 
     broker_not_answering(settings, url, setting)   None, or why no broker of `url` answers (what `rtca status`, the
-                                                   external backend and ingest's start check use)
-    broker_unreachable(url)                        the TCP part alone: a quick sign for ingest's producer watchdog
+                                                   external backend, ingest's start check and its producer watchdog use)
     broker_setting(settings)                       the setting a user fixes when the broker URL is wrong
 
 The check speaks the first words of Pulsar's binary protocol itself: a CONNECT with the token, answered by CONNECTED
@@ -121,23 +120,6 @@ def _addresses(service_url: str) -> tuple[str, list[tuple[str, int]]] | str:
         except ValueError:  # not a host:port
             parsed.append((address, 0))
     return scheme, parsed
-
-
-def broker_unreachable(service_url: str, *, timeout: float = 5.0) -> str | None:
-    """None when a broker of `service_url` accepts a TCP connection, else why none did: a quick sign that the broker
-    is up (`rtca.feed.sinks`), not a proof that it is Pulsar (`broker_not_answering` is). The client takes any broker
-    of a list, so one is enough."""
-    parsed = _addresses(service_url)
-    if isinstance(parsed, str):
-        return parsed
-    failures = []
-    for host, port in parsed[1]:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                return None
-        except (OSError, OverflowError) as exc:  # refused, unresolvable, port 0
-            failures.append(f"{host}:{port}: {exc}")
-    return f"{service_url} did not answer: {'; '.join(failures)}"
 
 
 def broker_not_answering(settings: Settings, service_url: str, setting: str, *,
