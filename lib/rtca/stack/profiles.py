@@ -10,7 +10,8 @@
     `rtca up`            starts local processes       `docker compose up`           checks that the URLs answer
 
 Sizes come from `settings.scale` when set (RTCA_SCALE__TOPIC_PARTITIONS=4 ...; partitions are made by `rtca.stack.
-remote.prepare`, on docker and external only: the local stack keeps single-partition topics), the consumer factory from
+remote.prepare`, which `rtca deploy` runs on every backend: on the local one only to try the scaling path, since one
+broker gains nothing from them), the consumer factory from
 `settings.pinot.consumer_factory` (e.g. an external Pinot 0.11 that runs rtca's plugin). Table configs and function
 deployment read these values through `profile(settings)`, never `settings.backend` directly.
 """
