@@ -139,6 +139,11 @@ class FakeClient:
             messages = [m for m in messages if key(m) > first or (start_message_id_inclusive and key(m) == first)]
         return FakeReader(messages, everything)
 
+    def get_topic_partitions(self, topic: str) -> list[str]:
+        """The partition topics of a topic the context's `partitions` gives a count for, else the topic itself."""
+        count = self.context.partitions.get(topic, 0)
+        return [f"{topic}-partition-{i}" for i in range(count)] if count else [topic]
+
     def create_producer(self, topic: str, producer_name: str | None = None, **_: Any) -> FakeProducer:
         return FakeProducer(self.context, topic, producer_name)
 
@@ -161,6 +166,8 @@ class FakeContext:
     fail_publish: bool = False
     #: Producer name -> what the broker tells a new producer of that name: the first sequence id of its last batch.
     stored_sequence_ids: dict[str, int] = field(default_factory=dict)
+    #: Topic -> its number of partitions (a partitioned topic); topics not named here are not partitioned.
+    partitions: dict[str, int] = field(default_factory=dict)
     logger: FakeLogger = field(default_factory=FakeLogger)
     _message_id: Any = None
     _properties: dict[str, str] = field(default_factory=dict)

@@ -12,14 +12,16 @@ import gc
 import hashlib
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Protocol
+from functools import lru_cache, partial
+from typing import Any, Protocol, TypeVar
 
 import pulsar
 
 from rtca.analytics.checks import now_ms, receipt_time
+
+_T = TypeVar("_T")
 
 MessageIdKey = tuple[int, int, int]
 """(ledger, entry, batch index): orders the messages of one topic partition."""
@@ -194,6 +196,26 @@ def highest_stored(client: Any, topic: str, producer_name: str, first_of_last_ba
         reader.close()
 
 
+def key_partition(key: str | None, partitions: int) -> int:
+    """The partition (0 to `partitions` - 1) a deduplicated record with `key` goes to.
+
+    Deterministic, because deduplication is per partition: a redelivered input must meet the mark of the partition
+    its first record went to, and a product's records must share one partition (its order, Pinot's upsert by
+    product). The hash is Java's `String.hashCode`, the Java client's default (``JavaStringHash``); the Python
+    client's own (Boost's hash) cannot be computed from Python. A record without a key goes to partition 0 rather
+    than round robin, which would send a redelivered input to another partition than its first copy."""
+    return _java_string_hash(key) % partitions if key and partitions > 1 else 0
+
+
+@lru_cache(maxsize=4096)  # a few products, looked up once per record
+def _java_string_hash(key: str) -> int:
+    """Java's `key.hashCode() & Integer.MAX_VALUE` (over UTF-16 code units, as Java counts them)."""
+    units, value = key.encode("utf-16-be"), 0
+    for i in range(0, len(units), 2):
+        value = (31 * value + (units[i] << 8 | units[i + 1])) & 0xFFFFFFFF
+    return value & 0x7FFFFFFF
+
+
 def _has_message_available(reader: Any, patience_s: float = 30.0) -> bool:
     """`has_message_available`, retried while the reader reconnects (a seek closes it on the broker's side)."""
     deadline = time.monotonic() + patience_s
@@ -236,6 +258,11 @@ class Publisher:
     property `SEQUENCE_PROPERTY`, and a new producer reads the tail of its topic back (`highest_stored`) to find the
     rest of that batch. (Pulsar's Java runtime gives up batching for effectively-once instead: a message per entry
     halves the router's rate here.)
+
+    On a partitioned output the broker keeps that mark per partition, but a producer on the partitioned topic
+    reports the highest of them: a record for a partition that had stored less would be skipped, lost. So a
+    deduplicated record goes through a producer of its own partition (`key_partition`), which knows that
+    partition's mark.
     """
 
     def __init__(self, context: Context, *, dedup: bool = False) -> None:
@@ -247,6 +274,8 @@ class Publisher:
         self._log = context.get_logger()
         self._outputs: dict[str, _Output] = {}
         self._dedup = dedup
+        #: Deduplicated outputs: each topic's partition topics (the topic itself when it is not partitioned).
+        self._partitions: dict[str, list[str]] = {}
         self._lock = threading.Lock()  # the sweeper and the function's thread share the pending lists
         sweep_ms = float(config.get("ack_sweep_ms", 200))
         if sweep_ms > 0:
@@ -263,36 +292,46 @@ class Publisher:
             output = self._outputs[topic] = _Output(producer)
         return output
 
-    def _dedup_output(self, topic: str, source: str) -> _Output:
-        """The deduplicating producer of (input topic `source`, output `topic`), created under its stable name.
+    def _dedup_output(self, topic: str, source: str, key: str | None) -> _Output:
+        """The deduplicating producer of (input topic `source`, output `topic`) for a record with `key`, created
+        under its stable name: on a partitioned `topic`, a producer of the key's partition only.
 
-        Creating it waits as long as it takes (a broker restarting, or the previous instance's producer of the same
-        name still registered): going on with later inputs meanwhile would put their records before this one's."""
-        key = f"{source}>{topic}"
-        output = self._outputs.get(key)
+        Each partition's producer takes the name of the whole topic's: the one a producer on the partitioned topic
+        gave its partitions, so the marks the broker keeps under it stay valid. Creating it waits as long as it
+        takes (a broker restarting, or the previous instance's producer of the same name still registered): going
+        on with later inputs meanwhile would put their records before this one's."""
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = self._retrying(
+                f"looking up the partitions of {topic}", lambda: list(self._client.get_topic_partitions(topic)))
+        target = partitions[key_partition(key, len(partitions))] if len(partitions) > 1 else topic
+        output = self._outputs.get(f"{source}>{target}")
         if output is not None:
             return output
         context = self._context
         function = f"{context.get_function_tenant()}/{context.get_function_namespace()}/{context.get_function_name()}"
-        name = f"rtca:{function}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        name = f"rtca:{function}:{hashlib.sha256(f'{source}>{topic}'.encode()).hexdigest()[:16]}"
+        producer = self._retrying(f"creating producer {name} on {target}", lambda: self._client.create_producer(
+            target, producer_name=name, block_if_queue_full=True, batching_enabled=True,
+            batching_max_publish_delay_ms=10, send_timeout_millis=0,
+        ))  # fmt: skip
+        first = int(producer.last_sequence_id())
+        last = highest_stored(self._client, target, name, first) if first >= 0 else first
+        self._log.info("producer %s on %s (input %s): broker has stored up to sequence id %d (its last batch from %d)",
+                       name, target, source, last, first)  # fmt: skip
+        output = self._outputs[f"{source}>{target}"] = _Output(producer, last_sequence_id=last)
+        return output
+
+    def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
+        """`call()`, retried until it works (e.g. ProducerBusy until the broker drops the old connection)."""
         delay = 0.5
         while True:
             try:
-                producer = self._client.create_producer(
-                    topic, producer_name=name, block_if_queue_full=True, batching_enabled=True,
-                    batching_max_publish_delay_ms=10, send_timeout_millis=0,
-                )  # fmt: skip
-                break
-            except Exception as exc:  # noqa: BLE001 - e.g. ProducerBusy until the broker drops the old connection
-                self._log.warning("creating producer %s on %s failed (%s); retrying in %.1f s", name, topic, exc, delay)
+                return call()
+            except Exception as exc:  # noqa: BLE001
+                self._log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        first = int(producer.last_sequence_id())
-        last = highest_stored(self._client, topic, name, first) if first >= 0 else first
-        self._log.info("producer %s on %s (input %s): broker has stored up to sequence id %d (its last batch from %d)",
-                       name, topic, source, last, first)  # fmt: skip
-        output = self._outputs[key] = _Output(producer, last_sequence_id=last)
-        return output
 
     def publish_then_ack(self, context: Context, topic: str, data: bytes, *, key: str | None = None,
                          event_ms: int | None = None, source: str | None = None, message_id: Any = None) -> None:  # fmt: skip
@@ -348,7 +387,7 @@ class Publisher:
     def _send_once(self, topic: str, data: bytes, key: str | None, event_ms: int | None,
                    entry: tuple[Any, str]) -> None:  # fmt: skip
         """`_send` of a deduplicated record: with the sequence id of its input, unless it was sent before."""
-        output = self._dedup_output(topic, entry[1])
+        output = self._dedup_output(topic, entry[1], key)
         sequence_id = input_sequence_id(entry[0])
         now = time.monotonic_ns()
         with self._lock:
