@@ -114,8 +114,10 @@ class FakeProducer:
             raise pulsar.Timeout()
 
     def last_sequence_id(self) -> int:
-        """What the broker stored under this producer's name before (deduplicating publishers), else -1."""
-        return self.context.stored_sequence_ids.get(self.name, -1) if self.name else -1
+        """What the broker stored under this producer's name before (deduplicating publishers), else -1: given for
+        (topic, name), or for the name on every topic."""
+        stored = self.context.stored_sequence_ids
+        return stored.get((self.topic, self.name), stored.get(self.name, -1)) if self.name else -1
 
 
 class FakeClient:
@@ -164,8 +166,9 @@ class FakeContext:
     acked: list[Any] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     fail_publish: bool = False
-    #: Producer name -> what the broker tells a new producer of that name: the first sequence id of its last batch.
-    stored_sequence_ids: dict[str, int] = field(default_factory=dict)
+    #: Producer name, or (topic, producer name) -> what the broker tells a new producer of that name (on that topic):
+    #: the first sequence id of its last batch.
+    stored_sequence_ids: dict[str | tuple[str, str], int] = field(default_factory=dict)
     #: Topic -> its number of partitions (a partitioned topic); topics not named here are not partitioned.
     partitions: dict[str, int] = field(default_factory=dict)
     logger: FakeLogger = field(default_factory=FakeLogger)
