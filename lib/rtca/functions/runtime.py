@@ -334,7 +334,8 @@ class Publisher:
                 delay = min(delay * 2, 10.0)
 
     def publish_then_ack(self, context: Context, topic: str, data: bytes, *, key: str | None = None,
-                         event_ms: int | None = None, source: str | None = None, message_id: Any = None) -> None:  # fmt: skip
+                         event_ms: int | None = None, source: str | None = None,
+                         message_id: Any = None) -> None:  # fmt: skip
         """Publish `data` to `topic`; the current input (`message_id` from topic `source`: looked up when not
         given) is acknowledged once the broker has stored it."""
         entry = (context.get_message_id() if message_id is None else message_id,
