@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from decimal import Decimal
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -98,3 +99,24 @@ def test_frames_are_paced_at_the_rate(run: Run, rate: float, loop_clock: Any, mo
     sent = run(loop_clock.send_times(SimulatorSource(PRODUCTS, rate=rate, seed=1, limit=200)))
     assert len(sent) == 200
     assert sent == pytest.approx([i / rate for i in range(200)], abs=1e-9)
+
+
+def test_a_trade_that_empties_a_side_sends_the_level_that_refills_it() -> None:
+    """The simulator keeps a side alive by adding a level further out when a trade takes its last one; that level
+    must be in the trade's l2update, or every subscriber's book lacks a level the simulator trades against."""
+    market = SimulatedMarket(PRODUCTS[:1], seed=5, start_us=START_US)
+    product = market.products[PRODUCTS[0]]
+    for side in ("buy", "sell"):  # one level of the smallest size left per side: the next trade there takes it
+        best = product.book.best(side)
+        for price in [p for p in product.book.side(side) if p != best]:
+            product.set_level(side, price, 0 * price)
+        product.set_level(side, best, Decimal("0.00000001"))
+    book = L2Book()
+    snapshot = market.snapshot(PRODUCTS[0])
+    book.reset(snapshot["bids"], snapshot["asks"])
+    for step in range(1, 5):
+        match, _ticker, update = market._trade(product, START_US + step * 1000)
+        for side, price, size in update["changes"]:
+            book.apply(side, price, size)
+        assert book.snapshot(PRODUCTS[0]) == market.snapshot(PRODUCTS[0]), f"trade {step} ({match['side']} side)"
+        assert book.best("buy") is not None and book.best("sell") is not None

@@ -144,10 +144,11 @@ class SimulatedMarket:
         product.sequence += 1
         product.trade_id += 1
         left = available - size
-        if not left and len(product.book.side(maker)) == 1:  # keep the side alive: refill further out
-            step = product.tick if maker == "sell" else -product.tick
-            product.set_level(maker, price + step, product.random_size(rng))
-        change = product.set_level(maker, price, left)
+        changes = []
+        if not left and len(product.book.side(maker)) == 1:  # keep the side alive: refill further out (sent first,
+            step = product.tick if maker == "sell" else -product.tick  # so a subscriber's side is never empty)
+            changes.append(product.set_level(maker, price + step, product.random_size(rng)))
+        changes.append(product.set_level(maker, price, left))
         product.volume += size
         product.high, product.low = max(product.high, price), min(product.low, price)
         bid, ask = product.book.best("buy"), product.book.best("sell")
@@ -167,7 +168,7 @@ class SimulatedMarket:
             "best_ask_size": f"{product.level_size('sell', ask):f}", "side": taker, "time": when,
             "trade_id": product.trade_id, "last_size": text_size,
         }
-        update = {"type": "l2update", "product_id": product.id, "changes": [change], "time": when}
+        update = {"type": "l2update", "product_id": product.id, "changes": changes, "time": when}
         return [product.last_match, product.last_ticker, update]
 
 
