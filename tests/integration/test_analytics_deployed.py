@@ -48,6 +48,8 @@ FLOW_WINDOW_MS = 5_000
 VOL_WINDOW_MS = 2_000
 BOOK_FIELDS = ("best_bid", "best_bid_size", "best_ask", "best_ask_size", "mid", "spread", "spread_bps", "bid_depth",
                "ask_depth", "imbalance", "bid_depth_10bps", "ask_depth_10bps")  # fmt: skip
+Deployed = dict[str, tuple[Settings, FunctionSpec]]
+"""The `deployed` fixture: per function key, its isolated settings and its spec."""
 
 
 # --- fixtures ------------------------------------------------------------------------------------------------------
@@ -134,22 +136,30 @@ class PlainBook:
 
 
 def capture_level2() -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(frame with the exchange's strings, typed record) of every snapshot and l2update of the capture, then per
-    product one more update, in a later second, that sets its best bid to the size it has: a summary of the book
-    after the whole capture."""
+    """(frame with the exchange's strings, typed record) of every snapshot and l2update of the capture, then the
+    updates of `with_final_updates`: a summary of each book after the whole capture."""
     pairs = []
     for frame in read_capture(SHIPPED_CAPTURE).frames:
         raw = orjson.loads(frame.text)
         if raw.get("type") in ("snapshot", "l2update"):
             pairs.append((raw, convert(orjson.loads(frame.text), int(frame.at * 1000)).record))
+    return with_final_updates(pairs)
+
+
+def with_final_updates(pairs: list[tuple[dict[str, Any], dict[str, Any]]]
+                       ) -> list[tuple[dict[str, Any], dict[str, Any]]]:  # fmt: skip
+    """`pairs`, then per product one more update, in a later second, that sets its best bid to the size it has: the
+    function then summarises each book as it is after the whole stream."""
+    pairs = list(pairs)
     books: dict[str, PlainBook] = {}
     for raw, _ in pairs:
         books.setdefault(raw["product_id"], PlainBook()).apply(raw)
     end = max(typed["event_ms"] for _, typed in pairs) + 2_000
     for product, book in sorted(books.items()):
         price = max(book.sides["buy"])
-        raw = {"type": "l2update", "product_id": product, "changes": [["buy", str(price), str(book.sides["buy"][price])]]}
-        pairs.append((raw, {**raw, "changes": [["buy", float(price), float(book.sides["buy"][price])]],
+        size = book.sides["buy"][price]
+        raw = {"type": "l2update", "product_id": product, "changes": [["buy", str(price), str(size)]]}
+        pairs.append((raw, {**raw, "changes": [["buy", float(price), float(size)]],
                             "event_ms": end, "received_ms": end}))  # fmt: skip
     return pairs
 
@@ -171,6 +181,21 @@ def expected_summaries(pairs: list[tuple[dict[str, Any], dict[str, Any]]]
     return out
 
 
+def assert_summaries_equal(records: list[dict[str, Any]], expected: dict[tuple[str, int], dict[str, float | None]]
+                           ) -> None:  # fmt: skip
+    """One summary per expected (product, event_ms), none other, each field equal to the plain reference's."""
+    keys = Counter((r["product_id"], r["event_ms"]) for r in records)
+    assert [k for k, n in keys.items() if n > 1] == [], "duplicate summaries"
+    assert set(keys) == set(expected), (sorted(set(expected) - set(keys))[:5], sorted(set(keys) - set(expected))[:5])
+    for record in records:
+        reference = expected[(record["product_id"], record["event_ms"])]
+        assert record["valid"] is True
+        for field in BOOK_FIELDS:
+            value = reference[field]
+            assert record[field] == (value if value is None else pytest.approx(value, rel=1e-9, abs=1e-12)), (
+                record["product_id"], record["event_ms"], field)
+
+
 def test_deployed_book_over_the_capture_equals_a_plain_dict_book_across_a_restart(deployed, client, stack) -> None:  # type: ignore[no-untyped-def]
     """The capture's level2 stream, produced at a steady pace while the function is restarted: the new instance
     re-reads its input from the last snapshots, and every summary equals the plain reference, once."""
@@ -185,15 +210,7 @@ def test_deployed_book_over_the_capture_equals_a_plain_dict_book_across_a_restar
     print(f"book: {len(messages)} level2 messages, {len(records)} summaries ({len(expected)} expected), "
           f"{sum(n - 1 for n in keys.values())} duplicates")
     assert mid_stream, "the input was all produced before the restart"
-    assert [k for k, n in keys.items() if n > 1] == [], "duplicate summaries"
-    assert set(keys) == set(expected), (sorted(set(expected) - set(keys))[:5], sorted(set(keys) - set(expected))[:5])
-    for record in records:
-        reference = expected[(record["product_id"], record["event_ms"])]
-        assert record["valid"] is True
-        for field in BOOK_FIELDS:
-            value = reference[field]
-            assert record[field] == (value if value is None else pytest.approx(value, rel=1e-9, abs=1e-12)), (
-                record["product_id"], field)
+    assert_summaries_equal(records, expected)
     finals = [r for r in records if r["event_ms"] == pairs[-1][1]["event_ms"]]
     assert len(finals) == len(read_capture(SHIPPED_CAPTURE).products), "a summary of each book after the capture"
     problems = [orjson.loads(d) for d in read(client, settings.topic(settings.topics.alerts), 0, timeout=1, settle=1)]
@@ -201,19 +218,54 @@ def test_deployed_book_over_the_capture_equals_a_plain_dict_book_across_a_restar
     assert_running_after_restart(stack, spec, len(messages))
 
 
+def test_deployed_book_over_a_simulator_run_equals_a_plain_dict_book(deployed: Deployed, client: pulsar.Client
+                                                                     ) -> None:  # fmt: skip
+    """A seeded simulator run's level2 stream (each product's snapshot, then the updates of book changes and of
+    trades, some removing a level), as the router converts it: every summary, and each book after the run, equals
+    the plain reference, and no book is ever reported crossed."""
+    settings, spec = deployed["book"]
+    pairs = with_final_updates(simulated_frames(("snapshot", "l2update"), "B", seed=14, steps=6_000))
+    expected = expected_summaries(pairs)
+    assert spec.output is not None
+    before = len(read(client, spec.output, 0, timeout=1, settle=1))  # the capture test's
+    produce(client, settings.topic(settings.topics.level2), typed_messages(typed for _, typed in pairs))
+    records = [orjson.loads(d) for d in read(client, spec.output, before + len(expected))]
+    mine = [r for r in records if r["product_id"].startswith("BX")]
+    removals = sum(1 for raw, _ in pairs if raw["type"] == "l2update" and Decimal(raw["changes"][0][2]) == 0)
+    print(f"book (simulator): {len(pairs)} level2 messages ({removals} removing a level), {len(mine)} summaries "
+          f"({len(expected)} expected)")
+    assert removals > 0, "the run removes levels"
+    assert_summaries_equal(mine, expected)
+    finals = [r for r in mine if r["event_ms"] == pairs[-1][1]["event_ms"]]
+    assert len(finals) == 3, "a summary of each book after the run"
+    problems = [orjson.loads(d) for d in read(client, settings.topic(settings.topics.alerts), 0, timeout=1, settle=1)]
+    assert [p for p in problems if p["product_id"].startswith("BX")] == [], "the simulator's books never cross"
+
+
 # --- trade flow ----------------------------------------------------------------------------------------------------
-def simulated(kind: str, prefix: str, seed: int, steps: int, step_us: int = 5_000) -> list[dict[str, Any]]:
-    """Typed records of one kind (``match``, ``ticker``) from a seeded simulator run, as the router converts them."""
+def simulated_frames(kinds: tuple[str, ...], prefix: str, seed: int, steps: int, step_us: int = 5_000
+                     ) -> list[tuple[dict[str, Any], dict[str, Any]]]:  # fmt: skip
+    """(frame with the simulator's strings, typed record as the router converts it) of the frames of `kinds` of a
+    seeded simulator run over three products named `prefix` + "X" + a live product; with ``snapshot`` in `kinds`,
+    each product's level2 snapshot comes first, as a subscriber gets it, received when the run starts."""
     start_us = 1_700_000_000_000_000
     market = SimulatedMarket([f"{prefix}X{p}" for p in ("BTC-USD", "ETH-USD", "SOL-EUR")], seed=seed,
                              start_us=start_us)  # fmt: skip
-    out = []
+
+    def routed(frame: dict[str, Any], received_ms: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        text = orjson.dumps(frame)
+        return orjson.loads(text), convert(orjson.loads(text), received_ms).record
+
+    out = [routed(market.snapshot(p), start_us // 1000) for p in market.products] if "snapshot" in kinds else []
     for i in range(steps):
         now_us = start_us + i * step_us
-        for frame in market.step(now_us):
-            if frame["type"] == kind:
-                out.append(convert(orjson.loads(orjson.dumps(frame)), now_us // 1000 + 3).record)
+        out += [routed(frame, now_us // 1000 + 3) for frame in market.step(now_us) if frame["type"] in kinds]
     return out
+
+
+def simulated(kind: str, prefix: str, seed: int, steps: int, step_us: int = 5_000) -> list[dict[str, Any]]:
+    """Typed records of one kind (``match``, ``ticker``) from a seeded simulator run, as the router converts them."""
+    return [typed for _, typed in simulated_frames((kind,), prefix, seed, steps, step_us)]
 
 
 def capture_records(*kinds: str) -> list[dict[str, Any]]:
