@@ -3,7 +3,8 @@
 Each is deployed by the same `deploy()` as `rtca functions deploy`, from settings whose topic and function names
 carry a unique suffix (deleted at the end), fed typed records as the router makes them, and its output topic read
 back with the Pulsar client (Pinot is not involved). References are independent of the production code: a plain
-dict of price -> size per side (Decimal, from the exchange's strings) for the book, pandas for flow and volatility.
+dict of price -> size per side (Decimal, from the exchange's strings) for the book (over the capture and a seeded
+simulator run), pandas for flow and volatility, numpy's mean and sample std for the volatility z-score alert.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from references import pandas_flow, pandas_vol
 from test_functions_deployed import client, isolated, paced, produce, read, undeploy  # noqa: F401 - client: a fixture
 from waiting import wait_for
 
+from rtca.analytics.alerts import Rule, parse_rules
 from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
 from rtca.feed.simulator import SimulatedMarket
 from rtca.functions.deploy import (
@@ -388,3 +390,71 @@ def test_deployed_alerts_keep_their_hysteresis_across_a_restart(deployed, client
                      ("missed_trades", "AL-1", 9), ("wide_spread", "AL-1", 2), ("wide_spread", "AL-1", 7)]
     assert all(a["state"] and a["version"] >= 1 for a in alerts)
     assert_running_after_restart(stack, spec, 14)
+
+
+def only_rule(spec: FunctionSpec, kind: str) -> Rule:
+    """The deployed function's one rule of `kind` (the rules of infra/alerts.yaml, as deploy passed them)."""
+    rules = [rule for rule in parse_rules(spec.user_config["rules"]) if rule.kind == kind]
+    assert len(rules) == 1, f"this test expects one {kind} rule, not {[r.name for r in rules]}"
+    return rules[0]
+
+
+def test_deployed_price_move_and_vol_zscore_fire_just_over_their_thresholds(deployed: Deployed,
+                                                                            client: pulsar.Client, unique: str
+                                                                            ) -> None:  # fmt: skip
+    """infra/alerts.yaml's price_move and vol_zscore rules, as deployed: a move just over the threshold within the
+    window fires (up and down), one just under or with its first price just out of the window does not; a
+    volatility z-score just over the threshold fires, one just under or before min_history values does not, and
+    the z-score is over the last `history` values only. A fresh product per case: no hysteresis between cases."""
+    settings, spec = deployed["alerts"]
+    move, zscore = only_rule(spec, "price_move"), only_rule(spec, "vol_zscore")
+    tag, t0 = unique.upper(), 1_700_000_000_000
+    window_ms, over, under = int(move.window_s * 1000), move.threshold * 1.02, move.threshold * 0.98
+
+    def product(case: str) -> str:
+        return f"{case}{tag}-USD"
+
+    # case -> (the second price's offset from the first, its move in percent), the first price 100 at t0
+    moves = {"PMUNDER": (window_ms - 1, under), "PMLATE": (window_ms + 1, over),
+             "PMUP": (window_ms - 1, over), "PMDOWN": (window_ms - 1, -over)}  # fmt: skip
+    tickers = [{"product_id": product(case), "event_ms": t, "received_ms": t, "price": price}
+               for case, (offset, percent) in moves.items()
+               for t, price in ((t0, 100.0), (t0 + offset, 100.0 * (1 + percent / 100)))]  # fmt: skip
+
+    # a plain reference: mean and sample std (ddof=1) of the values the rule compares against
+    calm = [0.5 + 0.02 * (-1) ** i for i in range(zscore.history)]  # z within about +-1.05 of its own history
+
+    def then(history: list[float], z: float) -> float:
+        """The volatility whose z-score over `history` (its last `zscore.history` values) is `z`."""
+        last = np.array(history[-zscore.history:])
+        return float(last.mean() + z * last.std(ddof=1))
+
+    few = calm[: zscore.min_history - 1]
+    enough = calm[: zscore.min_history]
+    spiked = [10.0] * 3 + calm  # the spikes leave the history before the last value comes
+    z_over, z_under = zscore.threshold * 1.02, zscore.threshold * 0.98
+    series = {"VZUNDER": calm + [then(calm, z_under)], "VZFEW": few + [then(enough, 100.0)],
+              "VZOVER": spiked + [then(calm, z_over)], "VZMIN": enough + [then(enough, z_over)]}  # fmt: skip
+    vols = [{"product_id": product(case), "event_ms": t0 + i * 60_000, "received_ms": t0 + i * 60_000,
+             "realized_vol": value} for case, values in series.items() for i, value in enumerate(values)]  # fmt: skip
+
+    expected = sorted([(move.name, product("PMUP"), t0 + window_ms - 1, over),
+                       (move.name, product("PMDOWN"), t0 + window_ms - 1, over),
+                       (zscore.name, product("VZOVER"), t0 + (len(spiked)) * 60_000, z_over),
+                       (zscore.name, product("VZMIN"), t0 + len(enough) * 60_000, z_over)])  # fmt: skip
+    assert spec.output is not None
+    before = len(read(client, spec.output, 0, timeout=1, settle=1))  # the other alerts test's
+    # the cases that must not fire go first on each topic: the function takes each topic in order
+    produce(client, settings.topic(settings.topics.ticker), typed_messages(tickers))
+    produce(client, settings.topic(settings.topics.volatility), typed_messages(vols))
+    alerts = [a for d in read(client, spec.output, before + len(expected), timeout=60, settle=3)
+              if tag in (a := orjson.loads(d))["product_id"]]  # fmt: skip
+    fired = sorted((a["rule"], a["product_id"], a["event_ms"], a["value"]) for a in alerts)
+    print(f"price move / vol z-score: {len(tickers)} tickers, {len(vols)} volatility records, {len(alerts)} alerts "
+          f"({len(expected)} expected): {fired}")
+    assert [f[:3] for f in fired] == [e[:3] for e in expected]
+    for (*_, value), (*_, reference) in zip(fired, expected):
+        assert value == pytest.approx(reference, rel=1e-9)
+    for alert in alerts:
+        rule = move if alert["rule"] == move.name else zscore
+        assert (alert["threshold"], alert["severity"]) == (rule.threshold, rule.severity)
