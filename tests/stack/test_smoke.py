@@ -183,6 +183,30 @@ def test_the_namespace_keeps_the_configured_retention(stack_up: Settings) -> Non
     assert p.retention_minutes == 7 * 24 * 60  # the default: as long as Pinot's tables keep their rows
 
 
+def test_a_namespace_the_stack_creates_never_deletes_an_inactive_topic(stack_up: Settings, unique: str) -> None:
+    """Pulsar standalone deletes a topic without subscriptions after about a minute, and Pinot's reader is not a
+    subscription. Checked on the stack's namespace and on a fresh one made by the same call (`rtca up` on a new
+    stack), so the check does not rest on a policy some earlier run set."""
+    import httpx
+
+    from rtca.stack import pulsar as pulsar_stack
+
+    p = stack_up.pulsar
+    fresh = stack_up.model_copy(update={"pulsar": p.model_copy(update={"namespace": f"smoke-ns-{unique}"})})
+    try:
+        pulsar_stack.ensure_namespace(fresh)
+        for namespace in (p.namespace, fresh.pulsar.namespace):
+            base = f"{p.admin_url}/admin/v2/namespaces/{p.tenant}/{namespace}"
+            answer = httpx.get(f"{base}/inactiveTopicPolicies", timeout=30)
+            policy = answer.json() if answer.content else None  # none set: an empty answer (the broker's default)
+            print(namespace, policy)
+            assert policy is not None and policy.get("deleteWhileInactive") is False, (namespace, policy)
+            retention = httpx.get(f"{base}/retention", timeout=30).json()
+            assert retention == {"retentionTimeInMinutes": p.retention_minutes, "retentionSizeInMB": p.retention_mb}
+    finally:
+        httpx.delete(f"{p.admin_url}/admin/v2/namespaces/{p.tenant}/{fresh.pulsar.namespace}", timeout=30)
+
+
 def test_a_changed_retention_reaches_a_running_stack_through_up_and_deploy(stack_up: Settings) -> None:
     """The README promises that `rtca up` and `rtca deploy` set a changed retention on an existing namespace (to
     bound a live feed's disk, say); both used to return early on a running local stack and leave the old policy."""
