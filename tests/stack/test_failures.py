@@ -389,3 +389,27 @@ def test_a_damaged_pid_file_means_not_running_and_is_removed(tmp_path: Path, con
     path.write_text(content)
     assert supervisor.process("pulsar") is None
     assert not path.exists()
+
+
+def test_down_keeps_the_data_and_down_wipe_deletes_it(tmp_path: Path) -> None:
+    """`rtca down` must keep topics, segments and dashboards for the next `rtca up`; `--wipe` is the way to a fresh
+    stack. A stand-in service under the isolated stack's supervisor (as `superset`), and each data folder holding a
+    file."""
+    from rtca.stack import pinot, pulsar, superset
+
+    settings = isolated_settings(tmp_path)
+    folders = [*pulsar.data_dirs(settings), *pinot.data_dirs(settings), *superset.data_dirs(settings)]
+    for folder in folders:
+        (folder / "kept").mkdir(parents=True)
+        (folder / "kept" / "data.bin").write_bytes(b"x" * 100)
+    supervisor = Supervisor(settings)
+    service = _web_service(free_ports(1)[0], "superset")
+    for wipe in (False, True):
+        supervisor.start_all([service], timeout=60, started=[])
+        assert supervisor.process("superset") is not None
+        assert stack.down(settings, wipe=wipe) == ["superset"]
+        assert supervisor.process("superset") is None and our_processes(settings) == []
+        present = [folder for folder in folders if (folder / "kept" / "data.bin").exists()]
+        print(f"down(wipe={wipe}): data folders left {[str(f.relative_to(tmp_path)) for f in present]}")
+        assert present == ([] if wipe else folders)
+    assert supervisor.log_file("superset").exists()  # the logs are not data: kept, to read why it went wrong
