@@ -123,6 +123,27 @@ def test_missing_java_or_maven_is_a_prerequisite_error(monkeypatch: pytest.Monke
     assert "'java' was not found" in str(raised.value) and "Java 17" in str(raised.value)
 
 
+def test_java_without_maven_is_a_prerequisite_error_that_names_maven(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:  # fmt: skip
+    """The empty PATH above stops at Java: Maven's message is only reached with a working Java and no `mvn`."""
+    import shutil
+
+    real_java = shutil.which("java")
+    if real_java is None:
+        pytest.skip("no java on PATH to link to")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "java").symlink_to(real_java)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tools))  # java (the real one), no mvn
+    settings = isolated_settings(tmp_path)
+    with pytest.raises(PrerequisiteError) as raised:
+        local.check_prerequisites(settings)
+    message = str(raised.value)
+    print(f"error shown to the user: {message}")
+    assert "'mvn' was not found" in message and "Maven" in message and "apt-get install maven" in message
+
+
 def test_full_disk_is_a_prerequisite_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     settings = isolated_settings(tmp_path)
     real = local.shutil.disk_usage
