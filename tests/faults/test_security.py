@@ -163,6 +163,10 @@ def test_the_stack_listens_on_its_configured_host_only(stack: Settings) -> None:
         if not any(label == "function instance" for _, label, *_ in listeners):
             print("no function instance running: their ports were not checked (deploy functions first)")
     assert wrong == [], "listening beyond the configured host"
+    if not shimmed:  # what was checked passed, but the promise for Pinot's and Pulsar's other listeners was not
+        pytest.skip(f"the loopback bind shim is not built (no gcc), so the listeners only it moves off all interfaces "
+                    f"(Pinot's, Pulsar's bookie, function instances') are not shown bound; on all interfaces now: "
+                    f"{len(known)} {sorted(known)}")
 
 
 @pytest.mark.stack
