@@ -128,7 +128,8 @@ def test_the_product_dropdown_offers_products_with_rows_in_the_window(stack_up: 
 
 
 @pytest.mark.stack
-@pytest.mark.parametrize("view", ["live_market", "live_book_and_flow", "live_volatility", "live_feed_health"])
+@pytest.mark.parametrize("view", ["live_market", "live_book_and_flow", "live_volatility", "live_feed_health",
+                                  "live_candles"])
 def test_every_notebook_view_draws_rows_of_the_seeded_data(stack_up: Settings, view: str) -> None:
     """nbval runs the notebooks with --nbval-lax: a view whose SQL finds nothing (a wrong column, a bucket no row
     falls in) would pass there with empty axes. Here each view draws rows from the real tables, for its default
@@ -145,6 +146,27 @@ def test_every_notebook_view_draws_rows_of_the_seeded_data(stack_up: Settings, v
         chart.stop()
     print(f"{view}: {rows} rows for {chart.controls.product.value!r}")
     assert rows > 0
+    if view == "live_candles":  # the candlestick and the VWAP line drawn, not only the volume bars
+        ohlc, vwap, volume = chart.figure.data
+        assert len(ohlc.x) == len(ohlc.open) == len(ohlc.close) == len(vwap.y) == len(volume.y) > 0
+        assert all(low <= vw <= high for low, vw, high in zip(ohlc.low, vwap.y, ohlc.high, strict=True))
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("table", ["latest_alerts", "feed_ticks", "gaps"])
+def test_every_notebook_table_shows_rows_of_the_seeded_data(stack_up: Settings, table: str) -> None:
+    """The tables of notebooks 03 and 04 (`rtca.notebook.live`, their SQL in `rtca.pinot.queries`) find the rows the
+    seeding made (alerts, health ticks, the skipped trade ids' gaps), not only rows of an earlier day."""
+    import pandas as pd
+    from live_data import seed_live_data
+
+    from rtca.notebook import live
+
+    seeded = seed_live_data(stack_up)
+    frame = getattr(live, table)(stack_up)
+    newest = frame["event_time"].max() if not frame.empty else None
+    print(f"{table}: {len(frame)} rows, newest {newest}, seeded from {pd.Timestamp(seeded.started_ms, unit='ms')}")
+    assert not frame.empty and newest >= pd.Timestamp(seeded.started_ms - 60_000, unit="ms")
 
 
 def test_the_broker_gets_the_sql_as_written_percent_signs_included() -> None:
@@ -641,3 +663,13 @@ def test_candles_of_a_product_without_trades_say_so_and_name_products_that_have_
         warnings.simplefilter("always")
         assert not candles(stack_up, traded[0]).empty
     assert not [w for w in quiet if w.category.__name__ == "NoRowsWarning"]
+
+
+def test_candles_of_an_unknown_size_are_refused_before_any_query() -> None:
+    """`candle_size='7m'` is named with the sizes there are, not a query error (nor a broker error) at refresh."""
+    from rtca.errors import ConfigError
+    from rtca.notebook.live import live_candles
+
+    settings = Settings(pinot={"broker_port": closed_port()})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unknown candle size '7m'"):
+        live_candles(settings, size="7m")

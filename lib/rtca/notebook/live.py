@@ -377,7 +377,8 @@ class Trace:
     y: str
     row: int = 1
     #: line | bar | band (filled to the trace before it) | events (a marker per row at y = a category, e.g. an
-    #: alert's rule, with the `text` column on hover: values of different units never share an axis)
+    #: alert's rule, with the `text` column on hover: values of different units never share an axis) | candles
+    #: (a candlestick of the columns open, high, low and close; `y` names the close)
     kind: str = "line"
     #: Rows that share an x (one per ingest) are added up before drawing.
     sum_by_x: bool = False
@@ -432,6 +433,9 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
     for trace in traces:
         if trace.kind == "bar":
             figure.add_bar(name=trace.name, row=trace.row, col=1)
+        elif trace.kind == "candles":
+            figure.add_candlestick(name=trace.name, row=trace.row, col=1)
+            figure.update_xaxes(rangeslider_visible=False)  # a candlestick's own slider would squeeze the rows
         elif trace.kind == "events":
             figure.add_scatter(name=trace.name, mode="markers", row=trace.row, col=1, marker={"size": 10},
                                hovertemplate="%{x}<br>%{y}: %{text}<extra></extra>")
@@ -477,7 +481,11 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
             frame = frame.sort_values(trace.x, kind="stable") if not frame.empty else frame
             times = to_datetime(frame[trace.x]) if not frame.empty else []
             data.x = times
-            data.y = frame[trace.y] if not frame.empty else []
+            if trace.kind == "candles":  # a candlestick has no y: its four prices
+                data.open, data.high, data.low, data.close = (
+                    frame[c] if not frame.empty else [] for c in ("open", "high", "low", trace.y))
+            else:
+                data.y = frame[trace.y] if not frame.empty else []
             if trace.kind == "line":  # a line of one point draws nothing (right after an ingest starts, say)
                 data.mode = "lines" if len(frame) > 1 else "markers"
             if trace.text:
@@ -589,6 +597,22 @@ _CANDLE_SPANS = {"1s": pd.Timedelta(seconds=1), "1m": pd.Timedelta(minutes=1), "
                  "1d": pd.Timedelta(days=1)}
 
 
+def live_candles(settings: Settings, *, product: str | None = None, minutes: int = 15, size: str = "1m",
+                 interval: float = 5.0) -> LiveView:
+    """Candles of `size` (`rtca.pinot.queries.candles_template`: SQL over the matches table, no topic of its own)
+    as a candlestick with the VWAP as a line, and the volume of each candle below; one query per refresh."""
+    from rtca.pinot.queries import candles_template
+
+    sql = candles_template(settings, size)  # an unknown size is refused here, before any query
+    matches = settings.tables.matches
+    return live_chart(settings, f"Candles ({size})", [
+        Trace("OHLC", sql, "bucket", "close", kind="candles"),
+        Trace("VWAP", sql, "bucket", "vwap"),
+        Trace("volume" + (" (this minute faded: forming)" if size == "1m" else ""), sql, "bucket", "volume", row=2,
+              kind="bar", forming_minute=size == "1m"),
+    ], product_table=matches, product=product, minutes=minutes, interval=interval)
+
+
 def candles(settings: Settings, product: str | None, *, minutes: int = 60, size: str = "1m") -> pd.DataFrame:
     """OHLCV and VWAP candles (`rtca.pinot.queries.candles_sql`), oldest first, `bucket` as a time (UTC), not the
     epoch milliseconds DATETRUNC returns; `complete` is False for the candle still forming (its volume and close
@@ -604,6 +628,35 @@ def candles(settings: Settings, product: str | None, *, minutes: int = 60, size:
     else:  # a product the feed does not carry, a typo or no trades in the window: say so, and which have some
         found = products(settings, settings.tables.matches, minutes=minutes)
         warnings.warn(NoRowsWarning(f"candles: {_no_rows_note(str(product), minutes, found)}"), stacklevel=2)
+    return frame
+
+
+def latest_alerts(settings: Settings, *, limit: int = 20) -> pd.DataFrame:
+    """The newest alerts of every product (`rtca.pinot.queries.latest_alerts_sql`), newest first."""
+    from rtca.pinot.queries import latest_alerts_sql
+
+    return _with_times(pinot_frame(settings, latest_alerts_sql(settings, limit=limit)))
+
+
+def feed_ticks(settings: Settings, *, limit: int = 5) -> pd.DataFrame:
+    """The ingest's newest health ticks (`rtca.pinot.queries.feed_ticks_sql`): connected, reconnects, silence and
+    the last error, newest first."""
+    from rtca.pinot.queries import feed_ticks_sql
+
+    return _with_times(pinot_frame(settings, feed_ticks_sql(settings, limit=limit)))
+
+
+def gaps(settings: Settings, *, limit: int = 20) -> pd.DataFrame:
+    """The newest gaps in the trade ids (`rtca.pinot.queries.gaps_sql`), newest first: no rows, no trade lost."""
+    from rtca.pinot.queries import gaps_sql
+
+    return _with_times(pinot_frame(settings, gaps_sql(settings, limit=limit)))
+
+
+def _with_times(frame: pd.DataFrame) -> pd.DataFrame:
+    """`event_time` as a time (Pinot returns a TIMESTAMP as text)."""
+    if not frame.empty and "event_time" in frame:
+        frame["event_time"] = to_datetime(frame["event_time"])
     return frame
 
 

@@ -10,26 +10,52 @@ from rtca.settings import Settings
 CANDLE_UNITS = {"1s": "SECOND", "1m": "MINUTE", "1h": "HOUR", "1d": "DAY"}
 
 
-def candles_sql(settings: Settings, product: str, *, minutes: int = 60, size: str = "1m") -> str:
-    """OHLCV and VWAP candles per `size` over the matches table (trades), oldest first.
+def candles_template(settings: Settings, size: str = "1m") -> str:
+    """The candles SQL with `{product}` (quoted for SQL) and `{since}` (a condition on event_time) left to fill:
+    `candles_sql` fills them for one query, a live view at each refresh with its controls' product and window.
 
-    Open and close are the first and last trade by event time in the bucket; VWAP = sum(price * size) / volume.
+    Open and close are the bucket's first and last trade by trade id: the exchange numbers a product's trades in the
+    order they happen, and the trades of one taker order share a timestamp (by event time, Pinot picks any of those:
+    the shipped capture has such ties at candle edges). VWAP = sum(price * size) / volume.
     """
+    unit = CANDLE_UNITS.get(size)
+    if unit is None:
+        raise ConfigError(f"unknown candle size {size!r}", hint=f"one of: {', '.join(CANDLE_UNITS)}")
+    bucket = f"DATETRUNC('{unit}', event_time)"
+    return (
+        f"SELECT {bucket} AS bucket, FIRSTWITHTIME(price, trade_id, 'DOUBLE') AS \"open\", MAX(price) AS high, "
+        f"MIN(price) AS low, LASTWITHTIME(price, trade_id, 'DOUBLE') AS \"close\", SUM(size) AS volume, "
+        f"SUM(price * size) / SUM(size) AS vwap, COUNT(*) AS trades "
+        f"FROM {settings.tables.matches} WHERE product_id = '{{product}}' AND {{since}} "
+        f"GROUP BY {bucket} ORDER BY {bucket} LIMIT 100000"
+    )
+
+
+def candles_sql(settings: Settings, product: str, *, minutes: int = 60, size: str = "1m") -> str:
+    """OHLCV and VWAP candles per `size` over the matches table (trades) of the last `minutes`, oldest first."""
     if not product:
         raise ConfigError("no product to chart candles for", hint="the matches table has no rows yet: start the "
                                                                   "ingest (runbooks/40-ingest) and rerun the cell")
     if not minutes >= 1:  # Pinot's ago() takes whole minutes: PT7.5M is a query error
         raise ConfigError(f"candles over {minutes!r} minutes", hint="a window of at least 1 minute")
-    minutes = int(minutes)
-    unit = CANDLE_UNITS.get(size)
-    if unit is None:
-        raise ConfigError(f"unknown candle size {size!r}", hint=f"one of: {', '.join(CANDLE_UNITS)}")
-    product_id = product.replace("'", "''")
-    bucket = f"DATETRUNC('{unit}', event_time)"
-    return (
-        f"SELECT {bucket} AS bucket, FIRSTWITHTIME(price, event_ms, 'DOUBLE') AS \"open\", MAX(price) AS high, "
-        f"MIN(price) AS low, LASTWITHTIME(price, event_ms, 'DOUBLE') AS \"close\", SUM(size) AS volume, "
-        f"SUM(price * size) / SUM(size) AS vwap, COUNT(*) AS trades "
-        f"FROM {settings.tables.matches} WHERE product_id = '{product_id}' AND event_time > ago('PT{minutes}M') "
-        f"GROUP BY {bucket} ORDER BY {bucket} LIMIT 100000"
-    )
+    return candles_template(settings, size).format(product=product.replace("'", "''"),
+                                                   since=f"event_time > ago('PT{int(minutes)}M')")
+
+
+def latest_alerts_sql(settings: Settings, *, limit: int = 20) -> str:
+    """The newest alerts of every product and rule: what fired, on which value, against which threshold."""
+    return (f"SELECT event_time, product_id, rule, \"value\", threshold FROM {settings.tables.alerts} "
+            f"ORDER BY event_time DESC LIMIT {int(limit)}")
+
+
+def feed_ticks_sql(settings: Settings, *, limit: int = 5) -> str:
+    """The ingest's newest health ticks: connected or not, reconnects, silence and why the connection last dropped
+    (ordered by the tick's own clock, `ts_ms`: a tick carries no exchange time)."""
+    return (f"SELECT event_time, source, url, connected, reconnects, silence_ms, last_error "
+            f"FROM {settings.tables.feed_health} WHERE kind = 'tick' ORDER BY ts_ms DESC LIMIT {int(limit)}")
+
+
+def gaps_sql(settings: Settings, *, limit: int = 20) -> str:
+    """The newest gaps in the trade ids: the product and the ids the feed skipped (trades lost)."""
+    return (f"SELECT event_time, product_id, first_missing, last_missing, missed FROM {settings.tables.feed_health} "
+            f"WHERE kind = 'gap' ORDER BY event_time DESC LIMIT {int(limit)}")
