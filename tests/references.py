@@ -43,6 +43,18 @@ def pandas_flow(df: pd.DataFrame, window_ms: int) -> pd.DataFrame:
     return out
 
 
+def pandas_candles(df: pd.DataFrame, size_ms: int) -> pd.DataFrame:
+    """OHLCV and VWAP per (product, bucket) of trades (``product_id``, ``event_ms``, ``trade_id``, ``price``,
+    ``size``), buckets
+    ``[start, start + size_ms)`` of UTC epoch time (Pinot's DATETRUNC); every trade counts (a table, not a stream:
+    none is late); open and close by event time, then trade id (the trades of one taker order share a time)."""
+    df = df.assign(bucket=df["event_ms"] // size_ms * size_ms, notional=df["price"] * df["size"])
+    g = df.sort_values(["event_ms", "trade_id"], kind="stable").groupby(["product_id", "bucket"])
+    return pd.DataFrame({"open": g["price"].first(), "high": g["price"].max(), "low": g["price"].min(),
+                         "close": g["price"].last(), "volume": g["size"].sum(),
+                         "vwap": g["notional"].sum() / g["size"].sum(), "trades": g.size()})
+
+
 def pandas_vol(df: pd.DataFrame, window_ms: int) -> pd.DataFrame:
     """Realized volatility per (product, window) of prices (``product_id``, ``event_ms``, ``price``) in arrival
     order: std (ddof=1) of the log returns between consecutive prices of the window, annualised by
