@@ -236,6 +236,10 @@ class FeedSettings(_Section):
     #: Coinbase Exchange's public market-data websocket (no key needed for the channels ingest subscribes to);
     #: e.g. wss://ws-feed-public.sandbox.exchange.coinbase.com for the sandbox.
     coinbase_url: WebsocketUrl = "wss://ws-feed.exchange.coinbase.com"
+    #: Ingest resubscribes a product's level2 channel (a fresh snapshot) when the book function reports its book
+    #: crossed or without a snapshot on the alerts topic (`rtca.feed.resync`); false leaves that book dark until
+    #: the next reconnect.
+    resync_books: bool = True
 
 
 class TlsSettings(_Section):

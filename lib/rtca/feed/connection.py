@@ -164,6 +164,19 @@ class FeedConnection:
         self.offline_hint = offline_hint
         self.state = ConnectionState(url)
         self._rng = rng or random.Random()
+        self._open: ClientConnection | None = None  # the connection our subscription went out on, while open
+
+    async def send(self, text: str) -> bool:
+        """Send a frame on the open connection (a resubscription, `rtca.feed.resync`); False when none is open or it
+        closed meanwhile: the next connection sends the whole subscription again anyway."""
+        ws = self._open
+        if ws is None:
+            return False
+        try:
+            await ws.send(text)
+        except ConnectionClosed:
+            return False
+        return True
 
     async def frames(self) -> AsyncIterator[Frame]:
         """Frames as they arrive, across reconnects; ends only at `END_OF_STREAM` (if `end_of_stream`)."""
@@ -192,6 +205,7 @@ class FeedConnection:
                     pass  # read below, then `recv` raises and this attempt counts as failed
                 else:
                     self.state.connected = True
+                    self._open = ws
                 if self.state.connected and self.on_open is not None:
                     try:
                         self.on_open(self.url, time.time(), self.subscribe)
@@ -247,6 +261,7 @@ class FeedConnection:
                 log.warning("%s: %s: %s", self.url, CANNOT_CONNECT, self.state.last_error)
             finally:
                 self.state.connected = False
+                self._open = None
                 if ws is not None:  # within `CLOSE_TIMEOUT_S`
                     await _close(ws, self.url)
             if (self.offline_hint and not hinted and not ever_delivered

@@ -22,7 +22,8 @@ replay, simulator, or url: a server given by URL in place of the exchange) and `
   restarts, where the running counters start again at 0),
   last_message_ms, silence_ms (since the last frame; null before the first), last_error (why the connection
   last dropped or failed, null if never), server_errors (`error` frames received, e.g. "Failed to subscribe"),
-  last_server_error (the last one's message and reason, null if none).
+  last_server_error (the last one's message and reason, null if none), book_resyncs (level2 resubscriptions
+  sent for a book the book function reported crossed or without a snapshot: `rtca.feed.resync`).
   An `error` frame saying "Failed to subscribe" (an unknown product, a channel that needs authentication) before
   any market data (on any connection) ends the ingest with that reason (`SubscriptionRefused`) after the flush: the
   exchange sends nothing on that connection, and reconnecting would only be refused again. Once data came, it
@@ -53,6 +54,7 @@ from rtca.feed.connection import ConnectionState, FeedConnection, Frame
 from rtca.feed.gaps import MAX_PRODUCTS, GapDetector, TradeGap, bound
 from rtca.feed.lifecycle import run_until, stop_on_signals
 from rtca.feed.protocol import Error, MalformedFrame, Message, Subscriptions, Unknown, frame_product, parse_frame
+from rtca.feed.resync import BookResync, alerts_reader
 from rtca.feed.sinks import Publisher, Record, Sink, pulsar_sinks
 from rtca.feed.sources import SourceKind, SourceSpec, open_source
 from rtca.settings import Settings
@@ -177,8 +179,10 @@ class Ingest:
         connection: ConnectionState,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         announce: Callable[[str], None] | None = None,
+        resync: BookResync | None = None,
     ) -> None:
         self.raw = raw
+        self.resync = resync
         self.announce = announce
         self.health = health
         self.source = source
@@ -332,6 +336,7 @@ class Ingest:
             "last_error": state.last_error,
             "server_errors": self.server_errors,
             "last_server_error": self.last_server_error,
+            "book_resyncs": 0 if self.resync is None else self.resync.resyncs,
         }, now_ms)
 
     def _publish_health(self, kind: str, fields: dict[str, Any], now_ms: int | None = None) -> None:
@@ -361,19 +366,25 @@ async def ingest(
     max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     drain_timeout: float = 60.0,
     announce: Callable[[str], None] | None = None,
+    resync: tuple[BookResync, Callable[[], Any]] | None = None,
 ) -> IngestReport:
     """Run until the source ends, `duration` seconds pass, `max_messages` frames arrived or `stop` is set; then
-    flush: every received frame is handed to the raw sink and waited for."""
+    flush: every received frame is handed to the raw sink and waited for. `resync`: a `BookResync` and the
+    `open_reader` its `follow` reads alerts from, run beside the feed (`rtca.feed.resync`)."""
     raw_publisher, health_publisher = Publisher(raw), Publisher(health)
     work = Ingest(raw_publisher, health_publisher, source=source, connection=connection.state,
-                  max_payload_bytes=max_payload_bytes, announce=announce)
+                  max_payload_bytes=max_payload_bytes, announce=announce, resync=None if resync is None else resync[0])
     started = time.monotonic()
     ticker = asyncio.create_task(work.tick_every(health_interval), name="ingest-health")
+    sides = [ticker]
+    if resync is not None:
+        sides.append(asyncio.create_task(resync[0].follow(resync[1]), name="ingest-book-resync"))
     try:
         ended = await run_until(work.receive(connection, max_messages), duration=duration, stop=stop)
     finally:  # also when receiving failed: nothing received is lost
-        ticker.cancel()
-        await asyncio.gather(ticker, return_exceptions=True)
+        for task in sides:
+            task.cancel()
+        await asyncio.gather(*sides, return_exceptions=True)
         await raw_publisher.drain(drain_timeout)
         seconds = time.monotonic() - started
         work.tick()  # the last word: final counts, acks included
@@ -394,6 +405,7 @@ async def ingest_to_pulsar(
     *,
     raw_topic: str | None = None,
     health_topic: str | None = None,
+    alerts_topic: str | None = None,
     duration: float | None = None,
     max_messages: int | None = None,
     silence_timeout: float = 10.0,
@@ -401,9 +413,12 @@ async def ingest_to_pulsar(
     announce: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """`ingest` from a source (started in-process for a replay or simulator) into the configured topics;
-    `announce` gets one line once Pulsar and the source are open (what a supervisor waits for)."""
+    `announce` gets one line once Pulsar and the source are open (what a supervisor waits for). With
+    `settings.feed.resync_books` and a level2 channel subscribed, the book function's problems on the alerts topic
+    make it resubscribe that product's level2 channel (`rtca.feed.resync`)."""
     raw_topic = raw_topic or settings.topic(settings.topics.raw)
     health_topic = health_topic or settings.topic(settings.topics.feed_health)
+    alerts_topic = alerts_topic or settings.topic(settings.topics.alerts)
     # the source first: a capture that does not exist is named at once, not after Pulsar's connection attempts
     if spec.kind == "coinbase" and spec.url is None:
         spec = dataclasses.replace(spec, url=settings.feed.coinbase_url)
@@ -418,9 +433,14 @@ async def ingest_to_pulsar(
             announce(f"{STARTED} {label} ({endpoint.url}) into {raw_topic}")
         server = endpoint.server
         stops = [*([stop] if stop else []), *([server.failed] if server else [])]
+        books = BookResync(endpoint.products, endpoint.channels, connection.send)
+        resync = None
+        if settings.feed.resync_books and books.products:
+            resync = (books, alerts_reader(settings, alerts_topic))
+            log.info("book problems on %s resubscribe the product's %s", alerts_topic, ", ".join(books.channels))
         report = await ingest(connection, raw, health, source=label,
                               duration=duration, max_messages=max_messages, stop=stops,
-                              announce=announce)  # fmt: skip
+                              announce=announce, resync=resync)  # fmt: skip
     if server is not None and server.failure is not None:  # what was received is in Pulsar; the source is dead
         failure = server.failure
         raise RtcaError(f"the {spec.kind} source failed: {type(failure).__name__}: {failure}",

@@ -1,0 +1,218 @@
+"""Book resynchronisation: ingest asks the exchange again for the level2 snapshot of a product whose book broke.
+
+The book function (`rtca.functions.book`) reports a crossed book or an l2update before any snapshot on the alerts
+topic (rule ``book_crossed`` / ``book_no_snapshot``), drops that product's book and waits for a snapshot. Coinbase
+sends one only to a new subscriber of (level2 channel, product), so without a resubscription the product's book
+would stay dark until the next reconnect. `BookResync` follows the alerts topic from its latest message (a
+non-durable reader: old alerts are never acted on again) and, for a product this ingest subscribed to on a level2
+channel, sends ``unsubscribe`` then ``subscribe`` for it on the open websocket: the exchange (and our replay and
+simulator servers) then sends a fresh snapshot. Any other record, a bad one included, is ignored.
+
+A side path: if the alerts topic cannot be read, ingest goes on (a warning, then retries with backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import orjson
+
+from rtca.feed.connection import Backoff
+from rtca.feed.protocol import DATA_CHANNEL, subscribe_frame
+from rtca.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RULES: frozenset[str] = frozenset({"book_crossed", "book_no_snapshot"})
+"""The alert rules of the book function (`rtca.analytics.alerts.book_problem_alert`) that ask for a snapshot."""
+RESYNC_EVERY_S = 10.0
+"""At most one resync per product this often: a product whose fresh snapshot crosses again (a broken server, a
+bad price level) must not make a storm of resubscriptions, which the exchange answers by dropping the connection."""
+READ_TIMEOUT_MS = 1000
+"""A read waits this long at most, so that stopping the ingest never waits longer for the reader's thread."""
+OPERATION_TIMEOUT_S = 10
+"""The reader's client gives up on the broker this soon (the sinks' client waits a minute): a retry comes sooner."""
+RETRY = Backoff(initial=1.0, maximum=60.0)
+"""Delays between attempts to open the alerts reader again."""
+SEND_TIMEOUT_S = 5.0
+"""A resubscription not sent by then (a server that does not read) is given up; the watchdog closes such a
+connection and the next one subscribes afresh."""
+
+
+class Reader(Protocol):
+    def read_next(self, timeout_millis: int) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def level2_channels(channels: Iterable[str]) -> list[str]:
+    """The subscribed channels that carry level2 frames (level2, level2_batch, level2_50), as subscribed."""
+    return [name for name in channels if DATA_CHANNEL.get(name, name) == "level2"]
+
+
+class BookResync:
+    """Resubscribes a product's level2 channels when an alert says its book broke; throttled per product."""
+
+    def __init__(
+        self,
+        products: Iterable[str],
+        channels: Iterable[str],
+        send: Callable[[str], Awaitable[bool]],
+        *,
+        every: float = RESYNC_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`send(text)` sends a frame on the open connection, False when none is open (then the next connection
+        subscribes afresh, snapshot included, and nothing is to be done)."""
+        self.channels = level2_channels(channels)
+        self.products = frozenset(products) if self.channels else frozenset()
+        self.send = send
+        self.every = every
+        self.clock = clock
+        self.resyncs = 0
+        """Resubscriptions sent."""
+        self.throttled = 0
+        """Problems not acted on because the product was resynchronised less than `every` seconds before."""
+        self._last: dict[str, float] = {}
+
+    def wanted(self, data: bytes) -> tuple[str, str, str] | None:
+        """(product, rule, message) of an alert record asking for a snapshot of one of our products; None for any
+        other record (another rule, another product, not JSON, fields missing or of the wrong type)."""
+        try:
+            record = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(record, dict):
+            return None
+        rule, product, message = record.get("rule"), record.get("product_id"), record.get("message")
+        if not isinstance(rule, str) or rule not in RULES or not isinstance(product, str):
+            return None
+        if product not in self.products:
+            return None
+        return product, rule, message[:200] if isinstance(message, str) else ""
+
+    def due(self, product: str) -> bool:
+        """Whether `product` may be resynchronised now (none in the last `every` seconds)."""
+        last = self._last.get(product)
+        return last is None or self.clock() - last >= self.every
+
+    async def handle(self, data: bytes) -> bool:
+        """Act on one alerts-topic record; True when a resubscription went out."""
+        wanted = self.wanted(data)
+        if wanted is None:
+            return False
+        product, rule, message = wanted
+        if not self.due(product):
+            self.throttled += 1
+            log.info("%s: %s again within %g s of its last resync: not resubscribed", product, rule, self.every)
+            return False
+        unsubscribe = subscribe_frame([product], self.channels, kind="unsubscribe")
+        subscribe = subscribe_frame([product], self.channels)
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                sent = await self.send(unsubscribe) and await self.send(subscribe)
+        except TimeoutError:
+            sent = False
+        if not sent:  # no connection open (or it closed meanwhile): the next one subscribes afresh
+            log.info("%s: %s, but no connection to resubscribe on (the next one brings a snapshot)", product, rule)
+            return False
+        self._last[product] = self.clock()
+        self.resyncs += 1
+        log.info("%s: resubscribed to %s for a fresh snapshot (%s: %s)", product, ", ".join(self.channels), rule,
+                 message)  # fmt: skip
+        return True
+
+    async def follow(self, open_reader: Callable[[], Reader], *, retry: Backoff = RETRY,
+                     rng: random.Random | None = None) -> None:  # fmt: skip
+        """Read records from `open_reader()`'s reader and `handle` them, until cancelled; a reader that fails
+        (or cannot be opened) is logged and opened again after a backoff. Never raises but CancelledError."""
+        rng = rng or random.Random()
+        loop = asyncio.get_running_loop()
+        # blocking reads on a thread of their own: the default executor's threads are the sinks'
+        executor = ThreadPoolExecutor(1, thread_name_prefix="book-resync")
+        attempt = 0
+        try:
+            while True:
+                reader: Reader | None = None
+                delay = None
+                try:
+                    reader = await loop.run_in_executor(executor, open_reader)
+                    log.info("book resync: following the alerts topic")
+                    attempt = 0
+                    while True:
+                        data = await loop.run_in_executor(executor, _read, reader)
+                        if data is not None:
+                            await self.handle(data)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a side path: ingest goes on whatever the reader does
+                    delay = retry.delay(attempt, rng)
+                    attempt += 1
+                    log.warning("book resync: cannot read the alerts topic (%s: %s); ingest goes on, retrying in "
+                                "%.0f s", type(exc).__name__, exc, delay)  # fmt: skip
+                finally:
+                    if reader is not None:  # after the read in progress (at most `READ_TIMEOUT_MS`), not waited for
+                        executor.submit(_close, reader)
+                if delay is not None:
+                    await asyncio.sleep(delay)
+        finally:
+            executor.shutdown(wait=False)
+
+
+def _read(reader: Reader) -> bytes | None:
+    """The next record's bytes, None when none came within `READ_TIMEOUT_MS`."""
+    import pulsar
+
+    try:
+        return reader.read_next(timeout_millis=READ_TIMEOUT_MS).data()
+    except pulsar.Timeout:
+        return None
+
+
+def _close(reader: Reader) -> None:
+    try:
+        reader.close()
+    except Exception as exc:  # noqa: BLE001 - closing is tidiness only
+        log.debug("book resync: closing the reader: %s", exc)
+
+
+def alerts_reader(settings: Settings, topic: str) -> Callable[[], Reader]:
+    """Opens a non-durable reader of `topic` at its latest message, on a client of its own (closed with it)."""
+
+    def open_reader() -> Reader:
+        import pulsar
+
+        from rtca.stack.remote import pulsar_client_options
+
+        client = pulsar.Client(settings.pulsar.service_url, operation_timeout_seconds=OPERATION_TIMEOUT_S,
+                               logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
+                               **pulsar_client_options(settings))  # fmt: skip
+        try:
+            return _ClientReader(client, client.create_reader(topic, pulsar.MessageId.latest))
+        except BaseException:
+            client.close()
+            raise
+
+    return open_reader
+
+
+class _ClientReader:
+    """A reader that closes its client with it."""
+
+    def __init__(self, client: Any, reader: Any) -> None:
+        self.client, self.reader = client, reader
+
+    def read_next(self, timeout_millis: int) -> Any:
+        return self.reader.read_next(timeout_millis=timeout_millis)
+
+    def close(self) -> None:
+        try:
+            self.reader.close()
+        finally:
+            self.client.close()

@@ -1,0 +1,201 @@
+"""Book resync without Pulsar: which alert records ask for a snapshot, the per-product throttle, a failing reader,
+and a simulator server that answers the resubscription with a fresh snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pulsar
+import pytest
+
+from rtca.analytics.alerts import book_problem_alert
+from rtca.feed.connection import Backoff, FeedConnection
+from rtca.feed.ingest import ingest
+from rtca.feed.protocol import subscribe_frame
+from rtca.feed.resync import RESYNC_EVERY_S, BookResync, level2_channels
+from rtca.feed.simulator import simulator_server
+from rtca.feed.sinks import MemorySink
+
+Run = Callable[..., Any]
+CHANNELS = ("ticker", "level2_batch", "heartbeat")
+
+
+def alert(product: str = "BTC-USD", problem: str = "crossed") -> bytes:
+    """An alert record as the book function publishes it."""
+    return orjson.dumps(book_problem_alert({"product_id": product, "event_ms": 1_700_000_000_000,
+                                            "received_ms": 1_700_000_000_100, "problem": problem,
+                                            "detail": "best bid 101.0 >= best ask 100.0"}))  # fmt: skip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Sent:
+    """Stands in for `FeedConnection.send`."""
+
+    def __init__(self, connected: bool = True) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.connected = connected
+
+    async def __call__(self, text: str) -> bool:
+        if self.connected:
+            self.frames.append(orjson.loads(text))
+        return self.connected
+
+
+def test_level2_channels_are_those_carrying_level2_frames() -> None:
+    assert level2_channels(["ticker", "level2_batch", "matches", "level2", "level2_50"]) == [
+        "level2_batch", "level2", "level2_50"]
+    assert level2_channels(["ticker", "matches"]) == []
+
+
+@pytest.mark.parametrize("data", [
+    b"not json", b"", b"[1, 2]", b'"book_crossed"', b"{}", b'{"rule": "book_crossed"}',
+    b'{"rule": "book_crossed", "product_id": 5}', b'{"rule": 1, "product_id": "BTC-USD"}',
+    b'{"rule": ["book_crossed"], "product_id": "BTC-USD"}', b'{"rule": "book_crossed", "product_id": ["BTC-USD"]}',
+    b'{"rule": "spread_wide", "product_id": "BTC-USD"}', b'{"rule": "book_crossed", "product_id": "SOL-USD"}',
+    b'{"rule": "book_crossed", "product_id": null}', b"\xff\xfe",
+])
+def test_other_and_bad_records_are_ignored(run: Run, data: bytes) -> None:
+    sent = Sent()
+    books = BookResync(["BTC-USD", "ETH-USD"], CHANNELS, sent)
+    assert books.wanted(data) is None
+    assert run(books.handle(data)) is False
+    assert sent.frames == [] and books.resyncs == 0
+
+
+def test_a_book_problem_of_a_level2_product_asks_for_its_snapshot() -> None:
+    books = BookResync(["BTC-USD", "ETH-USD"], CHANNELS, Sent())
+    assert books.wanted(alert("ETH-USD")) == ("ETH-USD", "book_crossed", "best bid 101.0 >= best ask 100.0")
+    assert books.wanted(alert("BTC-USD", "no_snapshot"))[:2] == ("BTC-USD", "book_no_snapshot")  # type: ignore[index]
+    message_of_wrong_type = orjson.dumps({**orjson.loads(alert()), "message": 3})
+    assert books.wanted(message_of_wrong_type) == ("BTC-USD", "book_crossed", "")
+    # subscribed without a level2 channel: no product of ours has a book
+    assert BookResync(["BTC-USD"], ("ticker", "matches"), Sent()).wanted(alert()) is None
+
+
+def test_unsubscribe_then_subscribe_the_products_level2_channel_at_most_once_per_interval(run: Run) -> None:
+    clock, sent = Clock(), Sent()
+    books = BookResync(["BTC-USD", "ETH-USD"], CHANNELS, sent, clock=clock)
+    assert run(books.handle(alert("BTC-USD"))) is True
+    assert sent.frames == [
+        {"type": "unsubscribe", "product_ids": ["BTC-USD"], "channels": ["level2_batch"]},
+        {"type": "subscribe", "product_ids": ["BTC-USD"], "channels": ["level2_batch"]},
+    ]
+    clock.now += RESYNC_EVERY_S - 0.1
+    assert run(books.handle(alert("BTC-USD"))) is False  # throttled
+    assert run(books.handle(alert("BTC-USD", "no_snapshot"))) is False
+    assert run(books.handle(alert("ETH-USD"))) is True  # another product has its own interval
+    assert len(sent.frames) == 4 and books.resyncs == 2 and books.throttled == 2
+    clock.now += 0.1
+    assert run(books.handle(alert("BTC-USD"))) is True
+    assert books.resyncs == 3 and len(sent.frames) == 6
+
+
+def test_without_a_connection_nothing_is_counted_nor_throttled(run: Run) -> None:
+    clock, sent = Clock(), Sent(connected=False)
+    books = BookResync(["BTC-USD"], CHANNELS, sent, clock=clock)
+    assert run(books.handle(alert())) is False
+    assert books.resyncs == 0
+    sent.connected = True  # connected again a moment later: the next problem is acted on at once
+    assert run(books.handle(alert())) is True and books.resyncs == 1
+
+
+class FakeReader:
+    """Hands out `records` once `ready` is set, then times out as an idle reader does."""
+
+    def __init__(self, records: list[bytes], ready: threading.Event | None = None) -> None:
+        self.records = list(records)
+        self.ready = ready
+        self.closed = False
+
+    def read_next(self, timeout_millis: int) -> Any:
+        if self.records and (self.ready is None or self.ready.wait(timeout_millis / 1000)):
+            data = self.records.pop(0)
+            return type("Message", (), {"data": lambda self: data})()
+        time.sleep(timeout_millis / 1000 / 20)
+        raise pulsar.Timeout("no message")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_failing_reader_is_retried_and_bad_records_never_stop_it(run: Run) -> None:
+    sent = Sent()
+    books = BookResync(["BTC-USD"], CHANNELS, sent)
+    readers = [FakeReader([b"garbage", b'{"rule": "book_crossed"}', alert()])]
+    opened = []
+
+    def open_reader() -> FakeReader:
+        opened.append(1)
+        if len(opened) < 3:
+            raise ConnectionError("broker away")
+        return readers[0]
+
+    async def main() -> None:
+        task = asyncio.create_task(books.follow(open_reader, retry=Backoff(initial=0.01, maximum=0.02)))
+        while books.resyncs == 0:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(main(), timeout=10)
+    assert len(opened) == 3 and books.resyncs == 1 and len(sent.frames) == 2
+
+
+def test_ingest_resubscribes_and_the_server_sends_a_fresh_snapshot(run: Run) -> None:
+    """The whole path without Pulsar: an alert for one product -> unsubscribe + subscribe on ingest's websocket ->
+    the simulator's fresh snapshot of that product on the raw sink; a second alert at once is throttled."""
+    products, channels = ("BTC-USD", "ETH-USD"), ("ticker", "level2_batch")
+    raw, health = MemorySink(), MemorySink()
+    ready = threading.Event()
+    reader = FakeReader([alert("ETH-USD"), alert("ETH-USD")], ready)
+
+    async def main() -> None:
+        async with simulator_server(products, rate=200, seed=1) as server:
+            connection = FeedConnection(server.url, subscribe_frame(products, channels),
+                                        backoff=Backoff(initial=0.05, maximum=0.2))  # fmt: skip
+            books = BookResync(products, channels, connection.send)
+            stop = asyncio.Event()
+
+            async def alert_then_stop() -> None:
+                while sum(r.key == "snapshot" for r in raw.records) < 2:  # both first snapshots are in
+                    await asyncio.sleep(0.01)
+                ready.set()
+                while reader.records or books.throttled < 1:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.5)
+                stop.set()
+
+            stopper = asyncio.create_task(alert_then_stop())
+            report = await ingest(connection, raw, health, source="simulator", stop=stop,
+                                  resync=(books, lambda: reader))  # fmt: skip
+            await stopper
+            assert report.reconnects == 0
+
+    run(main(), timeout=30)
+    snapshots = Counter(orjson.loads(r.value)["product_id"] for r in raw.records if r.key == "snapshot")
+    assert snapshots == {"BTC-USD": 1, "ETH-USD": 2}
+    assert Counter(r.key for r in raw.records)["subscriptions"] == 3  # the first, and one per request
+    ticks = [orjson.loads(r.value) for r in health.records if r.key == "tick"]
+    assert ticks[-1]["book_resyncs"] == 1
+
+
+def test_the_setting_is_on_by_default_and_the_environment_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtca.settings import load_settings
+
+    monkeypatch.delenv("RTCA_FEED__RESYNC_BOOKS", raising=False)
+    assert load_settings().feed.resync_books is True
+    monkeypatch.setenv("RTCA_FEED__RESYNC_BOOKS", "false")
+    assert load_settings().feed.resync_books is False
