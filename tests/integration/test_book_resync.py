@@ -8,18 +8,21 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pulsar
 import pytest
 from cleanup import drop_topics
 from test_feed_ingest import health_records, read_topic
-from test_functions_deployed import isolated
+from test_functions_deployed import isolated, undeploy
 
 from rtca.analytics.alerts import book_problem_alert
 from rtca.feed.ingest import ingest_to_pulsar
 from rtca.feed.sinks import pulsar_client
 from rtca.feed.sources import SourceSpec
+from rtca.functions.deploy import BOOK, ROUTER, deploy, function_specs
 from rtca.settings import Settings
 
 pytestmark = pytest.mark.stack
@@ -143,3 +146,81 @@ def test_alerts_published_before_ingest_started_are_not_acted_on(own: Settings, 
     asyncio.run(asyncio.wait_for(main(), 300))
     keys = Counter(m.partition_key() for m in read_topic(own, own.topic(own.topics.raw)))
     assert keys["snapshot"] == 1 and keys["subscriptions"] == 1
+
+
+class Follower:
+    """Every record of a topic so far, read from the earliest (`poll` blocks: call it from a thread)."""
+
+    def __init__(self, client: pulsar.Client, topic: str) -> None:
+        self.reader = client.create_reader(topic, pulsar.MessageId.earliest)
+        self.records: list[dict[str, Any]] = []
+
+    def poll(self) -> list[dict[str, Any]]:
+        while True:
+            try:
+                self.records.append(orjson.loads(self.reader.read_next(200).data()))
+            except pulsar.Timeout:
+                return self.records
+
+
+def test_a_crossed_book_is_resynchronised_through_the_deployed_book_function(stack: Settings, unique: str,
+                                                                              lines: Lines) -> None:
+    """The whole loop on the stack: simulator -> ingest -> raw topic -> router -> level2 -> book function; a crossing
+    l2update put on the raw topic makes the book function report `book_crossed`; ingest resubscribes; the fresh
+    snapshot makes the book valid again (a summary built from a newer snapshot)."""
+    settings = isolated(stack, f"resync-rt-{unique}")
+    specs = [s for s in function_specs(settings, name_prefix=f"it-{unique}-") if s.name.endswith((ROUTER, BOOK))]
+    assert len(specs) == 2
+    product = f"RSR{unique[:4]}-USD".upper()
+    deploy(stack, specs)
+    client = pulsar.Client(stack.pulsar.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    try:
+        book = Follower(client, settings.topic(settings.topics.book))
+        alerts = Follower(client, settings.topic(settings.topics.alerts))
+
+        def valid(after_ms: int = 0) -> list[dict[str, Any]]:
+            return [r for r in book.poll()
+                    if r.get("valid") and r["product_id"] == product and r["event_ms"] > after_ms]
+
+        async def until(what: str, condition: Any, timeout: float = 120.0) -> Any:
+            deadline = time.monotonic() + timeout
+            while not (found := await asyncio.to_thread(condition)):
+                assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                await asyncio.sleep(0.5)
+            return found
+
+        async def main() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]:
+            stop = asyncio.Event()
+            spec = SourceSpec.build("simulator", products=[product], channels=["level2_batch", "heartbeat"], rate=50)
+            run = asyncio.create_task(ingest_to_pulsar(settings, spec, stop=stop))
+            try:
+                await reader_open(lines, run)
+                first = (await until("a first valid summary", valid))[0]
+                now = datetime.now(UTC)
+                crossing = {"type": "l2update", "product_id": product, "time": now.isoformat().replace("+00:00", "Z"),
+                            "changes": [["buy", f"{first['best_ask'] * 1.01:.2f}", "1.0"]]}  # fmt: skip
+                now_ms = int(now.timestamp() * 1000)
+                producer = client.create_producer(settings.topic(settings.topics.raw))
+                await asyncio.to_thread(producer.send, orjson.dumps(crossing), partition_key="l2update",
+                                        properties={"received_ms": str(now_ms), "product": product},
+                                        event_timestamp=now_ms)  # fmt: skip
+                producer.close()
+                problem = (await until("the book function's alert", lambda: [
+                    r for r in alerts.poll() if r.get("rule") == "book_crossed" and r["product_id"] == product]))[0]
+                again = (await until("a valid summary from a fresh snapshot", lambda: [
+                    r for r in valid(now_ms) if r["snapshot_id"] != first["snapshot_id"]]))[0]
+                return first, problem, again, now_ms
+            finally:
+                stop.set()
+                await asyncio.wait_for(run, 120)
+
+        first, problem, again, crossed_ms = asyncio.run(asyncio.wait_for(main(), 400))
+        print("first:", first, "\nalert:", problem, "\nagain:", again)
+        resynced = [line for line in lines.messages if "resubscribed" in line]
+        assert len(resynced) == 1 and product in resynced[0], lines.messages
+        assert problem["event_ms"] == crossed_ms  # reported for the injected update
+        assert again["snapshot_id"] > first["snapshot_id"]  # a snapshot stored later: the one ingest asked for
+        assert again["best_bid"] < again["best_ask"]
+    finally:
+        client.close()
+        undeploy(stack, [(settings, spec) for spec in specs])
