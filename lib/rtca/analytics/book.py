@@ -20,6 +20,8 @@ row), ``sequence`` (the frame's, when it has one: Coinbase's level2 frames do no
 Integrity: an ``l2update`` before any snapshot, or a book whose best bid >= best ask after a message, is reported
 once as a `BookProblem` (``no_snapshot`` / ``crossed``), the product's book is dropped and every further update is
 ignored (counted in ``ignored``) until the next snapshot resynchronises it. A crossed book is never summarised.
+Nothing here asks for that snapshot: the book function publishes the problem as an alert, and ingest, which reads
+the alerts topic, resubscribes the product's level2 channel, which brings one (`rtca.feed.resync`).
 
 `feed.book.L2Book` is not reused: it keeps the exchange's strings keyed by Decimal (what a server must repeat);
 here the typed records carry floats and the hot path is a float dict.

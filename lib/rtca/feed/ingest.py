@@ -30,6 +30,11 @@ replay, simulator, or url: a server given by URL in place of the exchange) and `
   is only logged and counted, on a reconnect too (a server cannot end a running ingest with one frame).
 - kind "gap", as soon as missed trades are detected: ts_ms, source, url, product_id, first_missing, last_missing,
   missed, detected_by (match | heartbeat).
+
+Book resync (`rtca.feed.resync`, setting `feed.resync_books`, on by default): the book function reports a crossed
+book or an update before any snapshot on the alerts topic; for a product this ingest subscribed to on a level2
+channel, ingest then sends `unsubscribe` and `subscribe` for it on its connection, and the server's fresh snapshot
+goes to the raw topic like every frame (at most once per product every 10 s; counted in the ticks' book_resyncs).
 """
 
 from __future__ import annotations

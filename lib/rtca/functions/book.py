@@ -2,7 +2,9 @@
 
 Valid summaries go to the output topic (``coinbase-book``); a crossed book or an update before a snapshot goes, as
 an alert record (rule ``book_crossed`` / ``book_no_snapshot``), to the ``alerts`` topic, and the product's book
-waits for the next snapshot.
+waits for the next snapshot. Coinbase sends one only to a new subscriber: ingest reads these alerts and resubscribes
+the product's level2 channel for it (`rtca.feed.resync`, at most once per product every 10 s; off with
+``RTCA_FEED__RESYNC_BOOKS=false``, then the book waits for ingest's next reconnect).
 
 Restart policy (a book has thousands of levels: no record can carry it): every summary carries the id of the
 input it answers (``source``: topic, message_id) and of the snapshot its book was built from (``snapshot_id``).
@@ -16,7 +18,8 @@ workbench's namespace keeps 7 days, `RTCA_PULSAR__RETENTION_MINUTES`: a busy lev
 within hours; a quiet product whose snapshot expired gets its updates ignored, as any update without a snapshot,
 until its next snapshot); when it would read more than ``max_replay`` messages, the instance
 drops every book instead and waits for the next snapshot of each product (publishing nothing for it until then),
-as it does for a product without a summary yet whose snapshot lies before that point.
+as it does for a product without a summary yet whose snapshot lies before that point: the product's first update
+after that is reported as ``book_no_snapshot``, so a running ingest asks for that snapshot.
 
 userConfig: ``dead_letter``, ``alerts``, optional ``cadence_ms`` (1000), ``depth_bps`` (50), ``max_replay``
 (2,000,000).
