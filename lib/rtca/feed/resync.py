@@ -124,8 +124,9 @@ class BookResync:
             return False
         self._last[product] = self.clock()
         self.resyncs += 1
-        log.info("%s: resubscribed to %s for a fresh snapshot (%s: %s)", product, ", ".join(self.channels), rule,
-                 message)  # fmt: skip
+        # a warning, as for missed trades: `rtca ingest run` configures no logging, and Python shows warnings only
+        log.warning("%s: resubscribed to %s for a fresh snapshot (%s: %s)", product, ", ".join(self.channels), rule,
+                    message)  # fmt: skip
         return True
 
     async def follow(self, open_reader: Callable[[], Reader], *, retry: Backoff = RETRY,
