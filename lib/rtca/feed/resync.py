@@ -124,7 +124,7 @@ class BookResync:
             return False
         self._last[product] = self.clock()
         self.resyncs += 1
-        # a warning, as for missed trades: `rtca ingest run` configures no logging, and Python shows warnings only
+        # a warning, as for missed trades: a book broke, which its feed's operator wants to see
         log.warning("%s: resubscribed to %s for a fresh snapshot (%s: %s)", product, ", ".join(self.channels), rule,
                     message)  # fmt: skip
         return True
