@@ -121,9 +121,10 @@ def router(stack: Settings) -> Iterator[tuple[Settings, str]]:
 
 class MemoryWatch:
     """Samples the resident memory of the ingest and the router instance every 0.2 s. The bound is on the peak over
-    the last sample before the server sent its first fuzzed frame (`before`): growth over the run, whatever causes
-    it. Also shown, not bounded: the first sample once each has handled `warm_up` frames (imports, connections,
-    first buffers and the allocator's response to the first multi-megabyte frames: one per 1,000 fuzzed frames)."""
+    the first sample once each has handled `warm_up` frames: imports, connections, first buffers and the allocator's
+    response to the first multi-megabyte frames (one per 1,000 fuzzed frames; how many wait in the router's receiver
+    queue depends on the machine's load) are not growth. Also shown, not bounded: the last sample before the server
+    sent its first fuzzed frame (`before`), so the warm-up's share is on record too."""
 
     def __init__(self, ingest: psutil.Process, router: psutil.Process, server: ServerThread, stack: Settings,
                  router_name: str, warm_up: int = 2500) -> None:  # fmt: skip
@@ -239,7 +240,7 @@ def test_ten_thousand_fuzzed_frames_are_routed_or_dead_lettered_and_nothing_grow
     assert sorted(dead_ids) == sorted(i for i, c in expected.items() if c == "dead_letter")
     assert all(letter["reason"] in set(routing.Reason) and letter["detail"] for letter in letters)
     assert reasons["internal_error"] == 0, [lt["detail"] for lt in letters if lt["reason"] == "internal_error"][:3]
-    assert ingest_mb[2] - ingest_mb[0] < MAX_GROWTH_MB, f"ingest grew by {ingest_mb[2] - ingest_mb[0]:.0f} MB"
-    assert router_mb[2] - router_mb[0] < MAX_GROWTH_MB, f"the router grew by {router_mb[2] - router_mb[0]:.0f} MB"
+    assert ingest_mb[2] - ingest_mb[1] < MAX_GROWTH_MB, f"ingest grew by {ingest_mb[2] - ingest_mb[1]:.0f} MB"
+    assert router_mb[2] - router_mb[1] < MAX_GROWTH_MB, f"the router grew by {router_mb[2] - router_mb[1]:.0f} MB"
     assert instance.is_running() and function_instance(router_name) == instance, "the router instance was restarted"
     assert status.running == 1 and status.failed == 0
