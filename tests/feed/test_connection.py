@@ -23,42 +23,69 @@ from rtca.feed.server import Faults, ServerStats
 
 Run = Callable[..., Any]
 FAST = Backoff(initial=0.05, maximum=0.2)
+RECONNECT = Backoff(initial=0.1, maximum=30.0)
+"""The drop and silence tests': the first attempt waits at most 0.1 s, later ones up to 30 s, so a reconnect that
+waited more than the first attempt's delay shows in the time it took."""
+MARGIN_S = 5.0
+"""What a reconnect may take beyond the configured silence timeout and its first backoff: the watchdog's look every
+`POLL_S` (1 s), the close, the connect, the subscription and its answer, all on a loaded 2-core CI machine."""
+
+
+def first_delay_max(backoff: Backoff) -> float:
+    """The longest the first reconnect attempt may wait (`Backoff.delay(0, ...)` without jitter)."""
+    return min(backoff.maximum, backoff.initial)
+
+
+def reconnect_gap(stamps: list[tuple[int, float]]) -> float:
+    """Seconds from the last frame of the first connection to the first frame of the second (`Frame.connection`
+    and `Frame.received_at`, in the order received)."""
+    last = max(at for connection, at in stamps if connection == 1)
+    first = min(at for connection, at in stamps if connection == 2)
+    return first - last
 
 
 async def replay_through_client(capture: Capture, faults: Faults, *, silence_timeout: float = 10.0) -> tuple[
-        FeedConnection, Counter[str], ServerStats, list[int]]:
+        FeedConnection, Counter[str], ServerStats, list[tuple[int, float]]]:
     """Replay the capture at max speed into a FeedConnection; (connection, types received, server stats,
-    connection number of each frame)."""
+    (connection number, receive time) of each frame)."""
     async with replay_server(capture, speed="max", faults=faults) as server:
         connection = FeedConnection(server.url, subscribe_frame(capture.products, capture.channels),
-                                    silence_timeout=silence_timeout, backoff=FAST)
+                                    silence_timeout=silence_timeout, backoff=RECONNECT)
         kinds: Counter[str] = Counter()
-        connections = []
+        stamps = []
         async with aclosing(connection.frames()) as frames:
             async for frame in frames:
                 kinds[orjson.loads(frame.data)["type"]] += 1
-                connections.append(frame.connection)
-        return connection, kinds, server.stats, connections
+                stamps.append((frame.connection, frame.received_at))
+        return connection, kinds, server.stats, stamps
 
 
 def test_dropped_connection_reconnects_resubscribes_and_misses_nothing(run: Run, shipped: Capture) -> None:
-    connection, kinds, stats, connections = run(replay_through_client(shipped, Faults(drop_after=3000)))
+    connection, kinds, stats, stamps = run(replay_through_client(shipped, Faults(drop_after=3000)))
+    gap, bound = reconnect_gap(stamps), first_delay_max(RECONNECT) + MARGIN_S
     print("received:", dict(kinds), "server sent:", dict(stats.sent_by_type))
+    print(f"server closed the connection: first frame on the new one {gap:.3f} s after the last (bound {bound:g} s)")
     assert connection.state.connections == 2 and connection.state.reconnects == 1
     assert kinds == stats.sent_by_type  # every frame the server sent, on both connections
     assert kinds["subscriptions"] == 2  # resubscribed
     assert kinds["l2update"] == 9719 and kinds["match"] == 97 and kinds["ticker"] >= 107
     assert kinds["snapshot"] == 20  # the resubscription starts with a fresh snapshot per product
-    assert connections.index(2) == 3000 + 1  # first connection: its subscriptions reply and 3000 frames
+    assert [c for c, _ in stamps].index(2) == 3000 + 1  # first connection: its subscriptions reply and 3000 frames
+    assert 0 <= gap <= bound  # reconnected within the first attempt's backoff (plus the margin)
 
 
 def test_silent_server_trips_the_watchdog_and_the_client_reconnects(run: Run, shipped: Capture) -> None:
     faults = Faults(silence_after=500, silence_for=30.0)
-    connection, kinds, stats, _ = run(replay_through_client(shipped, faults, silence_timeout=0.5), timeout=25)
+    timeout = 0.5
+    connection, kinds, stats, stamps = run(replay_through_client(shipped, faults, silence_timeout=timeout),
+                                           timeout=45)  # fmt: skip
+    gap, bound = reconnect_gap(stamps), timeout + first_delay_max(RECONNECT) + MARGIN_S
     print("received:", dict(kinds), "state:", connection.state)
+    print(f"silence: first frame on the new connection {gap:.3f} s after the last (bound {bound:g} s)")
     assert connection.state.silences == 1 and connection.state.reconnects == 1
     assert kinds == stats.sent_by_type
     assert kinds["l2update"] == 9719 and kinds["match"] == 97
+    assert timeout <= gap <= bound  # the watchdog waited its timeout, not (much) more, then the first backoff
 
 
 async def read_for(connection: FeedConnection, seconds: float) -> None:

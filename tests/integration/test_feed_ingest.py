@@ -26,6 +26,12 @@ pytestmark = pytest.mark.stack
 
 CAPTURE = read_capture(SHIPPED_CAPTURE)
 EXPECTED_KEYS = {"l2update": 9719, "ticker": 107, "match": 97, "last_match": 10, "snapshot": 10, "subscriptions": 1}
+RECONNECT = Backoff(initial=0.1, maximum=30.0)
+"""The first reconnect attempt waits at most 0.1 s, later ones up to 30 s: a reconnect that waited more than the first
+attempt's delay shows in the time it took."""
+MARGIN_S = 5.0
+"""What a reconnect may take beyond the silence timeout and the first backoff (the watchdog's look every `POLL_S`,
+the close, connect, subscription and its answer, publishing the last frame) on a loaded 2-core CI machine."""
 
 
 @pytest.fixture
@@ -64,7 +70,7 @@ def replay_with_faults(settings: Settings, topics: tuple[str, str], faults: Faul
         spec = SourceSpec.build("replay", speed="max", faults=faults)
         async with pulsar_sinks(settings, *topics) as (raw, health), open_source(spec) as endpoint:
             connection = FeedConnection(endpoint.url, endpoint.subscribe_frame(), silence_timeout=silence_timeout,
-                                        backoff=Backoff(initial=0.1, maximum=1.0))
+                                        backoff=RECONNECT)
             report = await ingest(connection, raw, health, source="replay")
             assert endpoint.server is not None
             return report, endpoint.server.stats
@@ -105,11 +111,23 @@ def test_replay_at_max_speed_puts_every_frame_on_the_raw_topic(stack: Settings, 
     assert ticks and ticks[-1]["messages"] == 9944 and ticks[-1]["acked"] == 9944 and ticks[-1]["source"] == "replay"
 
 
+def reconnect_gap(messages: list[pulsar.Message]) -> float:
+    """Seconds from the last frame of the first connection to the first of the second: the second connection's
+    first frame is the server's `subscriptions` answer; `received_ms` is the frame's receive time."""
+    received = [(int(m.properties()["received_ms"]), m.partition_key()) for m in messages]
+    second = sorted(ms for ms, key in received if key == "subscriptions")[1]
+    return (second - max(ms for ms, _ in received if ms < second)) / 1000
+
+
 def test_dropped_connection_reconnects_and_nothing_sent_is_missing(stack: Settings,
                                                                    topics: tuple[str, str]) -> None:
     report, stats = replay_with_faults(stack, topics, Faults(drop_after=3000))
-    counts = key_counts(read_topic(stack, topics[0]))
+    messages = read_topic(stack, topics[0])
+    counts = key_counts(messages)
+    gap, bound = reconnect_gap(messages), RECONNECT.initial + MARGIN_S
     print(report, "\nraw topic per key:", dict(counts), "\nserver sent:", dict(stats.sent_by_type))
+    print(f"dropped: first frame on the new connection {gap:.3f} s after the last (bound {bound:g} s)")
+    assert 0 <= gap <= bound  # reconnected within the first attempt's backoff (plus the margin)
     assert counts == stats.sent_by_type  # both connections: every frame the server sent is on the topic
     assert counts["subscriptions"] == 2 and counts["snapshot"] == 20  # resubscribed, fresh snapshots
     assert counts["l2update"] == 9719 and counts["match"] == 97
@@ -120,10 +138,15 @@ def test_dropped_connection_reconnects_and_nothing_sent_is_missing(stack: Settin
 def test_silent_server_ends_in_a_reconnect(stack: Settings, topics: tuple[str, str]) -> None:
     faults = Faults(silence_after=2000, silence_for=60.0)
     # 2.5 s: health ticks come every second, so one whole tick interval always falls inside the silence
-    report, stats = replay_with_faults(stack, topics, faults, silence_timeout=2.5)
-    counts = key_counts(read_topic(stack, topics[0]))
+    timeout = 2.5
+    report, stats = replay_with_faults(stack, topics, faults, silence_timeout=timeout)
+    messages = read_topic(stack, topics[0])
+    counts = key_counts(messages)
     ticks = [h for h in health_records(stack, topics[1]) if h["kind"] == "tick"]
+    gap, bound = reconnect_gap(messages), timeout + RECONNECT.initial + MARGIN_S
     print(report, "\nsilence_ms per tick:", [t["silence_ms"] for t in ticks])
+    print(f"silence: first frame on the new connection {gap:.3f} s after the last (bound {bound:g} s)")
+    assert timeout - 0.001 <= gap <= bound  # the watchdog's timeout (ms resolution), not much more, then a backoff
     assert counts == stats.sent_by_type and counts["subscriptions"] == 2
     assert counts["l2update"] == 9719 and counts["match"] == 97
     assert any(t["silence_ms"] >= 1000 and t["msg_rate"] == 0 for t in ticks)  # the silence was reported
