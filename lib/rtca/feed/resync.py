@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import orjson
@@ -142,15 +142,18 @@ class BookResync:
             while True:
                 reader: Reader | None = None
                 delay = None
+                opening = executor.submit(open_reader)
                 try:
-                    reader = await loop.run_in_executor(executor, open_reader)
+                    reader = await asyncio.wrap_future(opening)
                     log.info("book resync: following the alerts topic")
-                    attempt = 0
                     while True:
                         data = await loop.run_in_executor(executor, _read, reader)
+                        attempt = 0  # a reader that reads: the next failure starts the backoff again
                         if data is not None:
                             await self.handle(data)
                 except asyncio.CancelledError:
+                    if reader is None:  # stopped while it opens: closed once it is open
+                        opening.add_done_callback(_close_opened)
                     raise
                 except Exception as exc:  # noqa: BLE001 - a side path: ingest goes on whatever the reader does
                     delay = retry.delay(attempt, rng)
@@ -176,6 +179,11 @@ def _read(reader: Reader) -> bytes | None:
         return None
 
 
+def _close_opened(opening: Future[Reader]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        _close(opening.result())
+
+
 def _close(reader: Reader) -> None:
     try:
         reader.close()
@@ -189,11 +197,9 @@ def alerts_reader(settings: Settings, topic: str) -> Callable[[], Reader]:
     def open_reader() -> Reader:
         import pulsar
 
-        from rtca.stack.remote import pulsar_client_options
+        from rtca.feed.sinks import pulsar_client
 
-        client = pulsar.Client(settings.pulsar.service_url, operation_timeout_seconds=OPERATION_TIMEOUT_S,
-                               logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
-                               **pulsar_client_options(settings))  # fmt: skip
+        client = pulsar_client(settings, operation_timeout_s=OPERATION_TIMEOUT_S)
         try:
             return _ClientReader(client, client.create_reader(topic, pulsar.MessageId.latest))
         except BaseException:

@@ -85,11 +85,11 @@ OPERATION_TIMEOUT_S = 60
 STRANDED_AFTER_S = 2 * OPERATION_TIMEOUT_S
 
 
-def pulsar_client(settings: Settings) -> pulsar.Client:
+def pulsar_client(settings: Settings, *, operation_timeout_s: int = OPERATION_TIMEOUT_S) -> pulsar.Client:
     """A client for the configured cluster, token and TLS included (C++ logs warnings and up, to stdout)."""
     return pulsar.Client(
         settings.pulsar.service_url,
-        operation_timeout_seconds=OPERATION_TIMEOUT_S,
+        operation_timeout_seconds=operation_timeout_s,
         logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
         **pulsar_client_options(settings),
     )
