@@ -45,14 +45,31 @@ def pandas_flow(df: pd.DataFrame, window_ms: int) -> pd.DataFrame:
 
 def pandas_candles(df: pd.DataFrame, size_ms: int) -> pd.DataFrame:
     """OHLCV and VWAP per (product, bucket) of trades (``product_id``, ``event_ms``, ``trade_id``, ``price``,
-    ``size``), buckets
-    ``[start, start + size_ms)`` of UTC epoch time (Pinot's DATETRUNC); every trade counts (a table, not a stream:
-    none is late); open and close by event time, then trade id (the trades of one taker order share a time)."""
+    ``size``), buckets ``[start, start + size_ms)`` of UTC epoch time (Pinot's DATETRUNC); every trade counts (a
+    table, not a stream: none is late); open and close by event time, then trade id. The trades of one taker order
+    share a millisecond and Pinot takes any of them: ``open_ties`` / ``close_ties`` hold the prices of the bucket's
+    first / last millisecond (`settle_candle_ties`)."""
+    df = df.reset_index(drop=True)  # labels of their own: the ties are found by label
     df = df.assign(bucket=df["event_ms"] // size_ms * size_ms, notional=df["price"] * df["size"])
     g = df.sort_values(["event_ms", "trade_id"], kind="stable").groupby(["product_id", "bucket"])
+    first_ms, last_ms = g["event_ms"].transform("min"), g["event_ms"].transform("max")
+    ties = df.loc[first_ms.index]
+    opens = ties[ties["event_ms"] == first_ms].groupby(["product_id", "bucket"])["price"].agg(frozenset)
+    closes = ties[ties["event_ms"] == last_ms].groupby(["product_id", "bucket"])["price"].agg(frozenset)
     return pd.DataFrame({"open": g["price"].first(), "high": g["price"].max(), "low": g["price"].min(),
                          "close": g["price"].last(), "volume": g["size"].sum(),
-                         "vwap": g["notional"].sum() / g["size"].sum(), "trades": g.size()})
+                         "vwap": g["notional"].sum() / g["size"].sum(), "trades": g.size(),
+                         "open_ties": opens, "close_ties": closes})
+
+
+def settle_candle_ties(got: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+    """`expected` (`pandas_candles`, same index as `got`) with the open and close Pinot took where it took another
+    trade of the same first or last millisecond; the tie columns dropped, the rest as float."""
+    out = expected.copy()
+    for column in ("open", "close"):
+        took_a_tie = [price in ties for price, ties in zip(got[column], out[f"{column}_ties"])]
+        out.loc[took_a_tie, column] = got.loc[took_a_tie, column]
+    return out.drop(columns=["open_ties", "close_ties"]).astype(float)
 
 
 def pandas_vol(df: pd.DataFrame, window_ms: int) -> pd.DataFrame:

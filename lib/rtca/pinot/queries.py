@@ -11,22 +11,25 @@ CANDLE_UNITS = {"1s": "SECOND", "1m": "MINUTE", "1h": "HOUR", "1d": "DAY"}
 
 
 def candles_template(settings: Settings, size: str = "1m") -> str:
-    """The candles SQL with `{product}` (quoted for SQL) and `{since}` (a condition on event_time) left to fill:
-    `candles_sql` fills them for one query, a live view at each refresh with its controls' product and window.
+    """The candles SQL with `{product}` (quoted for SQL) and `{minutes}` left to fill: `candles_sql` fills them for
+    one query, a live view at each refresh with its controls' product and window. The window starts at the candle
+    boundary at or before `minutes` ago, so that its oldest candle is whole too (a 15-minute window of hourly candles
+    is the hour it began in and the next, not a quarter of one).
 
-    Open and close are the bucket's first and last trade by trade id: the exchange numbers a product's trades in the
-    order they happen, and the trades of one taker order share a timestamp (by event time, Pinot picks any of those:
-    the shipped capture has such ties at candle edges). VWAP = sum(price * size) / volume.
+    Open and close are the bucket's first and last trade by event time; the trades of one taker order share a
+    millisecond, and of such a tie Pinot takes any one (not the lowest trade id: ids are the exchange's order within
+    one feed, but a restarted replay or simulator sends lower ids at later times). VWAP = sum(price * size) / volume.
     """
     unit = CANDLE_UNITS.get(size)
     if unit is None:
         raise ConfigError(f"unknown candle size {size!r}", hint=f"one of: {', '.join(CANDLE_UNITS)}")
     bucket = f"DATETRUNC('{unit}', event_time)"
     return (
-        f"SELECT {bucket} AS bucket, FIRSTWITHTIME(price, trade_id, 'DOUBLE') AS \"open\", MAX(price) AS high, "
-        f"MIN(price) AS low, LASTWITHTIME(price, trade_id, 'DOUBLE') AS \"close\", SUM(size) AS volume, "
+        f"SELECT {bucket} AS bucket, FIRSTWITHTIME(price, event_ms, 'DOUBLE') AS \"open\", MAX(price) AS high, "
+        f"MIN(price) AS low, LASTWITHTIME(price, event_ms, 'DOUBLE') AS \"close\", SUM(size) AS volume, "
         f"SUM(price * size) / SUM(size) AS vwap, COUNT(*) AS trades "
-        f"FROM {settings.tables.matches} WHERE product_id = '{{product}}' AND {{since}} "
+        f"FROM {settings.tables.matches} WHERE product_id = '{{product}}' "
+        f"AND event_time >= DATETRUNC('{unit}', ago('PT{{minutes}}M')) "
         f"GROUP BY {bucket} ORDER BY {bucket} LIMIT 100000"
     )
 
@@ -38,8 +41,7 @@ def candles_sql(settings: Settings, product: str, *, minutes: int = 60, size: st
                                                                   "ingest (runbooks/40-ingest) and rerun the cell")
     if not minutes >= 1:  # Pinot's ago() takes whole minutes: PT7.5M is a query error
         raise ConfigError(f"candles over {minutes!r} minutes", hint="a window of at least 1 minute")
-    return candles_template(settings, size).format(product=product.replace("'", "''"),
-                                                   since=f"event_time > ago('PT{int(minutes)}M')")
+    return candles_template(settings, size).format(product=product.replace("'", "''"), minutes=int(minutes))
 
 
 def latest_alerts_sql(settings: Settings, *, limit: int = 20) -> str:
