@@ -175,7 +175,11 @@ def test_ingest_resubscribes_and_the_server_sends_a_fresh_snapshot(run: Run) -> 
                 ready.set()
                 while reader.records or books.throttled < 1:
                     await asyncio.sleep(0.01)
-                await asyncio.sleep(0.5)
+                deadline = time.monotonic() + 20  # the fresh snapshot and the answers to both requests are in
+                while (sum(r.key == "snapshot" for r in raw.records) < 3
+                       or sum(r.key == "subscriptions" for r in raw.records) < 3) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)  # anything more the requests brought (there must be nothing)
                 stop.set()
 
             stopper = asyncio.create_task(alert_then_stop())

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -120,9 +120,10 @@ def stored(client: pulsar.Client, topic: str) -> list[bytes]:
         reader.close()
 
 
-def read(client: pulsar.Client, topic: str, expected: int, *, timeout: float = 120.0, settle: float = 2.0
-         ) -> list[bytes]:  # fmt: skip
-    """Everything in `topic` from the start: waits for `expected` messages, then `settle` s more for any extra."""
+def read(client: pulsar.Client, topic: str, expected: int, *, timeout: float = 120.0, settle: float = 2.0,
+         where: Callable[[bytes], bool] | None = None) -> list[bytes]:  # fmt: skip
+    """Everything in `topic` from the start (only the messages `where` takes, if given): waits for `expected` of
+    them, then `settle` s more for any extra. `where` lets a test count its own records on a topic others write."""
     reader = client.create_reader(topic, pulsar.MessageId.earliest)
     out: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -131,9 +132,11 @@ def read(client: pulsar.Client, topic: str, expected: int, *, timeout: float = 1
             if len(out) >= expected:
                 deadline = min(deadline, time.monotonic() + settle)
             try:
-                out.append(reader.read_next(500).data())
+                data = reader.read_next(500).data()
             except pulsar.Timeout:
                 continue
+            if where is None or where(data):
+                out.append(data)
     finally:
         reader.close()
     return out
