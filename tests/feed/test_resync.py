@@ -71,7 +71,7 @@ def test_other_and_bad_records_are_ignored(run: Run, data: bytes) -> None:
     sent = Sent()
     books = BookResync(["BTC-USD", "ETH-USD"], CHANNELS, sent)
     assert books.wanted(data) is None
-    assert run(books.handle(data)) is False
+    assert run(books.handle(data)) == []
     assert sent.frames == [] and books.resyncs == 0
 
 
@@ -88,28 +88,44 @@ def test_a_book_problem_of_a_level2_product_asks_for_its_snapshot() -> None:
 def test_unsubscribe_then_subscribe_the_products_level2_channel_at_most_once_per_interval(run: Run) -> None:
     clock, sent = Clock(), Sent()
     books = BookResync(["BTC-USD", "ETH-USD"], CHANNELS, sent, clock=clock)
-    assert run(books.handle(alert("BTC-USD"))) is True
+    assert run(books.handle(alert("BTC-USD"))) == ["BTC-USD"]
     assert sent.frames == [
         {"type": "unsubscribe", "product_ids": ["BTC-USD"], "channels": ["level2_batch"]},
         {"type": "subscribe", "product_ids": ["BTC-USD"], "channels": ["level2_batch"]},
     ]
     clock.now += RESYNC_EVERY_S - 0.1
-    assert run(books.handle(alert("BTC-USD"))) is False  # throttled
-    assert run(books.handle(alert("BTC-USD", "no_snapshot"))) is False
-    assert run(books.handle(alert("ETH-USD"))) is True  # another product has its own interval
+    assert run(books.handle(alert("BTC-USD"))) == []  # throttled
+    assert run(books.handle(alert("BTC-USD", "no_snapshot"))) == []
+    assert run(books.handle(alert("ETH-USD"))) == ["ETH-USD"]  # another product has its own interval
     assert len(sent.frames) == 4 and books.resyncs == 2 and books.throttled == 2
     clock.now += 0.1
-    assert run(books.handle(alert("BTC-USD"))) is True
+    assert run(books.handle(alert("BTC-USD"))) == ["BTC-USD"]
     assert books.resyncs == 3 and len(sent.frames) == 6
+
+
+def test_a_burst_of_problems_is_one_unsubscribe_and_one_subscribe(run: Run) -> None:
+    """The exchange takes 100 client messages a second: a burst of broken books must not cost two per product."""
+    clock, sent = Clock(), Sent()
+    products = [f"P{i}-USD" for i in range(60)]
+    books = BookResync(products, CHANNELS, sent, clock=clock)
+    assert run(books.handle(alert("P0-USD"))) == ["P0-USD"]
+    burst = [alert(product, problem) for product in products for problem in ("crossed", "no_snapshot")]
+    assert run(books.handle(*burst, b"garbage", alert("OTHER-USD"))) == products[1:]
+    assert sent.frames[2:] == [
+        {"type": "unsubscribe", "product_ids": products[1:], "channels": ["level2_batch"]},
+        {"type": "subscribe", "product_ids": products[1:], "channels": ["level2_batch"]},
+    ]
+    # P0 throttled twice (resynchronised just before), every other product's second problem once
+    assert books.resyncs == 60 and books.throttled == 2 + 59
 
 
 def test_without_a_connection_nothing_is_counted_nor_throttled(run: Run) -> None:
     clock, sent = Clock(), Sent(connected=False)
     books = BookResync(["BTC-USD"], CHANNELS, sent, clock=clock)
-    assert run(books.handle(alert())) is False
+    assert run(books.handle(alert())) == []
     assert books.resyncs == 0
     sent.connected = True  # connected again a moment later: the next problem is acted on at once
-    assert run(books.handle(alert())) is True and books.resyncs == 1
+    assert run(books.handle(alert())) == ["BTC-USD"] and books.resyncs == 1
 
 
 class FakeReader:
@@ -133,7 +149,6 @@ class FakeReader:
 
 def test_a_failing_reader_is_retried_and_bad_records_never_stop_it(run: Run) -> None:
     sent = Sent()
-    books = BookResync(["BTC-USD"], CHANNELS, sent)
     readers = [FakeReader([b"garbage", b'{"rule": "book_crossed"}', alert()])]
     opened = []
 
@@ -143,8 +158,10 @@ def test_a_failing_reader_is_retried_and_bad_records_never_stop_it(run: Run) -> 
             raise ConnectionError("broker away")
         return readers[0]
 
+    books = BookResync(["BTC-USD"], CHANNELS, sent, open_reader=open_reader)
+
     async def main() -> None:
-        task = asyncio.create_task(books.follow(open_reader, retry=Backoff(initial=0.01, maximum=0.02)))
+        task = asyncio.create_task(books.follow(retry=Backoff(initial=0.01, maximum=0.02)))
         while books.resyncs == 0:
             await asyncio.sleep(0.01)
         task.cancel()
@@ -152,6 +169,32 @@ def test_a_failing_reader_is_retried_and_bad_records_never_stop_it(run: Run) -> 
 
     run(main(), timeout=10)
     assert len(opened) == 3 and books.resyncs == 1 and len(sent.frames) == 2
+
+
+class BreakingReader(FakeReader):
+    """Hands out its records, then fails as a reader whose broker went away."""
+
+    def read_next(self, timeout_millis: int) -> Any:
+        if not self.records:
+            raise ConnectionError("broker away")
+        return super().read_next(timeout_millis)
+
+
+def test_records_read_before_a_reader_fails_are_acted_on(run: Run) -> None:
+    """The book function reports a problem once: an alert read in a burst the reader broke off must not be lost."""
+    sent = Sent()
+    readers = [BreakingReader([alert("BTC-USD"), alert("ETH-USD")]), FakeReader([])]
+    books = BookResync(["BTC-USD", "ETH-USD"], CHANNELS, sent, open_reader=lambda: readers.pop(0))
+
+    async def main() -> None:
+        task = asyncio.create_task(books.follow(retry=Backoff(initial=0.01, maximum=0.02)))
+        while readers:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(main(), timeout=10)
+    assert books.resyncs == 2 and [frame["product_ids"] for frame in sent.frames] == [["BTC-USD", "ETH-USD"]] * 2
 
 
 def test_ingest_resubscribes_and_the_server_sends_a_fresh_snapshot(run: Run) -> None:
@@ -166,7 +209,7 @@ def test_ingest_resubscribes_and_the_server_sends_a_fresh_snapshot(run: Run) -> 
         async with simulator_server(products, rate=200, seed=1) as server:
             connection = FeedConnection(server.url, subscribe_frame(products, channels),
                                         backoff=Backoff(initial=0.05, maximum=0.2))  # fmt: skip
-            books = BookResync(products, channels, connection.send)
+            books = BookResync(products, channels, connection.send, open_reader=lambda: reader)
             stop = asyncio.Event()
 
             async def alert_then_stop() -> None:
@@ -183,8 +226,7 @@ def test_ingest_resubscribes_and_the_server_sends_a_fresh_snapshot(run: Run) -> 
                 stop.set()
 
             stopper = asyncio.create_task(alert_then_stop())
-            report = await ingest(connection, raw, health, source="simulator", stop=stop,
-                                  resync=(books, lambda: reader))  # fmt: skip
+            report = await ingest(connection, raw, health, source="simulator", stop=stop, resync=books)
             await stopper
             assert report.reconnects == 0
 

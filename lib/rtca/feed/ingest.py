@@ -371,19 +371,19 @@ async def ingest(
     max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     drain_timeout: float = 60.0,
     announce: Callable[[str], None] | None = None,
-    resync: tuple[BookResync, Callable[[], Any]] | None = None,
+    resync: BookResync | None = None,
 ) -> IngestReport:
     """Run until the source ends, `duration` seconds pass, `max_messages` frames arrived or `stop` is set; then
-    flush: every received frame is handed to the raw sink and waited for. `resync`: a `BookResync` and the
-    `open_reader` its `follow` reads alerts from, run beside the feed (`rtca.feed.resync`)."""
+    flush: every received frame is handed to the raw sink and waited for. `resync` follows the alerts beside the
+    feed (`rtca.feed.resync`)."""
     raw_publisher, health_publisher = Publisher(raw), Publisher(health)
     work = Ingest(raw_publisher, health_publisher, source=source, connection=connection.state,
-                  max_payload_bytes=max_payload_bytes, announce=announce, resync=None if resync is None else resync[0])
+                  max_payload_bytes=max_payload_bytes, announce=announce, resync=resync)
     started = time.monotonic()
     ticker = asyncio.create_task(work.tick_every(health_interval), name="ingest-health")
     sides = [ticker]
     if resync is not None:
-        sides.append(asyncio.create_task(resync[0].follow(resync[1]), name="ingest-book-resync"))
+        sides.append(asyncio.create_task(resync.follow(), name="ingest-book-resync"))
     try:
         ended = await run_until(work.receive(connection, max_messages), duration=duration, stop=stop)
     finally:  # also when receiving failed: nothing received is lost
@@ -438,11 +438,12 @@ async def ingest_to_pulsar(
             announce(f"{STARTED} {label} ({endpoint.url}) into {raw_topic}")
         server = endpoint.server
         stops = [*([stop] if stop else []), *([server.failed] if server else [])]
-        books = BookResync(endpoint.products, endpoint.channels, connection.send)
-        resync = None
-        if settings.feed.resync_books and books.products:
-            resync = (books, alerts_reader(settings, alerts_topic))
-            log.info("book problems on %s resubscribe the product's %s", alerts_topic, ", ".join(books.channels))
+        resync: BookResync | None = BookResync(endpoint.products, endpoint.channels, connection.send,
+                                               open_reader=alerts_reader(settings, alerts_topic))  # fmt: skip
+        if settings.feed.resync_books and resync.products:
+            log.info("book problems on %s resubscribe the product's %s", alerts_topic, ", ".join(resync.channels))
+        else:
+            resync = None
         report = await ingest(connection, raw, health, source=label,
                               duration=duration, max_messages=max_messages, stop=stops,
                               announce=announce, resync=resync)  # fmt: skip

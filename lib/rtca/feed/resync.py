@@ -5,7 +5,8 @@ topic (rule ``book_crossed`` / ``book_no_snapshot``), drops that product's book 
 sends one only to a new subscriber of (level2 channel, product), so without a resubscription the product's book
 would stay dark until the next reconnect. `BookResync` follows the alerts topic from its latest message (a
 non-durable reader: old alerts are never acted on again) and, for a product this ingest subscribed to on a level2
-channel, sends ``unsubscribe`` then ``subscribe`` for it on the open websocket: the exchange (and our replay and
+channel, sends ``unsubscribe`` then ``subscribe`` for it on the open websocket (one pair for every product of a burst
+of alerts): the exchange (and our replay and
 simulator servers) then sends a fresh snapshot. Any other record, a bad one included, is ignored.
 
 A side path: if the alerts topic cannot be read, ingest goes on (a warning, then retries with backoff).
@@ -36,6 +37,10 @@ RESYNC_EVERY_S = 10.0
 bad price level) must not make a storm of resubscriptions, which the exchange answers by dropping the connection."""
 READ_TIMEOUT_MS = 1000
 """A read waits this long at most, so that stopping the ingest never waits longer for the reader's thread."""
+GATHER_MS = 100
+"""Records that follow each other within this time are acted on together (one resubscription for all)."""
+GATHER_MAX = 1000
+"""At most this many records together: a flood of alerts still gets its resubscriptions out."""
 OPERATION_TIMEOUT_S = 10
 """The reader's client gives up on the broker this soon (the sinks' client waits a minute): a retry comes sooner."""
 RETRY = Backoff(initial=1.0, maximum=60.0)
@@ -65,11 +70,14 @@ class BookResync:
         channels: Iterable[str],
         send: Callable[[str], Awaitable[bool]],
         *,
+        open_reader: Callable[[], Reader] | None = None,
         every: float = RESYNC_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`send(text)` sends a frame on the open connection, False when none is open (then the next connection
-        subscribes afresh, snapshot included, and nothing is to be done)."""
+        subscribes afresh, snapshot included, and nothing is to be done); `open_reader()` opens the reader of the
+        alerts topic that `follow` reads (`alerts_reader`)."""
+        self.open_reader = open_reader
         self.channels = level2_channels(channels)
         self.products = frozenset(products) if self.channels else frozenset()
         self.send = send
@@ -78,7 +86,7 @@ class BookResync:
         self.resyncs = 0
         """Resubscriptions sent."""
         self.throttled = 0
-        """Problems not acted on because the product was resynchronised less than `every` seconds before."""
+        """Problems not acted on because the product was (or is being) resynchronised less than `every` s before."""
         self._last: dict[str, float] = {}
 
     def wanted(self, data: bytes) -> tuple[str, str, str] | None:
@@ -102,37 +110,53 @@ class BookResync:
         last = self._last.get(product)
         return last is None or self.clock() - last >= self.every
 
-    async def handle(self, data: bytes) -> bool:
-        """Act on one alerts-topic record; True when a resubscription went out."""
-        wanted = self.wanted(data)
-        if wanted is None:
-            return False
-        product, rule, message = wanted
-        if not self.due(product):
-            self.throttled += 1
-            log.info("%s: %s again within %g s of its last resync: not resubscribed", product, rule, self.every)
-            return False
-        unsubscribe = subscribe_frame([product], self.channels, kind="unsubscribe")
-        subscribe = subscribe_frame([product], self.channels)
+    async def handle(self, *records: bytes) -> list[str]:
+        """Act on alerts-topic records read together; returns the products resubscribed.
+
+        Every due product they name goes in one ``unsubscribe`` and one ``subscribe``: the exchange takes 100 client
+        messages a second, and a burst of broken books (after a reconnect, say) must not cost two per product."""
+        problems: dict[str, tuple[str, str]] = {}
+        for data in records:
+            wanted = self.wanted(data)
+            if wanted is None:
+                continue
+            product, rule, message = wanted
+            if product in problems or not self.due(product):
+                self.throttled += 1
+                log.info("%s: %s within %g s of its last resync (or twice in a burst): not resubscribed again",
+                         product, rule, self.every)  # fmt: skip
+                continue
+            problems[product] = rule, message
+        if not problems:
+            return []
+        products = list(problems)
+        unsubscribe = subscribe_frame(products, self.channels, kind="unsubscribe")
+        subscribe = subscribe_frame(products, self.channels)
         try:
             async with asyncio.timeout(SEND_TIMEOUT_S):
                 sent = await self.send(unsubscribe) and await self.send(subscribe)
         except TimeoutError:
             sent = False
         if not sent:  # no connection open (or it closed meanwhile): the next one subscribes afresh
-            log.info("%s: %s, but no connection to resubscribe on (the next one brings a snapshot)", product, rule)
-            return False
-        self._last[product] = self.clock()
-        self.resyncs += 1
-        # a warning, as for missed trades: a book broke, which its feed's operator wants to see
-        log.warning("%s: resubscribed to %s for a fresh snapshot (%s: %s)", product, ", ".join(self.channels), rule,
-                    message)  # fmt: skip
-        return True
+            log.info("%s: book problems, but no connection to resubscribe on (the next one brings a snapshot)",
+                     ", ".join(products))  # fmt: skip
+            return []
+        now = self.clock()
+        for product, (rule, message) in problems.items():
+            self._last[product] = now
+            # a warning, as for missed trades: a book broke, which its feed's operator wants to see
+            log.warning("%s: resubscribed to %s for a fresh snapshot (%s: %s)", product, ", ".join(self.channels),
+                        rule, message)  # fmt: skip
+        self.resyncs += len(products)
+        return products
 
-    async def follow(self, open_reader: Callable[[], Reader], *, retry: Backoff = RETRY,
-                     rng: random.Random | None = None) -> None:  # fmt: skip
-        """Read records from `open_reader()`'s reader and `handle` them, until cancelled; a reader that fails
-        (or cannot be opened) is logged and opened again after a backoff. Never raises but CancelledError."""
+    async def follow(self, *, retry: Backoff = RETRY, rng: random.Random | None = None) -> None:
+        """Read records from `open_reader()`'s reader and `handle` each burst of them (those that come less than
+        `GATHER_MS` apart) together, until cancelled; a reader that fails (or cannot be opened) is logged and
+        opened again after a backoff. Never raises but CancelledError."""
+        open_reader = self.open_reader
+        if open_reader is None:
+            raise ValueError("BookResync.follow needs the open_reader it reads alerts from")
         rng = rng or random.Random()
         loop = asyncio.get_running_loop()
         # blocking reads on a thread of their own: the default executor's threads are the sinks'
@@ -147,10 +171,19 @@ class BookResync:
                     reader = await asyncio.wrap_future(opening)
                     log.info("book resync: following the alerts topic")
                     while True:
-                        data = await loop.run_in_executor(executor, _read, reader)
+                        data = await loop.run_in_executor(executor, _read, reader, READ_TIMEOUT_MS)
                         attempt = 0  # a reader that reads: the next failure starts the backoff again
-                        if data is not None:
-                            await self.handle(data)
+                        if data is None:
+                            continue
+                        burst = [data]
+                        try:
+                            while len(burst) < GATHER_MAX and (data := await loop.run_in_executor(
+                                    executor, _read, reader, GATHER_MS)) is not None:  # fmt: skip
+                                burst.append(data)
+                        except Exception:  # what was read is acted on before the reader is opened again
+                            await self.handle(*burst)
+                            raise
+                        await self.handle(*burst)
                 except asyncio.CancelledError:
                     if reader is None:  # stopped while it opens: closed once it is open
                         opening.add_done_callback(_close_opened)
@@ -169,12 +202,12 @@ class BookResync:
             executor.shutdown(wait=False)
 
 
-def _read(reader: Reader) -> bytes | None:
-    """The next record's bytes, None when none came within `READ_TIMEOUT_MS`."""
+def _read(reader: Reader, timeout_ms: int) -> bytes | None:
+    """The next record's bytes, None when none came within `timeout_ms`."""
     import pulsar
 
     try:
-        return reader.read_next(timeout_millis=READ_TIMEOUT_MS).data()
+        return reader.read_next(timeout_millis=timeout_ms).data()
     except pulsar.Timeout:
         return None
 
