@@ -27,7 +27,6 @@ snapshot instead (`rtca.functions.book`), with the same frame and the same messa
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +45,7 @@ from rtca.functions.runtime import (
     message_id_key,
     message_id_text,
     received_ms_of,
+    retry_until_done,
     user_config,
 )
 
@@ -220,16 +220,9 @@ class StatefulFunction(pulsar.Function):
         """Start before the first input, retrying until it works (a checkpoint topic's reader timing out while a
         broker restarts). Raising would hand the input back to the runtime as failed: it would come again after
         later inputs of its key, and be skipped then as already done, lost."""
-        delay = 0.5
-        while not self._ready:
-            try:
-                self._start(context)
-            except Exception as exc:  # noqa: BLE001 - retried; a lasting cause shows in its log and metrics
-                context.record_metric("start_failures", 1)
-                context.get_logger().warning("%s: start failed (%s: %s); retrying in %.1f s", self.name,
-                                             type(exc).__name__, exc, delay)  # fmt: skip
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        if not self._ready:
+            retry_until_done(f"{self.name}: start", lambda: self._start(context), context.get_logger(),
+                             on_failure=lambda: context.record_metric("start_failures", 1))  # fmt: skip
 
     def process(self, input: Any, context: Context) -> None:  # noqa: A002 - the runtime's parameter name
         self.ensure_started(context)

@@ -228,6 +228,22 @@ def _has_message_available(reader: Any, patience_s: float = 30.0) -> bool:
             time.sleep(0.05)
 
 
+def retry_until_done(what: str, call: Callable[[], _T], log: Any,
+                     on_failure: Callable[[], None] | None = None) -> _T:  # fmt: skip
+    """`call()`, retried with a growing delay (0.5 s up to 10 s) until it works; each failure is logged as a warning
+    (and `on_failure()` called). For steps a function cannot go on without, which giving up would not make work."""
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - retried; a lasting cause shows in the instance's log
+            if on_failure is not None:
+                on_failure()
+            log.warning("%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 class Publisher:
     """Publishes our records and acknowledges each input once its record is stored, in batches.
 
@@ -324,14 +340,7 @@ class Publisher:
 
     def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
         """`call()`, retried until it works (e.g. ProducerBusy until the broker drops the old connection)."""
-        delay = 0.5
-        while True:
-            try:
-                return call()
-            except Exception as exc:  # noqa: BLE001
-                self._log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        return retry_until_done(what, call, self._log)
 
     def publish_then_ack(self, context: Context, topic: str, data: bytes, *, key: str | None = None,
                          event_ms: int | None = None, source: str | None = None,
