@@ -83,7 +83,7 @@ def test_one_minute_candles_equal_pandas(stack_up: Settings, trades: tuple[str, 
         bars = pinot.query(candles_sql(stack_up, product, minutes=60))
     got = pd.DataFrame(bars, columns=COLUMNS)
     got["bucket"] = got["bucket"].astype("int64")
-    got = got.set_index("bucket").astype(float)
+    got = got.set_index("bucket").sort_index().astype(float)  # asked newest first
     print(f"{product}: {len(frame)} trades, {len(expected)} pandas candles, {len(got)} Pinot candles")
     assert list(got.index) == list(expected.index)
     pd.testing.assert_frame_equal(got, settle_candle_ties(got, expected), check_exact=False, rtol=1e-9, atol=0,

@@ -270,8 +270,9 @@ def test_a_window_with_more_rows_than_the_limit_shows_its_newest_rows(monkeypatc
         columns = ["price", "ewma_mean", "upper", "lower", "volume", "spread_bps", "imbalance", "buy_volume",
                    "sell_volume", "realized_vol", "value", "msg_rate", "new_reconnects", "new_missed_trades",
                    "lag_ms_p50", "lag_ms_max", "rate", "reconnects_new", "missed_new", "p50", "worst", "rule",
-                   "message"]
+                   "message", "open", "high", "low", "close", "vwap"]
         return pd.DataFrame({"product_id": ["A"] * 3, "event_time": times, "minute": times, "second": times,
+                             "bucket": times,
                              **{column: [3.0, 2.0, 1.0] for column in columns}})
 
     monkeypatch.setattr(live, "pinot_frame", frame)
@@ -282,8 +283,12 @@ def test_a_window_with_more_rows_than_the_limit_shows_its_newest_rows(monkeypatc
         for trace in view.figure.data:
             assert list(np.diff(np.asarray(trace.x, dtype="datetime64[ms]").astype("int64"))) == [1000, 1000]
             assert list(trace.y) == [1.0, 2.0, 3.0]
+    candles = live.live_candles(settings, size="1s")
+    candles.refresh()
+    assert [list(np.asarray(trace.x, dtype="datetime64[ms]").astype("int64")) for trace in candles.figure.data] == [
+        [1_700_000_001_000, 1_700_000_002_000, 1_700_000_003_000]] * 3
     charted = [sql for sql in sent if "product_id, COUNT(*)" not in sql]
-    assert charted and all(" DESC LIMIT " in sql for sql in charted), charted
+    assert len(charted) > 4 and all(" DESC LIMIT " in sql for sql in charted), charted
 
 
 @pytest.mark.parametrize(("minutes", "interval"), [(15, 0.0), (15, -1.0), (0, 5.0)])

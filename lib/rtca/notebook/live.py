@@ -622,6 +622,7 @@ def candles(settings: Settings, product: str | None, *, minutes: int = 60, size:
     minutes = int(number_parameter("minutes", minutes, whole=True, at_least=1, example="60"))
     frame = pinot_frame(settings, candles_sql(settings, product or "", minutes=minutes, size=size))
     if not frame.empty:
+        frame = frame.sort_values("bucket", ignore_index=True)  # asked newest first (the limit keeps the newest)
         frame["bucket"] = to_datetime(frame["bucket"])
         now = pd.Timestamp(time.time_ns(), unit="ns")  # UTC, naive like the buckets
         frame["complete"] = frame["bucket"] + _CANDLE_SPANS[size] <= now

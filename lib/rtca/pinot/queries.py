@@ -14,7 +14,8 @@ def candles_template(settings: Settings, size: str = "1m") -> str:
     """The candles SQL with `{product}` (quoted for SQL) and `{minutes}` left to fill: `candles_sql` fills them for
     one query, a live view at each refresh with its controls' product and window. The window starts at the candle
     boundary at or before `minutes` ago, so that its oldest candle is whole too (a 15-minute window of hourly candles
-    is the hour it began in and the next, not a quarter of one).
+    is the hour it began in and the next, not a quarter of one). Newest first: a window of more candles than the
+    limit (a day of 1-second ones) shows its newest, not a chart that stops short of now.
 
     Open and close are the bucket's first and last trade by event time; the trades of one taker order share a
     millisecond, and of such a tie Pinot takes any one (not the lowest trade id: ids are the exchange's order within
@@ -30,12 +31,12 @@ def candles_template(settings: Settings, size: str = "1m") -> str:
         f"SUM(price * size) / SUM(size) AS vwap, COUNT(*) AS trades "
         f"FROM {settings.tables.matches} WHERE product_id = '{{product}}' "
         f"AND event_time >= DATETRUNC('{unit}', ago('PT{{minutes}}M')) "
-        f"GROUP BY {bucket} ORDER BY {bucket} LIMIT 100000"
+        f"GROUP BY {bucket} ORDER BY {bucket} DESC LIMIT 100000"
     )
 
 
 def candles_sql(settings: Settings, product: str, *, minutes: int = 60, size: str = "1m") -> str:
-    """OHLCV and VWAP candles per `size` over the matches table (trades) of the last `minutes`, oldest first."""
+    """OHLCV and VWAP candles per `size` over the matches table (trades) of the last `minutes`, newest first."""
     if not product:
         raise ConfigError("no product to chart candles for", hint="the matches table has no rows yet: start the "
                                                                   "ingest (runbooks/40-ingest) and rerun the cell")
