@@ -24,8 +24,9 @@ from rtca.feed.server import Faults, ServerStats
 Run = Callable[..., Any]
 FAST = Backoff(initial=0.05, maximum=0.2)
 RECONNECT = Backoff(initial=0.1, maximum=30.0)
-"""The drop and silence tests': the first attempt waits at most 0.1 s, later ones up to 30 s, so a reconnect that
-waited more than the first attempt's delay shows in the time it took."""
+"""The drop and silence tests': the first reconnect attempt waits at most 0.1 s (`Backoff.delay(0)`: a connection
+starts its attempts at 0); a reconnect that needed more attempts, or a watchdog that saw the silence late, shows in
+the time it took."""
 MARGIN_S = 5.0
 """What a reconnect may take beyond the configured silence timeout and its first backoff: the watchdog's look every
 `POLL_S` (1 s), the close, the connect, the subscription and its answer, all on a loaded 2-core CI machine."""

@@ -27,8 +27,8 @@ pytestmark = pytest.mark.stack
 CAPTURE = read_capture(SHIPPED_CAPTURE)
 EXPECTED_KEYS = {"l2update": 9719, "ticker": 107, "match": 97, "last_match": 10, "snapshot": 10, "subscriptions": 1}
 RECONNECT = Backoff(initial=0.1, maximum=30.0)
-"""The first reconnect attempt waits at most 0.1 s, later ones up to 30 s: a reconnect that waited more than the first
-attempt's delay shows in the time it took."""
+"""The first reconnect attempt waits at most 0.1 s (`Backoff.delay(0)`); a reconnect that needed more attempts, or a
+watchdog that saw the silence late, shows in the time it took."""
 MARGIN_S = 5.0
 """What a reconnect may take beyond the silence timeout and the first backoff (the watchdog's look every `POLL_S`,
 the close, connect, subscription and its answer, publishing the last frame) on a loaded 2-core CI machine."""
