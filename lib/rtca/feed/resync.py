@@ -5,11 +5,13 @@ topic (rule ``book_crossed`` / ``book_no_snapshot``), drops that product's book 
 sends one only to a new subscriber of (level2 channel, product), so without a resubscription the product's book
 would stay dark until the next reconnect. `BookResync` follows the alerts topic from its latest message (a
 non-durable reader: old alerts are never acted on again) and, for a product this ingest subscribed to on a level2
-channel, sends ``unsubscribe`` then ``subscribe`` for it on the open websocket (one pair for every product of a burst
-of alerts): the exchange (and our replay and
-simulator servers) then sends a fresh snapshot. Any other record, a bad one included, is ignored.
+channel, sends ``unsubscribe`` then ``subscribe`` for it on the open websocket (one pair for all the products of a
+burst of alerts): the exchange (and our replay and simulator servers) then sends a fresh snapshot. Any other record,
+a bad one included, is ignored.
 
-A side path: if the alerts topic cannot be read, ingest goes on (a warning, then retries with backoff).
+A product that breaks again within `RESYNC_EVERY_S` is resubscribed when that time is up (the book function
+reports a problem once). A side path: if the alerts topic cannot be read, ingest goes on (a warning, then retries
+with backoff, from the last alert read).
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ READ_TIMEOUT_MS = 1000
 """A read waits this long at most, so that stopping the ingest never waits longer for the reader's thread."""
 GATHER_MS = 100
 """Records that follow each other within this time are acted on together (one resubscription for all)."""
-GATHER_MAX = 1000
-"""At most this many records together: a flood of alerts still gets its resubscriptions out."""
+GATHER_FOR_MS = 250
+"""A burst is acted on at most this long after its first record: the alerts topic carries every rule's alerts, and a
+steady stream of them must not hold a book's problem back."""
 OPERATION_TIMEOUT_S = 10
 """The reader's client gives up on the broker this soon (the sinks' client waits a minute): a retry comes sooner."""
 RETRY = Backoff(initial=1.0, maximum=60.0)
@@ -70,13 +73,13 @@ class BookResync:
         channels: Iterable[str],
         send: Callable[[str], Awaitable[bool]],
         *,
-        open_reader: Callable[[], Reader] | None = None,
+        open_reader: Callable[[Any], Reader] | None = None,
         every: float = RESYNC_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`send(text)` sends a frame on the open connection, False when none is open (then the next connection
-        subscribes afresh, snapshot included, and nothing is to be done); `open_reader()` opens the reader of the
-        alerts topic that `follow` reads (`alerts_reader`)."""
+        subscribes afresh, snapshot included, and nothing is to be done); `open_reader(after)` opens the reader of
+        the alerts topic that `follow` reads, after the message id `after` (None: from the latest; `alerts_reader`)."""
         self.open_reader = open_reader
         self.channels = level2_channels(channels)
         self.products = frozenset(products) if self.channels else frozenset()
@@ -86,8 +89,12 @@ class BookResync:
         self.resyncs = 0
         """Resubscriptions sent."""
         self.throttled = 0
-        """Problems not acted on because the product was (or is being) resynchronised less than `every` s before."""
+        """Problems not acted on at once because the product was (or is being) resynchronised less than `every`
+        seconds before."""
         self._last: dict[str, float] = {}
+        self._waiting: dict[str, tuple[str, str]] = {}
+        """Problems of throttled products: the book function reports a problem once, until a snapshot comes, so each
+        is resubscribed once its time is up (`resync_waiting`) rather than left without a book."""
 
     def wanted(self, data: bytes) -> tuple[str, str, str] | None:
         """(product, rule, message) of an alert record asking for a snapshot of one of our products; None for any
@@ -111,22 +118,28 @@ class BookResync:
         return last is None or self.clock() - last >= self.every
 
     async def handle(self, *records: bytes) -> list[str]:
-        """Act on alerts-topic records read together; returns the products resubscribed.
+        """Act on alerts-topic records read together (and on the waiting problems now due); returns the products
+        resubscribed.
 
-        Every due product they name goes in one ``unsubscribe`` and one ``subscribe``: the exchange takes 100 client
-        messages a second, and a burst of broken books (after a reconnect, say) must not cost two per product."""
+        Every due product goes in one ``unsubscribe`` and one ``subscribe``: the exchange takes 100 client messages a
+        second, and a burst of broken books (after a reconnect, say) must not cost two per product."""
         problems: dict[str, tuple[str, str]] = {}
         for data in records:
             wanted = self.wanted(data)
             if wanted is None:
                 continue
             product, rule, message = wanted
-            if product in problems or not self.due(product):
+            if product in problems or product in self._waiting:
+                self.throttled += 1  # the same problem twice: one resubscription answers both
+            elif not self.due(product):
                 self.throttled += 1
-                log.info("%s: %s within %g s of its last resync (or twice in a burst): not resubscribed again",
-                         product, rule, self.every)  # fmt: skip
-                continue
-            problems[product] = rule, message
+                self._waiting[product] = rule, message
+                log.info("%s: %s within %g s of its last resync: resubscribed once that time is up", product, rule,
+                         self.every)  # fmt: skip
+            else:
+                problems[product] = rule, message
+        for product in [product for product in self._waiting if self.due(product)]:
+            problems[product] = self._waiting.pop(product)
         if not problems:
             return []
         products = list(problems)
@@ -137,7 +150,8 @@ class BookResync:
                 sent = await self.send(unsubscribe) and await self.send(subscribe)
         except TimeoutError:
             sent = False
-        if not sent:  # no connection open (or it closed meanwhile): the next one subscribes afresh
+        if not sent:  # no connection open (or it closed meanwhile): the next one subscribes afresh, to every book
+            self._waiting.clear()
             log.info("%s: book problems, but no connection to resubscribe on (the next one brings a snapshot)",
                      ", ".join(products))  # fmt: skip
             return []
@@ -150,10 +164,16 @@ class BookResync:
         self.resyncs += len(products)
         return products
 
+    @property
+    def waiting(self) -> list[str]:
+        """Products whose problem waits for its throttle interval to end."""
+        return list(self._waiting)
+
     async def follow(self, *, retry: Backoff = RETRY, rng: random.Random | None = None) -> None:
-        """Read records from `open_reader()`'s reader and `handle` each burst of them (those that come less than
-        `GATHER_MS` apart) together, until cancelled; a reader that fails (or cannot be opened) is logged and
-        opened again after a backoff. Never raises but CancelledError."""
+        """Read records from `open_reader`'s reader and `handle` each burst of them (those that come less than
+        `GATHER_MS` apart, for at most `GATHER_FOR_MS`) together, and the waiting problems once due, until
+        cancelled; a reader that fails (or cannot be opened) is logged and opened again after a backoff, after the
+        last message read, so that no alert published meanwhile is missed. Never raises but CancelledError."""
         open_reader = self.open_reader
         if open_reader is None:
             raise ValueError("BookResync.follow needs the open_reader it reads alerts from")
@@ -162,28 +182,31 @@ class BookResync:
         # blocking reads on a thread of their own: the default executor's threads are the sinks'
         executor = ThreadPoolExecutor(1, thread_name_prefix="book-resync")
         attempt = 0
+        after: Any = None  # the id of the last message read
         try:
             while True:
                 reader: Reader | None = None
                 delay = None
-                opening = executor.submit(open_reader)
+                opening = executor.submit(open_reader, after)
                 try:
                     reader = await asyncio.wrap_future(opening)
                     log.info("book resync: following the alerts topic")
-                    while True:
-                        data = await loop.run_in_executor(executor, _read, reader, READ_TIMEOUT_MS)
+                    while True:  # a burst: the messages that come less than GATHER_MS apart, for GATHER_FOR_MS
+                        message = await loop.run_in_executor(executor, _read, reader, READ_TIMEOUT_MS)
                         attempt = 0  # a reader that reads: the next failure starts the backoff again
-                        if data is None:
-                            continue
-                        burst = [data]
+                        burst, ends = [], time.monotonic() + GATHER_FOR_MS / 1000
                         try:
-                            while len(burst) < GATHER_MAX and (data := await loop.run_in_executor(
-                                    executor, _read, reader, GATHER_MS)) is not None:  # fmt: skip
-                                burst.append(data)
+                            while message is not None:
+                                after = message.message_id()
+                                burst.append(message.data())
+                                wait = min(GATHER_MS, int((ends - time.monotonic()) * 1000))
+                                message = None if wait <= 0 else await loop.run_in_executor(
+                                    executor, _read, reader, wait)  # fmt: skip
                         except Exception:  # what was read is acted on before the reader is opened again
                             await self.handle(*burst)
                             raise
-                        await self.handle(*burst)
+                        if burst or self._waiting:
+                            await self.handle(*burst)
                 except asyncio.CancelledError:
                     if reader is None:  # stopped while it opens: closed once it is open
                         opening.add_done_callback(_close_opened)
@@ -202,12 +225,12 @@ class BookResync:
             executor.shutdown(wait=False)
 
 
-def _read(reader: Reader, timeout_ms: int) -> bytes | None:
-    """The next record's bytes, None when none came within `timeout_ms`."""
+def _read(reader: Reader, timeout_ms: int) -> Any:
+    """The next message, None when none came within `timeout_ms`."""
     import pulsar
 
     try:
-        return reader.read_next(timeout_millis=timeout_ms).data()
+        return reader.read_next(timeout_millis=timeout_ms)
     except pulsar.Timeout:
         return None
 
@@ -224,17 +247,19 @@ def _close(reader: Reader) -> None:
         log.debug("book resync: closing the reader: %s", exc)
 
 
-def alerts_reader(settings: Settings, topic: str) -> Callable[[], Reader]:
-    """Opens a non-durable reader of `topic` at its latest message, on a client of its own (closed with it)."""
+def alerts_reader(settings: Settings, topic: str) -> Callable[[Any], Reader]:
+    """Opens a non-durable reader of `topic` after a message id (None: at its latest message), on a client of its
+    own (closed with it)."""
 
-    def open_reader() -> Reader:
+    def open_reader(after: Any) -> Reader:
         import pulsar
 
         from rtca.feed.sinks import pulsar_client
 
         client = pulsar_client(settings, operation_timeout_s=OPERATION_TIMEOUT_S)
         try:
-            return _ClientReader(client, client.create_reader(topic, pulsar.MessageId.latest))
+            start = pulsar.MessageId.latest if after is None else after  # exclusive: the next message on
+            return _ClientReader(client, client.create_reader(topic, start))
         except BaseException:
             client.close()
             raise
