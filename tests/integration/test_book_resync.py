@@ -20,6 +20,7 @@ from test_functions_deployed import isolated, undeploy
 
 from rtca.analytics.alerts import book_problem_alert
 from rtca.feed.ingest import ingest_to_pulsar
+from rtca.feed.resync import RESYNC_EVERY_S
 from rtca.feed.sinks import pulsar_client
 from rtca.feed.sources import SourceSpec
 from rtca.functions.deploy import BOOK, ROUTER, deploy, function_specs
@@ -103,9 +104,9 @@ def test_a_book_alert_makes_ingest_resubscribe_and_a_fresh_snapshot_arrives(own:
             alerted_ms.append(int(time.time() * 1000))
             await asyncio.to_thread(publish, own, alerts_topic, crossed(products[0]))
             await asyncio.sleep(7.0)  # time for the fresh snapshot on a loaded machine, inside the 10-s throttle
-            alerted_ms.append(int(time.time() * 1000))  # within the throttle interval: no second resync
+            alerted_ms.append(int(time.time() * 1000))  # within the throttle interval: resynced once it is up
             await asyncio.to_thread(publish, own, alerts_topic, crossed(products[0]))
-            await asyncio.sleep(4.0)
+            await asyncio.sleep(9.0)  # the interval ends 3 s after it, then a read times out within 1 s
         finally:
             stop.set()
             report = await asyncio.wait_for(run, 120)
@@ -118,12 +119,13 @@ def test_a_book_alert_makes_ingest_resubscribe_and_a_fresh_snapshot_arrives(own:
     snapshots = [(m.properties()["product"], int(m.properties()["received_ms"])) for m in messages
                  if m.partition_key() == "snapshot"]  # fmt: skip
     print("snapshots (product, received_ms):", snapshots, "alerts at", alerted_ms)
-    assert Counter(product for product, _ in snapshots) == {products[0]: 2, products[1]: 1}
-    fresh = [at for product, at in snapshots if product == products[0]][1]
+    assert Counter(product for product, _ in snapshots) == {products[0]: 3, products[1]: 1}
+    _, fresh, later = [at for product, at in snapshots if product == products[0]]
     assert alerted_ms[0] <= fresh < alerted_ms[1]  # after the first alert, before the second
-    assert Counter(m.partition_key() for m in messages)["subscriptions"] == 3  # the first, unsubscribe, subscribe
+    assert later >= alerted_ms[0] + RESYNC_EVERY_S * 1000  # the second: not before the throttle interval's end
+    assert Counter(m.partition_key() for m in messages)["subscriptions"] == 5  # the first, 2 x unsubscribe, subscribe
     ticks = [h for h in health_records(own, own.topic(own.topics.feed_health)) if h["kind"] == "tick"]
-    assert ticks[-1]["book_resyncs"] == 1
+    assert ticks[-1]["book_resyncs"] == 2
 
 
 def test_alerts_published_before_ingest_started_are_not_acted_on(own: Settings, unique: str,
