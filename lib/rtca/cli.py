@@ -223,11 +223,12 @@ def _split(value: str | None) -> list[str] | None:
 
 def cmd_ingest_run(settings: Settings, args: argparse.Namespace) -> int:
     from rtca.feed.ingest import run_ingest
+    from rtca.feed.service import LOG_FORMAT
 
     if not logging.getLogger().handlers:  # a process of its own (not a caller's, e.g. a test session, that logs)
         # the supervised ingest's stderr is its log file: rtca's own INFO lines (what it ingests, each book resync)
         # go there too, the libraries' only from WARNING on
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
         logging.getLogger("rtca").setLevel(logging.INFO)
     report = run_ingest(settings, source=args.source, url=args.url, capture=args.capture, speed=args.speed,
                         loop=args.loop, shift_time=args.shift_time, products=_split(args.products),

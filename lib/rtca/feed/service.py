@@ -20,13 +20,15 @@ import orjson
 import psutil
 
 from rtca.errors import ConfigError, ServiceError
-from rtca.feed.connection import CANNOT_CONNECT, RECEIVING_AGAIN
+from rtca.feed.connection import CANNOT_CONNECT, RECEIVING_AGAIN, log as connection_log
 from rtca.feed.ingest import DATA_FLOWS, STARTED
 from rtca.feed.sinks import OPERATION_TIMEOUT_S
 from rtca.settings import Settings
 from rtca.stack.process import STARTING, STOPPED, Launch, Service, ServiceState, Supervisor
 
 NAME = "ingest"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""The log lines of `rtca ingest run` (its stderr is the service's log; `connection_trouble` reads them back)."""
 
 
 def ingest_service(settings: Settings, run_args: Sequence[str] = (), *, name: str = NAME) -> Service:
@@ -175,7 +177,8 @@ def connection_trouble(settings: Settings, *, name: str = NAME) -> ConnectionTro
     last, attempts = "", 0
     for line in run.splitlines():
         if f": {CANNOT_CONNECT}: " in line:
-            last, attempts = line.strip(), attempts + 1
+            # the message without the time, level and logger the ingest's log puts before it
+            last, attempts = line.strip().rpartition(f" {connection_log.name}: ")[2], attempts + 1
         elif f": {RECEIVING_AGAIN} " in line:
             last, attempts = "", 0
     return ConnectionTrouble(last, attempts) if attempts else None
