@@ -165,6 +165,25 @@ def _web_service(port: int, name: str = "web") -> Service:
                    health_url=f"http://127.0.0.1:{port}/", ports=(port,))  # fmt: skip
 
 
+def test_a_port_bound_by_a_socket_that_does_not_listen_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """The port check connects, so a port held by a socket that does not listen (a connection just closed, in
+    TIME_WAIT, or an outgoing one the kernel lent a port from 32768 on: a fresh-clone test run's Pinot controller on
+    port 39000) passes it; the service then exits with "Address already in use", which the error now explains."""
+    settings = isolated_settings(tmp_path)
+    port = free_ports(1)[0]
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))  # bound, not listening: nothing answers a connect
+    try:
+        with pytest.raises(ServiceError) as raised:
+            Supervisor(settings).start_all([_web_service(port)], timeout=60, started=[])
+    finally:
+        holder.close()
+    message = str(raised.value)
+    print(f"error shown to the user: {message}")
+    assert "web: exited during start-up" in message
+    assert f"web could not bind {port}: a socket holds it" in message and "rerun `rtca up`" in message
+
+
 def test_two_starts_at_once_start_one_process(tmp_path: Path) -> None:
     """Two `rtca up` at once each saw the service missing and each launched it: two JVMs of one service, one in no
     pid file (found by review: two StartServer JVMs). The run directory's lock makes the second wait and find it."""

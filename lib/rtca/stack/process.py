@@ -64,6 +64,8 @@ class Service:
 
 #: The supervisor's own lines in a service's log, around what the service printed.
 STARTING, STOPPED = "starting", "stopped by rtca"
+EPHEMERAL_PORTS_FROM = 32768
+"""Linux's default range of local ports for outgoing connections starts here (`net.ipv4.ip_local_port_range`)."""
 
 #: A log larger than this when its service starts is moved aside to `<name>.log.1` (replacing the one before): logs
 #: are appended to across starts, and Pulsar's grows by hundreds of MB a day of work.
@@ -227,7 +229,7 @@ class Supervisor:
                         del pending[name]
                         continue
                     raise ServiceError(name, "exited during start-up", log=self.log_file(name),
-                                       hint=f"read the end of the log: rtca logs {name}")
+                                       hint=self._exit_hint(service))
             elapsed = time.monotonic() - begin
             overdue = sorted(name for name, service in pending.items() if elapsed > (service.start_timeout or timeout))
             if overdue:
@@ -239,6 +241,18 @@ class Supervisor:
                 last_report = time.monotonic()
             if pending:
                 time.sleep(0.5)
+
+    def _exit_hint(self, service: Service) -> str:
+        """What to do about a service that exited during start-up, from its log where it says."""
+        if "Address already in use" in (self.last_run_log(service.name) or ""):
+            # not seen by `check_ports`: nothing listens, but a socket is bound to the port (a connection of a
+            # service just stopped, lingering in TIME_WAIT, or any outgoing one lent that port by the kernel)
+            ports = ", ".join(str(port) for port in service.ports) or "its port"
+            return (f"{service.name} could not bind {ports}: a socket holds it (a connection of a service just "
+                    f"stopped lingers up to a minute; ports from {EPHEMERAL_PORTS_FROM} are lent to outgoing "
+                    "connections): rerun `rtca up`, or move the port below that with its RTCA_* setting "
+                    "(`rtca config`)")
+        return f"read the end of the log: rtca logs {service.name}"
 
     def restart(self, service: Service, *, timeout: float) -> None:
         self.stop(service.name)
