@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
@@ -92,6 +93,8 @@ class BookResync:
         """Problems not acted on at once because the product was (or is being) resynchronised less than `every`
         seconds before."""
         self._last: dict[str, float] = {}
+        self._after: Any = None
+        """The id of the last alerts-topic message read: a reader opened again starts after it."""
         self._waiting: dict[str, tuple[str, str]] = {}
         """Problems of throttled products: the book function reports a problem once, until a snapshot comes, so each
         is resubscribed once its time is up (`resync_waiting`) rather than left without a book."""
@@ -182,31 +185,19 @@ class BookResync:
         # blocking reads on a thread of their own: the default executor's threads are the sinks'
         executor = ThreadPoolExecutor(1, thread_name_prefix="book-resync")
         attempt = 0
-        after: Any = None  # the id of the last message read
         try:
             while True:
                 reader: Reader | None = None
                 delay = None
-                opening = executor.submit(open_reader, after)
+                opening = executor.submit(open_reader, self._after)
                 try:
                     reader = await asyncio.wrap_future(opening)
                     log.info("book resync: following the alerts topic")
-                    while True:  # a burst: the messages that come less than GATHER_MS apart, for GATHER_FOR_MS
-                        message = await loop.run_in_executor(executor, _read, reader, READ_TIMEOUT_MS)
+                    read = partial(loop.run_in_executor, executor, _read, reader)
+                    while True:
+                        message = await read(READ_TIMEOUT_MS)
                         attempt = 0  # a reader that reads: the next failure starts the backoff again
-                        burst, ends = [], time.monotonic() + GATHER_FOR_MS / 1000
-                        try:
-                            while message is not None:
-                                after = message.message_id()
-                                burst.append(message.data())
-                                wait = min(GATHER_MS, int((ends - time.monotonic()) * 1000))
-                                message = None if wait <= 0 else await loop.run_in_executor(
-                                    executor, _read, reader, wait)  # fmt: skip
-                        except Exception:  # what was read is acted on before the reader is opened again
-                            await self.handle(*burst)
-                            raise
-                        if burst or self._waiting:
-                            await self.handle(*burst)
+                        await self._handle_burst(message, read)
                 except asyncio.CancelledError:
                     if reader is None:  # stopped while it opens: closed once it is open
                         opening.add_done_callback(_close_opened)
@@ -223,6 +214,23 @@ class BookResync:
                     await asyncio.sleep(delay)
         finally:
             executor.shutdown(wait=False)
+
+    async def _handle_burst(self, message: Any, read: Callable[[int], Awaitable[Any]]) -> None:
+        """`handle` `message` (None: nothing came) with those `read(timeout_ms)` gives less than `GATHER_MS` apart,
+        for at most `GATHER_FOR_MS`; what was read is acted on even when a read fails (then re-raised)."""
+        burst: list[bytes] = []
+        ends = time.monotonic() + GATHER_FOR_MS / 1000
+        try:
+            while message is not None:
+                self._after = message.message_id()
+                burst.append(message.data())
+                wait = min(GATHER_MS, int((ends - time.monotonic()) * 1000))
+                message = None if wait <= 0 else await read(wait)
+        except Exception:
+            await self.handle(*burst)
+            raise
+        if burst or self._waiting:
+            await self.handle(*burst)
 
 
 def _read(reader: Reader, timeout_ms: int) -> Any:
