@@ -75,6 +75,15 @@ def run_all_cells(driver: Any, wait: Any) -> None:
         (By.XPATH, "//li[contains(@class,'lm-Menu-item')][.//div[text()='Run All Cells']]"))).click()
 
 
+def not_started(driver: Any) -> bool:
+    """No code cell has run or is running ("[ ]:" everywhere) and the kernel is idle: a Run All that was dropped."""
+    from selenium.webdriver.common.by import By
+
+    prompts = [e.text.strip() for e in driver.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
+    idle = driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    return bool(prompts) and all(prompt in ("[ ]:", "") for prompt in prompts) and bool(idle)
+
+
 def test_live_market_notebook_renders_plotly_in_jupyterlab(jupyterlab: str, stack_up: Settings) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -99,17 +108,23 @@ def test_live_market_notebook_renders_plotly_in_jupyterlab(jupyterlab: str, stac
         wait.until(ec.presence_of_element_located(
             (By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")))  # kernel started
         run_all_cells(driver, wait)
+        asked = [time.monotonic()]
 
         def first_plot(d: Any) -> Any:
-            """The first plotly figure drawn, else False; a "Select Kernel" dialog on the way (JupyterLab asks when
-            Run All comes while the kernel's session is still being set up, as on a loaded machine; the run is then
-            dropped) is answered with its default, the notebook's own kernel, and Run All asked again."""
+            """The first plotly figure drawn, else False. Run All can be dropped while the kernel's session is still
+            being set up (as on a loaded machine): a "Select Kernel" dialog on the way is answered with its default,
+            the notebook's own kernel, and Run All asked again; so is Run All when, 20 s after it, no cell has run
+            or started (every prompt still "[ ]:") and the kernel is idle."""
             dialogs = [e for e in d.find_elements(By.CSS_SELECTOR, ".jp-Dialog") if "Select Kernel" in e.text]
             if dialogs:
                 dialogs[0].find_element(By.CSS_SELECTOR, ".jp-Dialog-button.jp-mod-accept").click()
                 wait.until(ec.presence_of_element_located(
                     (By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")))
                 run_all_cells(d, wait)
+                asked.append(time.monotonic())
+            elif time.monotonic() - asked[-1] > 20 and not_started(d):
+                run_all_cells(d, wait)
+                asked.append(time.monotonic())
             plots = d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .js-plotly-plot")
             return plots[0] if plots else False
 
