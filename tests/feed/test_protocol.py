@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
@@ -203,6 +203,21 @@ def test_format_time_round_trips_microseconds() -> None:
     text = protocol.format_time_us(protocol.epoch_us(moment))
     assert text == "2021-04-17T16:43:30.244075Z"
     assert protocol.parse_time(text) == moment
+
+
+@pytest.mark.parametrize("micros", [0, 1, -1, 999_999, 1_000_000, -1_000_001, 1_618_677_810_244_075,
+                                    253_402_300_799_999_999])
+def test_format_time_writes_every_second_and_fraction_as_datetime_does(micros: int) -> None:
+    """The date and time of a second are formatted once and reused (the simulator stamps thousands of frames a
+    second); the fraction, before 1970 too, must still be the instant's own."""
+    expected = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert protocol.format_time_us(micros) == expected
+    assert protocol.format_time_us(micros) == expected  # the cached second again
+
+
+def test_format_time_refuses_instants_past_year_9999() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        protocol.format_time_us(253_402_300_800_000_000)
 
 
 def test_every_frame_of_the_shipped_capture_parses(shipped: Capture) -> None:

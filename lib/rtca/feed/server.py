@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 SLOW_CLIENT_SECONDS = 5.0
 """A client whose send buffer stays full this long is dropped, so one that stops reading does not stall the others
 (their ingest would call the feed silent and reconnect)."""
+_FRAME_HEADER = 14
+"""The most a websocket frame adds to its payload (2 to 14 bytes). A send that keeps the transport's buffer under
+its high-water mark, with writing not paused (the buffer at or under its low-water mark), never waits for the client,
+so it goes without the `SLOW_CLIENT_SECONDS` timeout, whose timer cost as much as the send (most sends on loopback)."""
 UNSERVED_CHANNELS = frozenset({"full", "level3"})
 """Channels of the exchange's authenticated feed: refused with an error, as the exchange refuses them without a key."""
 
@@ -285,9 +289,17 @@ class FeedServer:
         self._wake.set()
 
     async def _send(self, client: _Client, data: str | bytes, kind: str | None) -> bool:
+        text = isinstance(data, str)
+        payload = data.encode() if text else data
         try:
-            async with asyncio.timeout(SLOW_CLIENT_SECONDS):  # only a full send buffer makes it wait at all
-                await client.ws.send(data)
+            transport = client.ws.transport
+            low, high = transport.get_write_buffer_limits()
+            buffered = transport.get_write_buffer_size()
+            if buffered <= low and buffered + len(payload) + _FRAME_HEADER <= high:
+                await client.ws.send(payload, text=text)  # writing is not paused, nor will it be: no wait for the client
+            else:
+                async with asyncio.timeout(SLOW_CLIENT_SECONDS):  # only a full send buffer makes it wait at all
+                    await client.ws.send(payload, text=text)
         except ConnectionClosed:
             self._forget(client)
             return False

@@ -27,6 +27,9 @@ from rtca.feed.server import FeedServer, Outgoing, ServerStats, serve_foreground
 _LOT = Decimal("0.00000001")
 _DEPTH = 20
 _TRADE_SHARE = 0.12
+PACING_SLACK = 0.005
+"""Seconds a frame may go before its time: the frames due within it go out together, one wake-up of the event loop
+for several (at thousands of frames a second, a wake-up per frame cost more than making the frame)."""
 
 
 def _other(side: Side) -> Side:
@@ -120,8 +123,9 @@ class SimulatedMarket:
         about `_DEPTH` levels a side."""
         rng, side = self.rng, self.rng.choice(("buy", "sell"))
         levels = product.book.side(side)
-        best, bid, ask = product.book.best(side), product.book.best("buy"), product.book.best("sell")
-        assert best is not None and bid is not None and ask is not None
+        bid, ask = product.book.best("buy"), product.book.best("sell")
+        assert bid is not None and ask is not None
+        best = bid if side == "buy" else ask
         outward = product.tick if side == "sell" else -product.tick
         if ask - bid > product.tick and rng.random() < 0.5:
             price = best - outward
@@ -203,7 +207,7 @@ class SimulatorSource:
             return None
         if self.rate is not None:
             delay = self._base + self.emitted / self.rate - asyncio.get_running_loop().time()
-            if delay > 0:
+            if delay > PACING_SLACK:
                 await asyncio.sleep(delay)
         if not self._queue:
             frames = self.market.step(int(self._clock() * 1e6))
