@@ -3,7 +3,10 @@ benchmark's table copies and SQL handling, the start-up benchmark's isolated env
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -12,7 +15,15 @@ import pytest
 from rtca.bench.capacity import GivenRates, Hold, RateSearch, backlog_growing, best_sustained, slope
 from rtca.bench.freshness import Visibility, direct_table
 from rtca.bench.ingest import perf_rate
-from rtca.bench.pipeline import BenchScope, product_names, simulator_payloads
+from rtca.bench.pipeline import (
+    CHILDREN_PART,
+    SELF_PART,
+    BenchScope,
+    cores_between,
+    cpu_seconds_by_part,
+    product_names,
+    simulator_payloads,
+)
 from rtca.bench.queries import (
     CANDIDATE_SQL,
     CANDIDATES,
@@ -129,6 +140,33 @@ def test_simulator_payloads_are_raw_records_as_ingest_publishes_them() -> None:
 
 
 # --- capacity ------------------------------------------------------------------------------------------------------
+def _burn(cpu_seconds: float) -> None:
+    end = time.process_time() + cpu_seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_cpu_by_part_sees_this_process_and_its_ended_children(settings: Settings) -> None:
+    """A capacity hold says where the cores went: ingest runs in this process, the simulator in a child that has
+    ended when the hold is read (and a stack's services, when one runs here, under their names)."""
+    before = cpu_seconds_by_part(settings)
+    _burn(0.3)
+    subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                    "while time.process_time() < end: pass"], check=True)  # fmt: skip
+    after = cpu_seconds_by_part(settings)
+    assert after[SELF_PART] - before[SELF_PART] >= 0.29
+    assert after[CHILDREN_PART] - before[CHILDREN_PART] >= 0.29
+    assert all(seconds >= 0 for seconds in after.values())
+
+
+def test_cores_between_two_readings() -> None:
+    before = {"pulsar": 10.0, "router": 5.0, "gone": 1.0, "idle": 5.0}
+    after = {"pulsar": 14.0, "router": 7.0, "new": 1.0, "idle": 5.0000001}
+    assert cores_between(before, after, 4.0) == {"pulsar": 1.0, "router": 0.5, "new": 0.25}
+    assert list(cores_between(before, after, 4.0)) == ["pulsar", "router", "new"]  # busiest first
+    assert cores_between(before, after, 0.0) == {}
+
+
 def test_slope() -> None:
     assert slope([(0, 0), (1, 2), (2, 4)]) == pytest.approx(2.0)
     assert slope([(0, 5)]) == 0.0

@@ -31,6 +31,8 @@ from rtca.bench.pipeline import (
     BacklogSampler,
     BenchScope,
     Say,
+    cores_between,
+    cpu_seconds_by_part,
     product_names,
     quiet_client,
     saturate,
@@ -193,11 +195,13 @@ def hold_rate(scope: BenchScope, tables: dict[str, str], rate: float, products: 
     sampler = BacklogSampler(scope.base, {"router": scope.topic("raw"), "stats": scope.topic("ticker")},
                              interval=2.0).start()  # fmt: skip
     commits_before = committed(scope, tables)
+    cpu_before, started = cpu_seconds_by_part(scope.settings), time.monotonic()
     try:
         measured = measure(scope, tables, rate=rate, products=products, warmup=warmup, seconds=hold,
                            poll_interval=0.1, drain=15.0, seed=seed)  # fmt: skip
     finally:
         samples = sampler.stop()
+    cores = cores_between(cpu_before, cpu_seconds_by_part(scope.settings), time.monotonic() - started)
     commits = {label: n - commits_before.get(label, 0) for label, n in committed(scope, tables).items()}
     stats = measured.visibility["ticker_stats"]
     summary = stats.summary()
@@ -208,7 +212,7 @@ def hold_rate(scope: BenchScope, tables: dict[str, str], rate: float, products: 
     ticker = measured.visibility["ticker"].summary()
     detail = {"ingest": str(measured.report).splitlines()[0], "backlog_samples": samples,
               "ticker_p99_ms": None if ticker is None else ticker.p99, "segments_committed": commits,
-              "stats_rows_per_s": len(stats.latencies) / hold if hold else None}
+              "stats_rows_per_s": len(stats.latencies) / hold if hold else None, "cpu_cores": cores}
     return result, detail
 
 
@@ -253,6 +257,7 @@ def run(settings: Settings, *, quick: bool = False, keep: bool = False, say: Say
             p99 = "-" if outcome.p99_ms is None else f"{outcome.p99_ms:,.0f} ms"
             say(f"    ingest {outcome.ingest_rate:,.0f} msg/s, stats p99 {p99}, backlog {outcome.backlog_last}, "
                 f"segments committed {detail['segments_committed']}: {verdict}")
+            say("    cores used: " + ", ".join(f"{part} {c:.2f}" for part, c in list(detail["cpu_cores"].items())[:8]))
             search.record(rate, outcome.sustained)
     best = best_sustained(holds)
     result.add(Figure("capacity", f"highest sustained rate, as ingest held it ({hold:.0f} s holds)",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 import pulsar
 
 from rtca.errors import RtcaError
@@ -214,6 +216,53 @@ class BacklogSampler:
         if self._thread is not None:
             self._thread.join(timeout=30)
         return self.samples
+
+
+# --- where the cores go ----------------------------------------------------------------------------------------------
+SELF_PART = "bench process (ingest, pollers)"
+CHILDREN_PART = "simulator (ended child processes)"
+
+
+def cpu_seconds_by_part(settings: Settings) -> dict[str, float]:
+    """CPU seconds used so far by each part of a pipeline run on this machine: each local stack service's process
+    tree, with function instances apart by function name; this process, where ingest and the pollers run; and its
+    child processes that have ended and been waited for (the simulator, once its run is over). Two readings around a
+    run tell which parts took the cores (`cores_between`); a service not on this machine is left out."""
+    from rtca.stack.local import AUXILIARY_NAMES, SERVICE_NAMES
+    from rtca.stack.process import Supervisor
+
+    supervisor = Supervisor(settings)
+    parts: dict[str, float] = {}
+    for name in (*SERVICE_NAMES, *AUXILIARY_NAMES):
+        proc = supervisor.process(name)
+        if proc is None:
+            continue
+        try:
+            members = [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            members = [proc]
+        for member in members:
+            try:
+                cmdline, times = member.cmdline(), member.cpu_times()
+            except psutil.Error:
+                continue
+            part = name
+            if "--logging_file" in cmdline[:-1]:  # a function instance: its name follows
+                part = "function " + cmdline[cmdline.index("--logging_file") + 1]
+            parts[part] = parts.get(part, 0.0) + times.user + times.system
+    own = os.times()
+    parts[SELF_PART] = own.user + own.system
+    parts[CHILDREN_PART] = own.children_user + own.children_system
+    return parts
+
+
+def cores_between(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores each part used between two `cpu_seconds_by_part` readings `seconds` apart, busiest first (parts that
+    came or went in between count from zero)."""
+    if seconds <= 0:
+        return {}
+    cores = {part: (used - before.get(part, 0.0)) / seconds for part, used in after.items()}
+    return {part: round(c, 3) for part, c in sorted(cores.items(), key=lambda kv: -kv[1]) if c >= 0.0005}
 
 
 # --- the simulator in a process of its own ---------------------------------------------------------------------------
