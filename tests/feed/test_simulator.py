@@ -66,6 +66,29 @@ def test_frames_are_valid_and_consistent() -> None:
     assert all(ids == list(range(ids[0], ids[0] + len(ids))) for ids in trades.values())
 
 
+def test_books_reach_beyond_the_depth_bands() -> None:
+    """Besides the levels a tick apart at the top (under 2 bps together), each side keeps resting orders up to 100 bps
+    away, as a real book does: the book function's depth within 10 bps is a part of its depth within 50 bps, not the
+    whole book (before, the simulator's whole book lay within 2 bps of the mid)."""
+    market = SimulatedMarket(PRODUCTS, seed=5, start_us=START_US)
+    for step in range(20_000):
+        market.step(START_US + step * 10_000)
+    near_total = band_total = 0.0
+    for product in PRODUCTS:
+        book = market.products[product].book
+        bid, ask = book.best("buy"), book.best("sell")
+        assert bid is not None and ask is not None
+        mid = (bid + ask) / 2
+        for side in ("buy", "sell"):
+            away = {abs(price - mid) / mid * 10_000: float(size) for price, (_, size) in book.side(side).items()}
+            near = sum(size for bps, size in away.items() if bps <= 10)
+            band = sum(size for bps, size in away.items() if bps <= 50)
+            assert max(away) > 10, f"{product} {side}: nothing beyond 10 bps"
+            assert 0 < near < sum(away.values())
+            near_total, band_total = near_total + near, band_total + band
+    assert band_total > near_total
+
+
 def test_server_subscription_state_and_rate(run: Run) -> None:
     async def session() -> tuple[list[dict[str, Any]], float, int | None]:
         async with simulator_server(PRODUCTS, rate=400, seed=1, limit=400) as server, connect(server.url) as ws:

@@ -26,6 +26,12 @@ from rtca.feed.server import FeedServer, Outgoing, ServerStats, serve_foreground
 
 _LOT = Decimal("0.00000001")
 _DEPTH = 20
+_FAR_LEVELS = 10
+_FAR_BPS = (1.0, 100.0)
+"""Besides `_DEPTH` levels a tick apart at the top (a tick is 0.02-0.1 bps of the price, so they span under 2 bps),
+each side starts with `_FAR_LEVELS` resting orders 1 to 100 bps from the mid (log-uniform), as a real book has: the
+book function's depth within 10 and 50 bps then measures parts of the book, not all of it."""
+_LEVELS = _DEPTH + _FAR_LEVELS
 _TRADE_SHARE = 0.12
 PACING_SLACK = 0.005
 """Seconds a frame may go before its time: the frames due within it go out together, one wake-up of the event loop
@@ -48,6 +54,10 @@ class _Product:
         for level in range(1, _DEPTH + 1):
             self.set_level("buy", mid - self.tick * level, self.random_size(rng))
             self.set_level("sell", mid + self.tick * level, self.random_size(rng))
+        for _ in range(_FAR_LEVELS):
+            for side, sign in (("buy", -1), ("sell", 1)):
+                away = Decimal(repr(round(10 ** rng.uniform(*map(math.log10, _FAR_BPS)), 4))) / 10_000
+                self.set_level(side, mid * (1 + sign * away), self.random_size(rng))
         self.sequence = rng.randrange(10**6, 10**9)
         self.trade_id = rng.randrange(10**5, 10**8)
         self.open = mid
@@ -120,7 +130,7 @@ class SimulatedMarket:
 
     def _book_change(self, product: _Product, now_us: int) -> dict[str, Any]:
         """Narrow a wide spread, or resize, add or remove a level near the top; the book never crosses and keeps
-        about `_DEPTH` levels a side."""
+        about `_LEVELS` levels a side."""
         rng, side = self.rng, self.rng.choice(("buy", "sell"))
         levels = product.book.side(side)
         bid, ask = product.book.best("buy"), product.book.best("sell")
@@ -131,7 +141,7 @@ class SimulatedMarket:
             price = best - outward
         else:
             price = best + outward * min(int(rng.expovariate(0.3)), 3 * _DEPTH)
-        remove = price in levels and len(levels) > 1 and rng.random() < min(0.9, 0.5 * len(levels) / _DEPTH)
+        remove = price in levels and len(levels) > 1 and rng.random() < min(0.9, 0.5 * len(levels) / _LEVELS)
         size = Decimal(0) if remove else product.random_size(rng)
         product.sequence += 1
         change = product.set_level(side, price, size)
