@@ -16,6 +16,10 @@ mode); if even the first fails, half of it, and half again. The reference is the
 frames and measured in the same run, of an identity function deployed as the router and the statistics are
 (`rtca.functions.identity.PublishingIdentity`, as in the functions benchmark). Goal: the highest sustained rate
 >= 70% of it.
+
+Each hold also says where the cores went (`rtca.bench.pipeline.cpu_seconds_by_part`): every service of a local stack,
+each function instance, this process (ingest and the pollers) and the simulator, as cores over the hold (warm-up and
+drain included). On two cores that is what bounds the rate: the reference is one function alone.
 """
 
 from __future__ import annotations
