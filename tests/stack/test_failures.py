@@ -213,6 +213,27 @@ def test_two_starts_at_once_start_one_process(tmp_path: Path) -> None:
         Supervisor(settings).stop("web")
 
 
+def test_a_service_process_tree_holds_its_children(tmp_path: Path) -> None:
+    """Pulsar's function instances are its child processes: the benchmarks count their memory and CPU through the
+    service's process tree, and a stopped service has none."""
+    settings = isolated_settings(tmp_path)
+    port = free_ports(1)[0]
+    argv = [sys.executable, "-c", "import subprocess, sys; subprocess.run([sys.executable, '-m', 'http.server', "
+            f"'{port}', '--bind', '127.0.0.1'])"]  # fmt: skip
+    service = Service("web", lambda: Launch(argv=argv), url=f"http://127.0.0.1:{port}",
+                      health_url=f"http://127.0.0.1:{port}/", ports=(port,))  # fmt: skip
+    supervisor = Supervisor(settings)
+    try:
+        supervisor.start_all([service], timeout=60, started=[])
+        tree = supervisor.process_tree("web")
+        parent = supervisor.process("web")
+        assert parent is not None and tree[0].pid == parent.pid
+        assert any(_serves(member, service) for member in tree[1:]), [m.cmdline() for m in tree]
+    finally:
+        supervisor.stop("web")
+    assert supervisor.process_tree("web") == []
+
+
 def _serves(proc: psutil.Process, service: Service) -> bool:
     try:
         return "http.server" in " ".join(proc.cmdline()) and str(service.ports[0]) in proc.cmdline()

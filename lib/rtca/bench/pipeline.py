@@ -234,14 +234,7 @@ def cpu_seconds_by_part(settings: Settings) -> dict[str, float]:
     supervisor = Supervisor(settings)
     parts: dict[str, float] = {}
     for name in (*SERVICE_NAMES, *AUXILIARY_NAMES):
-        proc = supervisor.process(name)
-        if proc is None:
-            continue
-        try:
-            members = [proc, *proc.children(recursive=True)]
-        except psutil.Error:
-            members = [proc]
-        for member in members:
+        for member in supervisor.process_tree(name):
             try:
                 cmdline, times = member.cmdline(), member.cpu_times()
             except psutil.Error:

@@ -86,13 +86,6 @@ def bench_settings(env: Mapping[str, str]) -> Settings:
                 os.environ[key] = value
 
 
-def _tree(proc: psutil.Process) -> list[psutil.Process]:
-    try:
-        return [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return [proc]
-
-
 def _is_function_instance(proc: psutil.Process) -> bool:
     try:
         return "python" in proc.name().lower()
@@ -119,10 +112,7 @@ class MemorySampler:
         supervisor = Supervisor(self.settings)
         now: dict[str, float] = {}
         for name in (*SERVICE_NAMES, *AUXILIARY_NAMES):
-            proc = supervisor.process(name)
-            if proc is None:
-                continue
-            for member in _tree(proc):
+            for member in supervisor.process_tree(name):
                 bucket = "functions" if name == "pulsar" and _is_function_instance(member) else name
                 try:
                     now[bucket] = now.get(bucket, 0.0) + member.memory_info().rss / 1024**2

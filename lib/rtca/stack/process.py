@@ -146,6 +146,17 @@ class Supervisor:
             pass
         return None
 
+    def process_tree(self, name: str) -> list[psutil.Process]:
+        """The live process we started for `name` and all its descendants (Pulsar's function instances are its
+        children), or none."""
+        proc = self.process(name)
+        if proc is None:
+            return []
+        try:
+            return [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            return [proc]
+
     def last_run_log(self, name: str, *, tail: int = 65536) -> str | None:
         """What the service's log holds since its last start (within the last `tail` bytes), from the supervisor's
         start line, or from a partial line when the start is further back; None without a log or a start."""
