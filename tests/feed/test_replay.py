@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import struct
 import threading
 import time
 from collections import Counter, defaultdict
@@ -358,6 +361,61 @@ def test_a_client_that_stops_reading_is_dropped_and_the_others_keep_flowing(
     print(f"{frames} frames in 8 s beside a client that stopped reading; longest wait {longest:.2f} s")
     assert frames > 1_000 and longest < 15.0 and connections == 2  # waits of ~30 s before the drop (a busy machine
     # stretches the normal ones to a few seconds)
+
+
+async def _closing_client_that_stops_reading(url: str, subscribe: str) -> asyncio.StreamWriter:
+    """A client that subscribes, lets frames fill its socket's buffers unread, starts the closing handshake and then
+    neither reads nor closes its socket: its connection stays CLOSING (the server cannot flush its reply), where a
+    websockets send waits for the close up to ``close_timeout`` (10 s)."""
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())  # fmt: skip
+    await reader.readuntil(b"\r\n\r\n")
+
+    def masked(opcode: int, payload: bytes) -> bytes:  # a client's frames are masked (RFC 6455 5.3)
+        mask = os.urandom(4)
+        size = bytes([0x80 | len(payload)]) if len(payload) < 126 else b"\xfe" + struct.pack("!H", len(payload))
+        return bytes([0x80 | opcode]) + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    writer.write(masked(0x1, subscribe.encode()))
+    await writer.drain()
+    await asyncio.sleep(0.2)  # frames fill the socket's buffers, unread
+    writer.write(masked(0x8, struct.pack("!H", 1000)))
+    await writer.drain()
+    return writer
+
+
+def test_a_client_that_closes_then_stops_reading_does_not_stall_the_others(
+        run: Run, shipped: Capture, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Sends skip the slow-client timer when they cannot wait; a send on a closing connection can (websockets waits
+    for the client's close up to 10 s), and stalled every other client that long (found by review)."""
+    import rtca.feed.server
+
+    monkeypatch.setattr(rtca.feed.server, "SLOW_CLIENT_SECONDS", 1.0)
+    subscribe = subscribe_frame(shipped.products, shipped.channels)
+
+    async def read_beside_a_closing_client() -> tuple[int, float]:
+        async with replay_server(shipped, speed="max", loop=True) as server:
+            async with connect(server.url, close_timeout=0.1) as ws:
+                await ws.send(subscribe)
+                async with asyncio.timeout(20):
+                    await ws.recv()
+                stuck = await _closing_client_that_stops_reading(server.url, subscribe)
+                frames, longest, started = 0, 0.0, time.monotonic()
+                last = started
+                while time.monotonic() - started < 12:
+                    async with asyncio.timeout(20):
+                        await ws.recv()
+                    frames, now = frames + 1, time.monotonic()
+                    longest, last = max(longest, now - last), now
+            stuck.transport.abort()
+            return frames, longest
+
+    frames, longest = run(read_beside_a_closing_client())
+    print(f"{frames} frames in 12 s beside a client that closed and stopped reading; longest wait {longest:.2f} s")
+    assert frames > 1_000 and longest < 8.0  # 10 s when the send waited for the close
 
 
 def test_a_feed_server_whose_source_fails_stops_with_the_error_instead_of_hanging() -> None:

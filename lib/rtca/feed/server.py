@@ -30,6 +30,7 @@ from typing import Protocol
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
+from websockets.protocol import State
 
 from rtca.errors import ConfigError, RtcaError
 from rtca.feed.lifecycle import run_until, stop_on_signals
@@ -51,9 +52,11 @@ SLOW_CLIENT_SECONDS = 5.0
 """A client whose send buffer stays full this long is dropped, so one that stops reading does not stall the others
 (their ingest would call the feed silent and reconnect)."""
 _FRAME_HEADER = 14
-"""The most a websocket frame adds to its payload (2 to 14 bytes). A send that keeps the transport's buffer under
-its high-water mark, with writing not paused (the buffer at or under its low-water mark), never waits for the client,
-so it goes without the `SLOW_CLIENT_SECONDS` timeout, whose timer cost as much as the send (most sends on loopback)."""
+"""The most a websocket frame adds to its payload (2 to 14 bytes). A send on an open connection that keeps the
+transport's buffer under its high-water mark, with writing not paused (the buffer at or under its low-water mark),
+never waits for the client, so it goes without the `SLOW_CLIENT_SECONDS` timeout, whose timer cost as much as the send
+(most sends on loopback). On a closing connection a send waits for the client to close, up to websockets'
+``close_timeout`` (10 s): that one keeps the timeout."""
 UNSERVED_CHANNELS = frozenset({"full", "level3"})
 """Channels of the exchange's authenticated feed: refused with an error, as the exchange refuses them without a key."""
 
@@ -295,8 +298,8 @@ class FeedServer:
             transport = client.ws.transport
             low, high = transport.get_write_buffer_limits()
             buffered = transport.get_write_buffer_size()
-            if buffered <= low and buffered + len(payload) + _FRAME_HEADER <= high:
-                await client.ws.send(payload, text=text)  # writing is not paused, nor will it be: no wait for the client
+            if client.ws.state is State.OPEN and buffered <= low and buffered + len(payload) + _FRAME_HEADER <= high:
+                await client.ws.send(payload, text=text)  # open, writing not paused, nor will it be: cannot wait
             else:
                 async with asyncio.timeout(SLOW_CLIENT_SECONDS):  # only a full send buffer makes it wait at all
                     await client.ws.send(payload, text=text)
