@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -232,6 +233,20 @@ def test_a_service_process_tree_holds_its_children(tmp_path: Path) -> None:
     finally:
         supervisor.stop("web")
     assert supervisor.process_tree("web") == []
+
+
+def test_a_function_instance_is_known_by_its_logging_file_argument() -> None:
+    """Pulsar's process runtime names each instance's log after the function (``--logging_file coinbase-router``):
+    the benchmarks count an instance's CPU and memory under that name."""
+    from rtca.stack.process import function_instance
+
+    argv = [sys.executable, "-c", "import time; time.sleep(30)", "--logging_file", "coinbase-router"]
+    with subprocess.Popen(argv) as instance:
+        try:
+            assert function_instance(psutil.Process(instance.pid)) == "coinbase-router"
+        finally:
+            instance.kill()
+    assert function_instance(psutil.Process()) is None
 
 
 def _serves(proc: psutil.Process, service: Service) -> bool:

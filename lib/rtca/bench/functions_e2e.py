@@ -122,12 +122,9 @@ class InstanceCpu:
 
     @staticmethod
     def _find(name: str) -> list[psutil.Process]:
-        found = []
-        for proc in psutil.process_iter(["cmdline"]):
-            cmdline = proc.info.get("cmdline") or []
-            if "--logging_file" in cmdline and cmdline[cmdline.index("--logging_file") + 1 :][:1] == [name]:
-                found.append(proc)
-        return found
+        from rtca.stack.process import function_instance
+
+        return [proc for proc in psutil.process_iter() if function_instance(proc) == name]
 
     def __call__(self, name: str) -> float | None:
         for attempt in range(2):

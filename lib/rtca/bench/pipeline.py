@@ -229,20 +229,20 @@ def cpu_seconds_by_part(settings: Settings) -> dict[str, float]:
     child processes that have ended and been waited for (the simulator, once its run is over). Two readings around a
     run tell which parts took the cores (`cores_between`); a service not on this machine is left out."""
     from rtca.stack.local import AUXILIARY_NAMES, SERVICE_NAMES
-    from rtca.stack.process import Supervisor
+    from rtca.stack.process import Supervisor, function_instance
 
     supervisor = Supervisor(settings)
     parts: dict[str, float] = {}
     for name in (*SERVICE_NAMES, *AUXILIARY_NAMES):
         for member in supervisor.process_tree(name):
+            function = function_instance(member)
             try:
-                cmdline, times = member.cmdline(), member.cpu_times()
+                times = member.cpu_times()
             except psutil.Error:
                 continue
-            part = name
-            if "--logging_file" in cmdline[:-1]:  # a function instance: its name follows
-                part = "function " + cmdline[cmdline.index("--logging_file") + 1]
-            parts[part] = parts.get(part, 0.0) + times.user + times.system
+            part = name if function is None else f"function {function}"
+            used = times.user + times.system + times.children_user + times.children_system  # + its reaped children
+            parts[part] = parts.get(part, 0.0) + used
     own = os.times()
     parts[SELF_PART] = own.user + own.system
     parts[CHILDREN_PART] = own.children_user + own.children_system
@@ -250,11 +250,13 @@ def cpu_seconds_by_part(settings: Settings) -> dict[str, float]:
 
 
 def cores_between(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
-    """Cores each part used between two `cpu_seconds_by_part` readings `seconds` apart, busiest first (parts that
-    came or went in between count from zero)."""
+    """Cores each part used between two `cpu_seconds_by_part` readings `seconds` apart, busiest first: a part that
+    came in between, or used less than before (restarted: new processes), counts from zero; one that went is left
+    out."""
     if seconds <= 0:
         return {}
-    cores = {part: (used - before.get(part, 0.0)) / seconds for part, used in after.items()}
+    cores = {part: (used - before.get(part, 0.0) if used >= before.get(part, 0.0) else used) / seconds
+             for part, used in after.items()}  # fmt: skip
     return {part: round(c, 3) for part, c in sorted(cores.items(), key=lambda kv: -kv[1]) if c >= 0.0005}
 
 

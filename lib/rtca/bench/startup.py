@@ -86,13 +86,6 @@ def bench_settings(env: Mapping[str, str]) -> Settings:
                 os.environ[key] = value
 
 
-def _is_function_instance(proc: psutil.Process) -> bool:
-    try:
-        return "python" in proc.name().lower()
-    except psutil.Error:
-        return False
-
-
 @dataclass
 class MemorySampler:
     """Peak resident memory per service (process tree, function instances apart) and of the whole stack."""
@@ -107,13 +100,13 @@ class MemorySampler:
 
     def sample(self) -> dict[str, float]:
         from rtca.stack.local import AUXILIARY_NAMES, SERVICE_NAMES
-        from rtca.stack.process import Supervisor
+        from rtca.stack.process import Supervisor, function_instance
 
         supervisor = Supervisor(self.settings)
         now: dict[str, float] = {}
         for name in (*SERVICE_NAMES, *AUXILIARY_NAMES):
             for member in supervisor.process_tree(name):
-                bucket = "functions" if name == "pulsar" and _is_function_instance(member) else name
+                bucket = "functions" if function_instance(member) is not None else name
                 try:
                     now[bucket] = now.get(bucket, 0.0) + member.memory_info().rss / 1024**2
                     times = member.cpu_times()

@@ -28,7 +28,7 @@ _LOT = Decimal("0.00000001")
 _DEPTH = 20
 _FAR_LEVELS = 10
 _FAR_BPS = (1.0, 100.0)
-"""Besides `_DEPTH` levels a tick apart at the top (a tick is 0.02-0.1 bps of the price, so they span under 2 bps),
+"""Besides `_DEPTH` levels a tick apart at the top (a tick is 0.01-0.1 bps of the price, so they span under 2 bps),
 each side starts with `_FAR_LEVELS` resting orders 1 to 100 bps from the mid (log-uniform), as a real book has: the
 book function's depth within 10 and 50 bps then measures parts of the book, not all of it."""
 _LEVELS = _DEPTH + _FAR_LEVELS

@@ -115,6 +115,18 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def function_instance(proc: psutil.Process) -> str | None:
+    """The function's name if `proc` is a Pulsar Functions instance (the worker's process runtime starts one process
+    per instance, a child of the worker, with the function's name after ``--logging_file``), else None."""
+    try:
+        cmdline = proc.cmdline()
+    except psutil.Error:
+        return None
+    if "--logging_file" not in cmdline[:-1]:
+        return None
+    return cmdline[cmdline.index("--logging_file") + 1]
+
+
 class Supervisor:
     """Owns the pid files and logs of the local services under one run directory."""
 
