@@ -33,9 +33,10 @@ each side starts with `_FAR_LEVELS` resting orders 1 to 100 bps from the mid (lo
 book function's depth within 10 and 50 bps then measures parts of the book, not all of it."""
 _LEVELS = _DEPTH + _FAR_LEVELS
 _TRADE_SHARE = 0.12
-PACING_SLACK = 0.005
+PACING_SLACK = 0.02
 """Seconds a frame may go before its time: the frames due within it go out together, one wake-up of the event loop
-for several (at thousands of frames a second, a wake-up per frame cost more than making the frame)."""
+for several (a wake-up per frame cost more than making the frame). Each frame is stamped when it goes out, so its
+time stays true; the feed comes in bursts of up to 20 ms."""
 
 
 def _other(side: Side) -> Side:
