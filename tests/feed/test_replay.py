@@ -333,6 +333,18 @@ def test_a_capture_whose_receive_times_go_back_still_loops_forward(tmp_path: Pat
     assert firsts == sorted(firsts) and len(set(firsts)) == 3
 
 
+async def _read_for(ws: ClientConnection, seconds: float) -> tuple[int, float]:
+    """Frames read in `seconds`, and the longest wait for one."""
+    frames, longest, started = 0, 0.0, time.monotonic()
+    last = started
+    while time.monotonic() - started < seconds:
+        async with asyncio.timeout(20):
+            await ws.recv()
+        frames, now = frames + 1, time.monotonic()
+        longest, last = max(longest, now - last), now
+    return frames, longest
+
+
 def test_a_client_that_stops_reading_is_dropped_and_the_others_keep_flowing(
         run: Run, shipped: Capture, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """The pump sent to each client in turn: one full send buffer stalled every client for ~30 s (until websockets'
@@ -347,13 +359,7 @@ def test_a_client_that_stops_reading_is_dropped_and_the_others_keep_flowing(
             await stuck.send(subscribe_frame(shipped.products, shipped.channels))
             async with connect(server.url, close_timeout=0.1) as ws:
                 await ws.send(subscribe_frame(shipped.products, shipped.channels))
-                frames, longest, started = 0, 0.0, time.monotonic()
-                last = started
-                while time.monotonic() - started < 8:
-                    async with asyncio.timeout(20):
-                        await ws.recv()
-                    frames, now = frames + 1, time.monotonic()
-                    longest, last = max(longest, now - last), now
+                frames, longest = await _read_for(ws, 8.0)
             stuck.transport.abort()
             return frames, longest, server.stats.connections
 
@@ -403,13 +409,7 @@ def test_a_client_that_closes_then_stops_reading_does_not_stall_the_others(
                 async with asyncio.timeout(20):
                     await ws.recv()
                 stuck = await _closing_client_that_stops_reading(server.url, subscribe)
-                frames, longest, started = 0, 0.0, time.monotonic()
-                last = started
-                while time.monotonic() - started < 12:
-                    async with asyncio.timeout(20):
-                        await ws.recv()
-                    frames, now = frames + 1, time.monotonic()
-                    longest, last = max(longest, now - last), now
+                frames, longest = await _read_for(ws, 12.0)
             stuck.transport.abort()
             return frames, longest
 
