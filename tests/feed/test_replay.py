@@ -450,3 +450,34 @@ def test_a_feed_server_whose_source_fails_stops_with_the_error_instead_of_hangin
         serve_foreground(server, announce=subscribe)
     threads[0].join(10)
     assert codes == [1011]  # told, not left waiting
+
+
+@pytest.mark.parametrize("bad", [
+    ["buy", "NaN", "1"], ["sell", "101.5", "Infinity"], ["buy", 3, "1"],
+])  # fmt: skip
+def test_a_recorded_level_that_is_no_decimal_string_is_replayed_and_later_subscribers_still_get_a_snapshot(
+        run: Run, bad: list[Any]) -> None:  # fmt: skip
+    """A "NaN" price became a key of the book the server keeps; the next subscriber's snapshot sorted the keys and
+    the error failed the pump: every client was closed with 1011 and an ingest beside it stopped."""
+    snapshot = {"type": "snapshot", "product_id": "BTC-USD", "bids": [["100.00", "1"]], "asks": [["101.00", "1"]]}
+    update = {"type": "l2update", "product_id": "BTC-USD", "time": "2021-04-17T16:43:30.244075Z", "changes": [bad]}
+    ticker = {"type": "ticker", "product_id": "BTC-USD", "price": "100.5", "time": "2021-04-17T16:43:31Z"}
+    frames = (Received(1.0, orjson.dumps(snapshot).decode()), Received(1.1, orjson.dumps(update).decode()),
+              *(Received(1.2 + i / 10, orjson.dumps({**ticker, "sequence": i + 1}).decode()) for i in range(20)))
+
+    async def two_subscribers() -> tuple[list[dict[str, Any]], list[dict[str, Any]], BaseException | None]:
+        async with replay_server(Capture(frames), speed="max", loop=True) as server:
+            seen = []
+            for _ in range(2):  # the first gets the update replayed; the second subscribes after it
+                async with connect(server.url, close_timeout=0.1) as ws:
+                    await ws.send(subscribe_frame(["BTC-USD"], ["level2", "ticker"]))
+                    got, _code = await collect(ws, limit=25)
+                    seen.append(got)
+            return seen[0], seen[1], server.failure
+
+    first, second, failure = run(two_subscribers())
+    assert failure is None
+    assert any(f["type"] == "l2update" and f["changes"] == [bad] for f in first)  # replayed as recorded
+    snapshots = [f for f in second if f["type"] == "snapshot"]
+    assert snapshots and snapshots[0]["bids"] == [["100.00", "1"]] and snapshots[0]["asks"] == [["101.00", "1"]]
+    assert sum(f["type"] == "ticker" for f in second) >= 5  # and the feed goes on
