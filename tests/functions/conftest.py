@@ -201,6 +201,9 @@ class FakeContext:
     def get_user_config_map(self) -> dict[str, Any]:
         return self.user_config
 
+    def get_input_topics(self) -> list[str]:
+        return sorted({self.input_topic, *self._input_topics})
+
     def get_output_topic(self) -> str:
         return self.output_topic
 

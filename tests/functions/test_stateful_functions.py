@@ -491,12 +491,21 @@ SHORT_ID = {"product_id": "P", "window_ms": 1000, "state": {"late": 0, "window":
 SUMMARY_SOURCE = {"topic": BOOK, "message_id": [7, 2, -1, -1]}
 
 
-def _stats_record() -> dict[str, Any]:
-    from rtca.analytics.stats import TickerStats
+def _stats_record(**state: float) -> dict[str, Any]:
+    """A statistics record; `state` replaces fields of its state (`STATE_LAYOUT` names)."""
+    from rtca.analytics.stats import STATE_LAYOUT, TickerStats
 
     stats = TickerStats(10, 5)
     stats.update(1.0)
-    return {"product_id": "P", "state": stats.state(), "source": {"topic": TICKER, "message_id": [7]}}
+    values = stats.state()
+    for name, value in state.items():
+        values[STATE_LAYOUT.index(name)] = value
+    return {"product_id": "P", "state": values, "source": {"topic": TICKER, "message_id": [7, 1, -1, -1]}}
+
+
+def _summary(snapshot_id: list[Any], topic: str = BOOK) -> dict[str, Any]:
+    return {"product_id": "P", "valid": True, "event_ms": 0, "snapshot_id": snapshot_id,
+            "source": {"topic": topic, "message_id": [7, 2, -1, -1]}}  # fmt: skip
 
 
 @pytest.mark.parametrize("make, topic, corrupt", [
@@ -505,10 +514,16 @@ def _stats_record() -> dict[str, Any]:
     (TradeFlowFunction, OUT, {**SHORT_ID, "sources": {TICKER: [7, 1, -1]},
                               "state": {"late": 0, "window": {"start_ms": 0, "buy_notional": None}}}),
     (AlertsFunction, STATE, {**SHORT_ID, "state": {}}),
-    (OrderBookFunction, OUT, {"product_id": "P", "valid": True, "event_ms": 0, "snapshot_id": [7, 1],
-                              "source": SUMMARY_SOURCE}),
-    (OrderBookFunction, OUT, {"valid": True, "event_ms": 0, "snapshot_id": [7, 1, -1, -1], "source": SUMMARY_SOURCE}),
-    ("stats", OUT, "stats"),
+    (TradeFlowFunction, OUT, {**SHORT_ID, "sources": {TICKER: [7, 2**63, -1]}}),  # beyond a message id's int64
+    (OrderBookFunction, OUT, _summary([7, 1])),
+    (OrderBookFunction, OUT, {**_summary([7, 1, -1, -1]), "product_id": None}),
+    (OrderBookFunction, OUT, _summary([1e21, 1, -1, -1])),  # the client's MessageId refused it: the start failed
+    (OrderBookFunction, OUT, _summary([7, 1, -1, 2**40])),
+    (OrderBookFunction, OUT, _summary([7, 1, -1, -1], topic="no topic name")),  # the client refuses to read it
+    (OrderBookFunction, OUT, _summary([7, 1, -1, -1], topic=TICKER)),  # not an input: nothing of ours to re-read
+    ("stats", OUT, {**_stats_record(), "source": {"topic": TICKER, "message_id": [7]}}),
+    ("stats", OUT, _stats_record(window=2**64 - 1)),  # no deque that long: OverflowError failed the start
+    ("stats", OUT, _stats_record(window=1e308, count=1e308)),
 ])  # fmt: skip
 def test_a_corrupt_record_read_back_at_start_is_passed_over(fake_context, message_ids, make, topic,  # type: ignore[no-untyped-def]
                                                            corrupt) -> None:  # fmt: skip
@@ -517,12 +532,15 @@ def test_a_corrupt_record_read_back_at_start_is_passed_over(fake_context, messag
     if make == "stats":
         from rtca.functions.stats import TickerStatsFunction
 
-        make, corrupt = TickerStatsFunction, _stats_record()
+        make = TickerStatsFunction
+    book_input = [orjson.dumps({"type": "snapshot", "product_id": "P", "bids": [[1.0, 1.0]], "asks": [[2.0, 1.0]]})]
     ctx = fake_context({"dead_letter": DEAD, "alerts": ALERTS, "state_topic": STATE, "inputs": SOURCES},
-                       output_topic=OUT, topics={topic: [orjson.dumps(corrupt)]})
+                       output_topic=OUT, input_topic=BOOK,
+                       topics={topic: [orjson.dumps(corrupt)], BOOK: book_input, TICKER: book_input})  # fmt: skip
     function = make()
     function._start(ctx)
     assert function._ready and "P" not in function.progress
+    assert "P" not in getattr(function.engine, "books", {}) and "P" not in getattr(function.engine, "products", {})
 
 
 @pytest.mark.parametrize("function_class", [VolatilityFunction, TradeFlowFunction, AlertsFunction, OrderBookFunction])

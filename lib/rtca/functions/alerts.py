@@ -19,16 +19,12 @@ userConfig: ``dead_letter``, ``state_topic``, ``inputs``, optional ``checkpoint_
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from rtca.analytics.alerts import AlertEngine, load_rules, parse_rules
 from rtca.functions.resume import CheckpointedFunction, Output
-from rtca.functions.runtime import Context
-
-
-_PARTITION = re.compile(r"-partition-\d+$")
+from rtca.functions.runtime import Context, topic_of_partition
 
 
 class AlertsFunction(CheckpointedFunction):
@@ -38,7 +34,7 @@ class AlertsFunction(CheckpointedFunction):
 
     def process(self, input: Any, context: Context) -> None:  # noqa: A002 - the runtime's parameter name
         self.ensure_started(context)  # reads `inputs`
-        self._source = self._sources.get(_PARTITION.sub("", context.get_current_message_topic_name() or ""))
+        self._source = self._sources.get(topic_of_partition(context.get_current_message_topic_name() or ""))
         super().process(input, context)
 
     def setup(self, context: Context, config: Mapping[str, Any]) -> AlertEngine:

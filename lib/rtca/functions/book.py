@@ -45,7 +45,7 @@ from rtca.functions.resume import (
     read_from,
     read_topic,
 )
-from rtca.functions.runtime import Context, MessageIdKey, user_config
+from rtca.functions.runtime import Context, MessageIdKey, topic_of_partition, user_config
 
 DEFAULT_MAX_REPLAY = 2_000_000
 
@@ -118,13 +118,15 @@ class OrderBookFunction(StatefulFunction):
             if (record.get("valid") and record.get("snapshot_id") and isinstance(record.get("source"), dict)
                     and isinstance(product, str) and product):  # fmt: skip
                 last[product] = record
+        inputs = set(context.get_input_topics())
         by_topic: dict[str, dict[str, LastSummary]] = {}
         starts: dict[str, list[int]] = {}
         for product, record in last.items():
             try:  # a summary that is not one of ours (corrupt, foreign, older format) defines no book
                 topic, snapshot = record["source"]["topic"], [int(v) for v in record["snapshot_id"]]
-                if not isinstance(topic, str) or not topic or len(snapshot) != 4:
-                    raise ValueError("not a summary's source / snapshot id")
+                if not isinstance(topic, str) or topic_of_partition(topic) not in inputs or len(snapshot) != 4:
+                    raise ValueError("not a summary's source / snapshot id")  # re-reading another topic (or a
+                    # name the client refuses) would rebuild nothing of ours, or fail every start
                 id_key(snapshot)
                 summary = LastSummary(snapshot, id_key(record["source"]["message_id"]),
                                       int(record["event_ms"]) // self.engine.cadence_ms)  # fmt: skip

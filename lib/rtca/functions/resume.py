@@ -54,7 +54,9 @@ log = logging.getLogger(__name__)
 Output = tuple[str, dict[str, Any]]
 """(topic, record) to publish."""
 
-DECODE_ERRORS = (orjson.JSONDecodeError, KeyError, TypeError, ValueError)
+DECODE_ERRORS = (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError)
+"""What a record that is not one of ours raises when read (`OverflowError`: a number too large for its use, e.g. a
+window of 2**64 or an infinite float made an int)."""
 
 
 # --- reading topics ---------------------------------------------------------------------------------------------------
@@ -114,7 +116,15 @@ def id_key(value: Sequence[int]) -> MessageIdKey:
     start, which `ensure_started` would retry for ever."""
     if not isinstance(value, (list, tuple)) or len(value) < 3:
         raise ValueError(f"not a message id: {str(value)[:40]}")
-    return (int(value[0]), int(value[1]), int(value[2]))
+    key = (int(value[0]), int(value[1]), int(value[2]))
+    partition = int(value[3]) if len(value) > 3 else -1
+    if not (-1 <= key[0] < _INT64 and -1 <= key[1] < _INT64 and -1 <= key[2] < _INT32 and -1 <= partition < _INT32):
+        raise ValueError(f"not a message id (out of range): {str(value)[:60]}")  # the client would refuse it
+    return key
+
+
+_INT64, _INT32 = 1 << 63, 1 << 31
+"""Bounds of a Pulsar message id's ledger and entry (int64), batch index and partition (int32)."""
 
 
 # --- per-key progress ------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -56,6 +57,7 @@ class Context(Protocol):
     def get_message_properties(self) -> Mapping[str, str]: ...
     def get_message_key(self) -> str | None: ...
     def get_user_config_map(self) -> Mapping[str, Any]: ...
+    def get_input_topics(self) -> list[str]: ...
     def get_output_topic(self) -> str: ...
     def get_logger(self) -> Any: ...
     def get_pulsar_client(self) -> Any: ...
@@ -80,6 +82,14 @@ def freeze_startup_objects() -> None:
 
 
 _frozen = False
+
+
+_PARTITION = re.compile(r"-partition-\d+$")
+
+
+def topic_of_partition(topic: str) -> str:
+    """The topic a partition topic (``...-partition-N``) belongs to; any other topic itself."""
+    return _PARTITION.sub("", topic)
 
 
 def message_id_key(message_id: Any) -> MessageIdKey:
