@@ -168,6 +168,17 @@ def test_feed_stalled_re_arms_exactly_at_clear_and_is_kept_per_source() -> None:
     assert e.evaluate({**tick(None, 7), "source": "coinbase"}) == []  # no frame yet: no value, no change
 
 
+@pytest.mark.parametrize("source", ["x" * 65, 7, ["replay"]])
+def test_a_feed_name_no_key_can_be_is_refused_before_any_state_keeps_it(source: object) -> None:
+    """A feed's name is a key of the function's state, kept for good like a product id: 10 KB of text was kept."""
+    e = engine(kind="feed_stalled", threshold=10.0, clear=2.0)
+    with pytest.raises(ValueError, match="feed name"):
+        e.evaluate({**tick(15_000, 1), "source": source})
+    with pytest.raises(ValueError, match="feed name"):
+        AlertEngine.key_of({**tick(15_000, 1), "source": source})
+    assert not e.armed and len(e.evaluate({**tick(15_000, 2), "source": "x" * 64})) == 1
+
+
 def test_missed_trades_boundaries() -> None:
     e = engine(kind="missed_trades", threshold=0)
     [a] = e.evaluate(gap(7, 7))  # one missed trade is over 0

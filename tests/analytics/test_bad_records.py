@@ -197,6 +197,18 @@ def test_a_book_summary_carries_a_sequence_only_as_pinot_can_store_it() -> None:
     assert got == [5, None, None, None, None]
 
 
+@pytest.mark.parametrize("received_ms", ["soon", [1, 2], 1.5, -1, 2**63])
+def test_a_level2_record_whose_receive_time_no_long_column_holds_is_refused_before_changing_the_book(
+        received_ms: Any) -> None:  # fmt: skip
+    """Its summary carried it into the book table's LONG column, which Pinot fails on: a summary nobody saw."""
+    books = BookTracker(cadence_ms=1)
+    books.update({"type": "snapshot", "product_id": "P", "event_ms": 0, "bids": [[9.0, 1.0]], "asks": [[11.0, 1.0]]})
+    with pytest.raises((TypeError, ValueError), match="received_ms"):
+        books.update({"type": "l2update", "product_id": "P", "event_ms": 5, "received_ms": received_ms,
+                      "changes": [["buy", 9.0, 5.0]]})  # fmt: skip
+    assert books.state_of("P").book.bids == {9.0: 1.0}
+
+
 @pytest.mark.parametrize("event_ms", [1_000.0, "1000", None])
 def test_a_level2_record_without_an_integer_event_time_is_refused_before_changing_the_book(event_ms: Any) -> None:
     """It was applied without a summary or a dead letter: a change nobody saw."""

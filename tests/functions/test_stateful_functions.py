@@ -503,6 +503,12 @@ def _stats_record(**state: float) -> dict[str, Any]:
     return {"product_id": "P", "state": values, "source": {"topic": TICKER, "message_id": [7, 1, -1, -1]}}
 
 
+def _window(**window: float) -> dict[str, Any]:
+    """A window function's checkpoint with an open window of these fields."""
+    return {**SHORT_ID, "window_ms": 60_000, "sources": {TICKER: [7, 1, -1, -1]},
+            "state": {"late": 0, "window": window}}  # fmt: skip
+
+
 def _summary(snapshot_id: list[Any], topic: str = BOOK) -> dict[str, Any]:
     return {"product_id": "P", "valid": True, "event_ms": 0, "snapshot_id": snapshot_id,
             "source": {"topic": topic, "message_id": [7, 2, -1, -1]}}  # fmt: skip
@@ -515,6 +521,16 @@ def _summary(snapshot_id: list[Any], topic: str = BOOK) -> dict[str, Any]:
                               "state": {"late": 0, "window": {"start_ms": 0, "buy_notional": None}}}),
     (AlertsFunction, STATE, {**SHORT_ID, "state": {}}),
     (TradeFlowFunction, OUT, {**SHORT_ID, "sources": {TICKER: [7, 2**63, -1]}}),  # beyond a message id's int64
+    # what no input the function took could leave: every later record of the product late (unacknowledged, for
+    # good), or failing (the log of a price of 0, a move divided by 0)
+    (VolatilityFunction, OUT, _window(start_ms=1e300, first_price=1.0, last_price=1.0)),
+    (VolatilityFunction, OUT, _window(start_ms=10**15, first_price=1.0, last_price=1.0)),
+    (VolatilityFunction, OUT, _window(start_ms=0, first_price=1.0, last_price=0.0)),
+    (TradeFlowFunction, OUT, _window(start_ms=0, last_event_ms=10**15)),
+    (AlertsFunction, STATE, {**SHORT_ID, "sources": {TICKER: [7, 1, -1, -1]},
+                             "state": {"prices": {"price_move_1pct_60s": [[0, 0.0]]}}}),
+    (AlertsFunction, STATE, {**SHORT_ID, "sources": {TICKER: [7, 1, -1, -1]},
+                             "state": {"prices": {"price_move_1pct_60s": [[10**15, 1.0]]}}}),
     (OrderBookFunction, OUT, _summary([7, 1])),
     (OrderBookFunction, OUT, {**_summary([7, 1, -1, -1]), "product_id": None}),
     (OrderBookFunction, OUT, _summary([1e21, 1, -1, -1])),  # the client's MessageId refused it: the start failed

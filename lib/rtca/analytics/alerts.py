@@ -35,7 +35,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtca.analytics.checks import event_time, number, product_id
+from rtca.analytics.checks import (
+    MAX_AHEAD_MS,
+    MAX_PRODUCT_ID,
+    MAX_VALUE,
+    event_time,
+    long_field,
+    now_ms,
+    number,
+    optional_long,
+    product_id,
+)
 
 KINDS = ("price_move", "vol_zscore", "spread_bps", "feed_stalled", "missed_trades")
 SOURCES = ("ticker", "book", "volatility", "feed_health")
@@ -120,24 +130,25 @@ def book_problem_alert(problem: Mapping[str, Any]) -> dict[str, Any]:
                         problem.get("received_ms"), 1.0, 0.0, problem.get("detail", ""))  # fmt: skip
 
 
-def _long(record: Mapping[str, Any], name: str) -> int:
-    """A field an alert carries as a LONG (a gap's trade ids and count, the times): an integer in [0, 2**63) (what
-    ingest and the functions write); else the record is refused (ValueError: a dead letter) before any state keeps
-    it: Pinot would drop (or mis-store) the alert of text, a fraction or a larger number, a loss nobody sees."""
-    value = record[name]
-    if type(value) is not int or not 0 <= value < 2**63:
-        raise ValueError(f"{name} must be an integer in [0, 2**63), got {value!r:.40}")
-    return value
+def _price_point(event_ms: Any, price: Any) -> tuple[int, float]:
+    """A (time, price) of a price-move window read back from a checkpoint; ValueError for what no ticker the
+    function took could have left there (a price of 0 divided every later move by zero)."""
+    point = (int(event_ms), float(price))
+    if not (0 <= point[0] <= now_ms() + MAX_AHEAD_MS and 0 < point[1] < MAX_VALUE):
+        raise ValueError(f"not a price in time: {str([event_ms, price])[:60]}")
+    return point
 
 
-def _optional_long(record: Mapping[str, Any], name: str) -> int | None:
-    """`_long`, or None for a field that is absent or null."""
-    return None if record.get(name) is None else _long(record, name)
+def _finite(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {str(value)[:40]}")
+    return number
 
 
 def _times(record: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    """A record's ``event_ms`` and ``received_ms`` as its alerts carry them (`_optional_long`)."""
-    return _optional_long(record, "event_ms"), _optional_long(record, "received_ms")
+    """A record's ``event_ms`` and ``received_ms`` as its alerts carry them (`optional_long`)."""
+    return optional_long(record, "event_ms"), optional_long(record, "received_ms")
 
 
 @dataclass
@@ -173,7 +184,10 @@ class AlertEngine:
         (`rtca.analytics.checks.product_id`: KeyError / TypeError / ValueError for a record without a usable one)."""
         source = source or cls.source_of(record)
         if source == "feed_health" and record.get("kind") == "tick":
-            return str(record.get("source") or "feed")
+            feed = record.get("source") or "feed"
+            if type(feed) is not str or len(feed) > MAX_PRODUCT_ID:
+                raise ValueError(f"source: expected a feed name of at most {MAX_PRODUCT_ID} characters")  # a key
+            return feed  # kept for good, in memory and checkpoints, like a product id
         return product_id(record)
 
     def state_of(self, key: str) -> dict[str, Any]:
@@ -200,8 +214,8 @@ class AlertEngine:
         parsed = {
             rule.name: (
                 bool(armed[rule.name]) if rule.name in armed else None,
-                deque((int(t), float(p)) for t, p in prices[rule.name]) if rule.name in prices else None,
-                deque((float(v) for v in vols[rule.name]), maxlen=rule.history) if rule.name in vols else None,
+                deque(_price_point(t, p) for t, p in prices[rule.name]) if rule.name in prices else None,
+                deque((_finite(v) for v in vols[rule.name]), maxlen=rule.history) if rule.name in vols else None,
                 int(gaps[rule.name]) if rule.name in gaps else None,
             )
             for rule in self.rules
@@ -256,7 +270,7 @@ class AlertEngine:
         product = product_id(record)
         try:  # one price far ahead would pin the window: every later price would be skipped as older than it
             event_ms, price = event_time(record), number(record["price"], "price", positive=True)
-            received_ms = _optional_long(record, "received_ms")
+            received_ms = optional_long(record, "received_ms")
         except (KeyError, TypeError, ValueError):
             return out  # outside the record contract: the statistics and volatility functions dead-letter it
         for rule in self._by_kind("price_move"):
@@ -315,7 +329,7 @@ class AlertEngine:
         if silence_ms is None:
             return []  # no frame yet: nothing to measure
         out: list[dict[str, Any]] = []
-        source, ts_ms = str(record.get("source") or "feed"), _optional_long(record, "ts_ms")
+        source, ts_ms = self.key_of(record, "feed_health"), optional_long(record, "ts_ms")
         for rule in self._by_kind("feed_stalled"):
             out += self._check(rule, source, silence_ms / 1000.0, ts_ms, ts_ms,
                                "feed {key} silent for {value:.1f} s (over {threshold:g} s)")
@@ -323,8 +337,8 @@ class AlertEngine:
 
     def _missed_trades(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        product, ts_ms = product_id(record), _optional_long(record, "ts_ms")
-        missed, first, last = (_long(record, name) for name in ("missed", "first_missing", "last_missing"))
+        product, ts_ms = product_id(record), optional_long(record, "ts_ms")
+        missed, first, last = (long_field(record, name) for name in ("missed", "first_missing", "last_missing"))
         for rule in self._by_kind("missed_trades"):
             key = (rule.name, product)
             if missed <= rule.threshold or first == self._gaps.get(key):

@@ -48,14 +48,22 @@ def receipt_time(received_ms: int) -> int:
 
 def event_time(record: Mapping[str, Any]) -> int:
     """A record's ``event_ms``: an int in [0, MAX_EVENT_MS), at most MAX_AHEAD_MS after its ``received_ms`` (itself
-    checked by `receipt_time`), or, for a record without one (not the router's), after the time it is checked."""
+    an int checked by `receipt_time`), or, for a record without one (not the router's), after the time it is
+    checked."""
     event_ms = record["event_ms"]
     if type(event_ms) is not int:
         raise TypeError(f"event_ms must be an int, not {event_ms!r:.40}")
     if not 0 <= event_ms < MAX_EVENT_MS:
         raise ValueError(f"event_ms out of range: {event_ms}")
     received_ms = record.get("received_ms")
-    received_ms = receipt_time(received_ms) if type(received_ms) is int else now_ms()
+    if received_ms is None:
+        received_ms = now_ms()
+    elif type(received_ms) is not int:  # the functions copy it into their records' LONG columns: Pinot fails on it
+        raise TypeError(f"received_ms must be an int, not {received_ms!r:.40}")
+    elif 0 <= received_ms < MAX_EVENT_MS:
+        received_ms = receipt_time(received_ms)
+    else:
+        raise ValueError(f"received_ms out of range: {received_ms}")
     if event_ms > received_ms + MAX_AHEAD_MS:
         raise ValueError(f"event_ms {event_ms} is {(event_ms - received_ms) / 1000:.0f} s after its receipt "
                          f"(at most {MAX_AHEAD_MS // 1000} s)")  # fmt: skip
@@ -82,3 +90,19 @@ def number(value: Any, name: str, *, positive: bool = False) -> float:
     if not (0 < value < MAX_VALUE if positive else 0 <= value < MAX_VALUE):  # also false for NaN
         raise ValueError(f"{name} out of range ({'> 0' if positive else '>= 0'}, < {MAX_VALUE:g}): {value!r:.40}")
     return float(value)
+
+
+def long_field(record: Mapping[str, Any], name: str) -> int:
+    """A field a record carries into a LONG column (times, sequences, trade ids, a gap's count): an integer in
+    [0, 2**63) (what ingest and the router write); else the record is refused (ValueError: a dead letter) before
+    any state keeps it: Pinot would drop (or mis-store) a row of text, a fraction or a larger number, a loss nobody
+    sees."""
+    value = record[name]
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {value!r:.40}")
+    return value
+
+
+def optional_long(record: Mapping[str, Any], name: str) -> int | None:
+    """`long_field`, or None for a field that is absent or null."""
+    return None if record.get(name) is None else long_field(record, name)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Self
 
+from rtca.analytics.checks import MAX_AHEAD_MS, MAX_VALUE, now_ms
+
 DEFAULT_WINDOW_MS = 60_000
 
 
@@ -59,9 +61,12 @@ class WindowsByProduct:
     def resume_product(self, product: str, state: Mapping[str, Any]) -> None:
         """Take one product's state from `product_state`; TypeError / ValueError (nothing taken) for a state whose
         window fields are not finite numbers (None only where the field allows it): such a window would fail every
-        later record of the product."""
+        later record of the product; or whose times are not ints up to now (a window starting in 2286 made every
+        later record of the product late, unacknowledged, for good), or whose prices are not > 0 (the log of 0 failed
+        every later price of the window)."""
         window = state["window"]
         late = int(state["late"])
+        latest = now_ms() + MAX_AHEAD_MS  # what the functions' own checks let through (`rtca.analytics.checks`)
         if window:
             for name, spec in self.window_class.__dataclass_fields__.items():
                 value = window.get(name)
@@ -70,6 +75,10 @@ class WindowsByProduct:
                         raise TypeError(f"window.{name} must not be null")
                 elif type(value) not in (int, float) or not math.isfinite(value):
                     raise TypeError(f"window.{name} must be a finite number, not {str(value)[:40]}")
+                elif name.endswith("_ms") and not (type(value) is int and 0 <= value <= latest):
+                    raise ValueError(f"window.{name} must be a time in ms up to now, not {str(value)[:40]}")
+                elif name.endswith("_price") and not 0 < value < MAX_VALUE:
+                    raise ValueError(f"window.{name} must be a price (> 0), not {str(value)[:40]}")
         self.products[product] = ProductWindow(self.window_class(**window) if window else None, late)
 
     def state(self) -> dict[str, Any]:

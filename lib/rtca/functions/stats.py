@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from rtca.analytics.checks import event_time, number, product_id
+from rtca.analytics.checks import event_time, number, optional_long, product_id
 from rtca.analytics.stats import DEFAULT_SPAN, DEFAULT_WINDOW, StatsRow, TickerStats
 from rtca.functions.resume import DECODE_ERRORS, StatefulFunction, id_key, json_records, read_topic
 from rtca.functions.runtime import Context, MessageIdKey, Publisher, ack_now, message_id_key
@@ -118,6 +118,7 @@ class TickerStatsFunction(StatefulFunction):
             product = product_id(ticker)
             price = number(ticker["price"], "price", positive=True)
             event_ms = event_time(ticker)  # checked again: see `rtca.analytics.checks`
+            optional_long(ticker, "sequence"), optional_long(ticker, "trade_id")  # the record copies them
             book = books.book(product)
             key = message_id_key(message_id)
             if book.already_done(topic, key):
