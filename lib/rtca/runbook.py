@@ -178,8 +178,11 @@ def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval:
                give_up: Callable[[], str | None] | None = None) -> Any:  # fmt: skip
     """Poll `check` until `done(value)`; fail with `what` and the last value after `timeout` seconds, or at once
     with the reason `give_up()` returns (what is waited for can no longer happen). A check that raises an
-    `RtcaError` (a service not ready yet) is tried again, and its error is the last value. A line every
-    `note_every` seconds says what it waits for (a runbook's cell would otherwise sit silent)."""
+    `RtcaError` (a service not ready yet) or an HTTP transport error (a service restarting: refused, timed out) is
+    tried again, and its error is the last value. A line every `note_every` seconds says what it waits for (a
+    runbook's cell would otherwise sit silent)."""
+    import httpx
+
     started = time.monotonic()
     last: Any = None
     while True:
@@ -188,7 +191,7 @@ def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval:
             raise RunbookCheckFailed(f"{what}: {reason}")
         try:
             last = check()
-        except RtcaError as exc:
+        except (RtcaError, httpx.TransportError) as exc:
             last = exc
         else:
             if done(last):
@@ -238,20 +241,25 @@ def check_functions(settings: Settings, names: str | Sequence[str] | None = None
 
     wanted = name_list(names)
     last: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        last = function_status(settings, wanted)
-        down = [s for s in last if not (s.instances and s.running == len(s.instances))]
-        if last and not down:
-            return last
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(2.0)
+
+    def all_running() -> bool:
+        last[:] = function_status(settings, wanted)
+        return bool(last) and not _not_running(last)
+
+    try:
+        wait_until(all_running, timeout=timeout, what="every function's instances are running")
+        return last
+    except RunbookCheckFailed:
+        down = _not_running(last)
     problems = "; ".join(f"{s.name}: {s.running}/{len(s.instances)} instances running"
                          + (f", latest exception: {s.latest_exceptions[0][:200]}" if s.latest_exceptions else "")
                          for s in down)  # fmt: skip
     raise RunbookCheckFailed(f"functions not running after {timeout:.0f} s: {problems or 'none deployed'}",
                              hint="`rtca functions status` and `rtca logs pulsar` tell more; rerun this runbook")
+
+
+def _not_running(statuses: Sequence[Any]) -> list[Any]:
+    return [s for s in statuses if not (s.instances and s.running == len(s.instances))]
 
 
 def check_tables(settings: Settings, names: str | Sequence[str] | None = None) -> list[Any]:

@@ -49,6 +49,40 @@ def test_a_runbook_wait_says_what_it_waits_for_and_fails_with_the_last_error(cap
     assert wait_until(lambda: next(values), done=lambda rows: rows >= 5, timeout=5, what="rows", interval=0.01) == 5
 
 
+def test_a_runbook_wait_outlasts_a_service_that_refuses_while_it_restarts() -> None:
+    """A broker restarting during 40-ingest's wait for rows stopped the runbook at once with a bare ConnectError."""
+    import httpx
+
+    from rtca.runbook import wait_until
+
+    def answers() -> list[int]:
+        if len(calls) < 2:
+            calls.append(1)
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        return [5]
+
+    calls: list[int] = []
+    assert wait_until(answers, timeout=5, what="rows", interval=0.01) == [5] and len(calls) == 2
+
+
+def test_the_functions_check_says_what_it_waits_for(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """It sat silent for up to two minutes."""
+    from types import SimpleNamespace
+
+    import rtca.functions.deploy
+    from rtca.runbook import RunbookCheckFailed, check_functions
+
+    starting = SimpleNamespace(name="router", instances=[0], running=0, latest_exceptions=["ImportError: x"])
+    monkeypatch.setattr(rtca.functions.deploy, "function_status", lambda settings, wanted: [starting])
+    clock = [0.0]
+    monkeypatch.setattr("rtca.runbook.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("rtca.runbook.time.sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    with pytest.raises(RunbookCheckFailed, match="router: 0/1 instances running, latest exception: ImportError"):
+        check_functions(load_settings(), timeout=25)
+    assert "waiting until every function's instances are running (10 s" in capsys.readouterr().out
+
+
 def test_unknown_parameters_are_read_off_the_kernels_history() -> None:
     from rtca.runbook import unknown_parameters
 
