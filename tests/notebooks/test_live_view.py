@@ -246,7 +246,7 @@ def test_the_title_names_the_product_as_chosen_not_as_quoted_for_sql(monkeypatch
     from rtca.notebook import live
 
     sent: list[str] = []
-    monkeypatch.setattr(live, "products", lambda *args, **kwargs: [])
+    monkeypatch.setattr(live, "_products_found", lambda *args, **kwargs: ([], True))
     monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: sent.append(sql) or pd.DataFrame())
     view = live_chart(Settings(), "Market", [Trace("price", "WHERE product_id = '{product}'", "t", "y")],
                       product_table="prices", product="O'Brien-USD")
@@ -365,7 +365,7 @@ def test_a_product_without_rows_says_so_and_names_products_that_have_some(monkey
     from rtca.notebook import live
 
     rows = {"SKL-USD": 3, "BTC-USD": 0}
-    monkeypatch.setattr(live, "products", lambda *args, **kwargs: ["SKL-USD", "CRV-EUR"])
+    monkeypatch.setattr(live, "_products_found", lambda *args, **kwargs: (["SKL-USD", "CRV-EUR"], True))
     monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: pd.DataFrame(
         {"t": [1_700_000_000_000] * rows[sql.split("'")[1]], "y": [1.0] * rows[sql.split("'")[1]]}))
     view = live_chart(Settings(), "Market", [Trace("price", "WHERE product_id = '{product}'", "t", "y")],
@@ -467,7 +467,7 @@ def test_tables_of_one_minute_windows_show_the_windows_that_closed_in_the_last_m
     from rtca.notebook import live
 
     sent: list[str] = []
-    monkeypatch.setattr(live, "products", lambda *args, **kwargs: ["A-USD"])
+    monkeypatch.setattr(live, "_products_found", lambda *args, **kwargs: (["A-USD"], True))
     monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: sent.append(sql) or pd.DataFrame())
     getattr(live, build)(Settings(), minutes=1).refresh()
     windowed = [sql for sql in sent if Settings().tables.volatility in sql or Settings().tables.trade_flow in sql]
@@ -483,7 +483,7 @@ def test_products_that_begin_to_have_rows_join_the_dropdown_and_the_choice_stays
     from rtca.notebook import live
 
     found = [["A-USD", "B-USD"]]
-    monkeypatch.setattr(live, "products", lambda *args, **kwargs: found[0])
+    monkeypatch.setattr(live, "_products_found", lambda *args, **kwargs: (found[0], True))
     monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: pd.DataFrame({"t": [1], "y": [1.0]}))
     monkeypatch.setattr(live, "PRODUCTS_EVERY_S", 0.0)
     view = live_chart(Settings(), "Market", [Trace("price", "WHERE product_id = '{product}'", "t", "y")],
@@ -505,7 +505,7 @@ def test_the_minute_still_forming_is_drawn_faded(monkeypatch: pytest.MonkeyPatch
 
     now_minute = int(time.time() // 60 * 60_000)
     minutes = [now_minute - 120_000, now_minute - 60_000, now_minute]
-    monkeypatch.setattr(live, "products", lambda *args, **kwargs: ["A-USD"])
+    monkeypatch.setattr(live, "_products_found", lambda *args, **kwargs: (["A-USD"], True))
     monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: pd.DataFrame(
         {"minute": minutes, "volume": [5.0, 6.0, 1.0], "event_time": minutes, "price": [1.0] * 3,
          "ewma_mean": [1.0] * 3, "upper": [1.0] * 3, "lower": [1.0] * 3}))
@@ -526,7 +526,7 @@ def test_alerts_of_different_units_are_markers_on_their_rule_s_line_not_values_o
 
     alerts = pd.DataFrame({"event_time": [1_700_000_000_000, 1_700_000_060_000], "rule": ["wide_spread", "vol"],
                            "message": ["spread 70 bps", "z 4.1"]})
-    monkeypatch.setattr(live, "products", lambda *args, **kwargs: ["A-USD"])
+    monkeypatch.setattr(live, "_products_found", lambda *args, **kwargs: (["A-USD"], True))
     monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: alerts if "rule" in sql else pd.DataFrame())
     view = live.live_volatility(Settings())
     view.refresh()
@@ -560,7 +560,8 @@ def test_numbers_given_as_text_are_taken_and_anything_else_is_refused_before_a_q
     from rtca.notebook import live
 
     asked: list[object] = []
-    monkeypatch.setattr(live, "products", lambda *args, **kwargs: asked.append(kwargs["minutes"]) or ["A-USD"])
+    monkeypatch.setattr(live, "_products_found",
+                        lambda *args, **kwargs: (asked.append(kwargs["minutes"]) or ["A-USD"], True))
     monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: pd.DataFrame())
     view = live.live_market(Settings(), minutes="30", interval=" 5 ")  # type: ignore[arg-type]
     assert (view.controls.minutes.value, view.controls.interval.value, asked) == (30, 5.0, [30])
@@ -680,3 +681,50 @@ def test_candles_of_an_unknown_size_are_refused_before_any_query() -> None:
     settings = Settings(pinot={"broker_port": closed_port()})  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown candle size '7m'"):
         live_candles(settings, size="7m")
+
+
+def test_candles_started_again_with_another_size_stop_the_earlier_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The view's kind named its size: a cell run again with another size left the first view querying, unseen."""
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    monkeypatch.setattr(live, "pinot_frame", lambda settings, sql: pd.DataFrame())
+
+    async def scenario() -> tuple[bool, bool]:
+        minute, hour = (live.live_candles(Settings(), product="A", size=size, interval=0.05) for size in ("1m", "1h"))
+        minute.start()
+        await asyncio.sleep(0.1)
+        hour.start()
+        await asyncio.sleep(0.1)
+        running = (minute.refreshing, hour.refreshing)
+        hour.stop()
+        return running
+
+    assert asyncio.run(scenario()) == (False, True)
+
+
+def test_an_empty_chart_names_only_products_with_rows_in_its_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ingest stopped an hour ago: the dropdown falls back to products of any time, and the note called them
+    "products with data" in the last 15 minutes, where they have none either."""
+    import warnings
+
+    import pandas as pd
+
+    from rtca.notebook import live
+
+    def frame(settings: Settings, sql: str) -> pd.DataFrame:
+        if "GROUP BY product_id" in sql and "ago(" not in sql:  # products of any time
+            return pd.DataFrame({"product_id": ["BTC-USD", "ETH-USD"], "n": [900, 500]})
+        return pd.DataFrame()  # nothing in any window
+
+    monkeypatch.setattr(live, "pinot_frame", frame)
+    view = live.live_market(Settings(), minutes=15)
+    assert list(view.controls.product.options) == ["BTC-USD", "ETH-USD"]
+    view.refresh()
+    assert "products with data" not in view.note and "is data flowing?" in view.note
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        live.candles(Settings(), "BTC-USD", minutes=15)
+    assert [str(w.message) for w in caught] == [
+        "candles: no rows in the last 15 min: is data flowing? `rtca status` shows the ingest"]

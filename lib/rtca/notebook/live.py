@@ -201,18 +201,26 @@ def products(settings: Settings, table: str, *, limit: int = 50, minutes: int | 
     any are (the chart shows that window: the busiest product of last week's data would show an empty chart),
     else all. With `rank_table` (the trades), "most active" is its row count: a table of one record per product
     and second (book) or minute (volatility) ranks every product alike, an arbitrary one first."""
-    def busiest(source: str, where: str) -> list[str]:
-        frame = pinot_frame(settings, f"SELECT product_id, COUNT(*) AS n FROM {source} {where} GROUP BY product_id "
-                                      f"ORDER BY COUNT(*) DESC, product_id LIMIT {limit}")
-        return [str(p) for p in frame["product_id"]] if not frame.empty else []
+    return _products_found(settings, table, limit=limit, minutes=minutes, rank_table=rank_table)[0]
 
-    recent_where = f"WHERE event_time > ago('PT{int(minutes)}M')" if minutes else ""
-    recent = busiest(table, recent_where) if minutes else []
-    found, where = (recent, recent_where) if recent else (busiest(table, ""), "")
+
+def _products_found(settings: Settings, table: str, *, limit: int = 50, minutes: int | None = None,
+                    rank_table: str | None = None) -> tuple[list[str], bool]:
+    """`products`, and whether they are those of the last `minutes` (else of any time)."""
+    recent = active_products(settings, table, minutes, limit=limit) if minutes else []
+    found, window = (recent, minutes) if recent else (active_products(settings, table, None, limit=limit), None)
     if rank_table and found:
-        ranked = busiest(rank_table, where)
+        ranked = active_products(settings, rank_table, window, limit=limit)
         found = [p for p in ranked if p in found] + [p for p in found if p not in ranked]
-    return found
+    return found, bool(recent)
+
+
+def active_products(settings: Settings, table: str, minutes: int | None, *, limit: int = 50) -> list[str]:
+    """Products with rows in `table` in the last `minutes` (None: ever), most rows first."""
+    where = f"WHERE event_time > ago('PT{int(minutes)}M')" if minutes else ""
+    frame = pinot_frame(settings, f"SELECT product_id, COUNT(*) AS n FROM {table} {where} GROUP BY product_id "
+                                  f"ORDER BY COUNT(*) DESC, product_id LIMIT {limit}")
+    return [str(p) for p in frame["product_id"]] if not frame.empty else []
 
 
 @dataclass
@@ -414,16 +422,18 @@ def _more_products(dropdown: widgets.Dropdown, found: Sequence[str]) -> None:
 
 def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, product_table: str | None,
                product: str | None = None, minutes: int = 15, interval: float = 5.0,
-               rank_table: str | None = None) -> LiveView:
+               rank_table: str | None = None, kind: str | None = None) -> LiveView:
     """A FigureWidget with one subplot row per distinct `Trace.row`, refreshed from Pinot.
 
     With `product_table`, a product dropdown (filled from that table, most traded first with `rank_table`) fills
-    `{product}` in every query. `minutes` and `interval` may be strings of numbers (papermill's `-r`).
+    `{product}` in every query. `minutes` and `interval` may be strings of numbers (papermill's `-r`). Starting a
+    view stops the one of its `kind` (default: the title) started before.
     """
     minutes = int(number_parameter("minutes", minutes, whole=True, at_least=1, example="15"))
     interval = number_parameter("interval", interval, whole=False, example="5.0")
     product = product_parameter(product)
-    options = products(settings, product_table, minutes=minutes, rank_table=rank_table) if product_table else []
+    options, recent = (_products_found(settings, product_table, minutes=minutes, rank_table=rank_table)
+                       if product_table else ([], False))  # fmt: skip
     controls = Controls.create(options, product=product, minutes=minutes, interval=interval)
     controls.product.layout.display = None if product_table else "none"
     rows = max(t.row for t in traces)
@@ -450,11 +460,12 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
     looked_for_products = time.monotonic()
 
     def update(view: LiveView) -> int:
-        nonlocal looked_for_products
+        nonlocal looked_for_products, recent
         dropdown = view.controls.product
         if product_table and (not dropdown.options or time.monotonic() - looked_for_products >= PRODUCTS_EVERY_S):
             looked_for_products = time.monotonic()
-            found = products(settings, product_table, minutes=int(view.controls.minutes.value), rank_table=rank_table)
+            found, recent = _products_found(settings, product_table, minutes=int(view.controls.minutes.value),
+                                            rank_table=rank_table)  # fmt: skip
             if found and not dropdown.options:  # an empty table when the view was built
                 dropdown.options = found
                 dropdown.value = product if product in found else found[0]
@@ -493,10 +504,11 @@ def live_chart(settings: Settings, title: str, traces: Sequence[Trace], *, produ
             if trace.forming_minute:
                 data.marker.opacity = _forming_opacity(times, time.time() * 1000) if not frame.empty else 1.0
         view.figure.layout.title = f"{title}{': ' + chosen if product_table else ''} (last {window} min)"
-        view.note = _no_rows_note(chosen, window, view.controls.product.options) if not shown else ""
+        # the dropdown lists products of any time when none had rows in the window: none to name then
+        view.note = "" if shown else _no_rows_note(chosen, window, view.controls.product.options if recent else [])
         return shown
 
-    return LiveView(figure, controls, update, kind=title)
+    return LiveView(figure, controls, update, kind=kind or title)
 
 
 def _no_rows_note(product: str, minutes: int, options: Sequence[str]) -> str:
@@ -610,7 +622,8 @@ def live_candles(settings: Settings, *, product: str | None = None, minutes: int
         Trace("VWAP", sql, "bucket", "vwap"),
         Trace("volume" + (" (this minute faded: forming)" if size == "1m" else ""), sql, "bucket", "volume", row=2,
               kind="bar", forming_minute=size == "1m"),
-    ], product_table=matches, product=product, minutes=minutes, interval=interval)
+    ], product_table=matches, product=product, minutes=minutes, interval=interval,  # one kind whatever the size: a
+        kind="Candles")  # cell run again with another size replaces the view it started  # fmt: skip
 
 
 def candles(settings: Settings, product: str | None, *, minutes: int = 60, size: str = "1m") -> pd.DataFrame:
@@ -627,7 +640,7 @@ def candles(settings: Settings, product: str | None, *, minutes: int = 60, size:
         now = pd.Timestamp(time.time_ns(), unit="ns")  # UTC, naive like the buckets
         frame["complete"] = frame["bucket"] + _CANDLE_SPANS[size] <= now
     else:  # a product the feed does not carry, a typo or no trades in the window: say so, and which have some
-        found = products(settings, settings.tables.matches, minutes=minutes)
+        found = active_products(settings, settings.tables.matches, minutes)
         warnings.warn(NoRowsWarning(f"candles: {_no_rows_note(str(product), minutes, found)}"), stacklevel=2)
     return frame
 
