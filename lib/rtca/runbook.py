@@ -145,17 +145,30 @@ def settings(backend: str | None = None, env: Mapping[str, str] | str | None = N
             raise RunbookCheckFailed(f"runbook parameter env: '{key}' names no setting",
                                      hint="`rtca config` shows them: RTCA_<SECTION>__<FIELD>, e.g. "
                                           "RTCA_PINOT__BROKER_PORT (two underscores between the names)")
-    before = {key: os.environ.get(key) for key in env or {}}
-    os.environ.update({key: str(value) for key, value in (env or {}).items()})
+    for key in [key for key in _ENV_BEFORE if key not in env]:  # a cell run again with fewer overrides
+        _restore(key, _ENV_BEFORE.pop(key))
+    before = {key: os.environ.get(key) for key in env}
+    for key, value in before.items():
+        _ENV_BEFORE.setdefault(key, value)
+    os.environ.update({key: str(value) for key, value in env.items()})
     try:
         return load_settings(**({"backend": backend} if backend else {}))
     except RtcaError:  # a value of the wrong type or range: named by load_settings; the environment as it was
         for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+            _restore(key, value)
         raise
+
+
+_ENV_BEFORE: dict[str, str | None] = {}
+"""Each variable a runbook's `env` set in this process, with its value before (None: unset). The overrides stay
+for the later cells and the processes they start; a kernel that runs `settings` again without one gets it back."""
+
+
+def _restore(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
 
 
 def require(settings: Settings, *services: str) -> None:

@@ -38,6 +38,20 @@ def test_env_is_a_mapping_however_papermill_passed_it(given: object) -> None:
     assert runbook.env_parameter(None) == runbook.env_parameter("") == {}
 
 
+def test_an_override_taken_out_of_env_is_gone_when_the_cell_runs_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JupyterLab kernel kept every override a runbook's `env` ever set: clearing `env` changed nothing."""
+    import os
+
+    monkeypatch.delenv("RTCA_PINOT__BROKER_PORT", raising=False)
+    monkeypatch.setenv("RTCA_PINOT__CONTROLLER_PORT", "19999")
+    default = load_settings().pinot.broker_port
+    given = runbook.settings(env={"RTCA_PINOT__BROKER_PORT": "18199", "RTCA_PINOT__CONTROLLER_PORT": "19001"})
+    assert (given.pinot.broker_port, given.pinot.controller_port) == (18199, 19001)
+    again = runbook.settings(env={})
+    assert (again.pinot.broker_port, again.pinot.controller_port) == (default, 19999)  # as before the first cell
+    assert "RTCA_PINOT__BROKER_PORT" not in os.environ
+
+
 @pytest.mark.parametrize("given", ["oops", ["RTCA_A=1"], 5])
 def test_env_that_is_no_mapping_is_refused_naming_the_forms(given: object) -> None:
     with pytest.raises(RunbookCheckFailed, match="runbook parameter env") as error:
