@@ -500,3 +500,34 @@ def test_a_second_workbench_on_the_same_superset_has_objects_of_its_own(files: d
     assert sorted(exported) == sorted(on_disk)
     for name, text in on_disk.items():
         assert exported[name] == text, f"{name} does not round-trip"
+
+
+def test_export_finds_a_dashboard_past_the_first_hundred(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A shared Superset with 150 dashboards before ours: only the first page of 100 was read, so ours were "not
+    found" (and a full export would have deleted the files of those past it)."""
+    import rtca.superset.bundle as bundle
+
+    others = [{"id": i, "uuid": f"u{i}", "slug": f"o{i}", "dashboard_title": f"attendee {i}"} for i in range(150)]
+    ours = {"id": 503, "uuid": "u503", "slug": "ours", "dashboard_title": "Ours"}
+    exported: list[list[int]] = []
+
+    class Client:
+        def __enter__(self) -> Client:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def get(self, path: str, q: str = "") -> dict[str, Any]:
+            page = int(re.search(r"page:(\d+)", q).group(1))  # type: ignore[union-attr]
+            items = [*others, ours] if "dashboard" in path else []
+            return {"result": items[page * 100:(page + 1) * 100]}
+
+        def export_bundle(self, kind: str, ids: list[int]) -> dict[str, bytes]:
+            exported.append(ids)
+            raise bundle.DeployError("stop here: the ids are what this test checks")
+
+    monkeypatch.setattr(bundle.SupersetClient, "from_settings", classmethod(lambda cls, settings: Client()))
+    with pytest.raises(bundle.DeployError, match="stop here"):
+        bundle.export_dashboards(Settings(), tmp_path, dashboards=["ours"], say=lambda line: None)
+    assert exported == [[503]]

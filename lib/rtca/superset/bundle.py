@@ -229,13 +229,19 @@ def _title(kind: Kind, content: Mapping[str, Any]) -> str:
 
 def existing_uuids(client: SupersetClient, kind: Kind) -> dict[str, int]:
     """uuid -> id of every object of a kind in Superset."""
-    ids: dict[str, int] = {}
+    return {str(item["uuid"]): int(item["id"]) for item in list_all(client, kind, ("id", "uuid"))}
+
+
+def list_all(client: SupersetClient, kind: Kind, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """These columns of every object of a kind, page after page (the API answers 100 at most at a time: a shared
+    Superset holds more)."""
+    items: list[dict[str, Any]] = []
     page = 0
     while True:
-        found = client.get(f"/api/v1/{kind}/", q=f"(columns:!(id,uuid),page:{page},page_size:100)")
-        ids.update({str(item["uuid"]): int(item["id"]) for item in found["result"]})
+        found = client.get(f"/api/v1/{kind}/", q=f"(columns:!({','.join(columns)}),page:{page},page_size:100)")
+        items += found["result"]
         if len(found["result"]) < 100:
-            return ids
+            return items
         page += 1
 
 
@@ -635,15 +641,15 @@ def export_dashboards(settings: Settings, out_dir: Path | None = None, *,
     out_dir = out_dir or bundle_dir(settings)
     wanted = set(dashboards) if dashboards is not None else None
     with SupersetClient.from_settings(settings) as client:
-        found = client.get("/api/v1/dashboard/", q="(columns:!(id,uuid,slug,dashboard_title),page_size:100)")
-        ids = [int(d["id"]) for d in found["result"]
+        found = list_all(client, "dashboard", ("id", "uuid", "slug", "dashboard_title"))
+        ids = [int(d["id"]) for d in found
                if wanted is None or wanted & {d.get("slug"), d.get("dashboard_title"), str(d.get("uuid"))}]
         if not ids:
             raise DeployError("no dashboard to export" + (f" matching {sorted(wanted)}" if wanted else ""))
         exported = client.export_bundle("dashboard", ids)
         # datasets of workbench tables that no chart uses yet would be lost with a dashboard export alone
         tables = set(settings.tables.model_dump().values())
-        datasets = client.get("/api/v1/dataset/", q="(columns:!(id,table_name),page_size:100)")["result"]
+        datasets = list_all(client, "dataset", ("id", "table_name"))
         ours = [int(d["id"]) for d in datasets if d["table_name"] in tables]
         if ours:
             exported.update({f"datasets_export/{k.split('/', 1)[1]}": v
