@@ -728,3 +728,27 @@ def test_an_empty_chart_names_only_products_with_rows_in_its_window(monkeypatch:
         live.candles(Settings(), "BTC-USD", minutes=15)
     assert [str(w.message) for w in caught] == [
         "candles: no rows in the last 15 min: is data flowing? `rtca status` shows the ingest"]
+
+
+def test_candles_of_no_product_in_particular_are_the_most_traded_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """None meant "the most active product" everywhere but here, which refused it saying the table was empty."""
+    import pandas as pd
+
+    from rtca.errors import ConfigError
+    from rtca.notebook import live
+
+    sent: list[str] = []
+    traded: list[str] = ["ETH-USD", "BTC-USD"]
+
+    def frame(settings: Settings, sql: str) -> pd.DataFrame:
+        sent.append(sql)
+        if "GROUP BY product_id" in sql:
+            return pd.DataFrame({"product_id": traded, "n": [9, 5][:len(traded)]})
+        return pd.DataFrame({"bucket": [1_700_000_000_000], "close": [1.0]})
+
+    monkeypatch.setattr(live, "pinot_frame", frame)
+    assert len(live.candles(Settings(), None, minutes=15)) == 1
+    assert "product_id = 'ETH-USD'" in sent[-1]
+    traded.clear()
+    with pytest.raises(ConfigError, match="no product to chart candles for"):
+        live.candles(Settings(), None)

@@ -629,11 +629,14 @@ def live_candles(settings: Settings, *, product: str | None = None, minutes: int
 def candles(settings: Settings, product: str | None, *, minutes: int = 60, size: str = "1m") -> pd.DataFrame:
     """OHLCV and VWAP candles (`rtca.pinot.queries.candles_sql`), oldest first, `bucket` as a time (UTC), not the
     epoch milliseconds DATETRUNC returns; `complete` is False for the candle still forming (its volume and close
-    are so far). No rows is a `NoRowsWarning` naming products that have some."""
+    are so far). No rows is a `NoRowsWarning` naming products that have some. `product` None: the most traded one
+    of the window (as in the live views)."""
     from rtca.pinot.queries import candles_sql
 
     minutes = int(number_parameter("minutes", minutes, whole=True, at_least=1, example="60"))
-    frame = pinot_frame(settings, candles_sql(settings, product or "", minutes=minutes, size=size))
+    product = product_parameter(product) or next(iter(products(settings, settings.tables.matches, minutes=minutes)),
+                                                 "")  # none: candles_sql says the table has no rows yet  # fmt: skip
+    frame = pinot_frame(settings, candles_sql(settings, product, minutes=minutes, size=size))
     if not frame.empty:
         frame = frame.sort_values("bucket", ignore_index=True)  # asked newest first (the limit keeps the newest)
         frame["bucket"] = to_datetime(frame["bucket"])
