@@ -607,3 +607,23 @@ def test_the_filesystem_hint_fits_the_error_and_names_the_run_directory_only_for
     run_dir = tmp_path / "run"
     path = run_dir / "logs" / "x.log" if in_run_dir else tmp_path / "elsewhere"
     assert _filesystem_hint(OSError(code, os.strerror(code), str(path)), run_dir) == says
+
+
+def test_replay_serve_says_which_products_to_ingest() -> None:
+    """An ingest given only `--url` subscribes Coinbase's live products, which the replay server refuses ("Failed
+    to subscribe"): the server now prints the command with its capture's products."""
+    import subprocess
+    import sys
+
+    from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
+
+    server = subprocess.Popen([sys.executable, "-m", "rtca.cli", "replay", "serve", "--port", "0"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert server.stdout is not None
+        url, hint = server.stdout.readline().strip(), server.stdout.readline().strip()
+    finally:
+        server.terminate()
+        server.wait(30)
+    products = ",".join(sorted(read_capture(SHIPPED_CAPTURE).products))
+    assert url.startswith("ws://127.0.0.1:") and hint == f"ingest it: rtca ingest run --url {url} --products {products}"

@@ -208,8 +208,10 @@ INGEST_FLAGS: dict[str, dict[str, Any]] = {
     "--speed": {"type": _speed, "help": "replay: pace, 1 (default), N (times faster) or max"},
     "--loop": {"action": "store_true", "help": "replay: forever, times and ids shifted to keep increasing"},
     "--shift-time": {"action": "store_true", "help": "replay: shift replayed times to now"},
-    "--products": {"type": _names, "help": "comma-separated product ids (default: the source's)"},
-    "--channels": {"type": _names, "help": "comma-separated channels (default: the source's)"},
+    "--products": {"type": _names, "help": "comma-separated product ids (default: the source's; with --url, "
+                                            "Coinbase's live list: give a replay server's own products)"},
+    "--channels": {"type": _names, "help": "comma-separated channels (default: the source's; with --url, "
+                                            "Coinbase's live ones)"},
     "--rate": {"type": _rate, "help": "simulator: frames per second (default 100), or max"},
     "--seed": {"type": int, "help": "simulator: seed (default 0)"},
     "--duration": {"type": _seconds, "help": "stop after this many seconds"},
@@ -275,10 +277,17 @@ def cmd_ingest_start(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
     from rtca.feed.replay import serve_replay
 
+    products = ",".join(sorted(read_capture(args.capture or SHIPPED_CAPTURE).products))
+
+    def announce(url: str) -> None:  # an ingest's default products are Coinbase's live ones: this capture has others
+        print(url, flush=True)
+        print(f"  ingest it: rtca ingest run --url {url} --products {products}", flush=True)
+
     stats = serve_replay(capture=args.capture, host=args.host, port=args.port, speed=args.speed, loop=args.loop,
-                         shift_time=args.shift_time)
+                         shift_time=args.shift_time, announce=announce)
     print(f"served {stats.frames_sent} frames to {stats.connections} connections")
     return 0
 
@@ -451,7 +460,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         if args.hold:
             capacity["hold"] = float(args.hold)
         if args.rates:
-            capacity["rates"] = [_rate(r) for r in _split(args.rates) or []]
+            capacity["rates"] = [_held_rate(r) for r in _split(args.rates) or []]
     results, written = run_suite(settings, args.names or DEFAULT, quick=args.quick, keep=args.keep,
                                  out_dir=Path(args.out) if args.out else None, options=options or None)
     for line in summary_lines(results):
@@ -461,7 +470,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
-def _rate(text: str) -> float:
+def _held_rate(text: str) -> float:
+    """One of `rtca bench capacity --rates`: msg/s."""
     try:
         rate = float(text)
     except ValueError:
@@ -545,7 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     })
     # the servers take all of their source's options: their defaults are given here (ingest's are None: not given)
     served: dict[str, dict[str, Any]] = {"--speed": {"default": "1"}, "--rate": {"default": "100"},
-                                         "--seed": {"default": 0}}
+                                         "--seed": {"default": 0},
+                                         "--products": {"help": "comma-separated product ids (default: Coinbase's "
+                                                                "live list)"}}  # fmt: skip
     for flag in ("--capture", "--speed", "--loop", "--shift-time"):
         replay["serve"].add_argument(flag, **{**INGEST_FLAGS[flag], **served.get(flag, {})})
     for flag in ("--products", "--rate", "--seed"):
