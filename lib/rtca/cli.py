@@ -496,9 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     verb("up", cmd_up, "start the stack (idempotent: starts only what is missing; on external: checks that it answers)")
-    verb("down", cmd_down, "stop the processes rtca started").add_argument(
-        "--wipe", action="store_true", help="also delete the services' data")
-    verb("status", cmd_status, "health, URL, PID and memory of every service")
+    verb("down", cmd_down, "stop the ingest and the stack rtca started (docker: removes its containers; external: "
+                           "the ingest only)").add_argument(
+        "--wipe", action="store_true", help="also delete the services' data (docker: their volumes; external: "
+                                            "nothing)")  # fmt: skip
+    verb("status", cmd_status, "health, URL, PID and memory of every service and the ingest (exit 3 when one is "
+                               "not healthy)")  # fmt: skip
     logs = verb("logs", cmd_logs, "the end of one service's log")
     logs.add_argument("service")
     logs.add_argument("-n", "--lines", type=_positive, default=50, help="how many lines (default: 50)")
@@ -537,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = group("ingest", "the feed into Pulsar", {
         "run": (cmd_ingest_run, "ingest in the foreground until the source ends, then flush and exit"),
         "start": (cmd_ingest_start, "ingest as a supervised background service (no-op if running with the same "
-                                "flags; restarted if with others)"),
+                                "flags and RTCA_* settings; restarted if with others; exit 3 when no data arrives "
+                                "within 15 s)"),
         "stop": (cmd_ingest_stop, "stop the background ingest"),
     })
     for action in ("run", "start"):

@@ -2,10 +2,11 @@
 
 Every host, port, URL, topic and table name of the stack and the feed lives here (and in the `infra/` files rendered
 from it). Not here: the address of a replay or simulator server `rtca replay serve` / `rtca simulator serve` starts
-(`--host`, default 127.0.0.1), and the docker stack's Zookeeper, fixed at 127.0.0.1:2181 inside the containers
-(`infra/docker/compose.yaml`: `RTCA_PINOT__ZOOKEEPER_PORT` is the local backend's only). Each field can be
-overridden from the environment with the `RTCA_` prefix, nested fields with `__`, e.g. `RTCA_PULSAR__WEB_PORT=18080`
-or `RTCA_TOPICS__RAW=my-raw-topic`.
+(`--host`, default 127.0.0.1), the docker stack's Zookeeper, fixed at 127.0.0.1:2181 inside the containers
+(`infra/docker/compose.yaml`: `RTCA_PINOT__ZOOKEEPER_PORT` is the local backend's only), and JupyterLab's, which
+`make lab` starts on 127.0.0.1:8888 (`LAB_PORT`: it is no part of the stack, and Jupyter's own options apply).
+Each field can be overridden from the environment with the `RTCA_` prefix, nested fields with `__`, e.g.
+`RTCA_PULSAR__WEB_PORT=18080` or `RTCA_TOPICS__RAW=my-raw-topic`.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ class PinotSettings(_Section):
     broker_port: Port = 8099
     server_port: Port = 8098
     server_admin_port: Port = 8097
-    server_grpc_port: Port = 8090
+    server_grpc_port: Port = 8090  # local backend only: the docker image keeps its own, unpublished
     #: Heap and GC of each JVM; the serial collector suits the small ones (fewer threads competing at start).
     controller_heap: str = "-Xms128m -Xmx512m -XX:+UseSerialGC"
     broker_heap: str = "-Xms128m -Xmx512m -XX:+UseSerialGC"
@@ -277,8 +278,8 @@ class Settings(BaseSettings):
     #: Seconds a service may take to become healthy before `rtca up` gives up and names its log.
     start_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 240.0
     #: Extra options for every JVM of the local stack. The default compiles with C1 only: the five JVMs then
-    #: need about half the CPU to start (warm `rtca up` 44 s instead of 80 s on 2 cores) at some cost in peak
-    #: throughput; set it to "" for long throughput runs (docs/performance.md).
+    #: need about half the CPU to start (160 to 80 CPU-seconds on 2 cores, when it was chosen) at some cost in
+    #: peak throughput; set it to "" for long throughput runs (docs/performance.md).
     jvm_options: str = "-XX:TieredStopAtLevel=1"
 
     pulsar: PulsarSettings = PulsarSettings()

@@ -212,6 +212,15 @@ def test_compose_variables_are_rendered_from_settings(raw_compose: dict[str, Any
     assert rendered["services"]["superset"]["environment"]["SUPERSET_PORT"] == "18088"
 
 
+def test_the_docker_backend_refuses_services_on_different_hosts() -> None:
+    """It publishes every port on the Pulsar host: rtca looked for Pinot and Superset where no container listened."""
+    from rtca.errors import ConfigError
+
+    settings = load_settings(pinot={"host": "127.0.0.2"}, superset={"host": "127.0.0.3"})
+    with pytest.raises(ConfigError, match="RTCA_PINOT__HOST=127.0.0.2, RTCA_SUPERSET__HOST=127.0.0.3"):
+        docker.compose_env(settings, secrets=False)
+
+
 def test_superset_secrets_are_required_not_defaulted(raw_compose: dict[str, Any],
                                                      rendered_env: dict[str, str]) -> None:
     env = {k: v for k, v in rendered_env.items() if k != "SUPERSET_SECRET_KEY"}

@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from rtca.errors import PrerequisiteError, RtcaError, ServiceError
+from rtca.errors import ConfigError, PrerequisiteError, RtcaError, ServiceError
 from rtca.settings import Settings
 from rtca.stack import remote
 from rtca.stack.process import ServiceState
@@ -36,8 +36,15 @@ def compose_file(settings: Settings) -> Path:
 
 
 def compose_env(settings: Settings, *, secrets: bool = True) -> dict[str, str]:
-    """The variables compose.yaml interpolates, from settings (the file's own defaults equal the settings' ones)."""
+    """The variables compose.yaml interpolates, from settings (the file's own defaults equal the settings' ones).
+    Every port is published on one address, so the services' hosts must be that one (else rtca would look for
+    Pinot or Superset where no container listens)."""
     p, pinot, s = settings.pulsar, settings.pinot, settings.superset
+    hosts = {"RTCA_PULSAR__HOST": p.host, "RTCA_PINOT__HOST": pinot.host, "RTCA_SUPERSET__HOST": s.host}
+    if len(set(hosts.values())) > 1:
+        raise ConfigError("the docker backend publishes every service on one address, but the hosts differ: "
+                          + ", ".join(f"{name}={host}" for name, host in hosts.items()),
+                          hint="give them one value (default 127.0.0.1), or use the local or external backend")
     env = {
         "RTCA_BIND_HOST": p.host,
         "RTCA_COMPOSE_PULSAR_BROKER_PORT": str(p.broker_port),
