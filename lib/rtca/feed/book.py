@@ -9,20 +9,18 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from rtca.feed.protocol import Side, finite_decimal
+from rtca.feed.protocol import Side
 
 
-def _decimal(text: str) -> Decimal:
-    """A price or size the book can keep and repeat: a string (as the exchange writes it) of a finite decimal."""
-    if type(text) is not str:
-        raise TypeError(f"expected a decimal string, got {type(text).__name__}")
-    return finite_decimal(text)
-
-
-def _level(price: str, size: str) -> Decimal:
-    """The key of a snapshot's level: its price, once price and size are both decimal strings."""
-    _decimal(size)
-    return _decimal(price)
+def _level(price: Any, size: Any) -> tuple[Decimal, Decimal] | None:
+    """A level's price and size as decimals; None for one that is not two finite decimals (strings as the exchange
+    writes them, or numbers), which the book skips: a "NaN" kept as a price would fail every later snapshot, which
+    sorts the prices."""
+    try:
+        level = Decimal(price), Decimal(size)
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+    return level if level[0].is_finite() and level[1].is_finite() else None
 
 
 class L2Book:
@@ -35,23 +33,22 @@ class L2Book:
     def side(self, side: Side) -> dict[Decimal, tuple[str, str]]:
         return self.bids if side == "buy" else self.asks
 
-    def reset(self, bids: Iterable[Sequence[str]], asks: Iterable[Sequence[str]]) -> None:
-        """Replace the book with a snapshot's levels ([price, size] strings); raises ValueError or TypeError, the book
-        unchanged, for a level that is not a decimal string (a "NaN" kept as a key would fail every later snapshot,
-        which sorts them)."""
-        new_bids = {_level(price, size): (price, size) for price, size in bids}
-        self.asks = {_level(price, size): (price, size) for price, size in asks}
-        self.bids = new_bids
+    def reset(self, bids: Iterable[Sequence[Any]], asks: Iterable[Sequence[Any]]) -> None:
+        """Replace the book with a snapshot's levels ([price, size]); a level that is no pair of finite decimals is
+        left out (`_level`)."""
+        self.bids, self.asks = _levels(bids), _levels(asks)
 
-    def apply(self, side: Side, price: str, size: str) -> None:
-        """One l2update change: the new absolute size at a price; zero removes the level. ValueError or TypeError,
-        the book unchanged, for a price or size that is not a decimal string."""
+    def apply(self, side: Side, price: Any, size: Any) -> None:
+        """One l2update change: the new absolute size at a price; zero removes the level. A change that is no
+        pair of finite decimals is skipped (`_level`)."""
+        level = _level(price, size)
+        if level is None:
+            return
         levels = self.side(side)
-        key = _decimal(price)
-        if _decimal(size):
-            levels[key] = (price, size)
+        if level[1]:
+            levels[level[0]] = (price, size)
         else:
-            levels.pop(key, None)
+            levels.pop(level[0], None)
 
     def best(self, side: Side) -> Decimal | None:
         levels = self.side(side)
@@ -67,3 +64,12 @@ class L2Book:
             "bids": [list(self.bids[price]) for price in sorted(self.bids, reverse=True)],
             "asks": [list(self.asks[price]) for price in sorted(self.asks)],
         }
+
+
+def _levels(levels: Iterable[Sequence[Any]]) -> dict[Decimal, tuple[Any, Any]]:
+    kept = {}
+    for price, size in levels:
+        level = _level(price, size)
+        if level is not None:
+            kept[level[0]] = (price, size)
+    return kept

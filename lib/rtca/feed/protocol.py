@@ -132,7 +132,7 @@ def _int(value: object) -> int:
     return number
 
 
-def finite_decimal(value: object) -> Decimal:
+def _decimal(value: object) -> Decimal:
     """Strings (the protocol) and JSON numbers (lenient); never NaN or infinite."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise TypeError(f"expected a decimal string, got {type(value).__name__}")
@@ -177,7 +177,7 @@ def _levels(value: object) -> tuple[Level, ...]:
     for entry in _list(value):
         if not isinstance(entry, list) or len(entry) != 2:
             raise ValueError(f"a level is [price, size], got {entry!r:.60}")
-        levels.append(Level(finite_decimal(entry[0]), finite_decimal(entry[1])))
+        levels.append(Level(_decimal(entry[0]), _decimal(entry[1])))
     return tuple(levels)
 
 
@@ -186,7 +186,7 @@ def _changes(value: object) -> tuple[Change, ...]:
     for entry in _list(value):
         if not isinstance(entry, list) or len(entry) != 3:
             raise ValueError(f"a change is [side, price, size], got {entry!r:.60}")
-        changes.append(Change(_side(entry[0]), finite_decimal(entry[1]), finite_decimal(entry[2])))
+        changes.append(Change(_side(entry[0]), _decimal(entry[1]), _decimal(entry[2])))
     return tuple(changes)
 
 
@@ -215,7 +215,7 @@ def _objects(value: object) -> tuple[dict[str, Any], ...]:
 
 
 _CONVERTERS: dict[str, Callable[[object], Any]] = {
-    "str": _str, "int": _int, "Decimal": finite_decimal, "datetime": parse_time, "Side": _side,
+    "str": _str, "int": _int, "Decimal": _decimal, "datetime": parse_time, "Side": _side,
     "tuple[str, ...]": _strings, "tuple[Level, ...]": _levels, "tuple[Change, ...]": _changes,
     "tuple[Channel, ...]": _channels, "tuple[dict[str, Any], ...]": _objects,
 }
