@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from rtca.errors import RtcaError
+from rtca.errors import ConfigError, RtcaError
 from rtca.settings import Settings, load_settings, name_list, setting_exists
 
 
@@ -192,7 +192,7 @@ def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval:
     """Poll `check` until `done(value)`; fail with `what` and the last value after `timeout` seconds, or at once
     with the reason `give_up()` returns (what is waited for can no longer happen). A check that raises an
     `RtcaError` (a service not ready yet) or an HTTP transport error (a service restarting: refused, timed out) is
-    tried again, and its error is the last value. A line every `note_every` seconds says what it waits for (a
+    tried again, and its error is the last value; a `ConfigError` fails at once. A line every `note_every` seconds says what it waits for (a
     runbook's cell would otherwise sit silent)."""
     import httpx
 
@@ -204,6 +204,8 @@ def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval:
             raise RunbookCheckFailed(f"{what}: {reason}")
         try:
             last = check()
+        except ConfigError:
+            raise  # a wrong name or setting: no wait makes it right
         except (RtcaError, httpx.TransportError) as exc:
             last = exc
         else:
@@ -253,17 +255,19 @@ def check_functions(settings: Settings, names: str | Sequence[str] | None = None
     from rtca.functions.deploy import function_status
 
     wanted = name_list(names)
-    last: list[Any] = []
+    answers: list[list[Any]] = []
 
     def all_running() -> bool:
-        last[:] = function_status(settings, wanted)
-        return bool(last) and not _not_running(last)
+        answers.append(function_status(settings, wanted))
+        return bool(answers[-1]) and not _not_running(answers[-1])
 
     try:
         wait_until(all_running, timeout=timeout, what="every function's instances are running")
-        return last
+        return answers[-1]
     except RunbookCheckFailed:
-        down = _not_running(last)
+        if not answers:  # Pulsar never answered: the failure names its last error
+            raise
+        down = _not_running(answers[-1])
     problems = "; ".join(f"{s.name}: {s.running}/{len(s.instances)} instances running"
                          + (f", latest exception: {s.latest_exceptions[0][:200]}" if s.latest_exceptions else "")
                          for s in down)  # fmt: skip

@@ -71,6 +71,7 @@ def test_the_functions_check_says_what_it_waits_for(monkeypatch: pytest.MonkeyPa
     from types import SimpleNamespace
 
     import rtca.functions.deploy
+    from rtca.errors import ConfigError, DeployError
     from rtca.runbook import RunbookCheckFailed, check_functions
 
     starting = SimpleNamespace(name="router", instances=[0], running=0, latest_exceptions=["ImportError: x"])
@@ -81,6 +82,22 @@ def test_the_functions_check_says_what_it_waits_for(monkeypatch: pytest.MonkeyPa
     with pytest.raises(RunbookCheckFailed, match="router: 0/1 instances running, latest exception: ImportError"):
         check_functions(load_settings(), timeout=25)
     assert "waiting until every function's instances are running (10 s" in capsys.readouterr().out
+
+    def refused(settings: object, wanted: object) -> list[object]:
+        raise DeployError("Pulsar admin: Connection refused")
+
+    monkeypatch.setattr(rtca.functions.deploy, "function_status", refused)
+    with pytest.raises(RunbookCheckFailed, match="last: DeployError: Pulsar admin: Connection refused"):
+        check_functions(load_settings(), timeout=5)  # not "none deployed"
+
+    def misspelt(settings: object, wanted: object) -> list[object]:
+        raise ConfigError("unknown function(s): tikcer-stats")
+
+    monkeypatch.setattr(rtca.functions.deploy, "function_status", misspelt)
+    started = clock[0]
+    with pytest.raises(ConfigError, match="tikcer-stats"):
+        check_functions(load_settings(), ["tikcer-stats"], timeout=60)
+    assert clock[0] == started  # at once: no wait makes a wrong name right
 
 
 def test_unknown_parameters_are_read_off_the_kernels_history() -> None:
