@@ -614,15 +614,19 @@ def test_replay_serve_says_which_products_to_ingest() -> None:
     to subscribe"): the server now prints the command with its capture's products."""
     import subprocess
     import sys
+    import threading
 
     from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
 
     server = subprocess.Popen([sys.executable, "-m", "rtca.cli", "replay", "serve", "--port", "0"],
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    timer = threading.Timer(60, server.kill)  # a server that never prints must not hang the suite
+    timer.start()
     try:
         assert server.stdout is not None
         url, hint = server.stdout.readline().strip(), server.stdout.readline().strip()
     finally:
+        timer.cancel()
         server.terminate()
         server.wait(30)
     products = ",".join(sorted(read_capture(SHIPPED_CAPTURE).products))

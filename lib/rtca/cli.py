@@ -277,17 +277,10 @@ def cmd_ingest_start(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from rtca.feed.capture import SHIPPED_CAPTURE, read_capture
     from rtca.feed.replay import serve_replay
 
-    products = ",".join(sorted(read_capture(args.capture or SHIPPED_CAPTURE).products))
-
-    def announce(url: str) -> None:  # an ingest's default products are Coinbase's live ones: this capture has others
-        print(url, flush=True)
-        print(f"  ingest it: rtca ingest run --url {url} --products {products}", flush=True)
-
     stats = serve_replay(capture=args.capture, host=args.host, port=args.port, speed=args.speed, loop=args.loop,
-                         shift_time=args.shift_time, announce=announce)
+                         shift_time=args.shift_time)
     print(f"served {stats.frames_sent} frames to {stats.connections} connections")
     return 0
 

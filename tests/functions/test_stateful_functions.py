@@ -4,6 +4,7 @@ lost, acknowledgements lost) gives the output of an uninterrupted run, with no r
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -520,7 +521,7 @@ def _summary(snapshot_id: list[Any], topic: str = BOOK) -> dict[str, Any]:
     (TradeFlowFunction, OUT, {**SHORT_ID, "sources": {TICKER: [7, 1, -1]},
                               "state": {"late": 0, "window": {"start_ms": 0, "buy_notional": None}}}),
     (AlertsFunction, STATE, {**SHORT_ID, "state": {}}),
-    (TradeFlowFunction, OUT, {**SHORT_ID, "sources": {TICKER: [7, 2**63, -1]}}),  # beyond a message id's int64
+    (TradeFlowFunction, OUT, {**_window(start_ms=0), "sources": {TICKER: [7, 2**63, -1]}}),  # beyond an int64
     # what no input the function took could leave: every later record of the product late (unacknowledged, for
     # good), or failing (the log of a price of 0, a move divided by 0)
     (VolatilityFunction, OUT, _window(start_ms=1e300, first_price=1.0, last_price=1.0)),
@@ -541,22 +542,53 @@ def _summary(snapshot_id: list[Any], topic: str = BOOK) -> dict[str, Any]:
     ("stats", OUT, _stats_record(window=2**64 - 1)),  # no deque that long: OverflowError failed the start
     ("stats", OUT, _stats_record(window=1e308, count=1e308)),
 ])  # fmt: skip
-def test_a_corrupt_record_read_back_at_start_is_passed_over(fake_context, message_ids, make, topic,  # type: ignore[no-untyped-def]
+def test_a_corrupt_record_read_back_at_start_is_passed_over(fake_context, message_id_class, make, topic,  # type: ignore[no-untyped-def]
                                                            corrupt) -> None:  # fmt: skip
     """A record of another format (or corrupt) on a function's output or state topic defines no state; it failed
     the start before, which the function retries for ever: every input stalled, for every product."""
+    function = _started(fake_context, message_id_class, make, topic, corrupt)
+    assert "P" not in function.progress
+    assert "P" not in getattr(function.engine, "books", {}) and "P" not in getattr(function.engine, "products", {})
+
+
+@pytest.mark.parametrize("make, topic, record, taken", [
+    (TradeFlowFunction, OUT, _window(start_ms=0), "progress"),
+    (VolatilityFunction, OUT, _window(start_ms=0, first_price=1.0, last_price=1.0), "progress"),
+    # a window the functions opened 5 min after a receipt 4 min ahead of their clock (both within the checks)
+    (VolatilityFunction, OUT, _window(start_ms=(time.time_ns() // 1_000_000 + 9 * 60_000) // 60_000 * 60_000,
+                                      first_price=1.0, last_price=1.0), "progress"),  # fmt: skip
+    (AlertsFunction, STATE, {**SHORT_ID, "sources": {TICKER: [7, 1, -1, -1]},
+                             "state": {"prices": {"price_move_1pct_60s": [[0, 1.0]]}}}, "progress"),
+    (OrderBookFunction, OUT, _summary([7, 1, -1, -1]), "products"),
+    (OrderBookFunction, OUT, _summary([7, 1, -1, -1], topic=f"{BOOK}-partition-0"), "products"),
+    ("stats", OUT, _stats_record(), "books"),
+])  # fmt: skip
+def test_a_record_read_back_at_start_defines_its_state(fake_context, message_id_class, make, topic, record,  # type: ignore[no-untyped-def]
+                                                      taken) -> None:  # fmt: skip
+    """The control of the test above: the same records, well formed, are taken (a check that passed every record
+    over would pass it)."""
+    function = _started(fake_context, message_id_class, make, topic, record)
+    assert "P" in (function.progress if taken == "progress" else getattr(function.engine, taken))
+
+
+def _started(fake_context, message_id_class, make, topic: str, record: dict[str, Any]) -> Any:  # type: ignore[no-untyped-def]
+    """A function started on `record` as the only one of its output or state `topic`; its inputs (the book's level2
+    topic, the ticker) hold a snapshot of P at the id its summaries name (7:1)."""
     if make == "stats":
         from rtca.functions.stats import TickerStatsFunction
 
         make = TickerStatsFunction
-    book_input = [orjson.dumps({"type": "snapshot", "product_id": "P", "bids": [[1.0, 1.0]], "asks": [[2.0, 1.0]]})]
+    snapshot = [orjson.dumps({"type": "snapshot", "product_id": "P", "bids": [[1.0, 1.0]], "asks": [[2.0, 1.0]],
+                              "event_ms": 0})]  # fmt: skip
+    partition = f"{BOOK}-partition-0"
     ctx = fake_context({"dead_letter": DEAD, "alerts": ALERTS, "state_topic": STATE, "inputs": SOURCES},
                        output_topic=OUT, input_topic=BOOK,
-                       topics={topic: [orjson.dumps(corrupt)], BOOK: book_input, TICKER: book_input})  # fmt: skip
+                       topics={topic: [orjson.dumps(record)], BOOK: snapshot, TICKER: snapshot, partition: snapshot},
+                       message_ids={t: [message_id_class(7, 1)] for t in (BOOK, TICKER, partition)})  # fmt: skip
     function = make()
     function._start(ctx)
-    assert function._ready and "P" not in function.progress
-    assert "P" not in getattr(function.engine, "books", {}) and "P" not in getattr(function.engine, "products", {})
+    assert function._ready
+    return function
 
 
 @pytest.mark.parametrize("function_class", [VolatilityFunction, TradeFlowFunction, AlertsFunction, OrderBookFunction])

@@ -36,12 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from rtca.analytics.checks import (
-    MAX_AHEAD_MS,
     MAX_PRODUCT_ID,
     MAX_VALUE,
     event_time,
+    latest_time_ms,
     long_field,
-    now_ms,
     number,
     optional_long,
     product_id,
@@ -134,7 +133,7 @@ def _price_point(event_ms: Any, price: Any) -> tuple[int, float]:
     """A (time, price) of a price-move window read back from a checkpoint; ValueError for what no ticker the
     function took could have left there (a price of 0 divided every later move by zero)."""
     point = (int(event_ms), float(price))
-    if not (0 <= point[0] <= now_ms() + MAX_AHEAD_MS and 0 < point[1] < MAX_VALUE):
+    if not (0 <= point[0] <= latest_time_ms() and 0 < point[1] < MAX_VALUE):
         raise ValueError(f"not a price in time: {str([event_ms, price])[:60]}")
     return point
 

@@ -35,6 +35,12 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def latest_time_ms() -> int:
+    """The latest event time a record checked now can carry: MAX_AHEAD_MS after a receipt that is itself
+    MAX_AHEAD_MS ahead of this clock. State read back at start with a time after it is none the functions kept."""
+    return now_ms() + 2 * MAX_AHEAD_MS
+
+
 def receipt_time(received_ms: int) -> int:
     """`received_ms` if it is at most MAX_AHEAD_MS after this process's clock, else ValueError. An event time may be
     MAX_AHEAD_MS after its receipt: a receipt far ahead (a wrong clock, or anyone publishing) would let one event far

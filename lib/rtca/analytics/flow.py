@@ -101,9 +101,7 @@ class TradeFlow(WindowsByProduct):
         if type(side) is not str or side not in ("buy", "sell"):
             raise ValueError(f"side must be 'buy' or 'sell', not {side!r:.40}")
         price, size = number(match["price"], "price", positive=True), number(match["size"], "size")
-        received_ms, trade_id = match.get("received_ms"), match.get("trade_id")
-        if received_ms is not None and type(received_ms) is not int:  # all checked before any state changes
-            raise TypeError("received_ms must be an int")
+        received_ms, trade_id = match.get("received_ms"), match.get("trade_id")  # received_ms: `event_time` checked it
         if trade_id is not None and type(trade_id) is not int:
             raise TypeError("trade_id must be an int")
         flow = self.product(product)

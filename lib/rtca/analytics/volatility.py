@@ -82,9 +82,7 @@ class Volatility(WindowsByProduct):
         product = ticker["product_id"]
         event_ms = event_time(ticker)
         price = number(ticker["price"], "price", positive=True)
-        received_ms = ticker.get("received_ms")
-        if received_ms is not None and type(received_ms) is not int:  # checked before any state changes
-            raise TypeError("received_ms must be an int")
+        received_ms = ticker.get("received_ms")  # an int or None: `event_time` checked it
         pv = self.product(product)
         start = event_ms // self.window_ms * self.window_ms
         window = pv.window

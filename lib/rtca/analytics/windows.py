@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Self
 
-from rtca.analytics.checks import MAX_AHEAD_MS, MAX_VALUE, now_ms
+from rtca.analytics.checks import MAX_VALUE, latest_time_ms
 
 DEFAULT_WINDOW_MS = 60_000
 
@@ -66,7 +66,7 @@ class WindowsByProduct:
         every later price of the window)."""
         window = state["window"]
         late = int(state["late"])
-        latest = now_ms() + MAX_AHEAD_MS  # what the functions' own checks let through (`rtca.analytics.checks`)
+        latest = latest_time_ms()
         if window:
             for name, spec in self.window_class.__dataclass_fields__.items():
                 value = window.get(name)

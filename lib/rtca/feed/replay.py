@@ -297,8 +297,16 @@ def serve_replay(
     speed: float | str = 1.0,
     loop: bool = False,
     shift_time: bool = False,
-    announce: Callable[[str], None] = print,
+    announce: Callable[[str], None] | None = None,
 ) -> ServerStats:
-    """`rtca replay serve`: serve a capture (default: the shipped one) until it ends or SIGINT / SIGTERM."""
+    """`rtca replay serve`: serve a capture (default: the shipped one) until it ends or SIGINT / SIGTERM. Once it
+    listens, `announce(url)`; by default it prints the URL, then the ingest command with the capture's products (an
+    ingest given only the URL subscribes Coinbase's live products, which this server refuses)."""
     server = replay_server(capture, speed=speed, loop=loop, shift_time=shift_time, host=host, port=port)
-    return serve_foreground(server, announce=announce)
+    products = ",".join(sorted(server.source.products))
+
+    def say(url: str) -> None:
+        print(url, flush=True)
+        print(f"  ingest it: rtca ingest run --url {url} --products {products}", flush=True)
+
+    return serve_foreground(server, announce=announce or say)

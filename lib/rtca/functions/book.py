@@ -57,6 +57,7 @@ class LastSummary:
     snapshot: list[int]  # id of the snapshot its book was built from
     source: MessageIdKey  # the input it answered
     bucket: int  # its cadence bucket
+    snapshot_key: MessageIdKey  # `snapshot`'s ordering key, once (compared with every message re-read)
 
 
 class OrderBookFunction(StatefulFunction):
@@ -127,13 +128,12 @@ class OrderBookFunction(StatefulFunction):
                 if not isinstance(topic, str) or topic_of_partition(topic) not in inputs or len(snapshot) != 4:
                     raise ValueError("not a summary's source / snapshot id")  # re-reading another topic (or a
                     # name the client refuses) would rebuild nothing of ours, or fail every start
-                id_key(snapshot)
                 summary = LastSummary(snapshot, id_key(record["source"]["message_id"]),
-                                      int(record["event_ms"]) // self.engine.cadence_ms)  # fmt: skip
+                                      int(record["event_ms"]) // self.engine.cadence_ms, id_key(snapshot))  # fmt: skip
             except (*DECODE_ERRORS, IndexError):
                 continue
             by_topic.setdefault(topic, {})[product] = summary
-            if topic not in starts or id_key(snapshot) < id_key(starts[topic]):
+            if topic not in starts or summary.snapshot_key < id_key(starts[topic]):
                 starts[topic] = snapshot
         for topic, products in by_topic.items():
             self._replay(context, topic, starts[topic], products)
@@ -159,7 +159,7 @@ class OrderBookFunction(StatefulFunction):
                     raise TypeError("not a JSON object")
                 product = self.key_of(record)  # what `process` refuses, replay skips
                 known = products.get(product)
-                if known is not None and message_id < id_key(known.snapshot):
+                if known is not None and message_id < known.snapshot_key:
                     continue  # before the snapshot of its last summary: that book starts there
                 results = self._apply(record, topic, [*message_id, start[3] if len(start) > 3 else -1], None)
             except Exception:  # noqa: BLE001 - the first run sent it to the dead letter; replay never stops on it

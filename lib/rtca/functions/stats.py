@@ -19,12 +19,14 @@ from typing import Any
 
 import orjson
 
-from rtca.analytics.checks import event_time, number, optional_long, product_id
+from rtca.analytics.checks import event_time, number, product_id
 from rtca.analytics.stats import DEFAULT_SPAN, DEFAULT_WINDOW, StatsRow, TickerStats
 from rtca.functions.resume import DECODE_ERRORS, StatefulFunction, id_key, json_records, read_topic
 from rtca.functions.runtime import Context, MessageIdKey, Publisher, ack_now, message_id_key
 
 __all__ = ["ProductBook", "StatsBooks", "TickerStatsFunction", "read_topic", "stats_record"]
+
+_LONG = 1 << 63
 
 
 @dataclass(slots=True)
@@ -118,7 +120,11 @@ class TickerStatsFunction(StatefulFunction):
             product = product_id(ticker)
             price = number(ticker["price"], "price", positive=True)
             event_ms = event_time(ticker)  # checked again: see `rtca.analytics.checks`
-            optional_long(ticker, "sequence"), optional_long(ticker, "trade_id")  # the record copies them
+            sequence, trade_id = ticker.get("sequence"), ticker.get("trade_id")  # the record copies them (LONGs)
+            if not ((sequence is None or type(sequence) is int and 0 <= sequence < _LONG)
+                    and (trade_id is None or type(trade_id) is int and 0 <= trade_id < _LONG)):  # fmt: skip
+                raise ValueError(f"sequence and trade_id must be integers in [0, 2**63): {sequence!r:.30}, "
+                                 f"{trade_id!r:.30}")  # fmt: skip
             book = books.book(product)
             key = message_id_key(message_id)
             if book.already_done(topic, key):
