@@ -240,7 +240,7 @@ def list_all(client: SupersetClient, kind: Kind, columns: Sequence[str]) -> list
     while True:
         found = client.get(f"/api/v1/{kind}/", q=f"(columns:!({','.join(columns)}),page:{page},page_size:100)")
         items += found["result"]
-        if len(found["result"]) < 100:
+        if len(found["result"]) < 100 or len(items) >= found.get("count", float("inf")):  # the last page
             return items
         page += 1
 
