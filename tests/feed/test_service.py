@@ -45,6 +45,29 @@ def test_start_leaves_a_running_ingest_alone_and_restarts_one_with_other_flags(s
     assert process is not None and process.cmdline()[-2:] == ["--channels", "ticker"]
 
 
+def test_two_starts_at_once_start_one_ingest(stack_up: Settings, name: str) -> None:
+    """Both found no ingest and started one each: the second pid file replaced the first, and that ingest published
+    every frame again, out of `rtca down`'s reach (found by review). The run directory's lock makes one wait."""
+    import threading
+
+    import psutil
+
+    barrier, said = threading.Barrier(2), []
+
+    def start() -> None:
+        barrier.wait()
+        said.append(start_ingest(stack_up, NOWHERE, name=name)[1])
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(said) == ["running", "started"]
+    ours = [p for p in psutil.Process().children(recursive=True) if "ws://127.0.0.1:9" in " ".join(p.cmdline())]
+    assert len(ours) == 1
+
+
 def test_start_fails_naming_the_log_when_the_ingest_ends_at_once(stack_up: Settings, name: str) -> None:
     with pytest.raises(ServiceError, match="exited during start-up") as failure:
         start_ingest(stack_up, ["--source", "replay", "--capture", f"/nonexistent-{name}.capture"], name=name)

@@ -242,8 +242,9 @@ def test_a_function_instance_is_known_by_its_logging_file_argument() -> None:
 
     argv = [sys.executable, "-c", "import time; time.sleep(30)", "--logging_file", "coinbase-router"]
     with subprocess.Popen(argv) as instance:
-        try:
-            assert function_instance(psutil.Process(instance.pid)) == "coinbase-router"
+        try:  # right after the fork the child still has its parent's command line, until it execs
+            wait_for(lambda: function_instance(psutil.Process(instance.pid)) == "coinbase-router", timeout=10,
+                     what="the instance's command line")  # fmt: skip
         finally:
             instance.kill()
     assert function_instance(psutil.Process()) is None
@@ -457,7 +458,7 @@ def test_the_pinot_broker_serves_its_configured_port_and_waits_only_a_second_to_
     assert our_processes(settings) == []
 
 
-@pytest.mark.parametrize("content", ["null", '{"pid": "12", "create_time": 0}', "[]", "{", ""])
+@pytest.mark.parametrize("content", ["null", '{"pid": "12", "create_time": 0}', "[]", '{"pid": 1}'])
 def test_a_damaged_pid_file_means_not_running_and_is_removed(tmp_path: Path, content: str) -> None:
     supervisor = Supervisor(load_settings(run_dir=tmp_path))
     path = supervisor.settings.pids_dir / "pulsar.json"
@@ -465,6 +466,46 @@ def test_a_damaged_pid_file_means_not_running_and_is_removed(tmp_path: Path, con
     path.write_text(content)
     assert supervisor.process("pulsar") is None
     assert not path.exists()
+
+
+@pytest.mark.parametrize("content", ["{", ""])
+def test_a_pid_file_that_is_no_json_means_not_running_and_is_left_for_the_next_start(tmp_path: Path,
+                                                                                   content: str) -> None:  # fmt: skip
+    """`rtca status` beside `rtca up` read a pid file half written and deleted it: the service it named ran on in no
+    pid file, out of `rtca down`'s reach (found by review: 2 of 300 starts). Pid files are now replaced whole, and
+    one that is no JSON was written by none of ours: it is left, and replaced by the next start."""
+    settings = isolated_settings(tmp_path)
+    supervisor = Supervisor(settings)
+    path = settings.pids_dir / "superset.json"
+    path.write_text(content)
+    assert supervisor.process("superset") is None and path.read_text() == content
+    supervisor.start_all([_web_service(free_ports(1)[0], "superset")], timeout=60, started=[])
+    try:
+        assert supervisor.process("superset") is not None
+    finally:
+        supervisor.stop("superset")
+    assert our_processes(settings) == []
+
+
+def test_a_start_whose_pid_file_cannot_be_written_leaves_no_process(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A full disk (or an interrupt) between the process's start and its pid file left it running, out of every
+    `rtca down`'s reach (found by review)."""
+    import rtca.stack.process
+
+    settings = isolated_settings(tmp_path)
+    supervisor = Supervisor(settings)
+    sleeper = Service("sleeper", lambda: Launch([sys.executable, "-c", "import time; time.sleep(60)",
+                                                 str(settings.run_dir)]), url="", may_finish=True)  # fmt: skip
+
+    def full(path: Path, text: str) -> None:
+        assert len(our_processes(settings)) == 1  # started, then its pid file failed
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rtca.stack.process, "_write_whole", full)
+    with pytest.raises(OSError, match="No space left"):
+        supervisor.start(sleeper)
+    assert our_processes(settings) == []
 
 
 def test_down_keeps_the_data_and_down_wipe_deletes_it(tmp_path: Path) -> None:

@@ -358,6 +358,11 @@ class Ingest:
         return {**asdict(gap), "missed": gap.missed}
 
 
+DRAIN_TIMEOUT_S = 60.0
+"""How long an ingest that stops waits for Pulsar to confirm what it sent, once for the frames and once for the
+last health records (a stop that killed it sooner would lose them: `rtca.feed.service.STOP_TIMEOUT_S`)."""
+
+
 async def ingest(
     connection: FeedConnection,
     raw: Sink,
@@ -369,7 +374,7 @@ async def ingest(
     stop: asyncio.Event | Sequence[asyncio.Event] | None = None,
     health_interval: float = 1.0,
     max_payload_bytes: int = MAX_PAYLOAD_BYTES,
-    drain_timeout: float = 60.0,
+    drain_timeout: float = DRAIN_TIMEOUT_S,
     announce: Callable[[str], None] | None = None,
     resync: BookResync | None = None,
 ) -> IngestReport:

@@ -21,10 +21,11 @@ import psutil
 
 from rtca.errors import ConfigError, ServiceError
 from rtca.feed.connection import CANNOT_CONNECT, RECEIVING_AGAIN, log as connection_log
-from rtca.feed.ingest import DATA_FLOWS, STARTED
+from rtca.feed.ingest import DATA_FLOWS, DRAIN_TIMEOUT_S, STARTED
 from rtca.feed.sinks import OPERATION_TIMEOUT_S
 from rtca.settings import Settings
 from rtca.stack.process import STARTING, STOPPED, Launch, Service, ServiceState, Supervisor
+from rtca.stack.progress import say
 
 NAME = "ingest"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -55,7 +56,13 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
     Returns its state and what this call did."""
     wanted = _options(run_args)  # refused here, before the running ingest is touched
     supervisor = Supervisor(settings)
-    service = ingest_service(settings, run_args, name=name)
+    with supervisor.exclusive():  # two starts at once would both find none and start one each
+        return _start_ingest(settings, supervisor, ingest_service(settings, run_args, name=name), run_args, wanted,
+                             name=name)  # fmt: skip
+
+
+def _start_ingest(settings: Settings, supervisor: Supervisor, service: Service, run_args: Sequence[str],
+                  wanted: dict[str, Any], *, name: str) -> tuple[ServiceState, Started]:
     running = supervisor.process(name)
     done: Started = "started"
     if running is not None:
@@ -77,15 +84,17 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
             same = False
         if same:
             return supervisor.state(service), "running"
-        supervisor.stop(name)
+        supervisor.stop(name, timeout=STOP_TIMEOUT_S, report=say)
         done = "restarted"
     # a broker that answers but is slow (just restarted) may take the client's operation timeout to take a producer
     try:
         supervisor.start_all([service], timeout=OPERATION_TIMEOUT_S + 15, started=[])
     except ServiceError as exc:  # e.g. the source refused the subscription: its reason, not only the log's path
         ended = ended_ingest(settings, name=name)
-        if ended is None:
-            raise
+        if ended is None:  # not healthy in time: stopped, not left to publish later behind an error
+            supervisor.stop(name, timeout=STOP_TIMEOUT_S, report=say)
+            raise ServiceError(name, f"{exc.args[0].removeprefix(f'{name}: ')}; stopped", log=exc.log,
+                               hint=f"`rtca logs {name}` says why; `rtca status` shows Pulsar") from None
         why = ended.note.removeprefix("exited: ").split("; `rtca logs")[0]  # "error: ...": the CLI's own words
         raise ServiceError(name, f"exited during start-up: {why}", log=exc.log, hint=exc.hint) from None
     if supervisor.process(name) is None:  # a short run (--duration, --max-messages) ended within its start-up
@@ -96,6 +105,11 @@ def start_ingest(settings: Settings, run_args: Sequence[str], *,
                                hint=f"`rtca logs {name}`")
         done = "finished"
     return supervisor.state(service), done
+
+
+STOP_TIMEOUT_S = 2 * DRAIN_TIMEOUT_S + 15
+"""How long a stop waits for the ingest to exit before it is killed: its two drains (`DRAIN_TIMEOUT_S`) and its
+report. Killed sooner, it lost what Pulsar had not confirmed yet (Pulsar slow or away)."""
 
 
 def _options(run_args: Sequence[str]) -> dict[str, Any]:
@@ -140,11 +154,12 @@ def _settings_env(environ: Mapping[str, str]) -> dict[str, str]:
 def stop_ingest(settings: Settings, *, name: str = NAME) -> bool:
     """Stop the ingest; True if it was running. One that had ended by itself is then no longer shown as ended."""
     supervisor = Supervisor(settings)
-    if supervisor.stop(name):
-        return True
-    if ended_ingest(settings, name=name) is not None:
-        supervisor.mark_stopped(name)
-    return False
+    with supervisor.exclusive():
+        if supervisor.stop(name, timeout=STOP_TIMEOUT_S, report=say):
+            return True
+        if ended_ingest(settings, name=name) is not None:
+            supervisor.mark_stopped(name)
+        return False
 
 
 def ingest_state(settings: Settings, *, name: str = NAME) -> ServiceState | None:

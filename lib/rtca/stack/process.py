@@ -109,6 +109,13 @@ def _rotate(log: Path) -> None:
             log.replace(log.with_name(f"{log.name}.1"))
 
 
+def _write_whole(path: Path, text: str) -> None:
+    """Replace `path` with `text` at once: a reader (`rtca status` beside `rtca up`) never sees it half written."""
+    part = path.with_name(f".{path.name}.{os.getpid()}")
+    part.write_text(text)
+    part.replace(path)
+
+
 def port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
@@ -147,10 +154,15 @@ class Supervisor:
         path = self._pid_file(name)
         try:
             record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):  # unreadable, or not JSON: written by no rtca of ours (they replace it whole)
+            return None  # left there: whatever wrote it may be running
+        try:
             proc = psutil.Process(record["pid"])
             if abs(proc.create_time() - record["create_time"]) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE:
                 return proc
-        except (FileNotFoundError, ValueError, KeyError, TypeError, psutil.Error):  # TypeError: `null`, a pid "12"
+        except (KeyError, TypeError, ValueError, psutil.Error):  # TypeError: `null`, a pid "12"
             pass
         try:
             path.unlink(missing_ok=True)
@@ -219,9 +231,16 @@ class Supervisor:
             popen = subprocess.Popen(list(launch.argv), stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=launch.cwd, env={**os.environ, **launch.env},
                                      start_new_session=True)
+        try:
+            proc = psutil.Process(popen.pid)
+            record = {"pid": popen.pid, "create_time": proc.create_time()}
+            _write_whole(self._pid_file(service.name), json.dumps(record))
+        except BaseException:  # a full disk, an interrupt: a process in no pid file would outlive every `rtca down`
+            with suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+            raise
         self._started[service.name] = popen
-        proc = psutil.Process(popen.pid)
-        self._pid_file(service.name).write_text(json.dumps({"pid": popen.pid, "create_time": proc.create_time()}))
         return proc
 
     def start_all(self, services: Sequence[Service], *, timeout: float, started: list[str]) -> None:
