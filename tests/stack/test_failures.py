@@ -487,6 +487,30 @@ def test_a_pid_file_that_is_no_json_means_not_running_and_is_left_for_the_next_s
     assert our_processes(settings) == []
 
 
+def test_a_service_is_known_by_its_start_in_ticks_since_boot_whatever_the_clock_did(tmp_path: Path) -> None:
+    """Its pid file held the wall-clock start time, which psutil derives from the boot time, and that moves with every
+    step of the clock: a step of more than a second made every running service look gone, its pid file deleted
+    (found by review). A pid file now also holds the start in ticks since boot; one of an older rtca still works."""
+    import json
+
+    settings = isolated_settings(tmp_path)
+    supervisor = Supervisor(settings)
+    sleeper = Service("sleeper", lambda: Launch([sys.executable, "-c", "import time; time.sleep(60)",
+                                                 str(settings.run_dir)]), url="", may_finish=True)  # fmt: skip
+    proc = supervisor.start(sleeper)
+    path = settings.pids_dir / "sleeper.json"
+    record = json.loads(path.read_text())
+    try:
+        for shown, found in (({**record, "create_time": record["create_time"] - 5}, True),  # the clock stepped
+                             ({"pid": proc.pid, "create_time": record["create_time"]}, True),  # an older rtca's
+                             ({**record, "start_ticks": record["start_ticks"] - 1}, False)):  # the pid reused
+            path.write_text(json.dumps(shown))
+            assert (supervisor.process("sleeper") is not None) is found, shown
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
 def test_a_start_whose_pid_file_cannot_be_written_leaves_no_process(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """A full disk (or an interrupt) between the process's start and its pid file left it running, out of every

@@ -109,6 +109,14 @@ def _rotate(log: Path) -> None:
             log.replace(log.with_name(f"{log.name}.1"))
 
 
+def _start_ticks(pid: int) -> int:
+    """When process `pid` started, in clock ticks since boot (`/proc/PID/stat`, field 22): which process a pid is,
+    whatever the wall clock did since. psutil's `create_time` adds the boot time, which moves with every step of
+    the clock (NTP, a resumed virtual machine): a step of a second made every running service look gone."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
 def _write_whole(path: Path, text: str) -> None:
     """Replace `path` with `text` at once: a reader (`rtca status` beside `rtca up`) never sees it half written."""
     part = path.with_name(f".{path.name}.{os.getpid()}")
@@ -160,9 +168,12 @@ class Supervisor:
             return None  # left there: whatever wrote it may be running
         try:
             proc = psutil.Process(record["pid"])
-            if abs(proc.create_time() - record["create_time"]) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE:
+            ticks = record.get("start_ticks")
+            same = (_start_ticks(proc.pid) == ticks if ticks is not None  # immune to a step of the wall clock
+                    else abs(proc.create_time() - record["create_time"]) < 1.0)  # a pid file of an older rtca
+            if same and proc.status() != psutil.STATUS_ZOMBIE:
                 return proc
-        except (KeyError, TypeError, ValueError, psutil.Error):  # TypeError: `null`, a pid "12"
+        except (KeyError, TypeError, ValueError, AttributeError, OSError, psutil.Error):  # TypeError: a pid "12"
             pass
         try:
             path.unlink(missing_ok=True)
@@ -233,7 +244,7 @@ class Supervisor:
                                      start_new_session=True)
         try:
             proc = psutil.Process(popen.pid)
-            record = {"pid": popen.pid, "create_time": proc.create_time()}
+            record = {"pid": popen.pid, "create_time": proc.create_time(), "start_ticks": _start_ticks(popen.pid)}
             _write_whole(self._pid_file(service.name), json.dumps(record))
         except BaseException:  # a full disk, an interrupt: a process in no pid file would outlive every `rtca down`
             with suppress(ProcessLookupError):
