@@ -511,6 +511,23 @@ def test_a_service_is_known_by_its_start_in_ticks_since_boot_whatever_the_clock_
         proc.wait(10)
 
 
+def test_a_process_a_service_starts_as_it_stops_is_stopped_too(tmp_path: Path) -> None:
+    """The stop killed the processes it had listed when it sent SIGTERM: one the service started after that (Pulsar's
+    worker starting a function instance as it shut down) ran on (found by review)."""
+    settings = isolated_settings(tmp_path)
+    supervisor = Supervisor(settings)
+    late = ("import signal, subprocess, sys, time\n"
+            f"child = [sys.executable, '-c', 'import time; time.sleep(60)', {str(settings.run_dir)!r}]\n"
+            "signal.signal(signal.SIGTERM, lambda *a: (subprocess.Popen(child), time.sleep(0.5), sys.exit(0)))\n"
+            "print('up', flush=True)\ntime.sleep(60)")  # fmt: skip
+    service = Service("late", lambda: Launch([sys.executable, "-u", "-c", late, str(settings.run_dir)]), url="",
+                      may_finish=True)  # fmt: skip
+    supervisor.start(service)
+    wait_for(lambda: "\nup\n" in supervisor.log_file("late").read_text(), timeout=10, what="it runs")
+    assert supervisor.stop("late", timeout=10)
+    wait_for(lambda: our_processes(settings) == [], timeout=5, what="no process of the service left")
+
+
 def test_a_start_whose_pid_file_cannot_be_written_leaves_no_process(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """A full disk (or an interrupt) between the process's start and its pid file left it running, out of every

@@ -349,6 +349,9 @@ class Supervisor:
             except psutil.NoSuchProcess:
                 pass
         psutil.wait_procs(alive, timeout=5)
+        for family in families.values():  # and what joined a group after the SIGTERM (a function instance the worker
+            with suppress(ProcessLookupError, PermissionError):  # started as it stopped), which no list above holds
+                os.killpg(family[0].pid, signal.SIGKILL)
         for name in families:
             self._pid_file(name).unlink(missing_ok=True)
             self.mark_stopped(name)
