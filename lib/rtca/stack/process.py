@@ -109,11 +109,15 @@ def _rotate(log: Path) -> None:
             log.replace(log.with_name(f"{log.name}.1"))
 
 
-def _start_ticks(pid: int) -> int:
+def _start_ticks(pid: int) -> int | None:
     """When process `pid` started, in clock ticks since boot (`/proc/PID/stat`, field 22): which process a pid is,
     whatever the wall clock did since. psutil's `create_time` adds the boot time, which moves with every step of
-    the clock (NTP, a resumed virtual machine): a step of a second made every running service look gone."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
+    the clock (NTP, a resumed virtual machine): a step of a second made every running service look gone. None
+    without a /proc (macOS): the wall-clock start time then serves alone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
     return int(stat[stat.rindex(")") + 2:].split()[19])
 
 
@@ -168,9 +172,9 @@ class Supervisor:
             return None  # left there: whatever wrote it may be running
         try:
             proc = psutil.Process(record["pid"])
-            ticks = record.get("start_ticks")
-            same = (_start_ticks(proc.pid) == ticks if ticks is not None  # immune to a step of the wall clock
-                    else abs(proc.create_time() - record["create_time"]) < 1.0)  # a pid file of an older rtca
+            ticks, now = record.get("start_ticks"), _start_ticks(proc.pid)
+            same = (now == ticks if ticks is not None and now is not None  # immune to a step of the wall clock
+                    else abs(proc.create_time() - record["create_time"]) < 1.0)  # an older rtca's, or no /proc
             if same and proc.status() != psutil.STATUS_ZOMBIE:
                 return proc
         except (KeyError, TypeError, ValueError, AttributeError, OSError, psutil.Error):  # TypeError: a pid "12"
