@@ -280,7 +280,8 @@ def _not_running(statuses: Sequence[Any]) -> list[Any]:
 
 
 def check_tables(settings: Settings, names: str | Sequence[str] | None = None) -> list[Any]:
-    """Every table exists and answers a COUNT(*) through the broker."""
+    """Every table exists and answers a COUNT(*) through the broker; a controller or broker restarting meanwhile
+    (refused, timed out, not ready) is waited for, a table that does not exist fails at once."""
     from rtca.pinot.client import PinotClient
 
     from rtca.pinot.tables import selected_keys
@@ -289,7 +290,9 @@ def check_tables(settings: Settings, names: str | Sequence[str] | None = None) -
     counts = []
     with PinotClient(settings) as pinot:
         for table in wanted:
-            if pinot.table(table) is None:
+            config = wait_until(lambda t=table: pinot.table(t), timeout=60, done=lambda _: True,
+                                what=f"Pinot's controller answers for {table}")
+            if config is None:
                 raise RunbookCheckFailed(f"Pinot table {table} does not exist", hint="run runbooks/20-pinot-tables")
             counts.append((table, wait_until(lambda t=table: pinot.count(t), timeout=60, done=lambda _: True,
                                              what=f"{table} answers queries")))

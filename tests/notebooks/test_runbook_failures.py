@@ -65,6 +65,35 @@ def test_a_runbook_wait_outlasts_a_service_that_refuses_while_it_restarts() -> N
     assert wait_until(answers, timeout=5, what="rows", interval=0.01) == [5] and len(calls) == 2
 
 
+def test_the_tables_check_outlasts_a_controller_restart_and_fails_at_once_on_a_missing_table(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Runbook 20's check stopped at once with a bare ConnectError when the controller restarted under it."""
+    import httpx
+
+    from rtca.pinot.client import PinotClient
+    from rtca.runbook import RunbookCheckFailed, check_tables
+
+    settings = load_settings()
+    refusals = [httpx.ConnectError("[Errno 111] Connection refused")] * 2
+    asked: list[str] = []
+
+    def table(self: PinotClient, name: str) -> dict[str, object] | None:
+        asked.append(name)
+        if refusals:
+            raise refusals.pop()
+        return None if name == settings.tables.alerts else {"tableName": name}
+
+    monkeypatch.setattr(PinotClient, "table", table)
+    monkeypatch.setattr(PinotClient, "count", lambda self, name, where="": len(name))
+    monkeypatch.setattr("rtca.runbook.time.sleep", lambda seconds: None)
+    assert check_tables(settings, "ticker") == [(settings.tables.ticker, len(settings.tables.ticker))]
+    assert asked == [settings.tables.ticker] * 3  # refused twice, then answered
+    asked.clear()
+    with pytest.raises(RunbookCheckFailed, match=f"Pinot table {settings.tables.alerts} does not exist"):
+        check_tables(settings, "alerts")
+    assert asked == [settings.tables.alerts]  # at once: no wait makes it exist
+
+
 def test_the_functions_check_says_what_it_waits_for(monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """It sat silent for up to two minutes."""
